@@ -1,0 +1,113 @@
+//! The embedded Kafka: librdkafka's mock cluster on loopback.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use rdkafka::mocking::MockCluster;
+
+use crate::{Error, Result};
+
+type Reply = mpsc::Sender<Result<()>>;
+
+enum Command {
+    CreateTopic(String, i32, Reply),
+    BrokersDown(Reply),
+    BrokersUp(Reply),
+    Stop,
+}
+
+/// A mock Kafka cluster owned by a dedicated thread. Clients connect to
+/// [`EmbeddedKafka::bootstrap_servers`] like to any broker. Dropping it stops the
+/// cluster.
+pub struct EmbeddedKafka {
+    bootstrap: String,
+    tx: mpsc::Sender<Command>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EmbeddedKafka {
+    /// Starts a cluster of `brokers` brokers.
+    pub fn start(brokers: i32) -> Result<Self> {
+        let (tx, rx) = mpsc::channel::<Command>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<String>>();
+        let thread = std::thread::Builder::new()
+            .name("embedded-kafka".into())
+            .spawn(move || {
+                let cluster = match MockCluster::new(brokers) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                for cmd in rx {
+                    match cmd {
+                        Command::CreateTopic(name, partitions, reply) => {
+                            let r = cluster.create_topic(&name, partitions, 1);
+                            let _ = reply.send(r.map_err(Error::from));
+                        }
+                        Command::BrokersDown(reply) => {
+                            let r = (1..=brokers).try_for_each(|b| cluster.broker_down(b));
+                            let _ = reply.send(r.map_err(Error::from));
+                        }
+                        Command::BrokersUp(reply) => {
+                            let r = (1..=brokers).try_for_each(|b| cluster.broker_up(b));
+                            let _ = reply.send(r.map_err(Error::from));
+                        }
+                        Command::Stop => break,
+                    }
+                }
+            })?;
+        let bootstrap = ready_rx.recv().map_err(|_| Error::KafkaStopped)??;
+        Ok(Self {
+            bootstrap,
+            tx,
+            thread: Some(thread),
+        })
+    }
+
+    /// The `bootstrap.servers` list of the cluster.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+
+    fn call(&self, make: impl FnOnce(Reply) -> Command) -> Result<()> {
+        let (reply, rx) = mpsc::channel();
+        self.tx.send(make(reply)).map_err(|_| Error::KafkaStopped)?;
+        rx.recv().map_err(|_| Error::KafkaStopped)?
+    }
+
+    /// Creates a topic (replication factor 1).
+    pub fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
+        let name = name.to_owned();
+        self.call(|r| Command::CreateTopic(name, partitions, r))
+    }
+
+    /// Makes every broker refuse connections (fault injection).
+    pub fn brokers_down(&self) -> Result<()> {
+        self.call(Command::BrokersDown)
+    }
+
+    /// Makes every broker accept connections again.
+    pub fn brokers_up(&self) -> Result<()> {
+        self.call(Command::BrokersUp)
+    }
+}
+
+impl Drop for EmbeddedKafka {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for EmbeddedKafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedKafka")
+            .field("bootstrap", &self.bootstrap)
+            .finish()
+    }
+}

@@ -1,0 +1,154 @@
+//! A child `redis-server` process on a free loopback port.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Error, Result};
+
+/// Options for [`RedisServer::start`].
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    /// Append-only file on (`appendfsync everysec`), for restart tests.
+    pub appendonly: bool,
+    /// Data directory to use instead of a fresh temporary one (restart tests
+    /// start a second server on the first one's directory).
+    pub dir: Option<PathBuf>,
+    /// Port to use instead of a free one (restart on the same address).
+    pub port: Option<u16>,
+}
+
+/// A running `redis-server`, killed on drop. Its temporary directory (if it made
+/// one) is removed on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl RedisServer {
+    /// Starts a server with default options.
+    pub fn start() -> Result<Self> {
+        Self::start_with(RedisOptions::default())
+    }
+
+    /// Starts a server and waits until it answers.
+    pub fn start_with(opts: RedisOptions) -> Result<Self> {
+        let binary = find_on_path("redis-server").ok_or(Error::RedisMissing)?;
+        let (temp, dir) = match opts.dir {
+            Some(d) => (None, d),
+            None => {
+                let t = tempfile::Builder::new().prefix("viewcount-redis-").tempdir()?;
+                let d = t.path().to_path_buf();
+                (Some(t), d)
+            }
+        };
+        // A free port can be taken by someone else before redis binds it; retry.
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            let port = match opts.port {
+                Some(p) => p,
+                None => free_port()?,
+            };
+            let mut child = Command::new(&binary)
+                .arg("--port")
+                .arg(port.to_string())
+                .args(["--bind", "127.0.0.1", "--save", "", "--protected-mode", "no"])
+                .args(["--appendonly", if opts.appendonly { "yes" } else { "no" }])
+                .arg("--dir")
+                .arg(&dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            match wait_ready(&mut child, port) {
+                Ok(()) => {
+                    return Ok(Self {
+                        child,
+                        port,
+                        dir,
+                        _temp: temp,
+                    });
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last_err = e;
+                    if opts.port.is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(Error::RedisStart(last_err))
+    }
+
+    /// `redis://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Kills the process at once (like `kill -9`), keeping the data directory.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Waits for `PING` to answer `+PONG`, or for the child to exit.
+fn wait_ready(child: &mut Child, port: u16) -> std::result::Result<(), String> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return Err(format!("exited with {status}: {}", err.trim()));
+        }
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut buf = [0u8; 7];
+            if s.write_all(b"PING\r\n").is_ok()
+                && s.read_exact(&mut buf).is_ok()
+                && &buf == b"+PONG\r\n"
+            {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("no answer on port {port} within 10 s"))
+}

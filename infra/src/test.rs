@@ -1,0 +1,75 @@
+//! What integration tests share.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+
+use crate::Result;
+use crate::kafka::EmbeddedKafka;
+
+/// Environment variable naming an external broker for the external test tier.
+pub const EXTERNAL_KAFKA_ENV: &str = "VIEWCOUNT_TEST_KAFKA";
+
+/// A Kafka for one test: the external broker of `VIEWCOUNT_TEST_KAFKA` when set,
+/// otherwise a fresh embedded mock cluster.
+#[derive(Debug)]
+pub struct TestKafka {
+    bootstrap: String,
+    embedded: Option<EmbeddedKafka>,
+}
+
+impl TestKafka {
+    /// Picks the broker as described on the type.
+    pub fn start() -> Result<Self> {
+        match std::env::var(EXTERNAL_KAFKA_ENV) {
+            Ok(b) if !b.trim().is_empty() => Ok(Self {
+                bootstrap: b,
+                embedded: None,
+            }),
+            _ => {
+                let k = EmbeddedKafka::start(1)?;
+                Ok(Self {
+                    bootstrap: k.bootstrap_servers().to_owned(),
+                    embedded: Some(k),
+                })
+            }
+        }
+    }
+
+    /// `bootstrap.servers`.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// The embedded cluster, for fault injection; `None` on an external broker,
+    /// where such tests should skip themselves.
+    pub fn embedded(&self) -> Option<&EmbeddedKafka> {
+        self.embedded.as_ref()
+    }
+
+    /// Creates a uniquely named topic and returns its name.
+    pub async fn topic(&self, prefix: &str, partitions: i32) -> Result<String> {
+        let name = unique_name(prefix);
+        match &self.embedded {
+            Some(k) => k.create_topic(&name, partitions)?,
+            None => {
+                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                    .set("bootstrap.servers", &self.bootstrap)
+                    .create()?;
+                let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+                let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+                for r in admin.create_topics([&topic], &opts).await? {
+                    r.map_err(|(_, code)| rdkafka::error::KafkaError::AdminOp(code))?;
+                }
+            }
+        }
+        Ok(name)
+    }
+}
+
+/// `prefix-<random>`: unique names let tests share a broker and run in parallel.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}

@@ -1,0 +1,318 @@
+//! The HTTP surface of ingest.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::decode::{DecodeError, body_format, decode_body};
+use crate::metrics::Metrics;
+use crate::producer::{EventProducer, ProduceFailure};
+use schemas::{ReceivedEvent, ValidationContext};
+
+/// Request limits and validation settings.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Largest request body in bytes (413 above it).
+    pub max_body_bytes: usize,
+    /// Most events one request may carry (413 above it).
+    pub max_events: usize,
+    /// How far `occurred_at` may be ahead of the receive time.
+    pub max_future: chrono::Duration,
+    /// How far `occurred_at` may be behind the receive time.
+    pub late_horizon: chrono::Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_events: 10_000,
+            max_future: schemas::validate::DEFAULT_MAX_FUTURE,
+            late_horizon: schemas::validate::DEFAULT_LATE_HORIZON,
+        }
+    }
+}
+
+struct AppState {
+    config: IngestConfig,
+    producer: Arc<EventProducer>,
+    metrics: Metrics,
+    draining: Arc<AtomicBool>,
+}
+
+/// One rejected event in a response.
+#[derive(Debug, Serialize)]
+struct Rejected {
+    index: usize,
+    event_id: Option<String>,
+    reason: String,
+    violations: Vec<ViolationBody>,
+}
+
+#[derive(Debug, Serialize)]
+struct ViolationBody {
+    field: &'static str,
+    rule: &'static str,
+    message: String,
+}
+
+/// Builds the ingest router. `/readyz` answers 503 once `draining` is set.
+pub fn router(
+    config: IngestConfig,
+    producer: Arc<EventProducer>,
+    draining: Arc<AtomicBool>,
+) -> Router {
+    let body_limit = config.max_body_bytes;
+    let state = Arc::new(AppState {
+        config,
+        producer,
+        metrics: Metrics::new(),
+        draining,
+    });
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// Serves ingest on `listener` until `shutdown` resolves, then stops accepting,
+/// lets in-flight requests finish with truthful answers, and flushes the
+/// producer.
+pub async fn run(
+    listener: TcpListener,
+    config: IngestConfig,
+    producer: Arc<EventProducer>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    let draining = Arc::new(AtomicBool::new(false));
+    let app = router(config, producer.clone(), draining.clone());
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, topic = producer.topic(), "ingest listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            draining.store(true, Ordering::Relaxed);
+            tracing::info!("ingest: shutdown requested, draining in-flight requests");
+        })
+        .await?;
+    if let Err(e) = producer.flush().await {
+        tracing::warn!(error = %e, "ingest: producer flush on shutdown incomplete");
+    }
+    tracing::info!("ingest stopped");
+    Ok(())
+}
+
+async fn post_events(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let response = handle_events(&st, &headers, body).await;
+    st.metrics.request_answered(response.status().as_u16());
+    response
+}
+
+async fn handle_events(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let format = match body_format(ct) {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", e),
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "the body is larger than the limit of {} bytes; split it into smaller requests",
+                    st.config.max_body_bytes
+                ),
+            );
+        }
+        Err(r) => return error(StatusCode::BAD_REQUEST, "unreadable_body", r.body_text()),
+    };
+    let slots = match decode_body(format, &body, st.config.max_events) {
+        Ok(s) => s,
+        Err(e @ DecodeError::TooManyEvents { .. }) => {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "too_many_events", e);
+        }
+        Err(e @ DecodeError::UnsupportedMediaType(_)) => {
+            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", e);
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, "unparseable_body", e),
+    };
+
+    let received_at = Utc::now();
+    let ctx = ValidationContext {
+        received_at,
+        max_future: st.config.max_future,
+        late_horizon: st.config.late_horizon,
+    };
+    let mut accepted = Vec::with_capacity(slots.len());
+    let mut rejected = Vec::new();
+    for (index, slot) in slots.iter().enumerate() {
+        match slot {
+            Ok(value) => match schemas::parse_event(value, &ctx) {
+                Ok(event) => accepted.push(ReceivedEvent::new(event, received_at)),
+                Err(rej) => {
+                    st.metrics.event_rejected(index, &rej);
+                    rejected.push(Rejected {
+                        index,
+                        event_id: value
+                            .get("event_id")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
+                        reason: rej.to_string(),
+                        violations: rej
+                            .violations
+                            .iter()
+                            .map(|v| ViolationBody {
+                                field: v.field,
+                                rule: v.rule.as_str(),
+                                message: v.message.clone(),
+                            })
+                            .collect(),
+                    });
+                }
+            },
+            Err(reason) => {
+                st.metrics.line_unparseable(index, reason);
+                rejected.push(Rejected {
+                    index,
+                    event_id: None,
+                    reason: reason.clone(),
+                    violations: vec![ViolationBody {
+                        field: "event",
+                        rule: "json",
+                        message: reason.clone(),
+                    }],
+                });
+            }
+        }
+    }
+
+    if accepted.is_empty() {
+        let n = rejected.len();
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "error": {
+                    "code": "no_valid_events",
+                    "message": format!("none of the {n} events was valid; see `rejected` for each reason"),
+                },
+                "accepted": 0,
+                "rejected": rejected,
+            })),
+        )
+            .into_response();
+    }
+
+    let started = Instant::now();
+    match st.producer.produce_all(&accepted).await {
+        Ok(()) => {
+            st.metrics.events_accepted(accepted.len(), started.elapsed());
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"accepted": accepted.len(), "rejected": rejected})),
+            )
+                .into_response()
+        }
+        Err(ProduceFailure::QueueFull { enqueued }) => {
+            tracing::warn!(enqueued, "ingest: producer queue full, answering 503");
+            unavailable(
+                "producer_queue_full",
+                format!(
+                    "the Kafka producer queue is full; nothing in this request is reported accepted. Retry the whole request after the Retry-After delay (re-sent events are deduplicated by event_id); {enqueued} of its events were already queued and may arrive"
+                ),
+            )
+        }
+        Err(ProduceFailure::NotAcknowledged {
+            delivered,
+            failed,
+            first_error,
+        }) => {
+            tracing::warn!(delivered, failed, error = %first_error, "ingest: Kafka did not acknowledge, answering 503");
+            unavailable(
+                "kafka_unavailable",
+                format!(
+                    "Kafka did not acknowledge {failed} of {} events ({first_error}); nothing in this request is reported accepted. Retry the whole request after the Retry-After delay (re-sent events are deduplicated by event_id)",
+                    accepted.len()
+                ),
+            )
+        }
+    }
+}
+
+async fn readyz(State(st): State<Arc<AppState>>) -> Response {
+    if st.draining.load(Ordering::Relaxed) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "ingest is shutting down",
+        );
+    }
+    match st.producer.broker_reachable(Duration::from_secs(2)).await {
+        Ok(()) => Json(json!({"ready": true, "kafka": "reachable"})).into_response(),
+        Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, "kafka_unreachable", why),
+    }
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let text = st.metrics.render(st.producer.queue_depth());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; ingest serves POST /v1/events, GET /healthz, /readyz, /metrics",
+    )
+}
+
+/// `{"error": {"code", "message"}}` with `status`.
+pub fn error(status: StatusCode, code: &str, message: impl ToString) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message.to_string()}})),
+    )
+        .into_response()
+}
+
+fn unavailable(code: &str, message: String) -> Response {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, code, message);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}

@@ -1,0 +1,451 @@
+//! The seeded event generator.
+
+use chrono::{DateTime, Duration, Utc};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Exp, Zipf};
+use serde_json::{Value, json};
+
+use crate::{Error, Result};
+
+/// What to generate. Every field has a default in [`GenConfig::default`].
+#[derive(Debug, Clone)]
+pub struct GenConfig {
+    /// RNG seed: same config, same events.
+    pub seed: u64,
+    /// Number of distinct videos.
+    pub videos: u32,
+    /// Number of distinct users.
+    pub users: u32,
+    /// Zipf exponent of video popularity (larger: more skewed).
+    pub zipf_exponent: f64,
+    /// Events to emit in all (duplicates and invalid ones included).
+    pub events: u64,
+    /// `occurred_at` of the first on-time event.
+    pub start: DateTime<Utc>,
+    /// On-time events are spread evenly over `[start, start + span)`.
+    pub span: Duration,
+    /// Fraction of events that are exact re-sends of an earlier event.
+    pub duplicate_ratio: f64,
+    /// Fraction of events whose `occurred_at` lies 1 to 72 hours in the past.
+    pub late_ratio: f64,
+    /// Fraction of events that break a rule (spread over every [`InvalidKind`]).
+    pub invalid_ratio: f64,
+    /// Fraction of valid events that are revenue-eligible.
+    pub revenue_ratio: f64,
+    /// Mean watch time in seconds (exponential, capped at 86 400).
+    pub watch_mean_seconds: f64,
+    /// About when ingest will receive the events: invalid time kinds are made
+    /// relative to it (a day ahead, 40 days behind) so they stay invalid
+    /// however long sending takes.
+    pub now: DateTime<Utc>,
+}
+
+impl Default for GenConfig {
+    fn default() -> Self {
+        let span = Duration::hours(1);
+        let now = Utc::now();
+        Self {
+            seed: 42,
+            videos: 100,
+            users: 1_000,
+            zipf_exponent: 1.1,
+            events: 10_000,
+            start: now - span,
+            span,
+            duplicate_ratio: 0.10,
+            late_ratio: 0.05,
+            invalid_ratio: 0.02,
+            revenue_ratio: 0.8,
+            watch_mean_seconds: 90.0,
+            now,
+        }
+    }
+}
+
+impl GenConfig {
+    fn check(&self) -> Result<()> {
+        let ratio = |name: &str, v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::Config(format!("{name} must be between 0 and 1, got {v}")))
+            }
+        };
+        ratio("duplicate ratio", self.duplicate_ratio)?;
+        ratio("late ratio", self.late_ratio)?;
+        ratio("invalid ratio", self.invalid_ratio)?;
+        ratio("revenue ratio", self.revenue_ratio)?;
+        if self.duplicate_ratio + self.invalid_ratio > 1.0 {
+            return Err(Error::Config(
+                "duplicate ratio + invalid ratio must not exceed 1".into(),
+            ));
+        }
+        if self.videos == 0 || self.users == 0 {
+            return Err(Error::Config("videos and users must be at least 1".into()));
+        }
+        if !(self.zipf_exponent >= 0.0) {
+            return Err(Error::Config("zipf exponent must be >= 0".into()));
+        }
+        if !(self.watch_mean_seconds > 0.0) {
+            return Err(Error::Config("mean watch time must be > 0".into()));
+        }
+        if self.span <= Duration::zero() {
+            return Err(Error::Config("span must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Every way the generator breaks the contract, one rule each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InvalidKind {
+    /// Not a JSON object at all.
+    NotAnObject,
+    /// `event_id` absent.
+    MissingEventId,
+    /// `event_id` not a UUID.
+    BadEventId,
+    /// `video_id` with a character outside `[A-Za-z0-9_-]`.
+    BadVideoId,
+    /// `user_id` empty.
+    EmptyUserId,
+    /// `user_id` over 128 characters.
+    LongUserId,
+    /// `occurred_at` a day in the future.
+    FutureOccurredAt,
+    /// `occurred_at` 40 days in the past.
+    TooOldOccurredAt,
+    /// `occurred_at` not RFC 3339.
+    BadTimestamp,
+    /// `watch_seconds` negative.
+    NegativeWatch,
+    /// `watch_seconds` over a day.
+    HugeWatch,
+    /// `watch_seconds` a string.
+    WatchNotNumber,
+    /// `device` not in the enum.
+    BadDevice,
+    /// `country` not ISO 3166-1 alpha-2.
+    BadCountry,
+    /// `referrer` over 256 characters.
+    LongReferrer,
+    /// `revenue_eligible` not a boolean.
+    RevenueNotBool,
+    /// `ad_impressions` over 1000.
+    TooManyAds,
+    /// `schema_version` not 1.
+    BadSchemaVersion,
+}
+
+impl InvalidKind {
+    /// Every kind, in the order the generator cycles through them.
+    pub const ALL: [InvalidKind; 18] = [
+        InvalidKind::NotAnObject,
+        InvalidKind::MissingEventId,
+        InvalidKind::BadEventId,
+        InvalidKind::BadVideoId,
+        InvalidKind::EmptyUserId,
+        InvalidKind::LongUserId,
+        InvalidKind::FutureOccurredAt,
+        InvalidKind::TooOldOccurredAt,
+        InvalidKind::BadTimestamp,
+        InvalidKind::NegativeWatch,
+        InvalidKind::HugeWatch,
+        InvalidKind::WatchNotNumber,
+        InvalidKind::BadDevice,
+        InvalidKind::BadCountry,
+        InvalidKind::LongReferrer,
+        InvalidKind::RevenueNotBool,
+        InvalidKind::TooManyAds,
+        InvalidKind::BadSchemaVersion,
+    ];
+
+    /// The field a validator must name when rejecting this kind.
+    pub fn field(self) -> &'static str {
+        match self {
+            InvalidKind::NotAnObject => "event",
+            InvalidKind::MissingEventId | InvalidKind::BadEventId => "event_id",
+            InvalidKind::BadVideoId => "video_id",
+            InvalidKind::EmptyUserId | InvalidKind::LongUserId => "user_id",
+            InvalidKind::FutureOccurredAt
+            | InvalidKind::TooOldOccurredAt
+            | InvalidKind::BadTimestamp => "occurred_at",
+            InvalidKind::NegativeWatch | InvalidKind::HugeWatch | InvalidKind::WatchNotNumber => {
+                "watch_seconds"
+            }
+            InvalidKind::BadDevice => "device",
+            InvalidKind::BadCountry => "country",
+            InvalidKind::LongReferrer => "referrer",
+            InvalidKind::RevenueNotBool => "revenue_eligible",
+            InvalidKind::TooManyAds => "ad_impressions",
+            InvalidKind::BadSchemaVersion => "schema_version",
+        }
+    }
+
+    /// Breaks `event` (a valid event object) in this kind's way. Time rules are
+    /// broken relative to `now`, the time the event will be received.
+    fn apply(self, mut event: Value, now: DateTime<Utc>) -> Value {
+        let set = |e: &mut Value, k: &str, v: Value| e[k] = v;
+        match self {
+            InvalidKind::NotAnObject => return json!("not an event"),
+            InvalidKind::MissingEventId => {
+                if let Some(o) = event.as_object_mut() {
+                    o.remove("event_id");
+                }
+            }
+            InvalidKind::BadEventId => set(&mut event, "event_id", json!("not-a-uuid")),
+            InvalidKind::BadVideoId => set(&mut event, "video_id", json!("bad video!")),
+            InvalidKind::EmptyUserId => set(&mut event, "user_id", json!("")),
+            InvalidKind::LongUserId => set(&mut event, "user_id", json!("u".repeat(129))),
+            InvalidKind::FutureOccurredAt => {
+                set(&mut event, "occurred_at", json!(ts(now + Duration::days(1))))
+            }
+            InvalidKind::TooOldOccurredAt => {
+                set(&mut event, "occurred_at", json!(ts(now - Duration::days(40))))
+            }
+            InvalidKind::BadTimestamp => set(&mut event, "occurred_at", json!("21/11/2026 13:00")),
+            InvalidKind::NegativeWatch => set(&mut event, "watch_seconds", json!(-5)),
+            InvalidKind::HugeWatch => set(&mut event, "watch_seconds", json!(90_000)),
+            InvalidKind::WatchNotNumber => set(&mut event, "watch_seconds", json!("45")),
+            InvalidKind::BadDevice => set(&mut event, "device", json!("toaster")),
+            InvalidKind::BadCountry => set(&mut event, "country", json!("XX")),
+            InvalidKind::LongReferrer => set(&mut event, "referrer", json!("r".repeat(300))),
+            InvalidKind::RevenueNotBool => set(&mut event, "revenue_eligible", json!("yes")),
+            InvalidKind::TooManyAds => set(&mut event, "ad_impressions", json!(5000)),
+            InvalidKind::BadSchemaVersion => set(&mut event, "schema_version", json!(2)),
+        }
+        event
+    }
+}
+
+/// What a generated event is meant to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A new valid event, on time.
+    Valid,
+    /// A new valid event whose `occurred_at` is hours to days old.
+    Late,
+    /// An exact re-send of an earlier valid event.
+    Duplicate,
+    /// An event that breaks a rule.
+    Invalid(InvalidKind),
+}
+
+/// One generated event.
+#[derive(Debug, Clone)]
+pub struct GenEvent {
+    /// The JSON to send.
+    pub value: Value,
+    /// What it is meant to be.
+    pub kind: Kind,
+}
+
+const DEVICES: [&str; 5] = ["web", "mobile", "tv", "console", "other"];
+const COUNTRIES: [&str; 8] = ["US", "GB", "DE", "FR", "IN", "BR", "JP", "NG"];
+const QUALITIES: [&str; 4] = ["360p", "720p", "1080p", "2160p"];
+/// How many recent valid events a duplicate may copy.
+const RECENT: usize = 4096;
+
+/// The seeded generator; iterate it for events.
+#[derive(Debug)]
+pub struct Generator {
+    cfg: GenConfig,
+    rng: ChaCha8Rng,
+    zipf: Zipf<f64>,
+    watch: Exp<f64>,
+    recent: Vec<Value>,
+    emitted: u64,
+    invalid_emitted: usize,
+}
+
+impl Generator {
+    /// A generator for `cfg`.
+    pub fn new(cfg: GenConfig) -> Result<Self> {
+        cfg.check()?;
+        let zipf = Zipf::new(f64::from(cfg.videos), cfg.zipf_exponent)
+            .map_err(|e| Error::Config(format!("zipf: {e}")))?;
+        let watch = Exp::new(1.0 / cfg.watch_mean_seconds)
+            .map_err(|e| Error::Config(format!("watch time: {e}")))?;
+        Ok(Self {
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            zipf,
+            watch,
+            recent: Vec::with_capacity(RECENT),
+            emitted: 0,
+            invalid_emitted: 0,
+            cfg,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GenConfig {
+        &self.cfg
+    }
+
+    /// The video id for a popularity rank (1 = most popular).
+    pub fn video_id(rank: u32) -> String {
+        format!("v{rank:05}")
+    }
+
+    fn fresh(&mut self, late: bool) -> Value {
+        let r = &mut self.rng;
+        let span_us = self.cfg.span.num_microseconds().unwrap_or(i64::MAX);
+        let frac = self.emitted as f64 / self.cfg.events.max(1) as f64;
+        let mut at = self.cfg.start + Duration::microseconds((span_us as f64 * frac) as i64);
+        if late {
+            at -= Duration::seconds(r.random_range(3_600..72 * 3_600));
+        }
+        let rank = self.zipf.sample(r) as u32;
+        let user = r.random_range(0..self.cfg.users);
+        let watch = (self.watch.sample(r).round() as u32).min(86_400);
+        let id = uuid::Builder::from_random_bytes(r.random()).into_uuid();
+        let mut e = json!({
+            "event_id": id.hyphenated().to_string(),
+            "video_id": Self::video_id(rank),
+            "user_id": format!("u{user}"),
+            "occurred_at": ts(at),
+            "watch_seconds": watch,
+            "revenue_eligible": r.random_bool(self.cfg.revenue_ratio),
+        });
+        if r.random_bool(0.8) {
+            e["session_id"] = json!(format!("s{user}-{}", r.random_range(0..8u32)));
+        }
+        if r.random_bool(0.9) {
+            e["device"] = json!(DEVICES[r.random_range(0..DEVICES.len())]);
+        }
+        if r.random_bool(0.7) {
+            e["country"] = json!(COUNTRIES[r.random_range(0..COUNTRIES.len())]);
+        }
+        if r.random_bool(0.5) {
+            e["quality"] = json!(QUALITIES[r.random_range(0..QUALITIES.len())]);
+        }
+        if r.random_bool(0.3) {
+            e["referrer"] = json!("https://example.com/feed");
+        }
+        if r.random_bool(0.4) {
+            e["ad_impressions"] = json!(r.random_range(0..4u32));
+        }
+        e
+    }
+
+    fn remember(&mut self, e: &Value) {
+        if self.recent.len() < RECENT {
+            self.recent.push(e.clone());
+        } else {
+            let slot = self.rng.random_range(0..RECENT);
+            self.recent[slot] = e.clone();
+        }
+    }
+}
+
+impl Iterator for Generator {
+    type Item = GenEvent;
+
+    fn next(&mut self) -> Option<GenEvent> {
+        if self.emitted >= self.cfg.events {
+            return None;
+        }
+        let roll: f64 = self.rng.random();
+        let out = if roll < self.cfg.duplicate_ratio && !self.recent.is_empty() {
+            let i = self.rng.random_range(0..self.recent.len());
+            GenEvent {
+                value: self.recent[i].clone(),
+                kind: Kind::Duplicate,
+            }
+        } else if roll < self.cfg.duplicate_ratio + self.cfg.invalid_ratio {
+            let kind = InvalidKind::ALL[self.invalid_emitted % InvalidKind::ALL.len()];
+            self.invalid_emitted += 1;
+            let base = self.fresh(false);
+            GenEvent {
+                value: kind.apply(base, self.cfg.now),
+                kind: Kind::Invalid(kind),
+            }
+        } else {
+            let late = self.rng.random_bool(self.cfg.late_ratio);
+            let e = self.fresh(late);
+            self.remember(&e);
+            GenEvent {
+                value: e,
+                kind: if late { Kind::Late } else { Kind::Valid },
+            }
+        };
+        self.emitted += 1;
+        Some(out)
+    }
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    schemas::event::format_timestamp(&t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> GenConfig {
+        GenConfig {
+            events: 2_000,
+            start: "2026-11-21T10:00:00Z".parse().unwrap(),
+            now: "2026-11-21T11:00:00Z".parse().unwrap(),
+            invalid_ratio: 0.1,
+            ..GenConfig::default()
+        }
+    }
+
+    #[test]
+    fn same_seed_same_events() {
+        let a: Vec<Value> = Generator::new(cfg()).unwrap().map(|e| e.value).collect();
+        let b: Vec<Value> = Generator::new(cfg()).unwrap().map(|e| e.value).collect();
+        assert_eq!(a.len(), 2_000);
+        assert_eq!(a, b);
+        let c: Vec<Value> = Generator::new(GenConfig { seed: 7, ..cfg() })
+            .unwrap()
+            .map(|e| e.value)
+            .collect();
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn every_invalid_kind_is_rejected_naming_its_field() {
+        let now = Utc::now();
+        let ctx = schemas::ValidationContext::at(now);
+        let mut g = Generator::new(GenConfig {
+            start: now - Duration::hours(1),
+            now,
+            ..cfg()
+        })
+        .unwrap();
+        let base = g.fresh(false);
+        assert!(schemas::parse_event(&base, &ctx).is_ok());
+        for kind in InvalidKind::ALL {
+            let bad = kind.apply(base.clone(), now);
+            let r = schemas::parse_event(&bad, &ctx).expect_err("must be rejected");
+            assert!(r.names(kind.field()), "{kind:?}: {r}");
+        }
+    }
+
+    #[test]
+    fn mix_matches_ratios_and_popularity_is_skewed() {
+        let events: Vec<GenEvent> = Generator::new(GenConfig {
+            events: 20_000,
+            ..cfg()
+        })
+        .unwrap()
+        .collect();
+        let count = |f: fn(&Kind) -> bool| events.iter().filter(|e| f(&e.kind)).count();
+        let dups = count(|k| *k == Kind::Duplicate);
+        let invalid = count(|k| matches!(k, Kind::Invalid(_)));
+        assert!((1_700..2_300).contains(&dups), "{dups}");
+        assert!((1_700..2_300).contains(&invalid), "{invalid}");
+        let top = events
+            .iter()
+            .filter(|e| e.value.get("video_id") == Some(&json!("v00001")))
+            .count();
+        let tail = events
+            .iter()
+            .filter(|e| e.value.get("video_id") == Some(&json!("v00100")))
+            .count();
+        assert!(top > 10 * tail.max(1), "top {top} tail {tail}");
+    }
+}

@@ -1,0 +1,142 @@
+//! Ground truth: what the counts must be, computed from the accepted events.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use schemas::rules::hour_bucket;
+use schemas::{CountingRules, RULES_VERSION, ViewEvent};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Counts of one video in one UTC hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TruthRow {
+    /// The video.
+    pub video_id: String,
+    /// Start of the UTC hour.
+    pub hour: DateTime<Utc>,
+    /// Distinct accepted events (first occurrence of each `event_id`).
+    pub views: u64,
+    /// Views that are billable (before the batch-only fraud cap).
+    pub billable_views: u64,
+    /// Sum of `watch_seconds` over views.
+    pub watch_seconds: u64,
+}
+
+/// The truth file's top level.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TruthFile {
+    /// Counting rules version the truth was computed with.
+    pub rules_version: u32,
+    /// Accepted events, re-sends included.
+    pub accepted_events: u64,
+    /// Distinct accepted events: the total number of views.
+    pub views: u64,
+    /// Billable views in all.
+    pub billable_views: u64,
+    /// Per video per hour, sorted by video then hour.
+    pub rows: Vec<TruthRow>,
+}
+
+/// Accumulates the truth from accepted events, in acceptance order.
+#[derive(Debug, Default)]
+pub struct Truth {
+    rules: CountingRules,
+    seen: HashSet<Uuid>,
+    cells: BTreeMap<(String, DateTime<Utc>), (u64, u64, u64)>,
+    accepted_events: u64,
+}
+
+impl Truth {
+    /// An empty truth under `rules`.
+    pub fn new(rules: CountingRules) -> Self {
+        Self {
+            rules,
+            ..Self::default()
+        }
+    }
+
+    /// Records one event that ingest accepted. A re-sent `event_id` is not a
+    /// new view (first occurrence wins).
+    pub fn record(&mut self, e: &ViewEvent) {
+        self.accepted_events += 1;
+        if !self.seen.insert(e.event_id) {
+            return;
+        }
+        let cell = self
+            .cells
+            .entry((e.video_id.clone(), hour_bucket(e.occurred_at)))
+            .or_default();
+        cell.0 += 1;
+        cell.1 += u64::from(self.rules.is_billable(e));
+        cell.2 += u64::from(e.watch_seconds);
+    }
+
+    /// Accepted events, re-sends included.
+    pub fn accepted_events(&self) -> u64 {
+        self.accepted_events
+    }
+
+    /// Distinct events: total views.
+    pub fn views(&self) -> u64 {
+        self.seen.len() as u64
+    }
+
+    /// Rows sorted by video, then hour.
+    pub fn rows(&self) -> Vec<TruthRow> {
+        self.cells
+            .iter()
+            .map(|((video_id, hour), &(views, billable_views, watch_seconds))| TruthRow {
+                video_id: video_id.clone(),
+                hour: *hour,
+                views,
+                billable_views,
+                watch_seconds,
+            })
+            .collect()
+    }
+
+    /// The truth as written by `viewcount gen --truth`.
+    pub fn to_file(&self) -> TruthFile {
+        let rows = self.rows();
+        TruthFile {
+            rules_version: RULES_VERSION,
+            accepted_events: self.accepted_events,
+            views: self.views(),
+            billable_views: rows.iter().map(|r| r.billable_views).sum(),
+            rows,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn resends_count_once_and_billable_follows_rules() {
+        let ctx = schemas::ValidationContext::at("2026-11-21T13:00:00Z".parse().unwrap());
+        let ev = |id: &str, watch: u32, rev: bool| {
+            schemas::parse_event(
+                &json!({"event_id": id, "video_id": "v1", "user_id": "u",
+                        "occurred_at": "2026-11-21T12:10:00Z", "watch_seconds": watch,
+                        "revenue_eligible": rev}),
+                &ctx,
+            )
+            .unwrap()
+        };
+        let mut t = Truth::new(CountingRules::default());
+        let a = ev("8f14e45f-ceea-4e7a-9f3b-2c1d5e6a7b8c", 30, true);
+        t.record(&a);
+        t.record(&a);
+        t.record(&ev("8f14e45f-ceea-4e7a-9f3b-2c1d5e6a7b8d", 29, true));
+        t.record(&ev("8f14e45f-ceea-4e7a-9f3b-2c1d5e6a7b8e", 300, false));
+        let f = t.to_file();
+        assert_eq!(f.accepted_events, 4);
+        assert_eq!(f.views, 3);
+        assert_eq!(f.billable_views, 1);
+        assert_eq!(f.rows.len(), 1);
+        assert_eq!(f.rows[0].watch_seconds, 359);
+    }
+}

@@ -1,0 +1,172 @@
+//! The event types. They can only be built from JSON through
+//! [`parse_event`](crate::parse_event), so a value of these types is always valid.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::validate::{ValidationContext, parse_event, parse_timestamp};
+use crate::{Error, Result};
+
+/// The only schema version this code understands.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One view of a video, as a player reports it (DESIGN §3, v1).
+///
+/// Timestamps are held at microsecond precision (the archive's precision);
+/// finer digits are dropped when parsing. `event_id` is held as a UUID and
+/// written back in lowercase hyphenated form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ViewEvent {
+    /// The dedup key: the same view sent twice carries the same id.
+    pub event_id: Uuid,
+    /// `^[A-Za-z0-9_-]{1,64}$`.
+    pub video_id: String,
+    /// 1..=128 characters.
+    pub user_id: String,
+    /// At most 128 characters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// When the view happened; its UTC hour is the counting bucket.
+    #[serde(serialize_with = "rfc3339")]
+    pub occurred_at: DateTime<Utc>,
+    /// 0..=86400.
+    pub watch_seconds: u32,
+    /// Defaults to `other`.
+    pub device: Device,
+    /// ISO 3166-1 alpha-2, uppercase.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// At most 256 characters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referrer: Option<String>,
+    /// At most 256 characters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<String>,
+    /// Whether the view may earn the creator money.
+    pub revenue_eligible: bool,
+    /// 0..=1000, default 0.
+    pub ad_impressions: u32,
+    /// Always [`SCHEMA_VERSION`] for a parsed event.
+    pub schema_version: u32,
+}
+
+/// The device class of a view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// A browser.
+    Web,
+    /// A phone or tablet app.
+    Mobile,
+    /// A TV app.
+    Tv,
+    /// A games console.
+    Console,
+    /// Anything else, and the default when absent.
+    #[default]
+    Other,
+}
+
+impl Device {
+    /// Every device, in wire order.
+    pub const ALL: [Device; 5] = [
+        Device::Web,
+        Device::Mobile,
+        Device::Tv,
+        Device::Console,
+        Device::Other,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Device::Web => "web",
+            Device::Mobile => "mobile",
+            Device::Tv => "tv",
+            Device::Console => "console",
+            Device::Other => "other",
+        }
+    }
+
+    /// Parses a wire name (exact, lowercase).
+    pub fn from_wire(s: &str) -> Option<Device> {
+        Device::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+/// A [`ViewEvent`] stamped by ingest with the time it was received. This is the
+/// JSON object written to Kafka: the event's fields plus `received_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReceivedEvent {
+    /// The event as validated at ingest.
+    #[serde(flatten)]
+    pub event: ViewEvent,
+    /// When ingest received it (microsecond precision, UTC).
+    #[serde(serialize_with = "rfc3339")]
+    pub received_at: DateTime<Utc>,
+}
+
+impl ReceivedEvent {
+    /// Stamps `event` as received at `received_at` (truncated to microseconds).
+    pub fn new(event: ViewEvent, received_at: DateTime<Utc>) -> Self {
+        Self {
+            event,
+            received_at: truncate_to_micros(received_at),
+        }
+    }
+
+    /// The Kafka payload: compact JSON.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        // Serializing these plain fields cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes and re-validates a Kafka payload written by [`Self::to_json_bytes`].
+    ///
+    /// `received_at` must be present; the event is validated against it with
+    /// `limits` (the time-window rules are relative to `received_at`, so
+    /// re-validation gives the same verdict at any later time).
+    pub fn from_json_bytes(bytes: &[u8], limits: &ValidationContext) -> Result<Self> {
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| Error::Decode(format!("not JSON: {e}")))?;
+        let Value::Object(mut map) = value else {
+            return Err(Error::Decode("not a JSON object".into()));
+        };
+        let received_at = match map.remove("received_at") {
+            Some(Value::String(s)) => parse_timestamp(&s)
+                .map_err(|why| Error::Decode(format!("received_at {why}")))?,
+            Some(_) => return Err(Error::Decode("received_at is not a string".into())),
+            None => return Err(Error::Decode("received_at is missing".into())),
+        };
+        let ctx = ValidationContext {
+            received_at,
+            ..*limits
+        };
+        let event = parse_event(&Value::Object(map), &ctx)
+            .map_err(|r| Error::Decode(format!("invalid event: {r}")))?;
+        Ok(Self { event, received_at })
+    }
+}
+
+impl ViewEvent {
+    /// The event as a JSON object (canonical form).
+    pub fn to_json_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Object(Map::new()))
+    }
+}
+
+/// Drops sub-microsecond digits: the archive stores microseconds.
+pub fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+/// RFC 3339 with `Z` and only as many fractional digits as needed.
+pub fn format_timestamp(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&format_timestamp(t))
+}

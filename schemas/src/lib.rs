@@ -1,0 +1,42 @@
+//! The viewcount event contract, shared by every layer and free of I/O.
+//!
+//! - [`event`]: [`ViewEvent`] v1 as clients send it, and [`ReceivedEvent`], the
+//!   same event stamped with `received_at` as it travels through Kafka.
+//! - [`validate`]: the one validation function, [`parse_event`], used by ingest and
+//!   again by every consumer (defence in depth). It reports *every* violated rule,
+//!   each naming the field.
+//! - [`rules`]: the stateless counting helpers of DESIGN §4 (hour bucket,
+//!   billable predicate) and [`RULES_VERSION`].
+//! - [`archive`]: the Arrow schema of the raw archive and conversions between
+//!   events and record batches.
+//!
+//! `view_event.schema.json` beside this crate is the same contract as a JSON
+//! Schema document for client developers; a test keeps the two in agreement.
+
+pub mod archive;
+mod country;
+pub mod event;
+pub mod rules;
+pub mod validate;
+
+pub use archive::{ArchivedEvent, raw_schema};
+pub use event::{Device, ReceivedEvent, ViewEvent};
+pub use rules::{CountingRules, RULES_VERSION};
+pub use validate::{Rejection, Rule, ValidationContext, Violation, parse_event, validate};
+
+/// Errors of this crate that are not validation verdicts.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A record batch did not have the raw archive's shape.
+    #[error("record batch does not match the raw archive schema: {0}")]
+    ArchiveSchema(String),
+    /// Arrow refused to build a batch.
+    #[error("arrow error: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// A Kafka payload was not a JSON object with a valid `received_at`.
+    #[error("undecodable event record: {0}")]
+    Decode(String),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

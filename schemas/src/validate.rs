@@ -1,0 +1,628 @@
+//! The one validation function of DESIGN §3.
+//!
+//! [`parse_event`] turns loosely typed JSON into a [`ViewEvent`] or a
+//! [`Rejection`] listing every violated rule; [`validate`] re-checks a typed event
+//! (as read back from the archive) against the same per-field checks.
+//!
+//! Tolerant reader: fields this version does not know are ignored. Optional
+//! fields may be absent or `null`. The two time-window rules are relative to the
+//! receive time in [`ValidationContext`], so re-validating later with the
+//! recorded `received_at` gives the same verdict.
+
+use std::fmt;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::country::is_iso_country;
+use crate::event::{Device, SCHEMA_VERSION, ViewEvent, truncate_to_micros};
+
+/// Largest `watch_seconds`: one day.
+pub const MAX_WATCH_SECONDS: u32 = 86_400;
+/// Largest `ad_impressions`.
+pub const MAX_AD_IMPRESSIONS: u32 = 1_000;
+/// Longest `video_id`, in characters.
+pub const MAX_VIDEO_ID_CHARS: usize = 64;
+/// Longest `user_id` and `session_id`, in characters.
+pub const MAX_USER_ID_CHARS: usize = 128;
+/// Longest `referrer` and `quality`, in characters.
+pub const MAX_TEXT_CHARS: usize = 256;
+/// How far `occurred_at` may lie in the future of the receive time.
+pub const DEFAULT_MAX_FUTURE: Duration = Duration::minutes(5);
+/// How far `occurred_at` may lie in the past of the receive time.
+pub const DEFAULT_LATE_HORIZON: Duration = Duration::days(30);
+
+/// What validation is relative to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValidationContext {
+    /// When the event was received; the time-window rules are relative to it.
+    pub received_at: DateTime<Utc>,
+    /// `occurred_at` may be at most this far after `received_at`.
+    pub max_future: Duration,
+    /// `occurred_at` may be at most this far before `received_at`.
+    pub late_horizon: Duration,
+}
+
+impl ValidationContext {
+    /// The default limits, relative to `received_at`.
+    pub fn at(received_at: DateTime<Utc>) -> Self {
+        Self {
+            received_at,
+            max_future: DEFAULT_MAX_FUTURE,
+            late_horizon: DEFAULT_LATE_HORIZON,
+        }
+    }
+}
+
+/// Which kind of rule a field broke; with the field it names a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rule {
+    /// The event itself is not a JSON object.
+    NotAnObject,
+    /// A required field is absent or null.
+    Required,
+    /// The JSON type is wrong (string vs number vs boolean).
+    Type,
+    /// The text does not have the required shape.
+    Format,
+    /// A number is out of range.
+    Range,
+    /// A text is too long or empty.
+    Length,
+    /// A value is not one of the allowed ones.
+    Enum,
+    /// `occurred_at` is too far in the future.
+    Future,
+    /// `occurred_at` is older than the late-data horizon.
+    TooOld,
+}
+
+impl Rule {
+    /// Short stable name, used in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::NotAnObject => "not_an_object",
+            Rule::Required => "required",
+            Rule::Type => "type",
+            Rule::Format => "format",
+            Rule::Range => "range",
+            Rule::Length => "length",
+            Rule::Enum => "enum",
+            Rule::Future => "future",
+            Rule::TooOld => "too_old",
+        }
+    }
+}
+
+/// One broken rule: which field, which rule, and a sentence for a client developer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The field name as on the wire (`event` when the whole value is wrong).
+    pub field: &'static str,
+    /// The kind of rule.
+    pub rule: Rule,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl Violation {
+    fn new(field: &'static str, rule: Rule, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            rule,
+            message: message.into(),
+        }
+    }
+
+    /// `field.rule`, a low-cardinality label for metrics.
+    pub fn code(&self) -> String {
+        format!("{}.{}", self.field, self.rule.as_str())
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Every rule an event broke, in field order. Never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The violations, at least one.
+    pub violations: Vec<Violation>,
+}
+
+impl Rejection {
+    /// Whether any violation names `field`.
+    pub fn names(&self, field: &str) -> bool {
+        self.violations.iter().any(|v| v.field == field)
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, v) in self.violations.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{v}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// Parses and validates one event. Returns the typed event, or every violated rule.
+pub fn parse_event(value: &Value, ctx: &ValidationContext) -> Result<ViewEvent, Rejection> {
+    let Value::Object(obj) = value else {
+        return Err(Rejection {
+            violations: vec![Violation::new(
+                "event",
+                Rule::NotAnObject,
+                format!("must be a JSON object, got {}", json_kind(value)),
+            )],
+        });
+    };
+    let mut out = Vec::new();
+    let mut r = Reader { obj, out: &mut out };
+
+    let event_id = r.string("event_id", true).and_then(|s| r.check(check_event_id(s)));
+    let video_id = r.string("video_id", true).and_then(|s| {
+        r.check(check_video_id(s).map(|()| s.to_owned()))
+    });
+    let user_id = r
+        .string("user_id", true)
+        .and_then(|s| r.check(check_user_id(s).map(|()| s.to_owned())));
+    let session_id = r
+        .string("session_id", false)
+        .and_then(|s| r.check(check_session_id(s).map(|()| s.to_owned())));
+    let occurred_at = r.string("occurred_at", true).and_then(|s| {
+        r.check(
+            parse_timestamp(s)
+                .map_err(|why| Violation::new("occurred_at", Rule::Format, why))
+                .and_then(|t| check_occurred_at(t, ctx).map(|()| t)),
+        )
+    });
+    let watch_seconds = r.integer("watch_seconds", true, 0, MAX_WATCH_SECONDS);
+    let device = r
+        .string("device", false)
+        .and_then(|s| r.check(parse_device(s)));
+    let country = r
+        .string("country", false)
+        .and_then(|s| r.check(check_country(s).map(|()| s.to_owned())));
+    let referrer = r
+        .string("referrer", false)
+        .and_then(|s| r.check(check_text("referrer", s).map(|()| s.to_owned())));
+    let quality = r
+        .string("quality", false)
+        .and_then(|s| r.check(check_text("quality", s).map(|()| s.to_owned())));
+    let revenue_eligible = r.boolean("revenue_eligible");
+    let ad_impressions = r.integer("ad_impressions", false, 0, MAX_AD_IMPRESSIONS);
+    let schema_version = r
+        .integer("schema_version", false, 0, u32::MAX)
+        .and_then(|v| r.check(check_schema_version(v).map(|()| v)));
+
+    match (event_id, video_id, user_id, occurred_at, watch_seconds, revenue_eligible) {
+        (Some(event_id), Some(video_id), Some(user_id), Some(occurred_at), Some(w), Some(rev))
+            if out.is_empty() =>
+        {
+            Ok(ViewEvent {
+                event_id,
+                video_id,
+                user_id,
+                session_id,
+                occurred_at,
+                watch_seconds: w,
+                device: device.unwrap_or_default(),
+                country,
+                referrer,
+                quality,
+                revenue_eligible: rev,
+                ad_impressions: ad_impressions.unwrap_or(0),
+                schema_version: schema_version.unwrap_or(SCHEMA_VERSION),
+            })
+        }
+        _ => Err(Rejection { violations: out }),
+    }
+}
+
+/// Re-checks a typed event (e.g. read back from the archive) with the same rules
+/// [`parse_event`] applies.
+pub fn validate(event: &ViewEvent, ctx: &ValidationContext) -> Result<(), Rejection> {
+    let results = [
+        check_video_id(&event.video_id),
+        check_user_id(&event.user_id),
+        event.session_id.as_deref().map_or(Ok(()), check_session_id),
+        check_occurred_at(event.occurred_at, ctx),
+        check_range("watch_seconds", event.watch_seconds.into(), 0, MAX_WATCH_SECONDS).map(drop),
+        event.country.as_deref().map_or(Ok(()), check_country),
+        event
+            .referrer
+            .as_deref()
+            .map_or(Ok(()), |s| check_text("referrer", s)),
+        event
+            .quality
+            .as_deref()
+            .map_or(Ok(()), |s| check_text("quality", s)),
+        check_range("ad_impressions", event.ad_impressions.into(), 0, MAX_AD_IMPRESSIONS).map(drop),
+        check_schema_version(event.schema_version),
+    ];
+    let violations: Vec<Violation> = results.into_iter().filter_map(Result::err).collect();
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(Rejection { violations })
+    }
+}
+
+/// Parses an RFC 3339 timestamp (`T` separator, explicit offset) into UTC at
+/// microsecond precision. The error says what was expected.
+pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, String> {
+    let shape_ok = s.len() >= 20 && matches!(s.as_bytes()[10], b'T' | b't');
+    match DateTime::parse_from_rfc3339(s) {
+        Ok(t) if shape_ok => Ok(truncate_to_micros(t.with_timezone(&Utc))),
+        _ => Err(format!(
+            "must be an RFC 3339 timestamp with a time zone, like \"2026-11-21T13:05:00Z\", got {:?}",
+            truncate_for_message(s)
+        )),
+    }
+}
+
+struct Reader<'a> {
+    obj: &'a Map<String, Value>,
+    out: &'a mut Vec<Violation>,
+}
+
+impl<'a> Reader<'a> {
+    fn check<T>(&mut self, r: Result<T, Violation>) -> Option<T> {
+        r.map_err(|v| self.out.push(v)).ok()
+    }
+
+    /// The field's value; `None` when absent or null (a violation if required).
+    fn present(&mut self, field: &'static str, required: bool) -> Option<&'a Value> {
+        match self.obj.get(field) {
+            None | Some(Value::Null) => {
+                if required {
+                    self.out
+                        .push(Violation::new(field, Rule::Required, "is required but missing"));
+                }
+                None
+            }
+            Some(v) => Some(v),
+        }
+    }
+
+    fn string(&mut self, field: &'static str, required: bool) -> Option<&'a str> {
+        match self.present(field, required)? {
+            Value::String(s) => Some(s),
+            other => {
+                self.out.push(Violation::new(
+                    field,
+                    Rule::Type,
+                    format!("must be a string, got {}", json_kind(other)),
+                ));
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, field: &'static str) -> Option<bool> {
+        match self.present(field, true)? {
+            Value::Bool(b) => Some(*b),
+            other => {
+                self.out.push(Violation::new(
+                    field,
+                    Rule::Type,
+                    format!("must be true or false, got {}", json_kind(other)),
+                ));
+                None
+            }
+        }
+    }
+
+    /// An integer in `min..=max`. JSON numbers with a zero fraction (`30.0`)
+    /// count as integers, as in JSON Schema.
+    fn integer(&mut self, field: &'static str, required: bool, min: u32, max: u32) -> Option<u32> {
+        let v = self.present(field, required)?;
+        let n = match v {
+            Value::Number(n) => n
+                .as_i64()
+                .map(i128::from)
+                .or_else(|| n.as_u64().map(i128::from))
+                .or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.fract() == 0.0 && f.abs() < 1e30)
+                        .map(|f| f as i128)
+                }),
+            _ => None,
+        };
+        match n {
+            Some(n) => self.check(check_range(field, n, min, max)),
+            None => {
+                self.out.push(Violation::new(
+                    field,
+                    Rule::Type,
+                    format!("must be a whole number, got {}", json_kind(v)),
+                ));
+                None
+            }
+        }
+    }
+}
+
+fn check_range(field: &'static str, n: i128, min: u32, max: u32) -> Result<u32, Violation> {
+    if n < i128::from(min) || n > i128::from(max) {
+        Err(Violation::new(
+            field,
+            Rule::Range,
+            format!("must be from {min} to {max}, got {n}"),
+        ))
+    } else {
+        Ok(n as u32)
+    }
+}
+
+fn check_event_id(s: &str) -> Result<Uuid, Violation> {
+    // Only the 36-character hyphenated form, as the JSON Schema says.
+    match Uuid::try_parse(s) {
+        Ok(u) if s.len() == 36 => Ok(u),
+        _ => Err(Violation::new(
+            "event_id",
+            Rule::Format,
+            format!(
+                "must be a UUID like \"8f14e45f-ceea-4e7a-9f3b-2c1d5e6a7b8c\", got {:?}",
+                truncate_for_message(s)
+            ),
+        )),
+    }
+}
+
+fn check_video_id(s: &str) -> Result<(), Violation> {
+    let ok_chars = s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if s.is_empty() || s.len() > MAX_VIDEO_ID_CHARS || !ok_chars {
+        return Err(Violation::new(
+            "video_id",
+            Rule::Format,
+            format!(
+                "must be 1 to {MAX_VIDEO_ID_CHARS} characters of A-Z, a-z, 0-9, '_' or '-', got {:?}",
+                truncate_for_message(s)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_len(field: &'static str, s: &str, min: usize, max: usize) -> Result<(), Violation> {
+    let n = s.chars().count();
+    if n < min || n > max {
+        let expect = if min == 0 {
+            format!("at most {max} characters")
+        } else {
+            format!("{min} to {max} characters")
+        };
+        return Err(Violation::new(
+            field,
+            Rule::Length,
+            format!("must be {expect}, got {n}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_user_id(s: &str) -> Result<(), Violation> {
+    check_len("user_id", s, 1, MAX_USER_ID_CHARS)
+}
+
+fn check_session_id(s: &str) -> Result<(), Violation> {
+    check_len("session_id", s, 0, MAX_USER_ID_CHARS)
+}
+
+fn check_text(field: &'static str, s: &str) -> Result<(), Violation> {
+    check_len(field, s, 0, MAX_TEXT_CHARS)
+}
+
+fn check_occurred_at(t: DateTime<Utc>, ctx: &ValidationContext) -> Result<(), Violation> {
+    if t > ctx.received_at + ctx.max_future {
+        return Err(Violation::new(
+            "occurred_at",
+            Rule::Future,
+            format!(
+                "is more than {} minutes after the time it was received ({}); check the player's clock",
+                ctx.max_future.num_minutes(),
+                crate::event::format_timestamp(&ctx.received_at)
+            ),
+        ));
+    }
+    if t < ctx.received_at - ctx.late_horizon {
+        return Err(Violation::new(
+            "occurred_at",
+            Rule::TooOld,
+            format!(
+                "is more than {} days before the time it was received ({}); events older than the late-data horizon are not counted",
+                ctx.late_horizon.num_days(),
+                crate::event::format_timestamp(&ctx.received_at)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_device(s: &str) -> Result<Device, Violation> {
+    Device::from_wire(s).ok_or_else(|| {
+        Violation::new(
+            "device",
+            Rule::Enum,
+            format!(
+                "must be one of web, mobile, tv, console, other, got {:?}",
+                truncate_for_message(s)
+            ),
+        )
+    })
+}
+
+fn check_country(s: &str) -> Result<(), Violation> {
+    if is_iso_country(s) {
+        Ok(())
+    } else {
+        Err(Violation::new(
+            "country",
+            Rule::Enum,
+            format!(
+                "must be an ISO 3166-1 alpha-2 code in uppercase, like \"US\", got {:?}",
+                truncate_for_message(s)
+            ),
+        ))
+    }
+}
+
+fn check_schema_version(v: u32) -> Result<(), Violation> {
+    if v == SCHEMA_VERSION {
+        Ok(())
+    } else {
+        Err(Violation::new(
+            "schema_version",
+            Rule::Enum,
+            format!("must be {SCHEMA_VERSION} (the only version this server understands), got {v}"),
+        ))
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Keeps error messages short when a client sends a huge value.
+fn truncate_for_message(s: &str) -> String {
+    const MAX: usize = 80;
+    if s.chars().count() <= MAX {
+        s.to_owned()
+    } else {
+        let head: String = s.chars().take(MAX).collect();
+        format!("{head}…")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx() -> ValidationContext {
+        ValidationContext::at("2026-11-21T13:00:00Z".parse().unwrap())
+    }
+
+    fn good() -> Value {
+        json!({
+            "event_id": "8f14e45f-ceea-4e7a-9f3b-2c1d5e6a7b8c",
+            "video_id": "vid_1",
+            "user_id": "u1",
+            "occurred_at": "2026-11-21T12:59:00Z",
+            "watch_seconds": 45,
+            "revenue_eligible": true,
+        })
+    }
+
+    #[test]
+    fn minimal_event_gets_defaults() {
+        let e = parse_event(&good(), &ctx()).unwrap();
+        assert_eq!(e.device, Device::Other);
+        assert_eq!(e.ad_impressions, 0);
+        assert_eq!(e.schema_version, 1);
+        assert_eq!(e.session_id, None);
+    }
+
+    #[test]
+    fn unknown_fields_and_nulls_are_tolerated() {
+        let mut v = good();
+        v["flavour"] = json!("vanilla");
+        v["country"] = Value::Null;
+        v["watch_seconds"] = json!(45.0);
+        assert!(parse_event(&v, &ctx()).is_ok());
+    }
+
+    #[test]
+    fn reports_every_violation_with_its_field() {
+        let v = json!({
+            "event_id": "nope",
+            "video_id": "has space",
+            "user_id": "",
+            "occurred_at": "yesterday",
+            "watch_seconds": -1,
+            "device": "toaster",
+            "country": "us",
+            "revenue_eligible": "yes",
+            "ad_impressions": 1001,
+            "schema_version": 2,
+        });
+        let r = parse_event(&v, &ctx()).unwrap_err();
+        let fields: Vec<_> = r.violations.iter().map(|v| v.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "event_id",
+                "video_id",
+                "user_id",
+                "occurred_at",
+                "watch_seconds",
+                "device",
+                "country",
+                "revenue_eligible",
+                "ad_impressions",
+                "schema_version"
+            ]
+        );
+        assert!(r.to_string().contains("watch_seconds: must be from 0 to 86400, got -1"));
+    }
+
+    #[test]
+    fn time_window_is_relative_to_receive_time() {
+        let mut v = good();
+        v["occurred_at"] = json!("2026-11-21T13:05:00Z");
+        assert!(parse_event(&v, &ctx()).is_ok(), "exactly 5 minutes ahead is allowed");
+        v["occurred_at"] = json!("2026-11-21T13:05:00.000001Z");
+        let r = parse_event(&v, &ctx()).unwrap_err();
+        assert_eq!(r.violations[0].rule, Rule::Future);
+        v["occurred_at"] = json!("2026-10-22T12:59:59Z");
+        let r = parse_event(&v, &ctx()).unwrap_err();
+        assert_eq!(r.violations[0].rule, Rule::TooOld);
+    }
+
+    #[test]
+    fn offsets_are_normalised_to_utc_micros() {
+        let mut v = good();
+        v["occurred_at"] = json!("2026-11-21T14:59:00.123456789+02:00");
+        let e = parse_event(&v, &ctx()).unwrap();
+        assert_eq!(
+            crate::event::format_timestamp(&e.occurred_at),
+            "2026-11-21T12:59:00.123456Z"
+        );
+    }
+
+    #[test]
+    fn non_objects_are_rejected_alone() {
+        let r = parse_event(&json!([1]), &ctx()).unwrap_err();
+        assert_eq!(r.violations[0].rule, Rule::NotAnObject);
+    }
+
+    #[test]
+    fn validate_agrees_with_parse_on_typed_events() {
+        let mut e = parse_event(&good(), &ctx()).unwrap();
+        assert!(validate(&e, &ctx()).is_ok());
+        e.watch_seconds = 90_000;
+        e.video_id = String::new();
+        let r = validate(&e, &ctx()).unwrap_err();
+        assert!(r.names("watch_seconds") && r.names("video_id"));
+    }
+}
