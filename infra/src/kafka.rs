@@ -111,3 +111,85 @@ impl std::fmt::Debug for EmbeddedKafka {
             .finish()
     }
 }
+
+/// One record read back from a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaRecord {
+    /// Partition.
+    pub partition: i32,
+    /// Offset in the partition.
+    pub offset: i64,
+    /// Key bytes, if any.
+    pub key: Option<Vec<u8>>,
+    /// Payload bytes, if any.
+    pub payload: Option<Vec<u8>>,
+}
+
+/// Reads every record a topic holds right now (up to each partition's high
+/// watermark), in partition then offset order. Blocking: call it from
+/// `spawn_blocking` in async code. Gives up after `timeout`.
+pub fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    timeout: std::time::Duration,
+) -> Result<Vec<KafkaRecord>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+    use std::time::Instant;
+
+    let deadline = Instant::now() + timeout;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set(
+            "group.id",
+            format!("read-topic-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    let mut high = std::collections::HashMap::new();
+    for &p in &partitions {
+        let (_, hi) = consumer.fetch_watermarks(topic, p, timeout)?;
+        high.insert(p, hi);
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut next: std::collections::HashMap<i32, i64> =
+        partitions.iter().map(|&p| (p, 0)).collect();
+    let mut out = Vec::new();
+    let done = |next: &std::collections::HashMap<i32, i64>| {
+        high.iter()
+            .all(|(p, hi)| next.get(p).copied().unwrap_or(0) >= *hi)
+    };
+    while !done(&next) {
+        if Instant::now() > deadline {
+            return Err(Error::Kafka(
+                rdkafka::error::KafkaError::MessageConsumption(
+                    rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+                ),
+            ));
+        }
+        match consumer.poll(std::time::Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                next.insert(m.partition(), m.offset() + 1);
+                out.push(KafkaRecord {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec),
+                });
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => {}
+        }
+    }
+    out.sort_by_key(|r| (r.partition, r.offset));
+    Ok(out)
+}

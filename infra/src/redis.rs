@@ -41,7 +41,9 @@ impl RedisServer {
         let (temp, dir) = match opts.dir {
             Some(d) => (None, d),
             None => {
-                let t = tempfile::Builder::new().prefix("viewcount-redis-").tempdir()?;
+                let t = tempfile::Builder::new()
+                    .prefix("viewcount-redis-")
+                    .tempdir()?;
                 let d = t.path().to_path_buf();
                 (Some(t), d)
             }
@@ -56,7 +58,14 @@ impl RedisServer {
             let mut child = Command::new(&binary)
                 .arg("--port")
                 .arg(port.to_string())
-                .args(["--bind", "127.0.0.1", "--save", "", "--protected-mode", "no"])
+                .args([
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--protected-mode",
+                    "no",
+                ])
                 .args(["--appendonly", if opts.appendonly { "yes" } else { "no" }])
                 .arg("--dir")
                 .arg(&dir)

@@ -135,7 +135,10 @@ mod tests {
             body_format(Some("application/json; charset=utf-8")),
             Ok(BodyFormat::Json)
         );
-        assert_eq!(body_format(Some("Application/X-NDJSON")), Ok(BodyFormat::Ndjson));
+        assert_eq!(
+            body_format(Some("Application/X-NDJSON")),
+            Ok(BodyFormat::Ndjson)
+        );
         assert!(matches!(
             body_format(None),
             Err(DecodeError::UnsupportedMediaType(_))
@@ -148,9 +151,22 @@ mod tests {
 
     #[test]
     fn json_object_and_array() {
-        assert_eq!(decode_body(BodyFormat::Json, b"{\"a\":1}", 10).unwrap().len(), 1);
-        assert_eq!(decode_body(BodyFormat::Json, b"[{}, 3, {}]", 10).unwrap().len(), 3);
-        assert_eq!(decode_body(BodyFormat::Json, b"[]", 10), Err(DecodeError::Empty));
+        assert_eq!(
+            decode_body(BodyFormat::Json, b"{\"a\":1}", 10)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            decode_body(BodyFormat::Json, b"[{}, 3, {}]", 10)
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(
+            decode_body(BodyFormat::Json, b"[]", 10),
+            Err(DecodeError::Empty)
+        );
         assert!(matches!(
             decode_body(BodyFormat::Json, b"\"x\"", 10),
             Err(DecodeError::Unparseable(_))

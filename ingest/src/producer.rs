@@ -181,10 +181,7 @@ impl EventProducer {
                 .map_err(|e| format!("Kafka metadata request failed: {e}"))?;
             match md.topics().first() {
                 Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
-                Some(t) => Err(format!(
-                    "topic {topic:?} is not available: {:?}",
-                    t.error()
-                )),
+                Some(t) => Err(format!("topic {topic:?} is not available: {:?}", t.error())),
                 None => Err(format!("topic {topic:?} not in metadata")),
             }
         })

@@ -139,7 +139,13 @@ async fn handle_events(
         .and_then(|v| v.to_str().ok());
     let format = match body_format(ct) {
         Ok(f) => f,
-        Err(e) => return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", e),
+        Err(e) => {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                e,
+            );
+        }
     };
     let body = match body {
         Ok(b) => b,
@@ -161,7 +167,11 @@ async fn handle_events(
             return error(StatusCode::PAYLOAD_TOO_LARGE, "too_many_events", e);
         }
         Err(e @ DecodeError::UnsupportedMediaType(_)) => {
-            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", e);
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                e,
+            );
         }
         Err(e) => return error(StatusCode::BAD_REQUEST, "unparseable_body", e),
     };
@@ -234,7 +244,8 @@ async fn handle_events(
     let started = Instant::now();
     match st.producer.produce_all(&accepted).await {
         Ok(()) => {
-            st.metrics.events_accepted(accepted.len(), started.elapsed());
+            st.metrics
+                .events_accepted(accepted.len(), started.elapsed());
             (
                 StatusCode::ACCEPTED,
                 Json(json!({"accepted": accepted.len(), "rejected": rejected})),

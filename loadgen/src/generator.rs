@@ -69,7 +69,9 @@ impl GenConfig {
             if (0.0..=1.0).contains(&v) {
                 Ok(())
             } else {
-                Err(Error::Config(format!("{name} must be between 0 and 1, got {v}")))
+                Err(Error::Config(format!(
+                    "{name} must be between 0 and 1, got {v}"
+                )))
             }
         };
         ratio("duplicate ratio", self.duplicate_ratio)?;
@@ -198,12 +200,16 @@ impl InvalidKind {
             InvalidKind::BadVideoId => set(&mut event, "video_id", json!("bad video!")),
             InvalidKind::EmptyUserId => set(&mut event, "user_id", json!("")),
             InvalidKind::LongUserId => set(&mut event, "user_id", json!("u".repeat(129))),
-            InvalidKind::FutureOccurredAt => {
-                set(&mut event, "occurred_at", json!(ts(now + Duration::days(1))))
-            }
-            InvalidKind::TooOldOccurredAt => {
-                set(&mut event, "occurred_at", json!(ts(now - Duration::days(40))))
-            }
+            InvalidKind::FutureOccurredAt => set(
+                &mut event,
+                "occurred_at",
+                json!(ts(now + Duration::days(1))),
+            ),
+            InvalidKind::TooOldOccurredAt => set(
+                &mut event,
+                "occurred_at",
+                json!(ts(now - Duration::days(40))),
+            ),
             InvalidKind::BadTimestamp => set(&mut event, "occurred_at", json!("21/11/2026 13:00")),
             InvalidKind::NegativeWatch => set(&mut event, "watch_seconds", json!(-5)),
             InvalidKind::HugeWatch => set(&mut event, "watch_seconds", json!(90_000)),

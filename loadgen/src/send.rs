@@ -139,7 +139,9 @@ pub async fn send(
                     report.accepted += 1;
                     match schemas::parse_event(value, &ctx) {
                         Ok(e) => truth.record(&e),
-                        Err(why) => tracing::warn!(%why, "ingest accepted an event this build rejects"),
+                        Err(why) => {
+                            tracing::warn!(%why, "ingest accepted an event this build rejects")
+                        }
                     }
                 }
                 Some(field) => {
@@ -155,7 +157,11 @@ pub async fn send(
     Ok(report)
 }
 
-async fn post_chunk(client: &reqwest::Client, cfg: &SendConfig, events: Vec<Value>) -> Result<ChunkResult> {
+async fn post_chunk(
+    client: &reqwest::Client,
+    cfg: &SendConfig,
+    events: Vec<Value>,
+) -> Result<ChunkResult> {
     let body = serde_json::to_vec(&events).map_err(|e| Error::Config(e.to_string()))?;
     let mut retries = 0;
     let mut last = String::new();
@@ -211,7 +217,9 @@ async fn post_chunk(client: &reqwest::Client, cfg: &SendConfig, events: Vec<Valu
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<u64>().ok())
-                    .map_or(backoff, |s| Duration::from_secs(s).min(backoff.max(Duration::from_millis(200))));
+                    .map_or(backoff, |s| {
+                        Duration::from_secs(s).min(backoff.max(Duration::from_millis(200)))
+                    });
                 last = format!("503: {}", resp.text().await.unwrap_or_default());
                 tokio::time::sleep(wait).await;
             }

@@ -86,13 +86,15 @@ impl Truth {
     pub fn rows(&self) -> Vec<TruthRow> {
         self.cells
             .iter()
-            .map(|((video_id, hour), &(views, billable_views, watch_seconds))| TruthRow {
-                video_id: video_id.clone(),
-                hour: *hour,
-                views,
-                billable_views,
-                watch_seconds,
-            })
+            .map(
+                |((video_id, hour), &(views, billable_views, watch_seconds))| TruthRow {
+                    video_id: video_id.clone(),
+                    hour: *hour,
+                    views,
+                    billable_views,
+                    watch_seconds,
+                },
+            )
             .collect()
     }
 

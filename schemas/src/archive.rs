@@ -170,9 +170,8 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<ArchivedEvent>> {
         .as_primitive_opt::<Int64Type>()
         .ok_or_else(|| Error::ArchiveSchema("column \"kafka_offset\" is not Int64".into()))?;
 
-    let opt = |a: &arrow::array::StringArray, i: usize| {
-        (!a.is_null(i)).then(|| a.value(i).to_owned())
-    };
+    let opt =
+        |a: &arrow::array::StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
     let micros = |v: i64, name: &str, i: usize| -> Result<DateTime<Utc>> {
         DateTime::from_timestamp_micros(v)
             .ok_or_else(|| Error::ArchiveSchema(format!("{name} out of range in row {i}")))
@@ -192,9 +191,8 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<ArchivedEvent>> {
                 session_id: opt(session_id, i),
                 occurred_at: micros(occurred_at.value(i), "occurred_at", i)?,
                 watch_seconds: uint(watch_seconds.value(i), "watch_seconds", i)?,
-                device: Device::from_wire(device.value(i)).ok_or_else(|| {
-                    Error::ArchiveSchema(format!("unknown device in row {i}"))
-                })?,
+                device: Device::from_wire(device.value(i))
+                    .ok_or_else(|| Error::ArchiveSchema(format!("unknown device in row {i}")))?,
                 country: opt(country, i),
                 referrer: opt(referrer, i),
                 quality: opt(quality, i),

@@ -135,8 +135,9 @@ impl ReceivedEvent {
             return Err(Error::Decode("not a JSON object".into()));
         };
         let received_at = match map.remove("received_at") {
-            Some(Value::String(s)) => parse_timestamp(&s)
-                .map_err(|why| Error::Decode(format!("received_at {why}")))?,
+            Some(Value::String(s)) => {
+                parse_timestamp(&s).map_err(|why| Error::Decode(format!("received_at {why}")))?
+            }
             Some(_) => return Err(Error::Decode("received_at is not a string".into())),
             None => return Err(Error::Decode("received_at is missing".into())),
         };

@@ -169,10 +169,12 @@ pub fn parse_event(value: &Value, ctx: &ValidationContext) -> Result<ViewEvent, 
     let mut out = Vec::new();
     let mut r = Reader { obj, out: &mut out };
 
-    let event_id = r.string("event_id", true).and_then(|s| r.check(check_event_id(s)));
-    let video_id = r.string("video_id", true).and_then(|s| {
-        r.check(check_video_id(s).map(|()| s.to_owned()))
-    });
+    let event_id = r
+        .string("event_id", true)
+        .and_then(|s| r.check(check_event_id(s)));
+    let video_id = r
+        .string("video_id", true)
+        .and_then(|s| r.check(check_video_id(s).map(|()| s.to_owned())));
     let user_id = r
         .string("user_id", true)
         .and_then(|s| r.check(check_user_id(s).map(|()| s.to_owned())));
@@ -205,7 +207,14 @@ pub fn parse_event(value: &Value, ctx: &ValidationContext) -> Result<ViewEvent, 
         .integer("schema_version", false, 0, u32::MAX)
         .and_then(|v| r.check(check_schema_version(v).map(|()| v)));
 
-    match (event_id, video_id, user_id, occurred_at, watch_seconds, revenue_eligible) {
+    match (
+        event_id,
+        video_id,
+        user_id,
+        occurred_at,
+        watch_seconds,
+        revenue_eligible,
+    ) {
         (Some(event_id), Some(video_id), Some(user_id), Some(occurred_at), Some(w), Some(rev))
             if out.is_empty() =>
         {
@@ -237,7 +246,13 @@ pub fn validate(event: &ViewEvent, ctx: &ValidationContext) -> Result<(), Reject
         check_user_id(&event.user_id),
         event.session_id.as_deref().map_or(Ok(()), check_session_id),
         check_occurred_at(event.occurred_at, ctx),
-        check_range("watch_seconds", event.watch_seconds.into(), 0, MAX_WATCH_SECONDS).map(drop),
+        check_range(
+            "watch_seconds",
+            event.watch_seconds.into(),
+            0,
+            MAX_WATCH_SECONDS,
+        )
+        .map(drop),
         event.country.as_deref().map_or(Ok(()), check_country),
         event
             .referrer
@@ -247,7 +262,13 @@ pub fn validate(event: &ViewEvent, ctx: &ValidationContext) -> Result<(), Reject
             .quality
             .as_deref()
             .map_or(Ok(()), |s| check_text("quality", s)),
-        check_range("ad_impressions", event.ad_impressions.into(), 0, MAX_AD_IMPRESSIONS).map(drop),
+        check_range(
+            "ad_impressions",
+            event.ad_impressions.into(),
+            0,
+            MAX_AD_IMPRESSIONS,
+        )
+        .map(drop),
         check_schema_version(event.schema_version),
     ];
     let violations: Vec<Violation> = results.into_iter().filter_map(Result::err).collect();
@@ -286,8 +307,11 @@ impl<'a> Reader<'a> {
         match self.obj.get(field) {
             None | Some(Value::Null) => {
                 if required {
-                    self.out
-                        .push(Violation::new(field, Rule::Required, "is required but missing"));
+                    self.out.push(Violation::new(
+                        field,
+                        Rule::Required,
+                        "is required but missing",
+                    ));
                 }
                 None
             }
@@ -583,14 +607,20 @@ mod tests {
                 "schema_version"
             ]
         );
-        assert!(r.to_string().contains("watch_seconds: must be from 0 to 86400, got -1"));
+        assert!(
+            r.to_string()
+                .contains("watch_seconds: must be from 0 to 86400, got -1")
+        );
     }
 
     #[test]
     fn time_window_is_relative_to_receive_time() {
         let mut v = good();
         v["occurred_at"] = json!("2026-11-21T13:05:00Z");
-        assert!(parse_event(&v, &ctx()).is_ok(), "exactly 5 minutes ahead is allowed");
+        assert!(
+            parse_event(&v, &ctx()).is_ok(),
+            "exactly 5 minutes ahead is allowed"
+        );
         v["occurred_at"] = json!("2026-11-21T13:05:00.000001Z");
         let r = parse_event(&v, &ctx()).unwrap_err();
         assert_eq!(r.violations[0].rule, Rule::Future);

@@ -1,1 +1,60 @@
-fn main() {}
+//! `viewcount`: the one binary. Each subcommand is a thin shell around a
+//! library crate; configuration comes from flags with `VIEWCOUNT_*` fallbacks
+//! (DESIGN §6).
+
+mod gen_cmd;
+mod ingest_cmd;
+mod up;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "viewcount",
+    version,
+    about = "Count video views exactly enough to pay creators"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Everything in one process on embedded defaults (mock-cluster Kafka).
+    Up(up::Args),
+    /// The ingest service alone: POST /v1/events into Kafka.
+    Ingest(ingest_cmd::Args),
+    /// Seeded synthetic traffic, to an ingest URL or to NDJSON.
+    Gen(gen_cmd::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    util::init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Up(a) => up::run(a).await,
+            Command::Ingest(a) => ingest_cmd::run(a).await,
+            Command::Gen(a) => gen_cmd::run(a).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Every bad request gets its own status and a message saying what to do.
+
+use serde_json::json;
+
+use crate::harness::{Ingest, event};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_precise_statuses_and_nothing_is_produced() {
+    let ing = Ingest::start_with(|c, _| {
+        c.max_body_bytes = 64 * 1024;
+        c.max_events = 10;
+    })
+    .await;
+
+    let (s, b) = ing.post("application/json", "[{\"event_id\": ").await;
+    assert_eq!(s, 400);
+    assert_eq!(b["error"]["code"], "unparseable_body");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 1 column"),
+        "{b}"
+    );
+
+    let (s, b) = ing.post("application/json", "[]").await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("unparseable_body"))
+    );
+
+    let (s, b) = ing.post("text/plain", event("v").to_string()).await;
+    assert_eq!(s, 415);
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("application/x-ndjson")
+    );
+
+    let many = json!((0..11).map(|_| event("v")).collect::<Vec<_>>());
+    let (s, b) = ing.post_json(&many).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (413, Some("too_many_events"))
+    );
+
+    let big = json!([{"padding": "x".repeat(70 * 1024)}]);
+    let (s, b) = ing.post_json(&big).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (413, Some("body_too_large")),
+        "{b}"
+    );
+
+    let mut bad = event("v");
+    bad["watch_seconds"] = json!("long");
+    let (s, b) = ing.post_json(&json!([bad, {"nope": 1}])).await;
+    assert_eq!(s, 422);
+    assert_eq!(b["error"]["code"], "no_valid_events");
+    assert_eq!(b["accepted"], 0);
+    assert_eq!(b["rejected"].as_array().unwrap().len(), 2);
+
+    let r = ing
+        .client
+        .get(format!("{}/v1/nothing", ing.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    assert!(
+        ing.records().await.is_empty(),
+        "no bad request produced anything"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics() {
+    let ing = Ingest::start().await;
+    let get = |path: &str| ing.client.get(format!("{}{path}", ing.base)).send();
+    assert_eq!(get("/healthz").await.unwrap().status().as_u16(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status().as_u16(), 200);
+
+    let mut bad = event("v");
+    bad["device"] = json!("fridge");
+    let (s, _) = ing.post_json(&json!([event("v"), event("w"), bad])).await;
+    assert_eq!(s, 202);
+
+    let text = get("/metrics").await.unwrap().text().await.unwrap();
+    for line in [
+        "viewcount_ingest_http_requests_total{status=\"202\"} 1",
+        "viewcount_ingest_events_accepted_total 2",
+        "viewcount_ingest_events_rejected_total 1",
+        "viewcount_ingest_rejections_total{reason=\"device.enum\"} 1",
+        "viewcount_ingest_produce_ack_seconds_count 1",
+        "viewcount_ingest_producer_queue_depth 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+}

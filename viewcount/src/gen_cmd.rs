@@ -1,0 +1,185 @@
+//! `viewcount gen`: seeded synthetic traffic.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use indicatif::{ProgressBar, ProgressStyle};
+use loadgen::{GenConfig, Generator, SendConfig, SendReport, Truth};
+use schemas::CountingRules;
+
+use crate::util::parse_duration;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// POST the events to this ingest base URL (e.g. http://127.0.0.1:8080).
+    #[arg(long, conflicts_with = "out")]
+    target: Option<String>,
+    /// Write the events as NDJSON to this file ("-" for stdout) instead of sending.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write the ground truth (per video per hour, from accepted events) as JSON here.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// RNG seed: the same seed and --start give the same events.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Events in all (duplicates and invalid ones included).
+    #[arg(long, default_value_t = 10_000)]
+    events: u64,
+    /// Distinct videos (popularity is Zipf-skewed over them).
+    #[arg(long, default_value_t = 100)]
+    videos: u32,
+    /// Distinct users.
+    #[arg(long, default_value_t = 1_000)]
+    users: u32,
+    /// Zipf exponent of video popularity.
+    #[arg(long, default_value_t = 1.1)]
+    zipf: f64,
+    /// occurred_at of the first on-time event (RFC 3339); default: now minus --span.
+    #[arg(long)]
+    start: Option<DateTime<Utc>>,
+    /// On-time events are spread over this long after --start.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    span: Duration,
+    /// Fraction of exact re-sends of earlier events.
+    #[arg(long, default_value_t = 0.10)]
+    duplicate_ratio: f64,
+    /// Fraction of events 1 to 72 hours late.
+    #[arg(long, default_value_t = 0.05)]
+    late_ratio: f64,
+    /// Fraction of invalid events, spread over every kind of rule.
+    #[arg(long, default_value_t = 0.02)]
+    invalid_ratio: f64,
+    /// Fraction of valid events that are revenue-eligible.
+    #[arg(long, default_value_t = 0.8)]
+    revenue_ratio: f64,
+    /// Mean watch time in seconds (exponential).
+    #[arg(long, default_value_t = 90.0)]
+    watch_mean: f64,
+    /// Offered load in events per second when sending (default: as fast as ingest answers).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Events per request when sending.
+    #[arg(long, default_value_t = 500)]
+    batch_size: usize,
+    /// Requests in flight when sending.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+}
+
+impl Args {
+    pub(crate) fn gen_config(&self) -> anyhow::Result<GenConfig> {
+        let span = chrono::Duration::from_std(self.span).context("span out of range")?;
+        let now = Utc::now();
+        Ok(GenConfig {
+            seed: self.seed,
+            videos: self.videos,
+            users: self.users,
+            zipf_exponent: self.zipf,
+            events: self.events,
+            start: self.start.unwrap_or(now - span),
+            span,
+            duplicate_ratio: self.duplicate_ratio,
+            late_ratio: self.late_ratio,
+            invalid_ratio: self.invalid_ratio,
+            revenue_ratio: self.revenue_ratio,
+            watch_mean_seconds: self.watch_mean,
+            now,
+        })
+    }
+}
+
+pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
+    let generator = Generator::new(a.gen_config()?)?;
+    let mut truth = Truth::new(CountingRules::default());
+    match (&a.target, &a.out) {
+        (Some(target), None) => {
+            let report = send_to(target, &a, generator, &mut truth).await?;
+            eprintln!("{}", summary(&report));
+        }
+        (None, Some(out)) => write_ndjson(out, generator, &mut truth)?,
+        _ => bail!(
+            "say where the events go: --target http://HOST:PORT or --out FILE (\"-\" for stdout)"
+        ),
+    }
+    if let Some(path) = &a.truth {
+        let json = serde_json::to_vec_pretty(&truth.to_file())?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "truth: {} views in {} video-hours written to {}",
+            truth.views(),
+            truth.rows().len(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Sends `generator`'s events to ingest at `target`, with a progress bar on a terminal.
+pub(crate) async fn send_to(
+    target: &str,
+    a: &Args,
+    generator: Generator,
+    truth: &mut Truth,
+) -> anyhow::Result<SendReport> {
+    let url = format!("{}/v1/events", target.trim_end_matches('/'));
+    let mut cfg = SendConfig::new(url);
+    cfg.batch_size = a.batch_size;
+    cfg.concurrency = a.concurrency;
+    cfg.rate = a.rate;
+    let bar = ProgressBar::new(a.events);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec}  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let report = loadgen::send(generator, &cfg, truth, |r| {
+        bar.set_position(r.events);
+        bar.set_message(format!("accepted {} rejected {}", r.accepted, r.rejected));
+    })
+    .await?;
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+pub(crate) fn summary(r: &SendReport) -> String {
+    let by_field: Vec<String> = r
+        .rejected_by_field
+        .iter()
+        .map(|(f, n)| format!("{f}={n}"))
+        .collect();
+    format!(
+        "sent {} events in {} requests in {:.1}s ({:.0} events/s): accepted {}, rejected {} [{}], retries {}",
+        r.events,
+        r.requests,
+        r.elapsed.as_secs_f64(),
+        r.events as f64 / r.elapsed.as_secs_f64().max(1e-9),
+        r.accepted,
+        r.rejected,
+        by_field.join(" "),
+        r.retries
+    )
+}
+
+fn write_ndjson(out: &PathBuf, generator: Generator, truth: &mut Truth) -> anyhow::Result<()> {
+    let mut w: Box<dyn Write> = if out.as_os_str() == "-" {
+        Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
+    } else {
+        let f =
+            std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+        Box::new(std::io::BufWriter::new(f))
+    };
+    // What ingest would accept if it received the events now.
+    let ctx = schemas::ValidationContext::at(Utc::now());
+    for e in generator {
+        serde_json::to_writer(&mut w, &e.value)?;
+        w.write_all(b"\n")?;
+        if let Ok(ev) = schemas::parse_event(&e.value, &ctx) {
+            truth.record(&ev);
+        }
+    }
+    w.flush()?;
+    Ok(())
+}

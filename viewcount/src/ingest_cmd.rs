@@ -1,0 +1,73 @@
+//! `viewcount ingest`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ingest::{EventProducer, IngestConfig, ProducerConfig};
+
+use crate::util::{parse_duration, shutdown_signal};
+
+/// Flags shared by every command that runs ingest.
+#[derive(Debug, clap::Args)]
+pub(crate) struct IngestFlags {
+    /// Largest request body in bytes.
+    #[arg(long, env = "VIEWCOUNT_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub(crate) max_body_bytes: usize,
+    /// Most events one request may carry.
+    #[arg(long, env = "VIEWCOUNT_MAX_EVENTS", default_value_t = 10_000)]
+    pub(crate) max_events: usize,
+    /// How long Kafka may take to acknowledge an event before ingest answers 503.
+    #[arg(long, env = "VIEWCOUNT_DELIVERY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) delivery_timeout: Duration,
+    /// Accept `occurred_at` up to this far in the past (the late-data horizon).
+    #[arg(long, env = "VIEWCOUNT_LATE_HORIZON", default_value = "30d", value_parser = parse_duration)]
+    pub(crate) late_horizon: Duration,
+}
+
+impl IngestFlags {
+    pub(crate) fn config(&self) -> anyhow::Result<IngestConfig> {
+        Ok(IngestConfig {
+            max_body_bytes: self.max_body_bytes,
+            max_events: self.max_events,
+            late_horizon: chrono::Duration::from_std(self.late_horizon)
+                .context("late horizon out of range")?,
+            ..IngestConfig::default()
+        })
+    }
+
+    pub(crate) fn producer(&self, bootstrap: &str, topic: &str) -> anyhow::Result<EventProducer> {
+        let mut pc = ProducerConfig::new(bootstrap, topic);
+        pc.delivery_timeout = self.delivery_timeout;
+        EventProducer::new(&pc).context("creating the Kafka producer")
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "VIEWCOUNT_KAFKA")]
+    kafka: String,
+    /// The event topic.
+    #[arg(long, env = "VIEWCOUNT_TOPIC", default_value = "view-events")]
+    topic: String,
+    /// HTTP listen address.
+    #[arg(long, env = "VIEWCOUNT_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    #[command(flatten)]
+    flags: IngestFlags,
+}
+
+pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
+    let producer = Arc::new(a.flags.producer(&a.kafka, &a.topic)?);
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; is another service using it? (--listen / VIEWCOUNT_LISTEN)",
+                a.listen
+            )
+        })?;
+    ingest::run(listener, a.flags.config()?, producer, shutdown_signal()).await?;
+    Ok(())
+}
