@@ -36,7 +36,7 @@ impl ProducerConfig {
             topic: topic.into(),
             delivery_timeout: Duration::from_secs(10),
             queue_max_messages: 200_000,
-            linger: Duration::from_millis(5),
+            linger: Duration::from_millis(1),
         }
     }
 

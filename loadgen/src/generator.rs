@@ -86,10 +86,10 @@ impl GenConfig {
         if self.videos == 0 || self.users == 0 {
             return Err(Error::Config("videos and users must be at least 1".into()));
         }
-        if !(self.zipf_exponent >= 0.0) {
+        if self.zipf_exponent.is_nan() || self.zipf_exponent < 0.0 {
             return Err(Error::Config("zipf exponent must be >= 0".into()));
         }
-        if !(self.watch_mean_seconds > 0.0) {
+        if self.watch_mean_seconds.is_nan() || self.watch_mean_seconds <= 0.0 {
             return Err(Error::Config("mean watch time must be > 0".into()));
         }
         if self.span <= Duration::zero() {

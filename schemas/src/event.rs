@@ -98,14 +98,45 @@ impl Device {
 
 /// A [`ViewEvent`] stamped by ingest with the time it was received. This is the
 /// JSON object written to Kafka: the event's fields plus `received_at`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedEvent {
     /// The event as validated at ingest.
-    #[serde(flatten)]
     pub event: ViewEvent,
     /// When ingest received it (microsecond precision, UTC).
-    #[serde(serialize_with = "rfc3339")]
     pub received_at: DateTime<Utc>,
+}
+
+// Written by hand rather than with `#[serde(flatten)]`, which goes through an
+// intermediate map and costs a third of ingest's per-event CPU.
+impl Serialize for ReceivedEvent {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let e = &self.event;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("event_id", &e.event_id)?;
+        m.serialize_entry("video_id", &e.video_id)?;
+        m.serialize_entry("user_id", &e.user_id)?;
+        if let Some(v) = &e.session_id {
+            m.serialize_entry("session_id", v)?;
+        }
+        m.serialize_entry("occurred_at", &format_timestamp(&e.occurred_at))?;
+        m.serialize_entry("watch_seconds", &e.watch_seconds)?;
+        m.serialize_entry("device", &e.device)?;
+        if let Some(v) = &e.country {
+            m.serialize_entry("country", v)?;
+        }
+        if let Some(v) = &e.referrer {
+            m.serialize_entry("referrer", v)?;
+        }
+        if let Some(v) = &e.quality {
+            m.serialize_entry("quality", v)?;
+        }
+        m.serialize_entry("revenue_eligible", &e.revenue_eligible)?;
+        m.serialize_entry("ad_impressions", &e.ad_impressions)?;
+        m.serialize_entry("schema_version", &e.schema_version)?;
+        m.serialize_entry("received_at", &format_timestamp(&self.received_at))?;
+        m.end()
+    }
 }
 
 impl ReceivedEvent {

@@ -1,0 +1,30 @@
+# Shared by scripts/*: install what a fresh Debian machine lacks.
+# Sourced, not run.
+
+need_root_or_sudo() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "error: need root (or sudo) to run: $*" >&2; return 1; fi
+}
+
+# redis-server: the speed layer's store and the test harness's Redis.
+ensure_redis() {
+  command -v redis-server >/dev/null && return 0
+  echo "== installing redis-server (apt-get)" >&2
+  need_root_or_sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  need_root_or_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  # The package may start a system instance; tests start their own on free ports.
+  command -v redis-server >/dev/null
+}
+
+# Building librdkafka from source (the rdkafka crate's bundled copy) needs a C
+# toolchain and make; check early and install them if missing.
+ensure_build_tools() {
+  local missing=()
+  for t in cc make; do command -v "$t" >/dev/null || missing+=("$t"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing build tools (apt-get): ${missing[*]}" >&2
+    need_root_or_sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    need_root_or_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential >/dev/null
+  fi
+  command -v cargo >/dev/null || { echo "error: cargo not found; install a Rust toolchain (rustup)" >&2; return 1; }
+}
