@@ -1,41 +1,53 @@
 //! Ingest telemetry: each notable event is one function here that both logs and
 //! counts, so logs and `/metrics` never disagree.
 
-use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::text::encode;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use schemas::Rejection;
 
+use crate::EventProducer;
+
 type Labels = Vec<(String, String)>;
 
-/// The ingest metrics and their registry.
-#[derive(Debug)]
+/// The ingest metrics (cheap to clone: every field is a shared handle).
+#[derive(Debug, Clone)]
 pub struct Metrics {
-    registry: Registry,
     requests: Family<Labels, Counter>,
     accepted: Counter,
     rejected: Counter,
     rejections: Family<Labels, Counter>,
     produce_seconds: Histogram,
-    queue_depth: Gauge<i64, AtomicI64>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
+/// Reads the producer's queue depth at scrape time.
+#[derive(Debug)]
+struct QueueDepth(Arc<EventProducer>);
+
+impl Collector for QueueDepth {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let gauge = ConstGauge::new(i64::from(self.0.queue_depth()));
+        let m = encoder.encode_descriptor(
+            "producer_queue_depth",
+            "Messages queued in or in flight from the producer",
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(m)
     }
 }
 
 impl Metrics {
-    /// Registers every ingest metric.
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("viewcount_ingest");
+    /// Registers every ingest metric under `ingest_` in `registry`.
+    pub fn register(registry: &mut Registry, producer: Arc<EventProducer>) -> Self {
+        let registry = registry.sub_registry_with_prefix("ingest");
         let requests = Family::<Labels, Counter>::default();
         registry.register(
             "http_requests",
@@ -66,20 +78,13 @@ impl Metrics {
             "Time from enqueueing a request's events to the broker acknowledging all of them",
             produce_seconds.clone(),
         );
-        let queue_depth = Gauge::<i64, AtomicI64>::default();
-        registry.register(
-            "producer_queue_depth",
-            "Messages queued in or in flight from the producer",
-            queue_depth.clone(),
-        );
+        registry.register_collector(Box::new(QueueDepth(producer)));
         Self {
-            registry,
             requests,
             accepted,
             rejected,
             rejections,
             produce_seconds,
-            queue_depth,
         }
     }
 
@@ -114,14 +119,5 @@ impl Metrics {
         self.rejections
             .get_or_create(&vec![("reason".into(), "event.json".into())])
             .inc();
-    }
-
-    /// Renders the Prometheus text format, with the queue depth read now.
-    pub fn render(&self, queue_depth: i32) -> String {
-        self.queue_depth.set(i64::from(queue_depth));
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
-        out
     }
 }

@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -10,11 +9,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use chrono::Utc;
 use serde::Serialize;
 use serde_json::{Value, json};
+use telemetry::{Ops, OpsBuilder};
 use tokio::net::TcpListener;
 
 use crate::decode::{DecodeError, body_format, decode_body};
@@ -50,7 +50,6 @@ struct AppState {
     config: IngestConfig,
     producer: Arc<EventProducer>,
     metrics: Metrics,
-    draining: Arc<AtomicBool>,
 }
 
 /// One rejected event in a response.
@@ -69,54 +68,71 @@ struct ViolationBody {
     message: String,
 }
 
-/// Builds the ingest router. `/readyz` answers 503 once `draining` is set.
-pub fn router(
-    config: IngestConfig,
-    producer: Arc<EventProducer>,
-    draining: Arc<AtomicBool>,
-) -> Router {
+/// Registers ingest's metrics and its readiness check (the broker answers a
+/// metadata request for the topic) with `ops`.
+pub fn register(ops: &mut OpsBuilder, producer: &Arc<EventProducer>) -> Metrics {
+    let p = producer.clone();
+    ops.check("kafka", move || {
+        let p = p.clone();
+        async move { p.broker_reachable(Duration::from_secs(2)).await }
+    });
+    Metrics::register(ops.registry(), producer.clone())
+}
+
+/// The `POST /v1/events` route.
+pub fn router(config: IngestConfig, producer: Arc<EventProducer>, metrics: Metrics) -> Router {
     let body_limit = config.max_body_bytes;
     let state = Arc::new(AppState {
         config,
         producer,
-        metrics: Metrics::new(),
-        draining,
+        metrics,
     });
     Router::new()
         .route("/v1/events", post(post_events))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 
-/// Serves ingest on `listener` until `shutdown` resolves, then stops accepting,
-/// lets in-flight requests finish with truthful answers, and flushes the
-/// producer.
+/// Serves ingest alone on `listener` (with `/healthz`, `/readyz`, `/metrics`)
+/// until `shutdown` resolves, then stops accepting, lets in-flight requests
+/// finish with truthful answers, and flushes the producer.
 pub async fn run(
     listener: TcpListener,
     config: IngestConfig,
     producer: Arc<EventProducer>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
-    let draining = Arc::new(AtomicBool::new(false));
-    let app = router(config, producer.clone(), draining.clone());
+    let mut ops = OpsBuilder::new();
+    let metrics = register(&mut ops, &producer);
+    let ops = ops.build();
+    let app = router(config, producer.clone(), metrics)
+        .merge(ops.router())
+        .fallback(not_found);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, topic = producer.topic(), "ingest listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            draining.store(true, Ordering::Relaxed);
-            tracing::info!("ingest: shutdown requested, draining in-flight requests");
-        })
-        .await?;
+    serve(listener, app, ops, shutdown).await?;
     if let Err(e) = producer.flush().await {
         tracing::warn!(error = %e, "ingest: producer flush on shutdown incomplete");
     }
     tracing::info!("ingest stopped");
     Ok(())
+}
+
+/// Serves `app` until `shutdown`, then drains: `/readyz` turns 503, no new
+/// connections are accepted, in-flight requests complete.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    ops: Ops,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            ops.start_draining();
+            tracing::info!("shutdown requested, draining in-flight requests");
+        })
+        .await
 }
 
 async fn post_events(
@@ -278,37 +294,12 @@ async fn handle_events(
     }
 }
 
-async fn readyz(State(st): State<Arc<AppState>>) -> Response {
-    if st.draining.load(Ordering::Relaxed) {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "ingest is shutting down",
-        );
-    }
-    match st.producer.broker_reachable(Duration::from_secs(2)).await {
-        Ok(()) => Json(json!({"ready": true, "kafka": "reachable"})).into_response(),
-        Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, "kafka_unreachable", why),
-    }
-}
-
-async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    let text = st.metrics.render(st.producer.queue_depth());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
-}
-
-async fn not_found() -> Response {
+/// 404 in the API's error shape.
+pub async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such endpoint; ingest serves POST /v1/events, GET /healthz, /readyz, /metrics",
+        "no such endpoint; see the README for the HTTP API",
     )
 }
 

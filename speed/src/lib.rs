@@ -1,7 +1,122 @@
-//! The speed layer (not built yet; issue 3).
+//! The speed layer: view counts in Redis within seconds, effectively once.
 //!
-//! It will consume `view-events`, deduplicate by `event_id` and increment
-//! per-video per-hour counters in Redis with one atomic script per batch, storing
-//! the consumed offsets in the same script so restarts are effectively-once
-//! (DESIGN §5.2). Until then this crate holds no code, on purpose: nothing here
-//! pretends to count.
+//! - [`keys`]: the Redis key layout (hash-tagged per Kafka partition, so it
+//!   works on Redis Cluster), free of I/O.
+//! - [`apply`]: the one atomic Lua script per partition batch, and the pure
+//!   code that builds its arguments. Dedup by `event_id`, counter increments,
+//!   viewer HyperLogLogs and the partition's consumed offset change together
+//!   or not at all (DESIGN §5.2).
+//! - [`consumer`]: the Kafka consumer group: batches of up to N records or T
+//!   ms, re-validation with [`schemas::parse_event`], poison records to the
+//!   dead-letter topic, Redis outages waited out with backoff, resumption from
+//!   the offsets stored in Redis.
+//! - [`read`]: reading the counters back (tests, reconcile, serving).
+//! - [`metrics`]: telemetry, one function per notable event.
+//!
+//! Why it is exact: a record is applied only by the script, which skips
+//! offsets below the partition's stored offset (replays, rebalance overlap),
+//! refuses batches that start past it (Redis lost its last writes: the
+//! consumer rewinds), and counts an id only on its first `HSETNX` in the dedup
+//! window. Kafka commits are advisory, for lag tools.
+
+pub mod apply;
+pub mod consumer;
+pub mod keys;
+pub mod metrics;
+pub mod read;
+
+use std::time::Duration;
+
+pub use consumer::run;
+pub use metrics::Metrics;
+pub use read::Counts;
+
+/// Speed-layer settings; defaults in [`SpeedConfig::new`].
+#[derive(Debug, Clone)]
+pub struct SpeedConfig {
+    /// Kafka bootstrap servers.
+    pub bootstrap_servers: String,
+    /// The event topic.
+    pub topic: String,
+    /// Consumer group.
+    pub group_id: String,
+    /// Where undecodable or invalid records go.
+    pub dlq_topic: String,
+    /// Redis URL.
+    pub redis_url: String,
+    /// Prefix of every key (lets deployments and tests share a Redis).
+    pub key_prefix: String,
+    /// `2^bits` dedup hashes per day; 17 keeps ~76 ids per hash at 10 M ids/day.
+    pub dedup_bucket_bits: u32,
+    /// Most records per batch.
+    pub batch_max: usize,
+    /// Longest wait to fill a batch after its first record.
+    pub batch_wait: Duration,
+    /// An event id is remembered at least this long after it was received.
+    pub dedup_window: chrono::Duration,
+    /// Counters live this long after their day ends.
+    pub counter_retention: chrono::Duration,
+    /// Counting rules.
+    pub rules: schemas::CountingRules,
+    /// Re-validation: how far `occurred_at` may be ahead of `received_at`.
+    pub max_future: chrono::Duration,
+    /// Re-validation: how far `occurred_at` may be behind `received_at`.
+    pub late_horizon: chrono::Duration,
+    /// Cap of the retry backoff while Redis or the DLQ is down.
+    pub max_backoff: Duration,
+    /// How often librdkafka reports statistics (lag metrics).
+    pub stats_interval: Duration,
+    /// Kafka group session timeout: how soon a crashed instance's partitions
+    /// move to the others.
+    pub session_timeout: Duration,
+}
+
+impl SpeedConfig {
+    /// Defaults for the given broker, topic and Redis.
+    pub fn new(
+        bootstrap_servers: impl Into<String>,
+        topic: impl Into<String>,
+        redis_url: impl Into<String>,
+    ) -> Self {
+        let topic = topic.into();
+        Self {
+            bootstrap_servers: bootstrap_servers.into(),
+            dlq_topic: format!("{topic}-dlq"),
+            topic,
+            group_id: "speed".into(),
+            redis_url: redis_url.into(),
+            key_prefix: "vc:".into(),
+            dedup_bucket_bits: 17,
+            batch_max: 2_000,
+            batch_wait: Duration::from_millis(20),
+            dedup_window: chrono::Duration::hours(48),
+            counter_retention: chrono::Duration::days(35),
+            rules: schemas::CountingRules::default(),
+            max_future: schemas::validate::DEFAULT_MAX_FUTURE,
+            late_horizon: schemas::validate::DEFAULT_LATE_HORIZON,
+            max_backoff: Duration::from_secs(5),
+            stats_interval: Duration::from_secs(5),
+            session_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Errors of the speed layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting is unusable.
+    #[error("speed config: {0}")]
+    Config(String),
+    /// The Kafka client could not be created.
+    #[error("kafka: {0}")]
+    Kafka(rdkafka::error::KafkaError),
+    /// A Redis read failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Shutdown came before the service was up.
+    #[error("stopped before start-up finished")]
+    Stopped,
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -13,6 +13,7 @@ use chrono::Utc;
 use infra::kafka::{EmbeddedKafka, read_topic};
 use loadgen::{GenConfig, Generator, SendConfig, Truth};
 use schemas::{CountingRules, ReceivedEvent, ValidationContext};
+use telemetry::OpsBuilder;
 use tokio::sync::oneshot;
 
 use crate::ingest_cmd::IngestFlags;
@@ -69,6 +70,13 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     };
 
     let producer = Arc::new(a.flags.producer(&bootstrap, &a.topic)?);
+    let mut ops = OpsBuilder::new();
+    let ingest_metrics = ingest::server::register(&mut ops, &producer);
+    let ops = ops.build();
+    let app = ingest::server::router(a.flags.config()?, producer.clone(), ingest_metrics)
+        .merge(ops.router())
+        .fallback(ingest::server::not_found);
+
     let listener = tokio::net::TcpListener::bind(&a.listen).await.with_context(|| {
         format!(
             "cannot listen on {}; is another viewcount running? pick another with --listen / VIEWCOUNT_LISTEN",
@@ -77,14 +85,16 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     })?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(ingest::run(
-        listener,
-        a.flags.config()?,
-        producer,
-        async move {
+    let server = tokio::spawn(async move {
+        let served = ingest::server::serve(listener, app, ops, async move {
             let _ = stop_rx.await;
-        },
-    ));
+        })
+        .await;
+        if let Err(e) = producer.flush().await {
+            tracing::warn!(error = %e, "producer flush on shutdown incomplete");
+        }
+        served
+    });
     println!("ingest: http://{addr}/v1/events  (also /healthz /readyz /metrics)");
 
     let mut outcome = Ok(());

@@ -1,0 +1,513 @@
+//! The Kafka side of the speed layer: batches, dead letters, retries, rebalances.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::AtomicI64;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::future::join_all;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use redis::aio::ConnectionManager;
+use schemas::{ReceivedEvent, ValidationContext};
+use telemetry::ReadyFlag;
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{Applied, PartitionBatch, Record, Retention, SCRIPT};
+use crate::keys::KeySpace;
+use crate::{Error, Metrics, Result, SpeedConfig};
+
+/// Librdkafka callbacks: resume from Redis's offsets on assignment; lag metrics.
+struct SpeedContext {
+    redis: redis::Client,
+    keys: KeySpace,
+    topic: String,
+    lag: Family<Vec<(String, String)>, Gauge<i64, AtomicI64>>,
+}
+
+impl ClientContext for SpeedContext {
+    fn stats(&self, stats: Statistics) {
+        if let Some(t) = stats.topics.get(&self.topic) {
+            for (p, ps) in &t.partitions {
+                if *p >= 0 && ps.consumer_lag >= 0 {
+                    self.lag
+                        .get_or_create(&vec![("partition".into(), p.to_string())])
+                        .set(ps.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SpeedContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                // Resume where Redis says each partition is applied up to. If
+                // Redis is unreachable the committed (advisory) offsets are
+                // used: the script skips what was already applied, so this is
+                // only a matter of rereading, never of double counting.
+                match self.stored_offsets(tpl) {
+                    Ok(found) => {
+                        for (p, off) in found {
+                            let _ = tpl.set_partition_offset(&self.topic, p, Offset::Offset(off));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "speed: cannot read offsets from redis on assignment; starting from committed offsets")
+                    }
+                }
+                let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(?parts, "speed: partitions assigned");
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!(error = %e, "speed: assign failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(count = tpl.count(), "speed: partitions revoked");
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "speed: unassign failed");
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "speed: rebalance error");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+impl SpeedContext {
+    fn stored_offsets(&self, tpl: &TopicPartitionList) -> redis::RedisResult<Vec<(i32, i64)>> {
+        let mut conn = self
+            .redis
+            .get_connection_with_timeout(Duration::from_secs(2))?;
+        let mut out = Vec::new();
+        for e in tpl.elements() {
+            let v: Option<i64> = redis::cmd("GET")
+                .arg(self.keys.offset(e.partition()))
+                .query(&mut conn)?;
+            if let Some(off) = v {
+                out.push((e.partition(), off));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Runs the speed layer until `shutdown` resolves. Marks `ready` as Redis and
+/// Kafka come and go.
+pub async fn run(
+    config: SpeedConfig,
+    metrics: Metrics,
+    ready: ReadyFlag,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        c.cancel();
+    });
+    Speed::start(config, metrics, ready, cancel)
+        .await?
+        .run()
+        .await
+}
+
+struct Speed {
+    config: SpeedConfig,
+    keys: KeySpace,
+    retention: Retention,
+    consumer: StreamConsumer<SpeedContext>,
+    dlq: FutureProducer,
+    redis: ConnectionManager,
+    script: redis::Script,
+    metrics: Metrics,
+    ready: ReadyFlag,
+    cancel: CancellationToken,
+    limits: ValidationContext,
+}
+
+impl Speed {
+    async fn start(
+        config: SpeedConfig,
+        metrics: Metrics,
+        ready: ReadyFlag,
+        cancel: CancellationToken,
+    ) -> Result<Self> {
+        let keys = KeySpace::new(&config.key_prefix, config.dedup_bucket_bits);
+        let client = redis::Client::open(config.redis_url.as_str())
+            .map_err(|e| Error::Config(format!("redis url {:?}: {e}", config.redis_url)))?;
+        let redis = connect(&client, &metrics, &ready, &cancel).await?;
+        let context = SpeedContext {
+            redis: client,
+            keys: keys.clone(),
+            topic: config.topic.clone(),
+            lag: metrics.lag.clone(),
+        };
+        let consumer: StreamConsumer<SpeedContext> = ClientConfig::new()
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "statistics.interval.ms",
+                config.stats_interval.as_millis().to_string(),
+            )
+            .set("enable.partition.eof", "false")
+            .set(
+                "session.timeout.ms",
+                config.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (config.session_timeout.as_millis() / 4)
+                    .max(100)
+                    .to_string(),
+            )
+            .create_with_context(context)
+            .map_err(Error::Kafka)?;
+        consumer.subscribe(&[&config.topic]).map_err(Error::Kafka)?;
+        let dlq: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create()
+            .map_err(Error::Kafka)?;
+        let limits = ValidationContext {
+            received_at: Utc::now(),
+            max_future: config.max_future,
+            late_horizon: config.late_horizon,
+        };
+        let mut speed = Self {
+            retention: Retention {
+                dedup_window: config.dedup_window,
+                counters: config.counter_retention,
+            },
+            keys,
+            consumer,
+            dlq,
+            redis,
+            script: redis::Script::new(SCRIPT),
+            metrics,
+            ready,
+            cancel,
+            limits,
+            config,
+        };
+        speed.record_partition_count().await;
+        Ok(speed)
+    }
+
+    /// Readers sum a video's counters over every partition's keys; they learn
+    /// how many partitions there are from here.
+    async fn record_partition_count(&mut self) {
+        let topic = self.config.topic.clone();
+        let md = self
+            .consumer
+            .fetch_metadata(Some(&topic), Timeout::After(Duration::from_secs(10)));
+        let n = match md {
+            Ok(md) => md.topics().first().map_or(0, |t| t.partitions().len()),
+            Err(e) => {
+                tracing::warn!(error = %e, "speed: cannot read topic metadata");
+                return;
+            }
+        };
+        let key = self.keys.meta();
+        let r: redis::RedisResult<i64> = redis::cmd("HSET")
+            .arg(&key)
+            .arg("partitions")
+            .arg(n)
+            .query_async(&mut self.redis)
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "speed: cannot record the partition count");
+        }
+    }
+
+    async fn run(mut self) -> Result<()> {
+        tracing::info!(topic = %self.config.topic, group = %self.config.group_id, prefix = %self.keys.prefix(), "speed layer running");
+        self.ready.set_ready();
+        let mut batch: Vec<OwnedMessage> = Vec::with_capacity(self.config.batch_max);
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => break,
+                m = self.consumer.recv() => m,
+            };
+            match first {
+                Ok(m) => batch.push(m.detach()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "speed: kafka consume error");
+                    continue;
+                }
+            }
+            let deadline = tokio::time::Instant::now() + self.config.batch_wait;
+            while batch.len() < self.config.batch_max {
+                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                    Ok(Ok(m)) => batch.push(m.detach()),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "speed: kafka consume error"),
+                    Err(_) => break,
+                }
+            }
+            if !self.process(&batch).await {
+                break; // shutdown while retrying: nothing advanced
+            }
+            batch.clear();
+        }
+        let _ = self
+            .consumer
+            .commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
+        tracing::info!("speed layer stopped");
+        Ok(())
+    }
+
+    /// Applies one batch. Returns false if shutdown interrupted the retries.
+    async fn process(&mut self, batch: &[OwnedMessage]) -> bool {
+        self.metrics.batch(batch.len());
+        let mut by_partition: BTreeMap<i32, Vec<&OwnedMessage>> = BTreeMap::new();
+        for m in batch {
+            by_partition.entry(m.partition()).or_default().push(m);
+        }
+        let limits = self.limits;
+        for (partition, msgs) in by_partition {
+            let mut records = Vec::with_capacity(msgs.len());
+            let mut dead = Vec::new();
+            for m in &msgs {
+                match decode(m, &limits) {
+                    Ok(event) => records.push(Record {
+                        offset: m.offset(),
+                        event,
+                    }),
+                    Err((code, reason)) => dead.push((*m, code, reason)),
+                }
+            }
+            let first = msgs.first().map_or(0, |m| m.offset());
+            let next = msgs.last().map_or(0, |m| m.offset() + 1);
+            if !dead.is_empty() && !self.dead_letter(partition, &dead).await {
+                return false;
+            }
+            let mut allow_gap = false;
+            let applied = loop {
+                let Some(a) = self
+                    .apply(partition, &records, (first, next), allow_gap)
+                    .await
+                else {
+                    return false;
+                };
+                match a.gap_at {
+                    None => break a,
+                    Some(stored) => {
+                        // Redis is behind us. If the broker still has the
+                        // records from `stored`, reread them; if retention
+                        // deleted them, accept the gap (and say so).
+                        let low = self.low_watermark(partition).await;
+                        if low.is_some_and(|low| stored < low) {
+                            tracing::error!(partition, stored, low = ?low, "speed: records between the stored offset and the log start were deleted by retention before they were counted");
+                            allow_gap = true;
+                            continue;
+                        }
+                        self.metrics.rewound(partition, first, stored);
+                        if let Err(e) = self.consumer.seek(
+                            &self.config.topic,
+                            partition,
+                            Offset::Offset(stored),
+                            Timeout::After(Duration::from_secs(10)),
+                        ) {
+                            tracing::warn!(partition, error = %e, "speed: seek failed; the partition will be reassigned from Redis's offset on the next rebalance");
+                        }
+                        // Drop this partition's remaining records in the batch:
+                        // they are reread after the rewind.
+                        break Applied::default();
+                    }
+                }
+            };
+            if applied.gap_at.is_none() && applied != Applied::default() {
+                let now = Utc::now();
+                for r in &records {
+                    self.metrics
+                        .fresh((now - r.event.received_at).as_seconds_f64());
+                }
+                // Advisory: lets lag tools see progress. Redis holds the truth.
+                let _ = self
+                    .consumer
+                    .store_offset(&self.config.topic, partition, next - 1);
+            }
+        }
+        true
+    }
+
+    /// Runs the script for one partition, retrying Redis errors with capped
+    /// exponential backoff until it succeeds or shutdown. `None` on shutdown.
+    async fn apply(
+        &mut self,
+        partition: i32,
+        records: &[Record],
+        span: (i64, i64),
+        allow_gap: bool,
+    ) -> Option<Applied> {
+        let call = PartitionBatch::build(
+            &self.keys,
+            partition,
+            records,
+            span,
+            allow_gap,
+            &self.config.rules,
+            &self.retention,
+        );
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let started = Instant::now();
+            let mut inv = self.script.prepare_invoke();
+            for k in &call.keys {
+                inv.key(k);
+            }
+            for a in &call.args {
+                inv.arg(a.as_slice());
+            }
+            let r: redis::RedisResult<Vec<i64>> = inv.invoke_async(&mut self.redis).await;
+            match r.map(|v| Applied::from_reply(&v)) {
+                Ok(Some(a)) => {
+                    self.metrics.applied(partition, &a, started.elapsed());
+                    self.ready.set_ready();
+                    return Some(a);
+                }
+                Ok(None) => self.metrics.redis_error("unexpected script reply", backoff),
+                Err(e) => {
+                    self.metrics.redis_error(&e.to_string(), backoff);
+                    self.ready
+                        .set_not_ready(format!("redis unavailable: {e}; retrying"));
+                }
+            }
+            tokio::select! {
+                () = self.cancel.cancelled() => return None,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(self.config.max_backoff);
+        }
+    }
+
+    /// Produces poison records to the dead-letter topic and waits for acks,
+    /// retrying until acknowledged or shutdown. False on shutdown.
+    async fn dead_letter(
+        &self,
+        partition: i32,
+        dead: &[(&OwnedMessage, &'static str, String)],
+    ) -> bool {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let sends = dead.iter().map(|(m, code, reason)| {
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: "reason",
+                        value: Some(reason.as_str()),
+                    })
+                    .insert(Header {
+                        key: "reason_code",
+                        value: Some(*code),
+                    })
+                    .insert(Header {
+                        key: "source_topic",
+                        value: Some(self.config.topic.as_str()),
+                    })
+                    .insert(Header {
+                        key: "source_partition",
+                        value: Some(&partition.to_string()),
+                    })
+                    .insert(Header {
+                        key: "source_offset",
+                        value: Some(&m.offset().to_string()),
+                    });
+                let mut rec = FutureRecord::<[u8], [u8]>::to(&self.config.dlq_topic)
+                    .payload(m.payload().unwrap_or_default())
+                    .headers(headers);
+                if let Some(k) = m.key() {
+                    rec = rec.key(k);
+                }
+                self.dlq.send(rec, Timeout::After(Duration::from_secs(10)))
+            });
+            let results = join_all(sends).await;
+            match results.into_iter().find_map(|r| r.err()) {
+                None => {
+                    for (m, code, reason) in dead {
+                        self.metrics
+                            .dead_lettered(partition, m.offset(), reason, code);
+                    }
+                    return true;
+                }
+                Some((e, _)) => {
+                    tracing::warn!(error = %e, "speed: dead-letter produce failed; retrying, offsets not advanced");
+                    self.ready
+                        .set_not_ready(format!("dead-letter topic unavailable: {e}"));
+                }
+            }
+            tokio::select! {
+                () = self.cancel.cancelled() => return false,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(self.config.max_backoff);
+        }
+    }
+
+    async fn low_watermark(&self, partition: i32) -> Option<i64> {
+        self.consumer
+            .fetch_watermarks(
+                &self.config.topic,
+                partition,
+                Timeout::After(Duration::from_secs(5)),
+            )
+            .map(|(low, _)| low)
+            .map_err(|e: KafkaError| tracing::warn!(error = %e, "speed: cannot read watermarks"))
+            .ok()
+    }
+}
+
+/// Decodes and re-validates one record; `Err((code, reason))` for poison.
+fn decode(
+    m: &OwnedMessage,
+    limits: &ValidationContext,
+) -> std::result::Result<ReceivedEvent, (&'static str, String)> {
+    let Some(payload) = m.payload() else {
+        return Err(("empty", "record has no payload".into()));
+    };
+    ReceivedEvent::from_json_bytes(payload, limits).map_err(|e| ("invalid", e.to_string()))
+}
+
+async fn connect(
+    client: &redis::Client,
+    metrics: &Metrics,
+    ready: &ReadyFlag,
+    cancel: &CancellationToken,
+) -> Result<ConnectionManager> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match ConnectionManager::new(client.clone()).await {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                metrics.redis_error(&e.to_string(), backoff);
+                ready.set_not_ready(format!("redis unavailable: {e}; retrying"));
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return Err(Error::Stopped),
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,85 @@
+//! Reading the speed layer's counters back.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use redis::AsyncCommands;
+use redis::aio::ConnectionLike;
+
+use crate::Result;
+use crate::keys::KeySpace;
+
+/// Counts of one video in one UTC hour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Views.
+    pub views: u64,
+    /// Billable views (no fraud cap in the speed layer).
+    pub billable_views: u64,
+    /// Watch seconds.
+    pub watch_seconds: u64,
+}
+
+/// Every counter in Redis under `keys`, summed over partitions, by
+/// (video, hour). Uses `SCAN`: for tests, reconciliation and tooling.
+pub async fn all_counts<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    keys: &KeySpace,
+) -> Result<BTreeMap<(String, DateTime<Utc>), Counts>> {
+    let mut names: Vec<String> = Vec::new();
+    {
+        let mut it: redis::AsyncIter<'_, String> = conn
+            .scan_match::<_, String>(keys.counters_pattern())
+            .await?;
+        while let Some(k) = futures::StreamExt::next(&mut it).await {
+            names.push(k?);
+        }
+    }
+    let mut out: BTreeMap<(String, DateTime<Utc>), Counts> = BTreeMap::new();
+    for name in names {
+        let Some((_, video, day)) = keys.parse_counters(&name) else {
+            continue;
+        };
+        let fields: BTreeMap<String, u64> = conn.hgetall(&name).await?;
+        add_fields(&mut out, &video, day, &fields);
+    }
+    Ok(out)
+}
+
+fn add_fields(
+    out: &mut BTreeMap<(String, DateTime<Utc>), Counts>,
+    video: &str,
+    day: NaiveDate,
+    fields: &BTreeMap<String, u64>,
+) {
+    for (f, v) in fields {
+        let (hh, kind) = f.split_at(f.len().saturating_sub(1));
+        let Ok(hour) = hh.parse::<u32>() else {
+            continue;
+        };
+        let Some(t) = day.and_hms_opt(hour, 0, 0) else {
+            continue;
+        };
+        let c = out.entry((video.to_owned(), t.and_utc())).or_default();
+        match kind {
+            "v" => c.views += v,
+            "b" => c.billable_views += v,
+            "w" => c.watch_seconds += v,
+            _ => {}
+        }
+    }
+}
+
+/// The stored next offset of each of `partitions` (None: nothing applied yet).
+pub async fn stored_offsets<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    keys: &KeySpace,
+    partitions: i32,
+) -> Result<Vec<Option<i64>>> {
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        let v: Option<i64> = conn.get(keys.offset(p)).await?;
+        out.push(v);
+    }
+    Ok(out)
+}

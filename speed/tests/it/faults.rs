@@ -1,0 +1,122 @@
+//! Crashes and outages: exact counts afterwards, recovery without help.
+
+use std::time::Duration;
+
+use infra::redis::{RedisOptions, RedisServer};
+
+use crate::harness::Setup;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborting_the_consumer_mid_stream_and_restarting_is_exact() {
+    let s = Setup::new().await;
+    let truth = s.produce_generated(20_000, 5).await;
+    let mut c = s.config();
+    c.batch_max = 50;
+    let run = s.start(c.clone());
+    // Abort at an arbitrary point once some batches have been applied.
+    let total = s.topic_size().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let applied = s.applied().await;
+        if applied > total / 10 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    run.handle.abort();
+    let _ = run.handle.await;
+    let applied_at_crash = s.applied().await;
+    assert!(applied_at_crash < total, "crashed mid-stream");
+
+    let run = s.start(c);
+    s.wait_caught_up(Duration::from_secs(90)).await;
+    s.assert_exact(&truth).await;
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_mid_stream_is_exact_and_recovers_alone() {
+    let mut s = Setup::with_redis(RedisOptions {
+        appendonly: true,
+        ..RedisOptions::default()
+    })
+    .await;
+    let truth = s.produce_generated(20_000, 6).await;
+    let mut c = s.config();
+    c.batch_max = 100;
+    let run = s.start(c);
+    let total = s.topic_size().await;
+    loop {
+        if s.applied().await > total / 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // kill -9: whatever Redis had not fsynced to its AOF is lost.
+    let (dir, port) = (s.redis.dir().to_path_buf(), s.redis.port());
+    s.redis.kill();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(run.ready.get().is_err(), "readiness reports the outage");
+    let restarted = RedisServer::start_with(RedisOptions {
+        appendonly: true,
+        dir: Some(dir),
+        port: Some(port),
+    })
+    .expect("redis restarts on its data");
+    // Keep the first server's temp dir alive: swap the handle in.
+    let old = std::mem::replace(&mut s.redis, restarted);
+    s.wait_caught_up(Duration::from_secs(120)).await;
+    s.assert_exact(&truth).await;
+    assert!(run.ready.get().is_ok(), "recovered by itself");
+    assert!(run.metric("viewcount_speed_redis_errors_total") > 0.0);
+    run.stop().await;
+    drop(old);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_losing_its_recent_writes_is_repaired_by_rewinding() {
+    let mut s = Setup::new().await;
+    let truth = s.produce_generated(20_000, 7).await;
+    let mut c = s.config();
+    c.batch_max = 100;
+    let run = s.start(c);
+    let total = s.topic_size().await;
+    while s.applied().await < total / 5 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Snapshot now, let the consumer move on, then bring Redis back from the
+    // snapshot: Redis is behind the consumer's position.
+    let mut conn = s.redis_conn().await;
+    let _: () = redis::cmd("SAVE").query_async(&mut conn).await.unwrap();
+    let snapshot = tempfile_dir();
+    std::fs::copy(s.redis.dir().join("dump.rdb"), snapshot.join("dump.rdb")).unwrap();
+    let at_snapshot = s.applied().await;
+    while s.applied().await < at_snapshot + total / 10 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let port = s.redis.port();
+    s.redis.kill();
+    let restored = RedisServer::start_with(RedisOptions {
+        appendonly: false,
+        dir: Some(snapshot.clone()),
+        port: Some(port),
+    })
+    .expect("redis restarts from the snapshot");
+    let old = std::mem::replace(&mut s.redis, restored);
+    s.wait_caught_up(Duration::from_secs(120)).await;
+    s.assert_exact(&truth).await;
+    assert!(
+        run.metric("viewcount_speed_rewinds_total") > 0.0,
+        "the consumer rewound"
+    );
+    run.stop().await;
+    drop(old);
+    let _ = std::fs::remove_dir_all(snapshot);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(infra::test::unique_name("redis-snapshot"));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

@@ -1,0 +1,246 @@
+//! A topic, a Redis and speed instances to run against them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use infra::redis::{RedisOptions, RedisServer};
+use infra::test::{TestKafka, unique_name};
+use ingest::{EventProducer, ProducerConfig};
+use loadgen::{GenConfig, Generator, Truth};
+use prometheus_client::registry::Registry;
+use schemas::{CountingRules, ReceivedEvent, ValidationContext};
+use speed::keys::KeySpace;
+use speed::{Counts, SpeedConfig};
+use telemetry::ReadyFlag;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub(crate) const PARTITIONS: i32 = 4;
+
+pub(crate) struct Setup {
+    pub(crate) kafka: TestKafka,
+    pub(crate) topic: String,
+    pub(crate) redis: RedisServer,
+    pub(crate) prefix: String,
+    pub(crate) producer: Arc<EventProducer>,
+}
+
+pub(crate) struct Running {
+    pub(crate) handle: JoinHandle<speed::Result<()>>,
+    stop: Option<oneshot::Sender<()>>,
+    pub(crate) ready: ReadyFlag,
+    pub(crate) registry: Arc<Registry>,
+}
+
+impl Running {
+    pub(crate) async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(60), &mut self.handle)
+            .await
+            .expect("speed stops within a minute")
+            .expect("join")
+            .expect("speed run");
+    }
+
+    pub(crate) fn metric(&self, name: &str) -> f64 {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Setup {
+    pub(crate) async fn new() -> Self {
+        Self::with_redis(RedisOptions::default()).await
+    }
+
+    pub(crate) async fn with_redis(opts: RedisOptions) -> Self {
+        let kafka = TestKafka::start().expect("kafka");
+        let topic = kafka.topic("speed-it", PARTITIONS).await.expect("topic");
+        match kafka.embedded() {
+            Some(k) => k.create_topic(&format!("{topic}-dlq"), 1).unwrap(),
+            None => panic!("external brokers need the DLQ topic created by the test setup"),
+        }
+        let redis = RedisServer::start_with(opts).expect("redis-server");
+        let producer = Arc::new(
+            EventProducer::new(&ProducerConfig::new(kafka.bootstrap_servers(), &topic)).unwrap(),
+        );
+        Self {
+            kafka,
+            topic,
+            redis,
+            prefix: format!("{}:", unique_name("t")),
+            producer,
+        }
+    }
+
+    pub(crate) fn config(&self) -> SpeedConfig {
+        let mut c = SpeedConfig::new(
+            self.kafka.bootstrap_servers(),
+            &self.topic,
+            self.redis.url(),
+        );
+        c.key_prefix = self.prefix.clone();
+        c.max_backoff = Duration::from_millis(500);
+        c.stats_interval = Duration::from_millis(500);
+        c
+    }
+
+    pub(crate) fn keys(&self) -> KeySpace {
+        KeySpace::new(&self.prefix, 17)
+    }
+
+    pub(crate) fn start(&self, config: SpeedConfig) -> Running {
+        let mut registry = Registry::with_prefix("viewcount");
+        let metrics = speed::Metrics::register(&mut registry);
+        let registry = Arc::new(registry);
+        let ready = ReadyFlag::new("starting");
+        let (stop, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(speed::run(config, metrics, ready.clone(), async move {
+            let _ = rx.await;
+        }));
+        Running {
+            handle,
+            stop: Some(stop),
+            ready,
+            registry,
+        }
+    }
+
+    /// Generates `n` events, keeps those ingest would accept, produces them
+    /// through the real producer and returns the truth.
+    pub(crate) async fn produce_generated(&self, n: u64, seed: u64) -> Truth {
+        let mut truth = Truth::new(CountingRules::default());
+        self.produce_generated_into(n, seed, &mut truth).await;
+        truth
+    }
+
+    /// As [`Self::produce_generated`], adding to `truth`.
+    pub(crate) async fn produce_generated_into(&self, n: u64, seed: u64, truth: &mut Truth) {
+        let g = Generator::new(GenConfig {
+            events: n,
+            seed,
+            ..GenConfig::default()
+        })
+        .unwrap();
+        let now = Utc::now();
+        let ctx = ValidationContext::at(now);
+        let events: Vec<ReceivedEvent> = g
+            .filter_map(|e| schemas::parse_event(&e.value, &ctx).ok())
+            .map(|e| ReceivedEvent::new(e, now))
+            .collect();
+        for chunk in events.chunks(1000) {
+            self.producer.produce_all(chunk).await.expect("produced");
+            for e in chunk {
+                truth.record(&e.event);
+            }
+        }
+    }
+
+    /// Records in the topic now (sum of high watermarks).
+    pub(crate) async fn topic_size(&self) -> i64 {
+        let b = self.kafka.bootstrap_servers().to_owned();
+        let t = self.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::{BaseConsumer, Consumer};
+            let c: BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &b)
+                .create()
+                .unwrap();
+            (0..PARTITIONS)
+                .map(|p| {
+                    c.fetch_watermarks(&t, p, Duration::from_secs(10))
+                        .unwrap()
+                        .1
+                })
+                .sum()
+        })
+        .await
+        .unwrap()
+    }
+
+    pub(crate) async fn redis_conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// Sum of the offsets stored in Redis.
+    pub(crate) async fn applied(&self) -> i64 {
+        let Ok(c) = redis::Client::open(self.redis.url()) else {
+            return -1;
+        };
+        let Ok(mut conn) = c.get_multiplexed_async_connection().await else {
+            return -1;
+        };
+        match speed::read::stored_offsets(&mut conn, &self.keys(), PARTITIONS).await {
+            Ok(v) => v.into_iter().map(|o| o.unwrap_or(0)).sum(),
+            Err(_) => -1,
+        }
+    }
+
+    /// Waits until Redis's stored offsets cover every record in the topic.
+    pub(crate) async fn wait_caught_up(&self, timeout: Duration) {
+        let want = self.topic_size().await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let got = self.applied().await;
+            if got == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "speed did not catch up: applied {got} of {want} records"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub(crate) async fn counts(&self) -> BTreeMap<(String, DateTime<Utc>), Counts> {
+        let mut conn = self.redis_conn().await;
+        speed::read::all_counts(&mut conn, &self.keys())
+            .await
+            .unwrap()
+    }
+
+    /// Asserts Redis holds exactly the truth, per video per hour.
+    pub(crate) async fn assert_exact(&self, truth: &Truth) {
+        let got = self.counts().await;
+        let want: BTreeMap<(String, DateTime<Utc>), Counts> = truth
+            .rows()
+            .into_iter()
+            .map(|r| {
+                (
+                    (r.video_id, r.hour),
+                    Counts {
+                        views: r.views,
+                        billable_views: r.billable_views,
+                        watch_seconds: r.watch_seconds,
+                    },
+                )
+            })
+            .collect();
+        let diffs: Vec<_> = want
+            .iter()
+            .filter(|(k, v)| got.get(*k) != Some(v))
+            .map(|(k, v)| (k.clone(), *v, got.get(k).copied()))
+            .take(5)
+            .collect();
+        assert!(
+            diffs.is_empty(),
+            "counters differ from the truth (want, got): {diffs:?}"
+        );
+        assert_eq!(got.len(), want.len(), "extra video-hours in Redis");
+        let total: u64 = got.values().map(|c| c.views).sum();
+        assert_eq!(total, truth.views());
+    }
+}

@@ -1,0 +1,6 @@
+//! The speed layer against a real Kafka-protocol broker and a real redis-server.
+
+mod exact;
+mod faults;
+mod harness;
+mod poison;

@@ -1,0 +1,218 @@
+//! The operational surface every viewcount service shares: `GET /healthz`,
+//! `GET /readyz` and `GET /metrics` (Prometheus text) over one metrics registry
+//! and a set of readiness checks.
+//!
+//! A service registers its metrics in [`OpsBuilder::registry`] and its
+//! readiness as a [`ReadyFlag`] (flipped by the service as its dependencies come
+//! and go) or an async check (run on each `/readyz`). `viewcount up` builds one
+//! [`Ops`] for all services in the process, so one `/metrics` shows them all.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::future::BoxFuture;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+
+type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// A readiness flag a service flips: ready, or not ready with a reason.
+#[derive(Debug, Clone)]
+pub struct ReadyFlag(Arc<Mutex<Option<String>>>);
+
+impl ReadyFlag {
+    /// A flag, initially not ready for `reason`.
+    pub fn new(reason: &str) -> Self {
+        Self(Arc::new(Mutex::new(Some(reason.to_owned()))))
+    }
+
+    /// Marks the service ready.
+    pub fn set_ready(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Marks the service not ready, saying why.
+    pub fn set_not_ready(&self, reason: impl Into<String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.into());
+    }
+
+    /// `Err(reason)` when not ready.
+    pub fn get(&self) -> Result<(), String> {
+        match &*self.0.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => Ok(()),
+            Some(r) => Err(r.clone()),
+        }
+    }
+}
+
+/// Collects metrics and readiness checks before serving.
+pub struct OpsBuilder {
+    registry: Registry,
+    checks: Vec<(String, CheckFn)>,
+}
+
+impl Default for OpsBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OpsBuilder {
+    /// An empty builder; metric names get the `viewcount_` prefix.
+    pub fn new() -> Self {
+        Self {
+            registry: Registry::with_prefix("viewcount"),
+            checks: Vec::new(),
+        }
+    }
+
+    /// The registry services register their metrics in (use a sub-registry
+    /// named for the service).
+    pub fn registry(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// A readiness flag named `name`, initially not ready ("starting").
+    pub fn flag(&mut self, name: &str) -> ReadyFlag {
+        let flag = ReadyFlag::new("starting");
+        let f = flag.clone();
+        self.checks.push((
+            name.to_owned(),
+            Arc::new(move || {
+                let r = f.get();
+                Box::pin(async move { r })
+            }),
+        ));
+        flag
+    }
+
+    /// An async readiness check named `name`, run on every `/readyz`.
+    pub fn check<F, Fut>(&mut self, name: &str, f: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.checks
+            .push((name.to_owned(), Arc::new(move || Box::pin(f()))));
+    }
+
+    /// Freezes the registry and checks.
+    pub fn build(self) -> Ops {
+        Ops(Arc::new(Inner {
+            registry: self.registry,
+            checks: self.checks,
+            draining: AtomicBool::new(false),
+        }))
+    }
+}
+
+struct Inner {
+    registry: Registry,
+    checks: Vec<(String, CheckFn)>,
+    draining: AtomicBool,
+}
+
+/// The built operational surface; cheap to clone.
+#[derive(Clone)]
+pub struct Ops(Arc<Inner>);
+
+impl std::fmt::Debug for Ops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ops").finish_non_exhaustive()
+    }
+}
+
+impl Ops {
+    /// From now on `/readyz` answers 503 "shutting down".
+    pub fn start_draining(&self) {
+        self.0.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// The metrics in Prometheus/OpenMetrics text.
+    pub fn render_metrics(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.0.registry);
+        out
+    }
+
+    /// `Ok` when every check passes, else each failing check with its reason.
+    pub async fn readiness(&self) -> Result<(), Vec<(String, String)>> {
+        if self.0.draining.load(Ordering::Relaxed) {
+            return Err(vec![("service".into(), "shutting down".into())]);
+        }
+        let results = futures::future::join_all(self.0.checks.iter().map(|(_, f)| f())).await;
+        let failing: Vec<(String, String)> = self
+            .0
+            .checks
+            .iter()
+            .zip(results)
+            .filter_map(|((name, _), r)| r.err().map(|why| (name.clone(), why)))
+            .collect();
+        if failing.is_empty() {
+            Ok(())
+        } else {
+            Err(failing)
+        }
+    }
+
+    /// `/healthz`, `/readyz`, `/metrics`.
+    pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        let ready = self.clone();
+        let metrics = self.clone();
+        Router::new()
+            .route(
+                "/healthz",
+                get(|| async { axum::Json(json!({"status": "ok"})) }),
+            )
+            .route(
+                "/readyz",
+                get(move || {
+                    let ops = ready.clone();
+                    async move { readyz(&ops).await }
+                }),
+            )
+            .route(
+                "/metrics",
+                get(move || {
+                    let ops = metrics.clone();
+                    async move {
+                        (
+                            [(
+                                header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            ops.render_metrics(),
+                        )
+                    }
+                }),
+            )
+    }
+}
+
+async fn readyz(ops: &Ops) -> Response {
+    match ops.readiness().await {
+        Ok(()) => axum::Json(json!({"ready": true})).into_response(),
+        Err(failing) => {
+            let msg = failing
+                .iter()
+                .map(|(n, w)| format!("{n}: {w}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let detail: serde_json::Map<String, serde_json::Value> = failing
+                .into_iter()
+                .map(|(n, w)| (n, serde_json::Value::String(w)))
+                .collect();
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"ready": false, "error": {"code": "not_ready", "message": msg, "checks": detail}})),
+            )
+                .into_response()
+        }
+    }
+}
