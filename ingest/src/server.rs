@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use chrono::Utc;
 use serde::Serialize;
 use serde_json::{Value, json};
-use telemetry::{Ops, OpsBuilder};
+use telemetry::OpsBuilder;
 use tokio::net::TcpListener;
 
 use crate::decode::{DecodeError, body_format, decode_body};
@@ -107,32 +107,15 @@ pub async fn run(
     let ops = ops.build();
     let app = router(config, producer.clone(), metrics)
         .merge(ops.router())
-        .fallback(not_found);
+        .fallback(telemetry::not_found);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, topic = producer.topic(), "ingest listening");
-    serve(listener, app, ops, shutdown).await?;
+    telemetry::serve(listener, app, ops, shutdown).await?;
     if let Err(e) = producer.flush().await {
         tracing::warn!(error = %e, "ingest: producer flush on shutdown incomplete");
     }
     tracing::info!("ingest stopped");
     Ok(())
-}
-
-/// Serves `app` until `shutdown`, then drains: `/readyz` turns 503, no new
-/// connections are accepted, in-flight requests complete.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    ops: Ops,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            ops.start_draining();
-            tracing::info!("shutdown requested, draining in-flight requests");
-        })
-        .await
 }
 
 async fn post_events(
@@ -292,15 +275,6 @@ async fn handle_events(
             )
         }
     }
-}
-
-/// 404 in the API's error shape.
-pub async fn not_found() -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such endpoint; see the README for the HTTP API",
-    )
 }
 
 /// `{"error": {"code", "message"}}` with `status`.

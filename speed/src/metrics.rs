@@ -13,6 +13,23 @@ use crate::apply::Applied;
 
 type Labels = Vec<(String, String)>;
 
+/// Running totals of the speed layer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Records read.
+    pub consumed: u64,
+    /// Views counted.
+    pub counted: u64,
+    /// Duplicates dropped.
+    pub duplicates: u64,
+    /// Conflicting duplicates among them.
+    pub conflicts: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Failed Redis calls.
+    pub redis_errors: u64,
+}
+
 /// The speed metrics; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -22,6 +39,7 @@ pub struct Metrics {
     conflicts: Counter,
     replayed: Counter,
     dead_lettered: Family<Labels, Counter>,
+    dead_lettered_total: Counter,
     redis_errors: Counter,
     rewinds: Counter,
     batch_size: Histogram,
@@ -41,6 +59,7 @@ impl Metrics {
             conflicts: Counter::default(),
             replayed: Counter::default(),
             dead_lettered: Family::default(),
+            dead_lettered_total: Counter::default(),
             redis_errors: Counter::default(),
             rewinds: Counter::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
@@ -137,6 +156,19 @@ impl Metrics {
         self.dead_lettered
             .get_or_create(&vec![("reason".into(), code.into())])
             .inc();
+        self.dead_lettered_total.inc();
+    }
+
+    /// The running totals, for progress displays.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            consumed: self.consumed.get(),
+            counted: self.counted.get(),
+            duplicates: self.duplicates.get(),
+            conflicts: self.conflicts.get(),
+            dead_lettered: self.dead_lettered_total.get(),
+            redis_errors: self.redis_errors.get(),
+        }
     }
 
     pub(crate) fn redis_error(&self, error: &str, retry_in: Duration) {

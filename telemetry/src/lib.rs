@@ -195,6 +195,32 @@ impl Ops {
     }
 }
 
+/// Serves `app` on `listener` until `shutdown`, then drains: `/readyz` turns
+/// 503, no new connections are accepted, in-flight requests complete.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    ops: Ops,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            ops.start_draining();
+            tracing::info!("shutdown requested, draining in-flight requests");
+        })
+        .await
+}
+
+/// 404 in the API's error shape.
+pub async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({"error": {"code": "not_found", "message": "no such endpoint; see the README for the HTTP API"}})),
+    )
+        .into_response()
+}
+
 async fn readyz(ops: &Ops) -> Response {
     match ops.readiness().await {
         Ok(()) => axum::Json(json!({"ready": true})).into_response(),

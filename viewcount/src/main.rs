@@ -4,6 +4,7 @@
 
 mod gen_cmd;
 mod ingest_cmd;
+mod speed_cmd;
 mod up;
 mod util;
 
@@ -22,10 +23,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Everything in one process on embedded defaults (mock-cluster Kafka).
+    /// Everything in one process on embedded defaults (mock-cluster Kafka, child redis-server).
     Up(up::Args),
     /// The ingest service alone: POST /v1/events into Kafka.
     Ingest(ingest_cmd::Args),
+    /// The speed layer alone: Kafka -> deduplicated Redis counters.
+    Speed(speed_cmd::Args),
     /// Seeded synthetic traffic, to an ingest URL or to NDJSON.
     Gen(gen_cmd::Args),
 }
@@ -47,6 +50,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Up(a) => up::run(a).await,
             Command::Ingest(a) => ingest_cmd::run(a).await,
+            Command::Speed(a) => speed_cmd::run(a).await,
             Command::Gen(a) => gen_cmd::run(a).await,
         }
     });

@@ -1,8 +1,9 @@
 //! `viewcount up`: the whole pipeline in one process on embedded defaults.
 //!
-//! Today that is ingest on an embedded mock-cluster Kafka; later layers join it
-//! here as they are built. `--demo N` pushes N generated events through ingest
-//! and reads the topic back to show what reached Kafka.
+//! Today that is ingest and the speed layer, on an embedded mock-cluster Kafka
+//! and a child `redis-server`; later layers join here as they are built.
+//! `--demo N` pushes N generated events through ingest, then shows what reached
+//! Kafka and what the speed layer counted, each checked against the truth.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,12 +12,15 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::Utc;
 use infra::kafka::{EmbeddedKafka, read_topic};
+use infra::redis::RedisServer;
 use loadgen::{GenConfig, Generator, SendConfig, Truth};
 use schemas::{CountingRules, ReceivedEvent, ValidationContext};
+use speed::keys::KeySpace;
 use telemetry::OpsBuilder;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 use crate::ingest_cmd::IngestFlags;
+use crate::speed_cmd::SpeedFlags;
 use crate::util::shutdown_signal;
 
 #[derive(Debug, clap::Args)]
@@ -30,18 +34,24 @@ pub(crate) struct Args {
     /// Partitions of the topic when the embedded cluster creates it.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
-    /// HTTP listen address.
+    /// Redis URL; default: a child redis-server on a free port, its data in a
+    /// temporary directory (it lives as long as the embedded Kafka does).
+    #[arg(long, env = "VIEWCOUNT_REDIS_URL")]
+    redis_url: Option<String>,
+    /// HTTP listen address (ingest and the operational endpoints).
     #[arg(long, env = "VIEWCOUNT_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
     /// Send this many generated events through ingest at start, then show what
-    /// reached Kafka.
+    /// reached Kafka and what the speed layer counted.
     #[arg(long, value_name = "EVENTS", num_args = 0..=1, default_missing_value = "20000")]
     demo: Option<u64>,
     /// Stop after the demo instead of serving until Ctrl-C.
     #[arg(long, requires = "demo")]
     exit_after_demo: bool,
     #[command(flatten)]
-    flags: IngestFlags,
+    ingest: IngestFlags,
+    #[command(flatten)]
+    speed: SpeedFlags,
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
@@ -59,8 +69,16 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
             embedded
                 .create_topic(&a.topic, a.partitions)
                 .context("creating the event topic")?;
+            let dlq = a
+                .speed
+                .dlq_topic
+                .clone()
+                .unwrap_or(format!("{}-dlq", a.topic));
+            embedded
+                .create_topic(&dlq, 1)
+                .context("creating the dead-letter topic")?;
             println!(
-                "kafka: embedded mock cluster at {} (topic {:?}, {} partitions; in memory, gone when this process stops)",
+                "kafka: embedded mock cluster at {} (topics {:?} with {} partitions and {dlq:?}; in memory, gone when this process stops)",
                 embedded.bootstrap_servers(),
                 a.topic,
                 a.partitions
@@ -68,14 +86,34 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
             embedded.bootstrap_servers().to_owned()
         }
     };
+    let child_redis;
+    let redis_url = match &a.redis_url {
+        Some(u) => {
+            println!("redis: {u}");
+            u.clone()
+        }
+        None => {
+            child_redis = RedisServer::start().context("starting a child redis-server")?;
+            println!(
+                "redis: child redis-server at {} (data in {}; removed when this process stops)",
+                child_redis.url(),
+                child_redis.dir().display()
+            );
+            child_redis.url()
+        }
+    };
 
-    let producer = Arc::new(a.flags.producer(&bootstrap, &a.topic)?);
+    let producer = Arc::new(a.ingest.producer(&bootstrap, &a.topic)?);
+    let speed_config = a.speed.config(&bootstrap, &a.topic, &redis_url)?;
+    let keys = KeySpace::new(&speed_config.key_prefix, speed_config.dedup_bucket_bits);
     let mut ops = OpsBuilder::new();
     let ingest_metrics = ingest::server::register(&mut ops, &producer);
+    let speed_metrics = speed::Metrics::register(ops.registry());
+    let speed_ready = ops.flag("redis");
     let ops = ops.build();
-    let app = ingest::server::router(a.flags.config()?, producer.clone(), ingest_metrics)
+    let app = ingest::server::router(a.ingest.config()?, producer.clone(), ingest_metrics)
         .merge(ops.router())
-        .fallback(ingest::server::not_found);
+        .fallback(telemetry::not_found);
 
     let listener = tokio::net::TcpListener::bind(&a.listen).await.with_context(|| {
         format!(
@@ -84,39 +122,92 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         )
     })?;
     let addr = listener.local_addr()?;
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        let served = ingest::server::serve(listener, app, ops, async move {
-            let _ = stop_rx.await;
-        })
-        .await;
-        if let Err(e) = producer.flush().await {
-            tracing::warn!(error = %e, "producer flush on shutdown incomplete");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let server = tokio::spawn({
+        let stop = stopped(stop_rx.clone());
+        async move {
+            let served = telemetry::serve(listener, app, ops, stop).await;
+            if let Err(e) = producer.flush().await {
+                tracing::warn!(error = %e, "producer flush on shutdown incomplete");
+            }
+            served
         }
-        served
     });
+    let speed_task = tokio::spawn(speed::run(
+        speed_config,
+        speed_metrics.clone(),
+        speed_ready,
+        stopped(stop_rx.clone()),
+    ));
     println!("ingest: http://{addr}/v1/events  (also /healthz /readyz /metrics)");
+    println!(
+        "speed: consuming {:?} into Redis keys {}*",
+        a.topic,
+        keys.prefix()
+    );
 
     let mut outcome = Ok(());
     if let Some(n) = a.demo {
-        outcome = demo(&format!("http://{addr}"), &bootstrap, &a.topic, n).await;
+        outcome = demo(
+            &format!("http://{addr}"),
+            &bootstrap,
+            &a.topic,
+            &redis_url,
+            &keys,
+            n,
+        )
+        .await;
     }
     if outcome.is_ok() && !a.exit_after_demo {
         println!(
-            "\nup. Send events with:\n  curl -s -H 'content-type: application/json' http://{addr}/v1/events -d '{{\"event_id\":\"{}\",\"video_id\":\"v1\",\"user_id\":\"u1\",\"occurred_at\":\"{}\",\"watch_seconds\":42,\"revenue_eligible\":true}}'\nCtrl-C to stop.",
+            "\nup. Send events with:\n  curl -s -H 'content-type: application/json' http://{addr}/v1/events -d '{{\"event_id\":\"{}\",\"video_id\":\"v1\",\"user_id\":\"u1\",\"occurred_at\":\"{}\",\"watch_seconds\":42,\"revenue_eligible\":true}}'\nCtrl-C to stop. Live totals every 5 s:",
             uuid::Uuid::new_v4(),
             schemas::event::format_timestamp(&Utc::now())
         );
-        shutdown_signal().await;
+        let live = async {
+            let mut last = speed_metrics.snapshot();
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let s = speed_metrics.snapshot();
+                if s != last {
+                    println!(
+                        "speed: {} views counted (+{}), {} duplicates dropped ({} conflicting), {} dead-lettered",
+                        s.counted,
+                        s.counted - last.counted,
+                        s.duplicates,
+                        s.conflicts,
+                        s.dead_lettered
+                    );
+                    last = s;
+                }
+            }
+        };
+        tokio::select! {
+            () = shutdown_signal() => {},
+            () = live => {},
+        }
     }
-    let _ = stop_tx.send(());
+    let _ = stop_tx.send(true);
     server.await.context("ingest task")??;
+    speed_task.await.context("speed task")??;
     outcome
 }
 
-/// Sends `n` generated events through ingest, then reads the topic back and
-/// checks it against the generator's truth.
-async fn demo(base: &str, bootstrap: &str, topic: &str, n: u64) -> anyhow::Result<()> {
+/// Sends `n` generated events through ingest, then checks what reached Kafka
+/// and what the speed layer counted against the generator's truth.
+async fn demo(
+    base: &str,
+    bootstrap: &str,
+    topic: &str,
+    redis_url: &str,
+    keys: &KeySpace,
+    n: u64,
+) -> anyhow::Result<()> {
     let generator = Generator::new(GenConfig {
         events: n,
         ..GenConfig::default()
@@ -130,11 +221,12 @@ async fn demo(base: &str, bootstrap: &str, topic: &str, n: u64) -> anyhow::Resul
     let (bs, t) = (bootstrap.to_owned(), topic.to_owned());
     let records =
         tokio::task::spawn_blocking(move || read_topic(&bs, &t, Duration::from_secs(60))).await??;
-    let mut per_partition: BTreeMap<i32, u64> = BTreeMap::new();
+    let mut per_partition: BTreeMap<i32, i64> = BTreeMap::new();
     let mut from_kafka = Truth::new(CountingRules::default());
     let limits = ValidationContext::at(Utc::now());
     for r in &records {
-        *per_partition.entry(r.partition).or_default() += 1;
+        let next = per_partition.entry(r.partition).or_default();
+        *next = (*next).max(r.offset + 1);
         let payload = r.payload.as_deref().unwrap_or_default();
         let e = ReceivedEvent::from_json_bytes(payload, &limits)
             .with_context(|| format!("record {}@{} is unreadable", r.partition, r.offset))?;
@@ -160,26 +252,58 @@ async fn demo(base: &str, bootstrap: &str, topic: &str, n: u64) -> anyhow::Resul
     if from_kafka.rows() != truth.rows() {
         bail!("what reached Kafka differs from what ingest accepted");
     }
-    let mut top: Vec<(String, u64)> = BTreeMap::from_iter(truth.rows().into_iter().fold(
-        BTreeMap::<String, u64>::new(),
-        |mut m, r| {
-            *m.entry(r.video_id).or_default() += r.views;
-            m
-        },
-    ))
-    .into_iter()
-    .collect();
+    println!("check: every accepted event is in Kafka, keyed by video_id");
+
+    // Wait for the speed layer to apply every record, then compare.
+    let mut conn = redis::Client::open(redis_url)?
+        .get_multiplexed_async_connection()
+        .await
+        .context("connecting to redis")?;
+    let partitions = per_partition.keys().max().map_or(0, |p| p + 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let stored = speed::read::stored_offsets(&mut conn, keys, partitions).await?;
+        let caught_up = per_partition
+            .iter()
+            .all(|(p, next)| stored.get(*p as usize).copied().flatten() >= Some(*next));
+        if caught_up {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the speed layer did not catch up within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let counted = speed::read::all_counts(&mut conn, keys).await?;
+    let mismatches = truth
+        .rows()
+        .iter()
+        .filter(|r| {
+            counted.get(&(r.video_id.clone(), r.hour)).is_none_or(|c| {
+                (c.views, c.billable_views, c.watch_seconds)
+                    != (r.views, r.billable_views, r.watch_seconds)
+            })
+        })
+        .count();
+    let speed_views: u64 = counted.values().map(|c| c.views).sum();
+    if mismatches > 0 || counted.len() != truth.rows().len() {
+        bail!("speed layer counts differ from the truth in {mismatches} video-hours");
+    }
+    println!(
+        "speed: Redis holds {speed_views} views in {} video-hours: equal to the truth per video per hour (views, billable views, watch seconds)",
+        counted.len()
+    );
+    let mut top: BTreeMap<String, u64> = BTreeMap::new();
+    for ((video, _), c) in &counted {
+        *top.entry(video.clone()).or_default() += c.views;
+    }
+    let mut top: Vec<(String, u64)> = top.into_iter().collect();
     top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let top: Vec<String> = top
         .iter()
         .take(5)
         .map(|(v, n)| format!("{v}={n}"))
         .collect();
-    println!(
-        "check: every accepted event is in Kafka, keyed by video_id; views per video-hour match the generator's truth exactly ({} views, {} video-hours)\ntop videos: {}",
-        truth.views(),
-        truth.rows().len(),
-        top.join(" ")
-    );
+    println!("top videos: {}", top.join(" "));
     Ok(())
 }

@@ -1,0 +1,102 @@
+//! `viewcount speed`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use speed::SpeedConfig;
+use telemetry::OpsBuilder;
+
+use crate::util::{parse_duration, shutdown_signal};
+
+/// Speed-layer flags shared by `speed` and `up`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SpeedFlags {
+    /// Consumer group of the speed layer.
+    #[arg(long, env = "VIEWCOUNT_SPEED_GROUP", default_value = "speed")]
+    pub(crate) speed_group: String,
+    /// Dead-letter topic for undecodable or invalid records (default: TOPIC-dlq).
+    #[arg(long, env = "VIEWCOUNT_DLQ_TOPIC")]
+    pub(crate) dlq_topic: Option<String>,
+    /// Prefix of every Redis key the speed layer writes.
+    #[arg(long, env = "VIEWCOUNT_REDIS_PREFIX", default_value = "vc:")]
+    pub(crate) redis_prefix: String,
+    /// An event_id is remembered at least this long after it was received.
+    #[arg(long, env = "VIEWCOUNT_DEDUP_WINDOW", default_value = "48h", value_parser = parse_duration)]
+    pub(crate) dedup_window: Duration,
+    /// Most records per batch (one Redis script call per partition per batch).
+    #[arg(long, env = "VIEWCOUNT_SPEED_BATCH", default_value_t = 2_000)]
+    pub(crate) speed_batch: usize,
+    /// Longest wait to fill a batch.
+    #[arg(long, env = "VIEWCOUNT_SPEED_BATCH_WAIT", default_value = "20ms", value_parser = parse_duration)]
+    pub(crate) speed_batch_wait: Duration,
+}
+
+impl SpeedFlags {
+    pub(crate) fn config(
+        &self,
+        kafka: &str,
+        topic: &str,
+        redis_url: &str,
+    ) -> anyhow::Result<SpeedConfig> {
+        let mut c = SpeedConfig::new(kafka, topic, redis_url);
+        c.group_id = self.speed_group.clone();
+        if let Some(d) = &self.dlq_topic {
+            c.dlq_topic = d.clone();
+        }
+        c.key_prefix = self.redis_prefix.clone();
+        c.dedup_window =
+            chrono::Duration::from_std(self.dedup_window).context("dedup window out of range")?;
+        c.batch_max = self.speed_batch.max(1);
+        c.batch_wait = self.speed_batch_wait;
+        Ok(c)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "VIEWCOUNT_KAFKA")]
+    kafka: String,
+    /// The event topic.
+    #[arg(long, env = "VIEWCOUNT_TOPIC", default_value = "view-events")]
+    topic: String,
+    /// Redis URL (redis://host:port/).
+    #[arg(long, env = "VIEWCOUNT_REDIS_URL")]
+    redis_url: String,
+    /// Listen address of /healthz, /readyz, /metrics.
+    #[arg(long, env = "VIEWCOUNT_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    #[command(flatten)]
+    flags: SpeedFlags,
+}
+
+pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
+    let config = a.flags.config(&a.kafka, &a.topic, &a.redis_url)?;
+    let mut ops = OpsBuilder::new();
+    let metrics = speed::Metrics::register(ops.registry());
+    let ready = ops.flag("redis");
+    let ops = ops.build();
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (--listen / VIEWCOUNT_LISTEN)",
+                a.listen
+            )
+        })?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut rx1 = stop_rx.clone();
+    let app = ops.router().fallback(telemetry::not_found);
+    let http = tokio::spawn(telemetry::serve(listener, app, ops, async move {
+        let _ = rx1.wait_for(|s| *s).await;
+    }));
+    let mut rx2 = stop_rx;
+    let speed = tokio::spawn(speed::run(config, metrics, ready, async move {
+        let _ = rx2.wait_for(|s| *s).await;
+    }));
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    speed.await.context("speed task")??;
+    http.await.context("http task")??;
+    Ok(())
+}
