@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use bytes::Bytes;
 use chrono::Utc;
 use clap::Parser;
@@ -21,6 +21,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use schemas::{ReceivedEvent, ValidationContext};
 use serde_json::Value;
 use tokio::sync::oneshot;
+
+use benches::{machine, median, replace_section};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -130,49 +132,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Utc::now().format("%Y-%m-%d"),
             machine()
         );
-        let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
-        let new = match (
-            old.find("<!-- ingest:begin -->"),
-            old.find("<!-- ingest:end -->"),
-        ) {
-            (Some(a), Some(b)) => {
-                let end = b + "<!-- ingest:end -->\n".len();
-                format!("{}{}{}", &old[..a], section, &old[end.min(old.len())..])
-            }
-            _ => format!("{}\n{}", old.trim_end(), section),
-        };
-        std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))?;
+        replace_section(path, "ingest", &section)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
-}
-
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    format!("{cpus} cores ({model})")
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    if s.is_empty() {
-        return 0.0;
-    }
-    let m = s.len() / 2;
-    if s.len() % 2 == 1 {
-        s[m]
-    } else {
-        (s[m - 1] + s[m]) / 2.0
-    }
 }
 
 /// Valid, distinct events (no duplicates, no invalid ones).

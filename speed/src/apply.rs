@@ -27,7 +27,8 @@ use crate::keys::{KeySpace, day_end};
 /// The script. KEYS[1] is the offset key, KEYS[2..] the distinct data keys;
 /// ARGV[1] = record count n, ARGV[2] = the batch's first offset, ARGV[3] = its
 /// next offset, ARGV[4] = 1 to accept a gap, ARGV[5..5+k-1] = expiry (unix
-/// seconds) per data key, then 10 values per record:
+/// seconds, `+` first when it extends the day's usual one) per data key, then
+/// 10 values per record:
 /// offset, dedup key index, id field, fingerprint, counter key index, hour
 /// ("HH"), billable (0/1), watch seconds, viewer key index, user id.
 pub const SCRIPT: &str = r#"
@@ -86,10 +87,16 @@ for k, list in pairs(users) do
     redis.call('PFADD', KEYS[k], unpack(list, s, math.min(s + 499, #list)))
   end
 end
+-- Expiry: set once when a key is new (NX); a '+' marks a key that a late
+-- record needs kept longer than its day's usual expiry (GT extends it).
 for k, _ in pairs(touched) do
   local at = ARGV[5 + k - 2]
-  if redis.call('EXPIREAT', KEYS[k], at, 'GT') == 0 and redis.call('TTL', KEYS[k]) == -1 then
-    redis.call('EXPIREAT', KEYS[k], at)
+  if string.sub(at, 1, 1) == '+' then
+    at = string.sub(at, 2)
+    redis.call('EXPIREAT', KEYS[k], at, 'NX')
+    redis.call('EXPIREAT', KEYS[k], at, 'GT')
+  else
+    redis.call('EXPIREAT', KEYS[k], at, 'NX')
   end
 end
 local next_offset = tonumber(ARGV[3])
@@ -149,13 +156,35 @@ pub struct Record {
     pub event: ReceivedEvent,
 }
 
-/// The script invocation for one partition's records.
+/// The script invocation for one partition's records. ARGV lives in one
+/// buffer (`args` yields the slices): a batch has ten values per record, and
+/// a buffer each would dominate the cost of building it.
 #[derive(Debug, Clone)]
 pub struct PartitionBatch {
     /// KEYS.
     pub keys: Vec<String>,
-    /// ARGV.
-    pub args: Vec<Vec<u8>>,
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+/// Appends ARGV values to one buffer.
+struct ArgWriter<'a> {
+    buf: &'a mut Vec<u8>,
+    ends: &'a mut Vec<usize>,
+}
+
+impl ArgWriter<'_> {
+    fn bytes(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+        self.ends.push(self.buf.len());
+    }
+
+    fn num(&mut self, n: impl std::fmt::Display) {
+        use std::io::Write;
+        // Writing into a Vec cannot fail.
+        let _ = write!(self.buf, "{n}");
+        self.ends.push(self.buf.len());
+    }
 }
 
 impl PartitionBatch {
@@ -173,88 +202,157 @@ impl PartitionBatch {
         retention: &Retention,
     ) -> Self {
         let mut keys = vec![ks.offset(partition)];
-        let mut expiry: Vec<DateTime<Utc>> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        let mut key_index = |k: String, exp: DateTime<Utc>, keys: &mut Vec<String>| -> usize {
-            match index.get(&k) {
-                Some(&i) => {
-                    if expiry[i - 2] < exp {
-                        expiry[i - 2] = exp;
-                    }
-                    i
-                }
-                None => {
-                    keys.push(k.clone());
-                    expiry.push(exp);
-                    let i = keys.len(); // Lua is 1-based
-                    index.insert(k, i);
-                    i
-                }
-            }
+        // Per data key: (usual expiry of its day, expiry this batch needs).
+        let mut expiry: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
+        let mut dedup_index: HashMap<String, usize> = HashMap::new();
+        // (counter key, viewer key) indices per (video, day).
+        let mut video_index: HashMap<(&str, chrono::NaiveDate), (usize, usize)> = HashMap::new();
+        fn push_key(
+            keys: &mut Vec<String>,
+            expiry: &mut Vec<(DateTime<Utc>, DateTime<Utc>)>,
+            k: String,
+            e: (DateTime<Utc>, DateTime<Utc>),
+        ) -> usize {
+            keys.push(k);
+            expiry.push(e);
+            keys.len() // Lua is 1-based
+        }
+        let mut per_record: Vec<u8> = Vec::with_capacity(records.len() * 96);
+        let mut per_ends: Vec<usize> = Vec::with_capacity(records.len() * 10);
+        let mut w = ArgWriter {
+            buf: &mut per_record,
+            ends: &mut per_ends,
         };
-        let mut per_record: Vec<Vec<u8>> = Vec::with_capacity(records.len() * 10);
         for r in records {
             let e = &r.event.event;
             let day = day_bucket(e.occurred_at).date_naive();
             let end = day_end(day);
             let (dk, field) = ks.dedup(partition, day, &e.event_id);
-            let dk_exp = end.max(r.event.received_at) + retention.dedup_window;
-            let dki = key_index(dk, dk_exp, &mut keys);
-            let cki = key_index(
-                ks.counters(partition, &e.video_id, day),
-                end + retention.counters,
-                &mut keys,
-            );
-            let uki = key_index(
-                ks.viewers(partition, &e.video_id, day),
-                end + retention.counters,
-                &mut keys,
-            );
-            per_record.push(r.offset.to_string().into_bytes());
-            per_record.push(dki.to_string().into_bytes());
-            per_record.push(field);
-            per_record.push(fingerprint(&r.event).to_vec());
-            per_record.push(cki.to_string().into_bytes());
-            per_record.push(format!("{:02}", e.occurred_at.hour()).into_bytes());
-            per_record.push(if rules.is_billable(e) {
-                b"1".to_vec()
-            } else {
-                b"0".to_vec()
-            });
-            per_record.push(e.watch_seconds.to_string().into_bytes());
-            per_record.push(uki.to_string().into_bytes());
-            per_record.push(e.user_id.as_bytes().to_vec());
+            let usual = end + retention.dedup_window;
+            let need = end.max(r.event.received_at) + retention.dedup_window;
+            let dki = match dedup_index.get(&dk) {
+                Some(&i) => i,
+                None => {
+                    let i = push_key(&mut keys, &mut expiry, dk.clone(), (usual, need));
+                    dedup_index.insert(dk, i);
+                    i
+                }
+            };
+            let slot = &mut expiry[dki - 2].1;
+            *slot = (*slot).max(need);
+            let counters = end + retention.counters;
+            let (cki, uki) = *video_index
+                .entry((e.video_id.as_str(), day))
+                .or_insert_with(|| {
+                    (
+                        push_key(
+                            &mut keys,
+                            &mut expiry,
+                            ks.counters(partition, &e.video_id, day),
+                            (counters, counters),
+                        ),
+                        push_key(
+                            &mut keys,
+                            &mut expiry,
+                            ks.viewers(partition, &e.video_id, day),
+                            (counters, counters),
+                        ),
+                    )
+                });
+            w.num(r.offset);
+            w.num(dki);
+            w.bytes(&field);
+            w.bytes(&fingerprint(&r.event));
+            w.num(cki);
+            w.num(format_args!("{:02}", e.occurred_at.hour()));
+            w.bytes(if rules.is_billable(e) { b"1" } else { b"0" });
+            w.num(e.watch_seconds);
+            w.num(uki);
+            w.bytes(e.user_id.as_bytes());
         }
-        let mut args = Vec::with_capacity(4 + expiry.len() + per_record.len());
-        args.push(records.len().to_string().into_bytes());
-        args.push(first_offset.to_string().into_bytes());
-        args.push(next_offset.to_string().into_bytes());
-        args.push(if allow_gap {
-            b"1".to_vec()
-        } else {
-            b"0".to_vec()
-        });
-        args.extend(
-            expiry
-                .iter()
-                .map(|t| t.timestamp().to_string().into_bytes()),
-        );
-        args.extend(per_record);
-        Self { keys, args }
+        let mut buf = Vec::with_capacity(per_record.len() + 64 + expiry.len() * 12);
+        let mut ends = Vec::with_capacity(per_ends.len() + 4 + expiry.len());
+        let mut w = ArgWriter {
+            buf: &mut buf,
+            ends: &mut ends,
+        };
+        w.num(records.len());
+        w.num(first_offset);
+        w.num(next_offset);
+        w.bytes(if allow_gap { b"1" } else { b"0" });
+        for (usual, need) in &expiry {
+            if need > usual {
+                w.num(format_args!("+{}", need.timestamp()));
+            } else {
+                w.num(usual.timestamp());
+            }
+        }
+        let base = buf.len();
+        buf.extend_from_slice(&per_record);
+        ends.extend(per_ends.iter().map(|e| e + base));
+        Self { keys, buf, ends }
+    }
+
+    /// ARGV, in order.
+    pub fn args(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.ends.iter().scan(0, move |start, &end| {
+            let s = &self.buf[*start..end];
+            *start = end;
+            Some(s)
+        })
     }
 }
 
-/// A 4-byte fingerprint of the event's payload (not `received_at`): equal for
-/// exact re-sends, different (with high probability) for conflicting ones.
-/// FNV-1a over the canonical JSON: stable across versions and machines.
+/// A 4-byte fingerprint of the event's payload (every field but
+/// `received_at`): equal for exact re-sends, different (with high
+/// probability) for conflicting ones. FNV-1a over the fields, each
+/// terminated, so it is stable across versions and machines.
 pub fn fingerprint(e: &ReceivedEvent) -> [u8; 4] {
-    let bytes = serde_json::to_vec(&e.event).unwrap_or_default();
-    let mut h: u32 = 0x811c_9dc5;
-    for b in bytes {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
+    let ev = &e.event;
+    let mut h = Fnv(0x811c_9dc5);
+    h.field(ev.event_id.as_bytes());
+    h.field(ev.video_id.as_bytes());
+    h.field(ev.user_id.as_bytes());
+    h.opt(ev.session_id.as_deref());
+    h.field(&ev.occurred_at.timestamp_micros().to_be_bytes());
+    h.field(&ev.watch_seconds.to_be_bytes());
+    h.field(ev.device.as_str().as_bytes());
+    h.opt(ev.country.as_deref());
+    h.opt(ev.referrer.as_deref());
+    h.opt(ev.quality.as_deref());
+    h.field(&[u8::from(ev.revenue_eligible)]);
+    h.field(&ev.ad_impressions.to_be_bytes());
+    h.field(&ev.schema_version.to_be_bytes());
+    h.0.to_be_bytes()
+}
+
+struct Fnv(u32);
+
+impl Fnv {
+    fn byte(&mut self, b: u8) {
+        self.0 ^= u32::from(b);
+        self.0 = self.0.wrapping_mul(0x0100_0193);
     }
-    h.to_be_bytes()
+
+    fn field(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.byte(b);
+        }
+        // Length-terminated, so ("ab","c") and ("a","bc") differ.
+        for b in (bytes.len() as u32).to_be_bytes() {
+            self.byte(b);
+        }
+    }
+
+    fn opt(&mut self, s: Option<&str>) {
+        match s {
+            Some(s) => {
+                self.byte(1);
+                self.field(s.as_bytes());
+            }
+            None => self.byte(0),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -294,17 +392,19 @@ mod tests {
         assert_eq!(b.keys.len(), 5, "{:?}", b.keys);
         assert!(b.keys.iter().all(|k| k.contains("{p2}")));
         let nkeys = b.keys.len() - 1;
-        assert_eq!(b.args.len(), 4 + nkeys + 3 * 10);
-        assert_eq!(b.args[0], b"3");
-        assert_eq!(b.args[1], b"10");
-        assert_eq!(b.args[2], b"13");
-        let rec0 = &b.args[4 + nkeys..];
+        let args: Vec<&[u8]> = b.args().collect();
+        assert_eq!(args.len(), 4 + nkeys + 3 * 10);
+        assert_eq!(args[0], b"3");
+        assert_eq!(args[1], b"10");
+        assert_eq!(args[2], b"13");
+        assert_eq!(args[3], b"0");
+        let rec0 = &args[4 + nkeys..];
         assert_eq!(rec0[0], b"10");
         assert_eq!(rec0[5], b"13");
         assert_eq!(rec0[6], b"1");
         assert_eq!(rec0[9], b"u1");
         // The third record is not billable (10 s).
-        assert_eq!(b.args[4 + nkeys + 20 + 6], b"0");
+        assert_eq!(args[4 + nkeys + 20 + 6], b"0");
     }
 
     #[test]

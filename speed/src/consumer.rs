@@ -129,6 +129,20 @@ pub async fn run(
         .await
 }
 
+/// One partition's share of a batch, decoded, with its script call built.
+struct Part {
+    partition: i32,
+    records: Vec<Record>,
+    span: (i64, i64),
+    call: PartitionBatch,
+}
+
+/// A batch ready to apply.
+struct Prepared {
+    parts: Vec<Part>,
+    dead: Vec<(OwnedMessage, &'static str, String)>,
+}
+
 struct Speed {
     config: SpeedConfig,
     keys: KeySpace,
@@ -171,6 +185,8 @@ impl Speed {
                 config.stats_interval.as_millis().to_string(),
             )
             .set("enable.partition.eof", "false")
+            // Freshness: do not let the broker hold a fetch open for long.
+            .set("fetch.wait.max.ms", "25")
             .set(
                 "session.timeout.ms",
                 config.session_timeout.as_millis().to_string(),
@@ -241,14 +257,28 @@ impl Speed {
         }
     }
 
-    async fn run(mut self) -> Result<()> {
+    /// Two stages in one task: the reader batches and decodes records while
+    /// the applier's scripts for the previous batch run in Redis, so our CPU
+    /// and Redis's overlap. Dropping the task (abort) drops both.
+    async fn run(self) -> Result<()> {
         tracing::info!(topic = %self.config.topic, group = %self.config.group_id, prefix = %self.keys.prefix(), "speed layer running");
         self.ready.set_ready();
-        let mut batch: Vec<OwnedMessage> = Vec::with_capacity(self.config.batch_max);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Prepared>(2);
+        tokio::join!(self.read_loop(tx), self.apply_loop(rx));
+        let _ = self
+            .consumer
+            .commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
+        tracing::info!("speed layer stopped");
+        Ok(())
+    }
+
+    async fn read_loop(&self, tx: tokio::sync::mpsc::Sender<Prepared>) {
         loop {
+            let mut batch: Vec<OwnedMessage> = Vec::with_capacity(self.config.batch_max);
             let first = tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => break,
+                () = tx.closed() => break,
                 m = self.consumer.recv() => m,
             };
             match first {
@@ -266,111 +296,154 @@ impl Speed {
                     Err(_) => break,
                 }
             }
-            if !self.process(&batch).await {
-                break; // shutdown while retrying: nothing advanced
+            let prepared = self.prepare(batch);
+            if tx.send(prepared).await.is_err() {
+                break; // the applier stopped
             }
-            batch.clear();
         }
-        let _ = self
-            .consumer
-            .commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
-        tracing::info!("speed layer stopped");
-        Ok(())
     }
 
-    /// Applies one batch. Returns false if shutdown interrupted the retries.
-    async fn process(&mut self, batch: &[OwnedMessage]) -> bool {
+    /// Groups a batch by partition, decodes and re-validates every record and
+    /// builds each partition's script call.
+    fn prepare(&self, batch: Vec<OwnedMessage>) -> Prepared {
         self.metrics.batch(batch.len());
-        let mut by_partition: BTreeMap<i32, Vec<&OwnedMessage>> = BTreeMap::new();
+        let mut by_partition: BTreeMap<i32, Vec<OwnedMessage>> = BTreeMap::new();
         for m in batch {
             by_partition.entry(m.partition()).or_default().push(m);
         }
-        let limits = self.limits;
+        let mut parts = Vec::with_capacity(by_partition.len());
+        let mut dead = Vec::new();
         for (partition, msgs) in by_partition {
             let mut records = Vec::with_capacity(msgs.len());
-            let mut dead = Vec::new();
             for m in &msgs {
-                match decode(m, &limits) {
+                match decode(m, &self.limits) {
                     Ok(event) => records.push(Record {
                         offset: m.offset(),
                         event,
                     }),
-                    Err((code, reason)) => dead.push((*m, code, reason)),
+                    Err((code, reason)) => dead.push((m.clone(), code, reason)),
                 }
             }
-            let first = msgs.first().map_or(0, |m| m.offset());
-            let next = msgs.last().map_or(0, |m| m.offset() + 1);
-            if !dead.is_empty() && !self.dead_letter(partition, &dead).await {
+            let span = (
+                msgs.first().map_or(0, |m| m.offset()),
+                msgs.last().map_or(0, |m| m.offset() + 1),
+            );
+            let call = PartitionBatch::build(
+                &self.keys,
+                partition,
+                &records,
+                span,
+                false,
+                &self.config.rules,
+                &self.retention,
+            );
+            parts.push(Part {
+                partition,
+                records,
+                span,
+                call,
+            });
+        }
+        Prepared { parts, dead }
+    }
+
+    async fn apply_loop(&self, mut rx: tokio::sync::mpsc::Receiver<Prepared>) {
+        // After a rewind, the partition's next part must start at the rewind
+        // target; parts read before the seek are stale and dropped.
+        let mut expected: BTreeMap<i32, i64> = BTreeMap::new();
+        while let Some(p) = rx.recv().await {
+            if !self.process(p, &mut expected).await {
+                break; // shutdown while retrying: nothing advanced
+            }
+        }
+    }
+
+    /// Applies one prepared batch: dead letters first (acknowledged before any
+    /// offset moves past them), then one script per partition, all partitions
+    /// at once. Returns false if shutdown interrupted the retries.
+    async fn process(&self, p: Prepared, expected: &mut BTreeMap<i32, i64>) -> bool {
+        if !p.dead.is_empty() {
+            let dead: Vec<(&OwnedMessage, &'static str, String)> =
+                p.dead.iter().map(|(m, c, r)| (m, *c, r.clone())).collect();
+            if !self.dead_letter(&dead).await {
                 return false;
             }
-            let mut allow_gap = false;
-            let applied = loop {
-                let Some(a) = self
-                    .apply(partition, &records, (first, next), allow_gap)
-                    .await
-                else {
-                    return false;
-                };
-                match a.gap_at {
-                    None => break a,
-                    Some(stored) => {
-                        // Redis is behind us. If the broker still has the
-                        // records from `stored`, reread them; if retention
-                        // deleted them, accept the gap (and say so).
-                        let low = self.low_watermark(partition).await;
-                        if low.is_some_and(|low| stored < low) {
-                            tracing::error!(partition, stored, low = ?low, "speed: records between the stored offset and the log start were deleted by retention before they were counted");
-                            allow_gap = true;
-                            continue;
-                        }
-                        self.metrics.rewound(partition, first, stored);
-                        if let Err(e) = self.consumer.seek(
-                            &self.config.topic,
-                            partition,
-                            Offset::Offset(stored),
-                            Timeout::After(Duration::from_secs(10)),
-                        ) {
-                            tracing::warn!(partition, error = %e, "speed: seek failed; the partition will be reassigned from Redis's offset on the next rebalance");
-                        }
-                        // Drop this partition's remaining records in the batch:
-                        // they are reread after the rewind.
-                        break Applied::default();
-                    }
+        }
+        let parts: Vec<&Part> = p
+            .parts
+            .iter()
+            .filter(|part| match expected.get(&part.partition) {
+                Some(&want) if part.span.0 != want => false,
+                Some(_) => {
+                    expected.remove(&part.partition);
+                    true
                 }
+                None => true,
+            })
+            .collect();
+        let results = join_all(
+            parts
+                .iter()
+                .map(|part| self.invoke(part.partition, &part.call)),
+        )
+        .await;
+        for (part, result) in parts.iter().zip(results) {
+            let Some(applied) = result else {
+                return false;
             };
-            if applied.gap_at.is_none() && applied != Applied::default() {
-                let now = Utc::now();
-                for r in &records {
-                    self.metrics
-                        .fresh((now - r.event.received_at).as_seconds_f64());
+            let partition = part.partition;
+            if let Some(stored) = applied.gap_at {
+                // Redis is behind us. If the broker still has the records
+                // from `stored`, reread them; if retention deleted them,
+                // accept the gap (and say so loudly).
+                let low = self.low_watermark(partition).await;
+                if low.is_none_or(|low| stored >= low) {
+                    self.metrics.rewound(partition, part.span.0, stored);
+                    match self.consumer.seek(
+                        &self.config.topic,
+                        partition,
+                        Offset::Offset(stored),
+                        Timeout::After(Duration::from_secs(10)),
+                    ) {
+                        Ok(()) => {
+                            expected.insert(partition, stored);
+                        }
+                        Err(e) => {
+                            tracing::warn!(partition, error = %e, "speed: seek failed; the partition resumes from Redis's offset on the next assignment")
+                        }
+                    }
+                    continue;
                 }
-                // Advisory: lets lag tools see progress. Redis holds the truth.
-                let _ = self
-                    .consumer
-                    .store_offset(&self.config.topic, partition, next - 1);
+                tracing::error!(partition, stored, low = ?low, "speed: records between the stored offset and the log start were deleted by retention before they were counted");
+                let call = PartitionBatch::build(
+                    &self.keys,
+                    partition,
+                    &part.records,
+                    part.span,
+                    true,
+                    &self.config.rules,
+                    &self.retention,
+                );
+                if self.invoke(partition, &call).await.is_none() {
+                    return false;
+                }
             }
+            let now = Utc::now();
+            for r in &part.records {
+                self.metrics
+                    .fresh((now - r.event.received_at).as_seconds_f64());
+            }
+            // Advisory: lets lag tools see progress. Redis holds the truth.
+            let _ = self
+                .consumer
+                .store_offset(&self.config.topic, partition, part.span.1 - 1);
         }
         true
     }
 
-    /// Runs the script for one partition, retrying Redis errors with capped
+    /// Runs one partition's script, retrying Redis errors with capped
     /// exponential backoff until it succeeds or shutdown. `None` on shutdown.
-    async fn apply(
-        &mut self,
-        partition: i32,
-        records: &[Record],
-        span: (i64, i64),
-        allow_gap: bool,
-    ) -> Option<Applied> {
-        let call = PartitionBatch::build(
-            &self.keys,
-            partition,
-            records,
-            span,
-            allow_gap,
-            &self.config.rules,
-            &self.retention,
-        );
+    async fn invoke(&self, partition: i32, call: &PartitionBatch) -> Option<Applied> {
         let mut backoff = Duration::from_millis(50);
         loop {
             let started = Instant::now();
@@ -378,10 +451,11 @@ impl Speed {
             for k in &call.keys {
                 inv.key(k);
             }
-            for a in &call.args {
-                inv.arg(a.as_slice());
+            for a in call.args() {
+                inv.arg(a);
             }
-            let r: redis::RedisResult<Vec<i64>> = inv.invoke_async(&mut self.redis).await;
+            let mut conn = self.redis.clone();
+            let r: redis::RedisResult<Vec<i64>> = inv.invoke_async(&mut conn).await;
             match r.map(|v| Applied::from_reply(&v)) {
                 Ok(Some(a)) => {
                     self.metrics.applied(partition, &a, started.elapsed());
@@ -405,14 +479,11 @@ impl Speed {
 
     /// Produces poison records to the dead-letter topic and waits for acks,
     /// retrying until acknowledged or shutdown. False on shutdown.
-    async fn dead_letter(
-        &self,
-        partition: i32,
-        dead: &[(&OwnedMessage, &'static str, String)],
-    ) -> bool {
+    async fn dead_letter(&self, dead: &[(&OwnedMessage, &'static str, String)]) -> bool {
         let mut backoff = Duration::from_millis(50);
         loop {
             let sends = dead.iter().map(|(m, code, reason)| {
+                let partition = m.partition();
                 let headers = OwnedHeaders::new()
                     .insert(Header {
                         key: "reason",
@@ -447,7 +518,7 @@ impl Speed {
                 None => {
                     for (m, code, reason) in dead {
                         self.metrics
-                            .dead_lettered(partition, m.offset(), reason, code);
+                            .dead_lettered(m.partition(), m.offset(), reason, code);
                     }
                     return true;
                 }

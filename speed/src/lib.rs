@@ -46,7 +46,10 @@ pub struct SpeedConfig {
     pub redis_url: String,
     /// Prefix of every key (lets deployments and tests share a Redis).
     pub key_prefix: String,
-    /// `2^bits` dedup hashes per day; 17 keeps ~76 ids per hash at 10 M ids/day.
+    /// `2^bits` dedup hashes per partition per day. Size it so each hash holds
+    /// about 30-100 ids at peak (under Redis's 128-entry listpack limit):
+    /// bits ≈ log2(peak ids per partition per day / 64). 16 suits up to ~6 M
+    /// ids per partition per day.
     pub dedup_bucket_bits: u32,
     /// Most records per batch.
     pub batch_max: usize,
@@ -86,8 +89,8 @@ impl SpeedConfig {
             group_id: "speed".into(),
             redis_url: redis_url.into(),
             key_prefix: "vc:".into(),
-            dedup_bucket_bits: 17,
-            batch_max: 2_000,
+            dedup_bucket_bits: 16,
+            batch_max: 20_000,
             batch_wait: Duration::from_millis(20),
             dedup_window: chrono::Duration::hours(48),
             counter_retention: chrono::Duration::days(35),

@@ -24,8 +24,12 @@ pub(crate) struct SpeedFlags {
     #[arg(long, env = "VIEWCOUNT_DEDUP_WINDOW", default_value = "48h", value_parser = parse_duration)]
     pub(crate) dedup_window: Duration,
     /// Most records per batch (one Redis script call per partition per batch).
-    #[arg(long, env = "VIEWCOUNT_SPEED_BATCH", default_value_t = 2_000)]
+    #[arg(long, env = "VIEWCOUNT_SPEED_BATCH", default_value_t = 20_000)]
     pub(crate) speed_batch: usize,
+    /// Dedup hashes per partition per day, as a power of two: about
+    /// log2(peak event ids per partition per day / 64).
+    #[arg(long, env = "VIEWCOUNT_DEDUP_BUCKET_BITS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=24))]
+    pub(crate) dedup_bucket_bits: u32,
     /// Longest wait to fill a batch.
     #[arg(long, env = "VIEWCOUNT_SPEED_BATCH_WAIT", default_value = "20ms", value_parser = parse_duration)]
     pub(crate) speed_batch_wait: Duration,
@@ -47,6 +51,7 @@ impl SpeedFlags {
         c.dedup_window =
             chrono::Duration::from_std(self.dedup_window).context("dedup window out of range")?;
         c.batch_max = self.speed_batch.max(1);
+        c.dedup_bucket_bits = self.dedup_bucket_bits;
         c.batch_wait = self.speed_batch_wait;
         Ok(c)
     }
