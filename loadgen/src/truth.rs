@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use schemas::rules::hour_bucket;
+use schemas::rules::{day_bucket, hour_bucket};
 use schemas::{CountingRules, RULES_VERSION, ViewEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -17,8 +17,13 @@ pub struct TruthRow {
     pub hour: DateTime<Utc>,
     /// Distinct accepted events (first occurrence of each `event_id`).
     pub views: u64,
-    /// Views that are billable (before the batch-only fraud cap).
+    /// Views that are billable (before the batch-only fraud cap: the speed
+    /// layer's billable count).
     pub billable_views: u64,
+    /// Of those, how many the batch fraud cap removes (more than the cap per
+    /// user, video and UTC day, in (occurred_at, event_id) order).
+    #[serde(default)]
+    pub fraud_filtered: u64,
     /// Sum of `watch_seconds` over views.
     pub watch_seconds: u64,
 }
@@ -38,12 +43,19 @@ pub struct TruthFile {
     pub rows: Vec<TruthRow>,
 }
 
+/// (user, video, UTC day): the fraud cap's window.
+type UserVideoDay = (String, String, DateTime<Utc>);
+/// (occurred_at, event_id, hour) of a billable first sighting.
+type BillableView = (DateTime<Utc>, Uuid, DateTime<Utc>);
+
 /// Accumulates the truth from accepted events, in acceptance order.
 #[derive(Debug, Default)]
 pub struct Truth {
     rules: CountingRules,
     seen: HashSet<Uuid>,
     cells: BTreeMap<(String, DateTime<Utc>), (u64, u64, u64)>,
+    /// Billable first sightings per (user, video, day): (occurred_at, id, hour).
+    billable: BTreeMap<UserVideoDay, Vec<BillableView>>,
     accepted_events: u64,
 }
 
@@ -70,6 +82,33 @@ impl Truth {
         cell.0 += 1;
         cell.1 += u64::from(self.rules.is_billable(e));
         cell.2 += u64::from(e.watch_seconds);
+        if self.rules.is_billable(e) {
+            self.billable
+                .entry((
+                    e.user_id.clone(),
+                    e.video_id.clone(),
+                    day_bucket(e.occurred_at),
+                ))
+                .or_default()
+                .push((e.occurred_at, e.event_id, hour_bucket(e.occurred_at)));
+        }
+    }
+
+    /// Fraud-filtered views per (video, hour) under the cap.
+    fn fraud(&self) -> BTreeMap<(String, DateTime<Utc>), u64> {
+        let cap = self.rules.fraud_cap_per_user_video_day as usize;
+        let mut out: BTreeMap<(String, DateTime<Utc>), u64> = BTreeMap::new();
+        for ((_, video, _), views) in &self.billable {
+            if views.len() <= cap {
+                continue;
+            }
+            let mut v = views.clone();
+            v.sort();
+            for (_, _, hour) in &v[cap..] {
+                *out.entry((video.clone(), *hour)).or_default() += 1;
+            }
+        }
+        out
     }
 
     /// Accepted events, re-sends included.
@@ -84,6 +123,7 @@ impl Truth {
 
     /// Rows sorted by video, then hour.
     pub fn rows(&self) -> Vec<TruthRow> {
+        let fraud = self.fraud();
         self.cells
             .iter()
             .map(
@@ -92,6 +132,7 @@ impl Truth {
                     hour: *hour,
                     views,
                     billable_views,
+                    fraud_filtered: fraud.get(&(video_id.clone(), *hour)).copied().unwrap_or(0),
                     watch_seconds,
                 },
             )
@@ -140,5 +181,30 @@ mod tests {
         assert_eq!(f.billable_views, 1);
         assert_eq!(f.rows.len(), 1);
         assert_eq!(f.rows[0].watch_seconds, 359);
+    }
+
+    #[test]
+    fn fraud_cap_filters_the_latest_billable_views_of_a_day() {
+        let ctx = schemas::ValidationContext::at("2026-11-21T13:00:00Z".parse().unwrap());
+        let mut t = Truth::new(CountingRules::default());
+        for i in 0..13u32 {
+            let e = schemas::parse_event(
+                &json!({"event_id": format!("8f14e45f-ceea-4e7a-9f3b-2c1d5e6a{i:04x}"),
+                        "video_id": "v1", "user_id": "u",
+                        "occurred_at": format!("2026-11-21T{:02}:00:00Z", 1 + i),
+                        "watch_seconds": 60, "revenue_eligible": true}),
+                &ctx,
+            )
+            .unwrap();
+            t.record(&e);
+        }
+        let rows = t.rows();
+        let fraud: u64 = rows.iter().map(|r| r.fraud_filtered).sum();
+        assert_eq!(fraud, 3, "13 billable views, cap 10");
+        // The three latest hours (11:00 to 13:00) carry them.
+        assert_eq!(rows.iter().filter(|r| r.fraud_filtered == 1).count(), 3);
+        assert_eq!(rows[10].fraud_filtered, 1);
+        assert_eq!(rows[9].fraud_filtered, 0);
+        assert_eq!(rows.last().unwrap().fraud_filtered, 1);
     }
 }

@@ -2,6 +2,7 @@
 //! library crate; configuration comes from flags with `VIEWCOUNT_*` fallbacks
 //! (DESIGN §6).
 
+mod batch_cmd;
 mod gen_cmd;
 mod ingest_cmd;
 mod speed_cmd;
@@ -29,6 +30,11 @@ enum Command {
     Ingest(ingest_cmd::Args),
     /// The speed layer alone: Kafka -> deduplicated Redis counters.
     Speed(speed_cmd::Args),
+    /// The archive alone: Kafka -> raw Parquet by event hour.
+    Archive(batch_cmd::ArchiveArgs),
+    /// The batch layer: authoritative recomputation from the archive.
+    #[command(subcommand)]
+    Batch(batch_cmd::BatchCommand),
     /// Seeded synthetic traffic, to an ingest URL or to NDJSON.
     Gen(gen_cmd::Args),
 }
@@ -51,6 +57,8 @@ fn main() -> std::process::ExitCode {
             Command::Up(a) => up::run(a).await,
             Command::Ingest(a) => ingest_cmd::run(a).await,
             Command::Speed(a) => speed_cmd::run(a).await,
+            Command::Archive(a) => batch_cmd::archive(a).await,
+            Command::Batch(c) => batch_cmd::batch(c).await,
             Command::Gen(a) => gen_cmd::run(a).await,
         }
     });

@@ -14,6 +14,7 @@ use chrono::Utc;
 use infra::kafka::{EmbeddedKafka, read_topic};
 use infra::redis::RedisServer;
 use loadgen::{GenConfig, Generator, SendConfig, Truth};
+use object_store::ObjectStoreExt;
 use schemas::{CountingRules, ReceivedEvent, ValidationContext};
 use speed::keys::KeySpace;
 use telemetry::OpsBuilder;
@@ -48,6 +49,11 @@ pub(crate) struct Args {
     /// Stop after the demo instead of serving until Ctrl-C.
     #[arg(long, requires = "demo")]
     exit_after_demo: bool,
+    /// Object store URL; default with the embedded Kafka: a fresh
+    /// file://$PWD/data/up-<time> per run (archive progress belongs to one
+    /// Kafka cluster), else file://$PWD/data.
+    #[arg(long, env = "VIEWCOUNT_STORE")]
+    store: Option<String>,
     #[command(flatten)]
     ingest: IngestFlags,
     #[command(flatten)]
@@ -103,6 +109,18 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         }
     };
 
+    let store_url = match (&a.store, &a.kafka) {
+        (Some(u), _) => u.clone(),
+        (None, Some(_)) => batch::store::default_url(),
+        (None, None) => format!(
+            "{}/up-{}",
+            batch::store::default_url(),
+            Utc::now().format("%Y%m%dT%H%M%S")
+        ),
+    };
+    let store = batch::store::open(&store_url)?;
+    println!("store: {store_url} (raw archive, batch views, manifests)");
+
     let producer = Arc::new(a.ingest.producer(&bootstrap, &a.topic)?);
     let speed_config = a.speed.config(&bootstrap, &a.topic, &redis_url)?;
     let keys = KeySpace::new(&speed_config.key_prefix, speed_config.dedup_bucket_bits);
@@ -110,6 +128,8 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let ingest_metrics = ingest::server::register(&mut ops, &producer);
     let speed_metrics = speed::Metrics::register(ops.registry());
     let speed_ready = ops.flag("redis");
+    let archive_metrics = batch::archive::ArchiveMetrics::register(ops.registry());
+    let archive_ready = ops.flag("archive");
     let ops = ops.build();
     let app = ingest::server::router(a.ingest.config()?, producer.clone(), ingest_metrics)
         .merge(ops.router())
@@ -142,6 +162,15 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         speed_ready,
         stopped(stop_rx.clone()),
     ));
+    let mut archive_config = batch::archive::ArchiveConfig::new(&bootstrap, &a.topic);
+    archive_config.flush_interval = Duration::from_secs(2);
+    let archive_task = tokio::spawn(batch::archive::run(
+        archive_config,
+        store.clone(),
+        archive_metrics,
+        archive_ready,
+        stopped(stop_rx.clone()),
+    ));
     println!("ingest: http://{addr}/v1/events  (also /healthz /readyz /metrics)");
     println!(
         "speed: consuming {:?} into Redis keys {}*",
@@ -151,14 +180,11 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
 
     let mut outcome = Ok(());
     if let Some(n) = a.demo {
-        outcome = demo(
-            &format!("http://{addr}"),
-            &bootstrap,
-            &a.topic,
-            &redis_url,
-            &keys,
-            n,
-        )
+        outcome = async {
+            let base = format!("http://{addr}");
+            let truth = demo(&base, &bootstrap, &a.topic, &redis_url, &keys, n).await?;
+            demo_batch(store.clone(), &store_url, &truth, &redis_url, &keys).await
+        }
         .await;
     }
     if outcome.is_ok() && !a.exit_after_demo {
@@ -195,6 +221,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     server.await.context("ingest task")??;
     speed_task.await.context("speed task")??;
+    archive_task.await.context("archive task")??;
     outcome
 }
 
@@ -207,7 +234,7 @@ async fn demo(
     redis_url: &str,
     keys: &KeySpace,
     n: u64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Truth> {
     let generator = Generator::new(GenConfig {
         events: n,
         ..GenConfig::default()
@@ -305,5 +332,102 @@ async fn demo(
         .map(|(v, n)| format!("{v}={n}"))
         .collect();
     println!("top videos: {}", top.join(" "));
+    Ok(truth)
+}
+
+/// Waits for the archive, runs batch over the demo's hours, and checks it
+/// against the truth and against the speed layer.
+async fn demo_batch(
+    store: Arc<dyn object_store::ObjectStore>,
+    store_url: &str,
+    truth: &Truth,
+    redis_url: &str,
+    keys: &KeySpace,
+) -> anyhow::Result<()> {
+    let rows = truth.rows();
+    let (Some(from), Some(last)) = (
+        rows.iter().map(|r| r.hour).min(),
+        rows.iter().map(|r| r.hour).max(),
+    ) else {
+        return Ok(());
+    };
+    let to = last + chrono::Duration::hours(1);
+    // The archive flushes every 2 s; wait until it has every record.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, progress) = batch::progress::load(store.as_ref()).await?;
+        let archived: i64 = progress.iter().map(|p| p.next_offset).sum();
+        if archived >= truth.accepted_events() as i64 {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the archive did not catch up within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let opts = batch::run::RunOptions {
+        from,
+        to,
+        rules: CountingRules::default(),
+        lateness: chrono::Duration::minutes(10),
+        // The demo's hours are still open: compute them anyway, to show.
+        allow_incomplete: true,
+        dry_run: false,
+    };
+    println!(
+        "\nbatch: recomputing [{from}, {to}) from the raw archive (hours still open, so --allow-incomplete) ..."
+    );
+    let report = crate::batch_cmd::run_with_progress(store.clone(), &opts).await?;
+    crate::batch_cmd::print_summary(&report, false);
+    let out = &report.manifest.outputs[0];
+    let bytes = store
+        .get(&object_store::path::Path::from(out.path.as_str()))
+        .await?
+        .bytes()
+        .await?;
+    let views = batch::run::read_views(bytes)?;
+    let want: batch::run::ViewsTable = rows
+        .iter()
+        .map(|r| {
+            (
+                (r.video_id.clone(), r.hour),
+                [
+                    r.views,
+                    r.billable_views - r.fraud_filtered,
+                    r.fraud_filtered,
+                    r.watch_seconds,
+                ],
+            )
+        })
+        .collect();
+    if views != want {
+        bail!("batch counts differ from the generator's truth");
+    }
+    println!(
+        "check: batch equals the truth per video per hour (views, billable, fraud-filtered, watch seconds)"
+    );
+    let mut conn = redis::Client::open(redis_url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let speed = speed::read::all_counts(&mut conn, keys).await?;
+    let agree = views
+        .iter()
+        .filter(|(k, v)| {
+            speed.get(*k).is_some_and(|c| {
+                c.views == v[0] && c.billable_views == v[1] + v[2] && c.watch_seconds == v[3]
+            })
+        })
+        .count();
+    if agree != views.len() || speed.len() != views.len() {
+        bail!(
+            "speed and batch disagree on {} video-hours",
+            views.len() - agree
+        );
+    }
+    println!(
+        "check: speed and batch agree on all {agree} video-hours (speed billable = batch billable + fraud-filtered)\nrerun it: viewcount batch run --store {store_url} --from {} --to {} --allow-incomplete",
+        from.format("%Y-%m-%dT%H:%M:%SZ"),
+        to.format("%Y-%m-%dT%H:%M:%SZ")
+    );
     Ok(())
 }

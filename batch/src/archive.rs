@@ -1,0 +1,358 @@
+//! `viewcount archive`: every valid event from Kafka into Parquet, partitioned
+//! by event date and hour.
+//!
+//! At-least-once into the archive: a flush uploads whole files first, then
+//! records the partition's progress, then (advisory) the Kafka offset. A crash
+//! between the two re-archives the same records on restart, under a file
+//! named for their offset range; batch removes the duplicates by `event_id`.
+//! Records below a partition's recorded progress are skipped, so a restart
+//! does not even rewrite them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use object_store::ObjectStore;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, Message};
+use schemas::archive::to_record_batch;
+use schemas::rules::hour_bucket;
+use schemas::{ArchivedEvent, ReceivedEvent, ValidationContext};
+use telemetry::ReadyFlag;
+use tokio_util::sync::CancellationToken;
+
+use crate::progress::{ArchiveMeta, Progress};
+use crate::{Error, Result, store};
+
+/// Archive settings; defaults in [`ArchiveConfig::new`].
+#[derive(Debug, Clone)]
+pub struct ArchiveConfig {
+    /// Kafka bootstrap servers.
+    pub bootstrap_servers: String,
+    /// The event topic.
+    pub topic: String,
+    /// Consumer group.
+    pub group_id: String,
+    /// Flush when this many records are buffered.
+    pub flush_rows: usize,
+    /// Flush at least this often (so the archive is never far behind).
+    pub flush_interval: Duration,
+    /// Records received up to this long before a caught-up check may still be
+    /// in flight to the broker (ingest's delivery timeout plus margin);
+    /// `complete_through` stays this far behind the check.
+    pub in_flight_margin: chrono::Duration,
+    /// Re-validation limits (relative to each record's `received_at`).
+    pub late_horizon: chrono::Duration,
+    /// Kafka group session timeout.
+    pub session_timeout: Duration,
+}
+
+impl ArchiveConfig {
+    /// Defaults for the given broker and topic.
+    pub fn new(bootstrap_servers: impl Into<String>, topic: impl Into<String>) -> Self {
+        Self {
+            bootstrap_servers: bootstrap_servers.into(),
+            topic: topic.into(),
+            group_id: "archive".into(),
+            flush_rows: 200_000,
+            flush_interval: Duration::from_secs(60),
+            in_flight_margin: chrono::Duration::seconds(30),
+            late_horizon: schemas::validate::DEFAULT_LATE_HORIZON,
+            session_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Archive metrics.
+#[derive(Debug, Clone)]
+pub struct ArchiveMetrics {
+    archived: Counter,
+    files: Counter,
+    bytes: Counter,
+    skipped_invalid: Counter,
+    skipped_archived: Counter,
+}
+
+impl ArchiveMetrics {
+    /// Registers under `archive_` in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let r = registry.sub_registry_with_prefix("archive");
+        let m = Self {
+            archived: Counter::default(),
+            files: Counter::default(),
+            bytes: Counter::default(),
+            skipped_invalid: Counter::default(),
+            skipped_archived: Counter::default(),
+        };
+        r.register(
+            "records",
+            "Records written to the raw archive",
+            m.archived.clone(),
+        );
+        r.register("files", "Parquet files written", m.files.clone());
+        r.register("bytes", "Parquet bytes written", m.bytes.clone());
+        r.register(
+            "skipped_invalid",
+            "Records that failed re-validation (the speed layer dead-letters them)",
+            m.skipped_invalid.clone(),
+        );
+        r.register(
+            "skipped_archived",
+            "Records below a partition's recorded progress (already archived)",
+            m.skipped_archived.clone(),
+        );
+        m
+    }
+
+    /// Records archived so far.
+    pub fn archived(&self) -> u64 {
+        self.archived.get()
+    }
+}
+
+#[derive(Default)]
+struct Buffer {
+    rows: Vec<ArchivedEvent>,
+    first: i64,
+    last: i64,
+}
+
+/// Runs the archive until `shutdown`, flushing what it holds before it stops.
+pub async fn run(
+    config: ArchiveConfig,
+    store: Arc<dyn ObjectStore>,
+    metrics: ArchiveMetrics,
+    ready: ReadyFlag,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        c.cancel();
+    });
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set(
+            "session.timeout.ms",
+            config.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (config.session_timeout.as_millis() / 4)
+                .max(100)
+                .to_string(),
+        )
+        .create()
+        .map_err(Error::Kafka)?;
+    consumer.subscribe(&[&config.topic]).map_err(Error::Kafka)?;
+    let md = tokio::task::block_in_place(|| {
+        consumer.fetch_metadata(Some(&config.topic), Timeout::After(Duration::from_secs(10)))
+    })
+    .map_err(Error::Kafka)?;
+    let partitions = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
+    store::put_json(
+        store.as_ref(),
+        &store::archive_meta(),
+        &ArchiveMeta {
+            topic: config.topic.clone(),
+            partitions,
+        },
+    )
+    .await?;
+    ready.set_ready();
+    tracing::info!(topic = %config.topic, partitions, "archive running");
+
+    let mut a = Archiver {
+        config,
+        store,
+        metrics,
+        consumer,
+        buffers: BTreeMap::new(),
+        progress: HashMap::new(),
+        buffered: 0,
+    };
+    let mut last_flush = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+            m = a.consumer.recv() => match m {
+                Ok(m) => {
+                    let m = m.detach();
+                    a.take(&m).await?;
+                }
+                Err(e) => tracing::warn!(error = %e, "archive: kafka consume error"),
+            },
+        }
+        if a.buffered >= a.config.flush_rows || last_flush.elapsed() >= a.config.flush_interval {
+            a.flush().await?;
+            last_flush = Instant::now();
+        }
+    }
+    a.flush().await?;
+    let _ = a
+        .consumer
+        .commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
+    tracing::info!("archive stopped");
+    Ok(())
+}
+
+struct Archiver {
+    config: ArchiveConfig,
+    store: Arc<dyn ObjectStore>,
+    metrics: ArchiveMetrics,
+    consumer: StreamConsumer,
+    buffers: BTreeMap<i32, Buffer>,
+    progress: HashMap<i32, Progress>,
+    buffered: usize,
+}
+
+impl Archiver {
+    async fn progress_of(&mut self, partition: i32) -> Result<Progress> {
+        if let Some(p) = self.progress.get(&partition) {
+            return Ok(*p);
+        }
+        let p = store::get_json::<Progress>(self.store.as_ref(), &store::progress(partition))
+            .await?
+            .unwrap_or(Progress {
+                partition,
+                next_offset: 0,
+                complete_through: DateTime::<Utc>::UNIX_EPOCH,
+            });
+        self.progress.insert(partition, p);
+        Ok(p)
+    }
+
+    async fn take(&mut self, m: &rdkafka::message::OwnedMessage) -> Result<()> {
+        let p = m.partition();
+        if m.offset() < self.progress_of(p).await?.next_offset {
+            self.metrics.skipped_archived.inc();
+            return Ok(());
+        }
+        let limits = ValidationContext {
+            late_horizon: self.config.late_horizon,
+            ..ValidationContext::at(Utc::now())
+        };
+        let b = self.buffers.entry(p).or_default();
+        if b.rows.is_empty() {
+            b.first = m.offset();
+        }
+        b.last = m.offset();
+        match m
+            .payload()
+            .map(|bytes| ReceivedEvent::from_json_bytes(bytes, &limits))
+        {
+            Some(Ok(received)) => {
+                b.rows.push(ArchivedEvent {
+                    received,
+                    kafka_partition: p,
+                    kafka_offset: m.offset(),
+                });
+                self.buffered += 1;
+            }
+            _ => {
+                tracing::debug!(
+                    partition = p,
+                    offset = m.offset(),
+                    "archive: skipping an invalid record"
+                );
+                self.metrics.skipped_invalid.inc();
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploads every buffered partition's files, then records progress for
+    /// every assigned partition (also idle ones, so the watermark moves).
+    async fn flush(&mut self) -> Result<()> {
+        let check_time = Utc::now();
+        let assigned: Vec<i32> = self
+            .consumer
+            .assignment()
+            .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        let buffers = std::mem::take(&mut self.buffers);
+        self.buffered = 0;
+        let mut touched: Vec<i32> = assigned.clone();
+        touched.extend(buffers.keys().copied());
+        touched.sort_unstable();
+        touched.dedup();
+        for p in touched {
+            let prev = self.progress_of(p).await?;
+            let buf = buffers.get(&p);
+            let next_offset = buf.map_or(prev.next_offset, |b| b.last + 1);
+            let high = tokio::task::block_in_place(|| {
+                self.consumer.fetch_watermarks(
+                    &self.config.topic,
+                    p,
+                    Timeout::After(Duration::from_secs(5)),
+                )
+            })
+            .map(|(_, h)| h)
+            .ok();
+            let caught_up = high.is_some_and(|h| next_offset >= h);
+            if let Some(b) = buf.filter(|b| !b.rows.is_empty()) {
+                self.write_files(p, b).await?;
+            }
+            let mut complete_through = prev.complete_through;
+            if caught_up {
+                complete_through = complete_through.max(check_time - self.config.in_flight_margin);
+            } else if let Some(b) = buf {
+                // Not caught up: only what was received before the oldest
+                // unarchived record is known complete; the last archived
+                // record's receive time is a safe lower bound.
+                if let Some(t) = b.rows.iter().map(|r| r.received.received_at).max() {
+                    complete_through = complete_through.max(t - self.config.in_flight_margin);
+                }
+            }
+            let progress = Progress {
+                partition: p,
+                next_offset,
+                complete_through,
+            };
+            if progress != prev {
+                store::put_json(self.store.as_ref(), &store::progress(p), &progress).await?;
+                self.progress.insert(p, progress);
+                if buf.is_some() {
+                    let _ = self
+                        .consumer
+                        .store_offset(&self.config.topic, p, next_offset - 1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_files(&self, partition: i32, b: &Buffer) -> Result<()> {
+        let mut by_hour: BTreeMap<DateTime<Utc>, Vec<ArchivedEvent>> = BTreeMap::new();
+        for r in &b.rows {
+            by_hour
+                .entry(hour_bucket(r.received.event.occurred_at))
+                .or_default()
+                .push(r.clone());
+        }
+        for (hour, rows) in by_hour {
+            let batch = to_record_batch(&rows)?;
+            let bytes = store::parquet_bytes(schemas::raw_schema(), &[batch])?;
+            let path = store::raw_file(hour, partition, b.first, b.last);
+            self.metrics.bytes.inc_by(bytes.len() as u64);
+            store::put(self.store.as_ref(), &path, bytes).await?;
+            self.metrics.files.inc();
+            self.metrics.archived.inc_by(rows.len() as u64);
+            tracing::debug!(%path, rows = rows.len(), "archive: file written");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+//! Unique-viewer sketches: HyperLogLog with a fixed hash and a fixed byte
+//! format, so the same viewers give the same bytes on every run and machine
+//! (runs must be byte-identical) and days and months merge without rescanning.
+//!
+//! Written here rather than with the `hyperloglogplus` crate: its serialized
+//! form goes through hash sets whose order is not fixed, which would break
+//! byte-identical reruns. Precision 12 (4 096 registers, ±1.6 %). Format v1:
+//! `[1, 12, 0, n_hi, n_lo, (idx_hi, idx_lo, rank) * n]` (sparse, sorted) or
+//! `[1, 12, 1, rank * 4096]` (dense, when sparse would be larger).
+
+use std::collections::BTreeMap;
+
+const P: u32 = 12;
+const M: usize = 1 << P;
+
+/// A HyperLogLog sketch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sketch {
+    registers: BTreeMap<u16, u8>,
+}
+
+impl Sketch {
+    /// Adds one value.
+    pub fn insert(&mut self, value: &[u8]) {
+        let h = hash64(value);
+        let idx = (h >> (64 - P)) as u16;
+        let rest = (h << P) | (1 << (P - 1));
+        let rank = rest.leading_zeros() as u8 + 1;
+        let r = self.registers.entry(idx).or_insert(0);
+        *r = (*r).max(rank);
+    }
+
+    /// Merges another sketch in (register-wise max).
+    pub fn merge(&mut self, other: &Sketch) {
+        for (&i, &r) in &other.registers {
+            let e = self.registers.entry(i).or_insert(0);
+            *e = (*e).max(r);
+        }
+    }
+
+    /// Estimated distinct count.
+    pub fn estimate(&self) -> f64 {
+        let m = M as f64;
+        let zeros = (M - self.registers.len()) as f64;
+        let sum: f64 = self
+            .registers
+            .values()
+            .map(|&r| 2f64.powi(-i32::from(r)))
+            .sum::<f64>()
+            + zeros;
+        let alpha = 0.7213 / (1.0 + 1.079 / m);
+        let raw = alpha * m * m / sum;
+        if raw <= 2.5 * m && zeros > 0.0 {
+            m * (m / zeros).ln()
+        } else {
+            raw
+        }
+    }
+
+    /// The fixed byte form.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let n = self.registers.len();
+        if n * 3 + 5 < M + 3 {
+            let mut out = Vec::with_capacity(5 + n * 3);
+            out.extend_from_slice(&[1, P as u8, 0]);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+            for (&i, &r) in &self.registers {
+                out.extend_from_slice(&i.to_be_bytes());
+                out.push(r);
+            }
+            out
+        } else {
+            let mut out = vec![0u8; 3 + M];
+            out[..3].copy_from_slice(&[1, P as u8, 1]);
+            for (&i, &r) in &self.registers {
+                out[3 + i as usize] = r;
+            }
+            out
+        }
+    }
+
+    /// Parses [`Self::to_bytes`].
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        let (&[1, p, kind], rest) = b.split_first_chunk::<3>()? else {
+            return None;
+        };
+        if u32::from(p) != P {
+            return None;
+        }
+        let mut registers = BTreeMap::new();
+        match kind {
+            0 => {
+                let (n, pairs) = rest.split_first_chunk::<2>()?;
+                let n = u16::from_be_bytes(*n) as usize;
+                if pairs.len() != n * 3 {
+                    return None;
+                }
+                for c in pairs.chunks_exact(3) {
+                    registers.insert(u16::from_be_bytes([c[0], c[1]]), c[2]);
+                }
+            }
+            1 if rest.len() == M => {
+                for (i, &r) in rest.iter().enumerate() {
+                    if r > 0 {
+                        registers.insert(i as u16, r);
+                    }
+                }
+            }
+            _ => return None,
+        }
+        Some(Self { registers })
+    }
+}
+
+/// FNV-1a 64 with a murmur3 finalizer: fixed, and well mixed in the high bits.
+fn hash64(v: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in v {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_are_close_and_bytes_round_trip() {
+        for n in [0usize, 1, 10, 1_000, 50_000] {
+            let mut s = Sketch::default();
+            for i in 0..n {
+                s.insert(format!("user-{i}").as_bytes());
+            }
+            let e = s.estimate();
+            let err = if n == 0 {
+                e
+            } else {
+                (e - n as f64).abs() / n as f64
+            };
+            assert!(err < 0.05, "n={n} estimate={e}");
+            assert_eq!(Sketch::from_bytes(&s.to_bytes()), Some(s.clone()));
+        }
+    }
+
+    #[test]
+    fn merge_is_union() {
+        let (mut a, mut b, mut both) = (Sketch::default(), Sketch::default(), Sketch::default());
+        for i in 0..3_000 {
+            let v = format!("u{i}");
+            if i < 2_000 {
+                a.insert(v.as_bytes());
+            }
+            if i >= 1_000 {
+                b.insert(v.as_bytes());
+            }
+            both.insert(v.as_bytes());
+        }
+        a.merge(&b);
+        assert_eq!(a, both);
+    }
+}

@@ -1,0 +1,213 @@
+//! A topic, an object store, an archive to run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use batch::archive::{ArchiveConfig, ArchiveMetrics};
+use batch::run::{RunOptions, RunReport};
+use chrono::{DateTime, Utc};
+use infra::test::TestKafka;
+use ingest::{EventProducer, ProducerConfig};
+use loadgen::{GenConfig, Generator, Truth};
+use object_store::{ObjectStore, ObjectStoreExt};
+use schemas::{CountingRules, ReceivedEvent, ValidationContext};
+use telemetry::ReadyFlag;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub(crate) const PARTITIONS: i32 = 3;
+
+pub(crate) struct Setup {
+    pub(crate) kafka: TestKafka,
+    pub(crate) topic: String,
+    /// Keeps the store directory alive for the test.
+    _dir: tempfile::TempDir,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) producer: EventProducer,
+}
+
+pub(crate) struct Archive {
+    pub(crate) handle: JoinHandle<batch::Result<()>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Archive {
+    pub(crate) async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        (&mut self.handle)
+            .await
+            .expect("join")
+            .expect("archive run");
+    }
+}
+
+impl Setup {
+    pub(crate) async fn new() -> Self {
+        let kafka = TestKafka::start().expect("kafka");
+        let topic = kafka.topic("batch-it", PARTITIONS).await.expect("topic");
+        let dir = tempfile::tempdir().unwrap();
+        let store = batch::store::open(&format!("file://{}", dir.path().display())).unwrap();
+        let producer =
+            EventProducer::new(&ProducerConfig::new(kafka.bootstrap_servers(), &topic)).unwrap();
+        Self {
+            kafka,
+            topic,
+            _dir: dir,
+            store,
+            producer,
+        }
+    }
+
+    pub(crate) fn archive(&self, group: &str) -> Archive {
+        let mut c = ArchiveConfig::new(self.kafka.bootstrap_servers(), &self.topic);
+        c.group_id = group.into();
+        c.flush_interval = Duration::from_millis(500);
+        c.flush_rows = 2_000;
+        let mut reg = prometheus_client::registry::Registry::default();
+        let metrics = ArchiveMetrics::register(&mut reg);
+        let (stop, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(batch::archive::run(
+            c,
+            self.store.clone(),
+            metrics,
+            ReadyFlag::new("test"),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        Archive {
+            handle,
+            stop: Some(stop),
+        }
+    }
+
+    /// Produces generated events (what ingest would accept), adding to `truth`.
+    pub(crate) async fn produce(&self, n: u64, seed: u64, truth: &mut Truth) {
+        let g = Generator::new(GenConfig {
+            events: n,
+            seed,
+            ..GenConfig::default()
+        })
+        .unwrap();
+        let now = Utc::now();
+        let ctx = ValidationContext::at(now);
+        let events: Vec<ReceivedEvent> = g
+            .filter_map(|e| schemas::parse_event(&e.value, &ctx).ok())
+            .map(|e| ReceivedEvent::new(e, now))
+            .collect();
+        self.produce_events(&events, truth).await;
+    }
+
+    pub(crate) async fn produce_events(&self, events: &[ReceivedEvent], truth: &mut Truth) {
+        for chunk in events.chunks(1000) {
+            self.producer.produce_all(chunk).await.expect("produced");
+            for e in chunk {
+                truth.record(&e.event);
+            }
+        }
+    }
+
+    /// Waits until the archive's progress covers every record in the topic.
+    pub(crate) async fn wait_archived(&self) {
+        let b = self.kafka.bootstrap_servers().to_owned();
+        let t = self.topic.clone();
+        let high: Vec<i64> = tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::{BaseConsumer, Consumer};
+            let c: BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &b)
+                .create()
+                .unwrap();
+            (0..PARTITIONS)
+                .map(|p| {
+                    c.fetch_watermarks(&t, p, Duration::from_secs(10))
+                        .unwrap()
+                        .1
+                })
+                .collect()
+        })
+        .await
+        .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let (_, progress) = batch::progress::load(self.store.as_ref()).await.unwrap();
+            let done = (0..PARTITIONS).all(|p| {
+                progress
+                    .iter()
+                    .find(|x| x.partition == p)
+                    .is_some_and(|x| x.next_offset >= high[p as usize])
+            });
+            if done {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "archive did not catch up: {progress:?} vs {high:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs batch over every hour the truth has, ignoring the watermark.
+    pub(crate) async fn run_batch(&self, truth: &Truth) -> RunReport {
+        let rows = truth.rows();
+        let from = rows.iter().map(|r| r.hour).min().unwrap();
+        let to = rows.iter().map(|r| r.hour).max().unwrap() + chrono::Duration::hours(1);
+        self.run_range(from, to).await
+    }
+
+    pub(crate) async fn run_range(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> RunReport {
+        let opts = RunOptions {
+            from,
+            to,
+            rules: CountingRules::default(),
+            lateness: chrono::Duration::minutes(10),
+            allow_incomplete: true,
+            dry_run: false,
+        };
+        batch::run::run(self.store.clone(), &opts, &|_, _, _| {})
+            .await
+            .expect("batch run")
+    }
+
+    pub(crate) async fn views(&self, report: &RunReport) -> batch::run::ViewsTable {
+        let path = object_store::path::Path::from(report.manifest.outputs[0].path.as_str());
+        let bytes = self.store.get(&path).await.unwrap().bytes().await.unwrap();
+        batch::run::read_views(bytes).unwrap()
+    }
+}
+
+/// The truth as batch must report it: (views, billable after the cap,
+/// fraud-filtered, watch seconds) per (video, hour).
+pub(crate) fn expected(truth: &Truth) -> batch::run::ViewsTable {
+    truth
+        .rows()
+        .into_iter()
+        .map(|r| {
+            (
+                (r.video_id, r.hour),
+                [
+                    r.views,
+                    r.billable_views - r.fraud_filtered,
+                    r.fraud_filtered,
+                    r.watch_seconds,
+                ],
+            )
+        })
+        .collect()
+}
+
+pub(crate) fn assert_same(got: &batch::run::ViewsTable, want: &batch::run::ViewsTable) {
+    let diffs: Vec<_> = want
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(v))
+        .map(|(k, v)| (k.clone(), *v, got.get(k).copied()))
+        .take(5)
+        .collect();
+    assert!(
+        diffs.is_empty(),
+        "batch differs from the truth (key, want, got): {diffs:?}"
+    );
+    assert_eq!(got.len(), want.len(), "extra video-hours in batch output");
+}

@@ -1,0 +1,5 @@
+//! The archive and batch layers against a real broker and a real object store
+//! (local directory), compared with the generator's truth.
+
+mod harness;
+mod pipeline;

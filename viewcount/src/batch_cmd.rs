@@ -1,0 +1,243 @@
+//! `viewcount archive` and `viewcount batch run`.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use batch::archive::{ArchiveConfig, ArchiveMetrics};
+use batch::run::{RunOptions, RunReport};
+use chrono::{DateTime, NaiveDate, Utc};
+use indicatif::{ProgressBar, ProgressStyle};
+use schemas::CountingRules;
+use telemetry::OpsBuilder;
+
+use crate::util::{parse_duration, shutdown_signal};
+
+/// `--store`, shared.
+#[derive(Debug, clap::Args)]
+pub(crate) struct StoreFlag {
+    /// Object store URL (file:///abs/dir); default file://$PWD/data.
+    #[arg(long, env = "VIEWCOUNT_STORE")]
+    pub(crate) store: Option<String>,
+}
+
+impl StoreFlag {
+    pub(crate) fn url(&self) -> String {
+        self.store.clone().unwrap_or_else(batch::store::default_url)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ArchiveArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "VIEWCOUNT_KAFKA")]
+    kafka: String,
+    /// The event topic.
+    #[arg(long, env = "VIEWCOUNT_TOPIC", default_value = "view-events")]
+    topic: String,
+    #[command(flatten)]
+    store: StoreFlag,
+    /// Listen address of /healthz, /readyz, /metrics.
+    #[arg(long, env = "VIEWCOUNT_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Flush at least this often.
+    #[arg(long, env = "VIEWCOUNT_ARCHIVE_FLUSH", default_value = "60s", value_parser = parse_duration)]
+    flush_interval: Duration,
+}
+
+pub(crate) async fn archive(a: ArchiveArgs) -> anyhow::Result<()> {
+    let store = batch::store::open(&a.store.url())?;
+    let mut config = ArchiveConfig::new(&a.kafka, &a.topic);
+    config.flush_interval = a.flush_interval;
+    let mut ops = OpsBuilder::new();
+    let metrics = ArchiveMetrics::register(ops.registry());
+    let ready = ops.flag("archive");
+    let ops = ops.build();
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (--listen / VIEWCOUNT_LISTEN)",
+                a.listen
+            )
+        })?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let app = ops.router().fallback(telemetry::not_found);
+    let http = tokio::spawn(telemetry::serve(listener, app, ops, stopped(rx.clone())));
+    let task = tokio::spawn(batch::archive::run(
+        config,
+        store,
+        metrics,
+        ready,
+        stopped(rx),
+    ));
+    shutdown_signal().await;
+    let _ = tx.send(true);
+    task.await.context("archive task")??;
+    http.await.context("http task")??;
+    Ok(())
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum BatchCommand {
+    /// Recompute hours [from, to) from the raw archive and publish them.
+    Run(RunArgs),
+}
+
+/// A UTC instant: RFC 3339, or a bare date meaning its midnight UTC.
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| {
+            format!(
+                "{s:?} is neither an RFC 3339 time (2026-11-21T13:00:00Z) nor a date (2026-11-21)"
+            )
+        })
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// First hour (inclusive).
+    #[arg(long, value_parser = parse_time)]
+    from: DateTime<Utc>,
+    /// End (exclusive).
+    #[arg(long, value_parser = parse_time)]
+    to: DateTime<Utc>,
+    #[command(flatten)]
+    store: StoreFlag,
+    /// Events for an hour received later than this after its end are late data.
+    #[arg(long, env = "VIEWCOUNT_LATENESS", default_value = "10m", value_parser = parse_duration)]
+    lateness: Duration,
+    /// Also compute hours the archive has not completed (past its watermark).
+    #[arg(long)]
+    allow_incomplete: bool,
+    /// Show what would be read and written, compute nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the manifest as JSON instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn batch(cmd: BatchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BatchCommand::Run(a) => {
+            let store = batch::store::open(&a.store.url())?;
+            let opts = RunOptions {
+                from: a.from,
+                to: a.to,
+                rules: CountingRules::default(),
+                lateness: chrono::Duration::from_std(a.lateness)
+                    .context("lateness out of range")?,
+                allow_incomplete: a.allow_incomplete,
+                dry_run: a.dry_run,
+            };
+            let report = run_with_progress(store, &opts).await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report.manifest)?);
+            } else {
+                print_summary(&report, a.dry_run);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Runs batch with a progress bar on a terminal, plain log lines otherwise.
+pub(crate) async fn run_with_progress(
+    store: Arc<dyn object_store::ObjectStore>,
+    opts: &RunOptions,
+) -> anyhow::Result<RunReport> {
+    let tty = std::io::stderr().is_terminal();
+    let bar = ProgressBar::new(0);
+    if tty {
+        bar.set_style(
+            ProgressStyle::with_template("{msg:24} {bar:30} {pos}/{len} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let last_step = std::sync::Mutex::new(String::new());
+    let progress = |step: &str, done: u64, total: u64| {
+        bar.set_message(step.to_owned());
+        bar.set_length(total);
+        bar.set_position(done);
+        let mut last = last_step.lock().unwrap_or_else(|p| p.into_inner());
+        if !tty && *last != step {
+            tracing::info!(step, total, "batch");
+            *last = step.to_owned();
+        }
+    };
+    let report = batch::run::run(store, opts, &progress).await?;
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+pub(crate) fn print_summary(r: &RunReport, dry_run: bool) {
+    let m = &r.manifest;
+    let bytes: u64 = m.inputs.iter().map(|i| i.size).sum();
+    if dry_run {
+        println!(
+            "dry run: would compute hours [{}, {}) as run {}",
+            m.from, m.to, m.run_id
+        );
+    } else {
+        println!(
+            "run {}: hours [{}, {}) in {:.1}s",
+            m.run_id, m.from, m.to, m.seconds
+        );
+    }
+    if let Some(req) = m.skipped_incomplete_to {
+        println!(
+            "  skipped [{}, {req}): not complete yet (archive watermark {:?})",
+            m.to, m.archive_watermark
+        );
+    }
+    let verb = if dry_run { "would read" } else { "read" };
+    println!(
+        "  {verb} {} raw files, {} bytes (whole days, for the fraud cap)",
+        m.inputs.len(),
+        bytes
+    );
+    for o in &m.outputs {
+        if dry_run {
+            println!("  would write {}", o.path);
+        } else {
+            println!(
+                "  wrote {} ({} rows, {} bytes, sha256 {})",
+                o.path, o.rows, o.size, o.sha256
+            );
+        }
+    }
+    if !dry_run {
+        let rows = &m.rows;
+        println!(
+            "  rows: {} read, {} invalid, {} duplicates ({} conflicting ids), {} views, {} billable, {} fraud-filtered",
+            rows.input,
+            rows.invalid,
+            rows.duplicates,
+            rows.conflicting_ids,
+            rows.views,
+            rows.billable_views,
+            rows.fraud_filtered
+        );
+        println!("  manifest runs/{}.json", m.run_id);
+        if let Some(p) = &r.published {
+            println!(
+                "  published state #{}; batch watermark {}",
+                p.seq,
+                p.watermark.map_or("none".into(), |w| w.to_string())
+            );
+        }
+    }
+}
