@@ -7,12 +7,14 @@
 //!   dedup by `event_id` (earliest received wins), fraud cap, per video per
 //!   hour counts and viewer sketches; deterministic output and a manifest.
 //! - [`publish`]: how runs compose into the published state and `CURRENT`.
+//! - [`reconcile`]: speed vs batch per video-hour, each difference with its cause.
 //! - [`sketch`]: the unique-viewer HyperLogLog with a fixed byte format.
 //! - [`store`]: the object store and its layout.
 
 pub mod archive;
 pub mod progress;
 pub mod publish;
+pub mod reconcile;
 pub mod run;
 pub mod sketch;
 pub mod store;

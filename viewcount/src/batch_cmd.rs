@@ -241,3 +241,98 @@ pub(crate) fn print_summary(r: &RunReport, dry_run: bool) {
         }
     }
 }
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReconcileArgs {
+    /// First hour (inclusive).
+    #[arg(long, value_parser = parse_time)]
+    from: DateTime<Utc>,
+    /// End (exclusive).
+    #[arg(long, value_parser = parse_time)]
+    to: DateTime<Utc>,
+    #[command(flatten)]
+    store: StoreFlag,
+    /// Redis URL of the speed layer.
+    #[arg(long, env = "VIEWCOUNT_REDIS_URL")]
+    redis_url: String,
+    /// Prefix of the speed layer's keys.
+    #[arg(long, env = "VIEWCOUNT_REDIS_PREFIX", default_value = "vc:")]
+    redis_prefix: String,
+    /// The speed layer's dedup window.
+    #[arg(long, env = "VIEWCOUNT_DEDUP_WINDOW", default_value = "48h", value_parser = parse_duration)]
+    dedup_window: Duration,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Compares speed and batch; errors (exit 1) on any unexplained difference.
+pub(crate) async fn reconcile(a: ReconcileArgs) -> anyhow::Result<()> {
+    let store = batch::store::open(&a.store.url())?;
+    let mut conn = redis::Client::open(a.redis_url.as_str())
+        .with_context(|| format!("redis url {:?}", a.redis_url))?
+        .get_multiplexed_async_connection()
+        .await
+        .with_context(|| format!("connecting to {}", a.redis_url))?;
+    // The bucket bits do not matter for reading counters.
+    let keys = speed::keys::KeySpace::new(&a.redis_prefix, 16);
+    let speed_table: batch::reconcile::SpeedTable = speed::read::all_counts(&mut conn, &keys)
+        .await?
+        .into_iter()
+        .filter(|((_, h), _)| *h >= a.from && *h < a.to)
+        .map(|(k, c)| (k, [c.views, c.billable_views, c.watch_seconds]))
+        .collect();
+    let window = chrono::Duration::from_std(a.dedup_window).context("dedup window out of range")?;
+    let report = batch::reconcile::reconcile(store, &speed_table, a.from, a.to, window).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_reconcile(&report);
+    }
+    if report.has_unexplained() {
+        anyhow::bail!(
+            "speed and batch differ without a known cause in {} view(s); see the rows marked unexplained",
+            report
+                .totals
+                .get(&batch::reconcile::Cause::Unexplained)
+                .copied()
+                .unwrap_or(0)
+        );
+    }
+    Ok(())
+}
+
+fn print_reconcile(r: &batch::reconcile::Report) {
+    println!(
+        "reconcile [{}, {}): {} published hours, {} video-hours, {} agree",
+        r.from, r.to, r.hours_compared, r.video_hours, r.agreeing
+    );
+    if !r.differences.is_empty() {
+        println!(
+            "{:<24} {:<22} {:>8} {:>8} {:>10} {:>10}  causes",
+            "video", "hour", "speed", "batch", "speed bil", "batch bil"
+        );
+        for d in &r.differences {
+            let causes: Vec<String> = d.causes.iter().map(|(c, n)| format!("{c:?}={n}")).collect();
+            println!(
+                "{:<24} {:<22} {:>8} {:>8} {:>10} {:>10}  {}",
+                d.video_id,
+                d.hour.format("%Y-%m-%dT%H:%MZ").to_string(),
+                d.speed_views,
+                d.batch_views,
+                d.speed_billable,
+                d.batch_billable_before_cap,
+                causes.join(" ")
+            );
+        }
+    }
+    let totals: Vec<String> = r.totals.iter().map(|(c, n)| format!("{c:?}={n}")).collect();
+    println!(
+        "totals: {}",
+        if totals.is_empty() {
+            "no differences".into()
+        } else {
+            totals.join(" ")
+        }
+    );
+}

@@ -35,6 +35,8 @@ enum Command {
     /// The batch layer: authoritative recomputation from the archive.
     #[command(subcommand)]
     Batch(batch_cmd::BatchCommand),
+    /// Speed vs batch per video-hour, every difference with its cause.
+    Reconcile(batch_cmd::ReconcileArgs),
     /// Seeded synthetic traffic, to an ingest URL or to NDJSON.
     Gen(gen_cmd::Args),
 }
@@ -59,6 +61,7 @@ fn main() -> std::process::ExitCode {
             Command::Speed(a) => speed_cmd::run(a).await,
             Command::Archive(a) => batch_cmd::archive(a).await,
             Command::Batch(c) => batch_cmd::batch(c).await,
+            Command::Reconcile(a) => batch_cmd::reconcile(a).await,
             Command::Gen(a) => gen_cmd::run(a).await,
         }
     });

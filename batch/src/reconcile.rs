@@ -1,0 +1,275 @@
+//! `viewcount reconcile --from --to`: the speed layer against the published
+//! batch, per video per hour, every difference with its cause (DESIGN §5.5).
+//!
+//! Expected relations: speed views == batch views, and speed billable ==
+//! batch billable + batch fraud_filtered. Where speed counts more views than
+//! batch, the raw archive says why: copies of an `event_id` that batch
+//! removed but the speed layer could not see as duplicates —
+//! - *conflicting duplicate*: a copy whose payload differs from the winner
+//!   and that lands in another partition or occurred-at day (another dedup
+//!   hash), so speed counted it too;
+//! - *late beyond the dedup window*: an exact re-send received more than the
+//!   window after the first copy, when speed had forgotten the id.
+//!
+//! Anything else is *unexplained*, and makes the command exit non-zero.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use chrono::{DateTime, Duration, Utc};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use serde::Serialize;
+
+use crate::run::ViewsTable;
+use crate::{Error, Result, publish, run, store};
+
+/// Speed-layer counts by (video, hour): `[views, billable, watch_seconds]`.
+pub type SpeedTable = BTreeMap<(String, DateTime<Utc>), [u64; 3]>;
+
+/// Why speed and batch differ for one video-hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// Billable views the batch fraud cap removed (speed has no cap).
+    FraudFiltered,
+    /// Copies with a different payload that speed could not match.
+    ConflictingDuplicate,
+    /// Re-sends received after the dedup window.
+    LateBeyondDedupWindow,
+    /// No known cause.
+    Unexplained,
+}
+
+/// One video-hour's difference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Difference {
+    /// Video.
+    pub video_id: String,
+    /// Hour.
+    pub hour: DateTime<Utc>,
+    /// Speed views.
+    pub speed_views: u64,
+    /// Batch views.
+    pub batch_views: u64,
+    /// Speed billable.
+    pub speed_billable: u64,
+    /// Batch billable + fraud-filtered.
+    pub batch_billable_before_cap: u64,
+    /// Each cause with the number of views it explains.
+    pub causes: Vec<(Cause, u64)>,
+}
+
+/// The reconciliation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Range compared.
+    pub from: DateTime<Utc>,
+    /// End (exclusive).
+    pub to: DateTime<Utc>,
+    /// Hours of the range the published batch owns (only those are compared).
+    pub hours_compared: usize,
+    /// Video-hours compared.
+    pub video_hours: usize,
+    /// Video-hours where speed and batch agree exactly (fraud cap aside).
+    pub agreeing: usize,
+    /// Every difference.
+    pub differences: Vec<Difference>,
+    /// Views per cause over the range.
+    pub totals: BTreeMap<Cause, u64>,
+}
+
+impl Report {
+    /// Whether any difference has no known cause.
+    pub fn has_unexplained(&self) -> bool {
+        self.totals.get(&Cause::Unexplained).copied().unwrap_or(0) > 0
+    }
+}
+
+/// Reconciles `speed` (already read from Redis for the range) with the
+/// published batch for `[from, to)`.
+pub async fn reconcile(
+    store: Arc<dyn ObjectStore>,
+    speed: &SpeedTable,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    dedup_window: Duration,
+) -> Result<Report> {
+    let state = publish::current(store.as_ref()).await?.ok_or_else(|| {
+        Error::Input("nothing is published yet; run `viewcount batch run` first".into())
+    })?;
+    let owned: BTreeMap<DateTime<Utc>, String> = state
+        .hours
+        .range(from..to)
+        .map(|(h, r)| (*h, r.clone()))
+        .collect();
+    let mut batch: ViewsTable = BTreeMap::new();
+    let mut runs: Vec<&String> = owned.values().collect();
+    runs.sort();
+    runs.dedup();
+    for r in runs {
+        let bytes = store.get(&store::views_file(r)).await?.bytes().await?;
+        for (k, v) in run::read_views(bytes)? {
+            if owned.get(&k.1) == Some(r) {
+                batch.insert(k, v);
+            }
+        }
+    }
+    let excess = if owned.is_empty() {
+        BTreeMap::new()
+    } else {
+        speed_excess(store, &owned, dedup_window).await?
+    };
+
+    let mut keys: Vec<&(String, DateTime<Utc>)> = batch
+        .keys()
+        .chain(speed.keys().filter(|(_, h)| owned.contains_key(h)))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut differences = Vec::new();
+    let mut totals: BTreeMap<Cause, u64> = BTreeMap::new();
+    let mut agreeing = 0;
+    for k in &keys {
+        let b = batch.get(*k).copied().unwrap_or_default();
+        let s = speed.get(*k).copied().unwrap_or_default();
+        let (bv, bb, bf) = (b[0], b[1], b[2]);
+        let (sv, sb) = (s[0], s[1]);
+        if sv == bv && sb == bb + bf {
+            if bf > 0 {
+                *totals.entry(Cause::FraudFiltered).or_default() += bf;
+            }
+            agreeing += 1;
+            continue;
+        }
+        let mut causes = Vec::new();
+        if bf > 0 {
+            causes.push((Cause::FraudFiltered, bf));
+        }
+        let mut extra = sv.saturating_sub(bv);
+        let known = excess.get(*k).copied().unwrap_or_default();
+        for (cause, n) in [
+            (Cause::ConflictingDuplicate, known[0]),
+            (Cause::LateBeyondDedupWindow, known[1]),
+        ] {
+            let take = n.min(extra);
+            if take > 0 {
+                causes.push((cause, take));
+                extra -= take;
+            }
+        }
+        let unexplained = extra + bv.saturating_sub(sv);
+        if unexplained > 0 {
+            causes.push((Cause::Unexplained, unexplained));
+        }
+        for (c, n) in &causes {
+            *totals.entry(*c).or_default() += n;
+        }
+        differences.push(Difference {
+            video_id: k.0.clone(),
+            hour: k.1,
+            speed_views: sv,
+            batch_views: bv,
+            speed_billable: sb,
+            batch_billable_before_cap: bb + bf,
+            causes,
+        });
+    }
+    Ok(Report {
+        from,
+        to,
+        hours_compared: owned.len(),
+        video_hours: keys.len(),
+        agreeing,
+        differences,
+        totals,
+    })
+}
+
+/// Per (video, hour): copies batch removed that speed counts, by cause
+/// `[conflicting, late beyond the window]`.
+async fn speed_excess(
+    store: Arc<dyn ObjectStore>,
+    owned: &BTreeMap<DateTime<Utc>, String>,
+    dedup_window: Duration,
+) -> Result<BTreeMap<(String, DateTime<Utc>), [u64; 2]>> {
+    // The inputs of the owning runs: exactly what batch read.
+    let mut paths: Vec<String> = Vec::new();
+    let mut runs: Vec<&String> = owned.values().collect();
+    runs.sort();
+    runs.dedup();
+    for r in runs {
+        let m: run::Manifest = store::get_json(store.as_ref(), &store::manifest(r))
+            .await?
+            .ok_or_else(|| Error::Corrupt(format!("the manifest of run {r} is missing")))?;
+        paths.extend(m.inputs.into_iter().map(|i| i.path));
+    }
+    paths.sort();
+    paths.dedup();
+    let mut out: BTreeMap<(String, DateTime<Utc>), [u64; 2]> = BTreeMap::new();
+    if paths.is_empty() {
+        return Ok(out);
+    }
+    let ctx = SessionContext::new();
+    let url = url::Url::parse(store::DATAFUSION_URL).map_err(|e| Error::Config(e.to_string()))?;
+    ctx.register_object_store(&url, store);
+    let urls: Vec<String> = paths
+        .iter()
+        .map(|p| format!("{}{}", store::DATAFUSION_URL, Path::from(p.as_str())))
+        .collect();
+    let raw = ctx
+        .read_parquet(
+            urls,
+            ParquetReadOptions::default().schema(&schemas::raw_schema()),
+        )
+        .await?;
+    ctx.register_table("raw", raw.into_view())?;
+    // Every non-winning copy, with the winner's partition, day and payload.
+    let window_us = dedup_window.num_microseconds().unwrap_or(i64::MAX);
+    let sql = format!(
+        "WITH r AS (
+           SELECT video_id, CAST(date_trunc('hour', occurred_at) AS BIGINT) AS hour_us,
+                  CAST(date_trunc('day', occurred_at) AS BIGINT) AS day_us,
+                  kafka_partition, CAST(received_at AS BIGINT) AS recv_us,
+                  concat_ws('|', video_id, user_id, COALESCE(session_id, ''), CAST(CAST(occurred_at AS BIGINT) AS VARCHAR),
+                            CAST(watch_seconds AS VARCHAR), device, COALESCE(country, ''), COALESCE(referrer, ''),
+                            COALESCE(quality, ''), CAST(revenue_eligible AS VARCHAR), CAST(ad_impressions AS VARCHAR)) AS payload,
+                  ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY received_at, kafka_partition, kafka_offset) AS occ,
+                  event_id
+           FROM raw),
+         w AS (SELECT event_id, kafka_partition AS wp, day_us AS wd, payload AS wpay, recv_us AS wr FROM r WHERE occ = 1)
+         SELECT r.video_id, r.hour_us,
+                SUM(CASE WHEN r.payload <> w.wpay AND (r.kafka_partition <> w.wp OR r.day_us <> w.wd) THEN 1 ELSE 0 END) AS conflicting,
+                SUM(CASE WHEN r.payload = w.wpay AND r.recv_us - w.wr > {window_us} THEN 1 ELSE 0 END) AS late
+         FROM r JOIN w ON r.event_id = w.event_id
+         WHERE r.occ > 1
+         GROUP BY r.video_id, r.hour_us"
+    );
+    let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
+    while let Some(b) = stream.try_next().await? {
+        add_excess(&mut out, &b)?;
+    }
+    Ok(out)
+}
+
+fn add_excess(
+    out: &mut BTreeMap<(String, DateTime<Utc>), [u64; 2]>,
+    b: &RecordBatch,
+) -> Result<()> {
+    let v = b.column(0).as_string::<i32>();
+    let h = b.column(1).as_primitive::<Int64Type>();
+    let c = b.column(2).as_primitive::<Int64Type>();
+    let l = b.column(3).as_primitive::<Int64Type>();
+    for i in 0..b.num_rows() {
+        let hour = DateTime::from_timestamp_micros(h.value(i))
+            .ok_or_else(|| Error::Corrupt("hour out of range in the archive".into()))?;
+        let e = out.entry((v.value(i).to_owned(), hour)).or_default();
+        e[0] += c.value(i) as u64;
+        e[1] += l.value(i) as u64;
+    }
+    Ok(())
+}
