@@ -28,3 +28,17 @@ ensure_build_tools() {
   fi
   command -v cargo >/dev/null || { echo "error: cargo not found; install a Rust toolchain (rustup)" >&2; return 1; }
 }
+
+# DuckDB's Python package: the interoperability test reads our Parquet with it.
+ensure_duckdb() {
+  command -v python3 >/dev/null || {
+    echo "== installing python3 (apt-get)" >&2
+    need_root_or_sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    need_root_or_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip >/dev/null
+  }
+  python3 -c 'import duckdb' 2>/dev/null && return 0
+  echo "== installing duckdb (pip)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check duckdb 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages duckdb
+  python3 -c 'import duckdb'
+}

@@ -60,6 +60,11 @@ impl Setup {
         }
     }
 
+    /// The store's directory.
+    pub(crate) fn root(&self) -> std::path::PathBuf {
+        self._dir.path().to_path_buf()
+    }
+
     pub(crate) fn archive(&self, group: &str) -> Archive {
         let mut c = ArchiveConfig::new(self.kafka.bootstrap_servers(), &self.topic);
         c.group_id = group.into();

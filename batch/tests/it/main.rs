@@ -1,6 +1,7 @@
 //! The archive and batch layers against a real broker and a real object store
 //! (local directory), compared with the generator's truth.
 
+mod duckdb;
 mod harness;
 mod pipeline;
 mod reconcile;
