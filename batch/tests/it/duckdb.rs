@@ -61,7 +61,10 @@ async fn duckdb_reads_raw_and_views_with_the_contract_types() {
     assert_eq!(t["revenue_eligible"], "BOOLEAN");
     assert_eq!(t["kafka_partition"], "INTEGER");
     assert_eq!(t["kafka_offset"], "BIGINT");
-    assert!(t.get("dt").is_some() && t.get("hour").is_some(), "Hive partition columns: {t}");
+    assert!(
+        t.get("dt").is_some() && t.get("hour").is_some(),
+        "Hive partition columns: {t}"
+    );
     assert_eq!(v["partition_mismatches"], 0);
     assert_eq!(v["rows"], truth.accepted_events());
     assert_eq!(v["distinct"], truth.views());
@@ -76,5 +79,8 @@ async fn duckdb_reads_raw_and_views_with_the_contract_types() {
     let billable: u64 = rows.iter().map(|r| r.billable_views).sum::<u64>() - fraud;
     assert_eq!(v["billable"], billable);
     assert_eq!(v["fraud"], fraud);
-    assert_eq!(v["watch"], rows.iter().map(|r| r.watch_seconds).sum::<u64>());
+    assert_eq!(
+        v["watch"],
+        rows.iter().map(|r| r.watch_seconds).sum::<u64>()
+    );
 }
