@@ -26,7 +26,7 @@ use infra::redis::RedisServer;
 use loadgen::{GenConfig, Generator};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use schemas::{CountingRules, ReceivedEvent, ValidationContext};
+use schemas::{CountingRules, ReceivedEvent};
 use speed::SpeedConfig;
 use speed::apply::{PartitionBatch, Record, Retention, SCRIPT};
 use speed::keys::KeySpace;
@@ -132,11 +132,7 @@ fn events(n: u64, seed: u64) -> anyhow::Result<Vec<ReceivedEvent>> {
         zipf_exponent: 0.5,
         ..GenConfig::default()
     })?;
-    let now = Utc::now();
-    let ctx = ValidationContext::at(now);
-    Ok(g.filter_map(|e| schemas::parse_event(&e.value, &ctx).ok())
-        .map(|e| ReceivedEvent::new(e, now))
-        .collect())
+    Ok(g.accepted_at(Utc::now()))
 }
 
 fn producer(bootstrap: &str) -> anyhow::Result<FutureProducer> {

@@ -289,6 +289,16 @@ impl Generator {
         &self.cfg
     }
 
+    /// The events ingest would accept if it received them all at `now`,
+    /// stamped as received then: what tests and benchmarks produce straight
+    /// to Kafka when they skip HTTP.
+    pub fn accepted_at(self, now: DateTime<Utc>) -> Vec<schemas::ReceivedEvent> {
+        let ctx = schemas::ValidationContext::at(now);
+        self.filter_map(|e| schemas::parse_event(&e.value, &ctx).ok())
+            .map(|e| schemas::ReceivedEvent::new(e, now))
+            .collect()
+    }
+
     /// The video id for a popularity rank (1 = most popular).
     pub fn video_id(rank: u32) -> String {
         format!("v{rank:05}")

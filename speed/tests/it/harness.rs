@@ -10,7 +10,7 @@ use infra::test::{TestKafka, unique_name};
 use ingest::{EventProducer, ProducerConfig};
 use loadgen::{GenConfig, Generator, Truth};
 use prometheus_client::registry::Registry;
-use schemas::{CountingRules, ReceivedEvent, ValidationContext};
+use schemas::CountingRules;
 use speed::keys::KeySpace;
 use speed::{Counts, SpeedConfig};
 use telemetry::ReadyFlag;
@@ -124,18 +124,13 @@ impl Setup {
 
     /// As [`Self::produce_generated`], adding to `truth`.
     pub(crate) async fn produce_generated_into(&self, n: u64, seed: u64, truth: &mut Truth) {
-        let g = Generator::new(GenConfig {
+        let events = Generator::new(GenConfig {
             events: n,
             seed,
             ..GenConfig::default()
         })
-        .unwrap();
-        let now = Utc::now();
-        let ctx = ValidationContext::at(now);
-        let events: Vec<ReceivedEvent> = g
-            .filter_map(|e| schemas::parse_event(&e.value, &ctx).ok())
-            .map(|e| ReceivedEvent::new(e, now))
-            .collect();
+        .unwrap()
+        .accepted_at(Utc::now());
         for chunk in events.chunks(1000) {
             self.producer.produce_all(chunk).await.expect("produced");
             for e in chunk {
