@@ -314,6 +314,63 @@ fn run_id(
     store::sha256(canonical.to_string().as_bytes())[..16].to_owned()
 }
 
+/// The payload columns: what makes two copies of an event_id the same event.
+const PAYLOAD_COLUMNS: &str = "video_id, user_id, session_id, occurred_at, watch_seconds, device, country, referrer, quality, revenue_eligible, ad_impressions";
+
+/// `vc_payload_fp(payload columns)`: a 64-bit FNV-1a over the values (nulls
+/// and lengths marked), to spot conflicting duplicates without keeping the
+/// payloads.
+fn payload_fp_udf() -> datafusion::logical_expr::ScalarUDF {
+    let raw = schemas::raw_schema();
+    let types: Vec<DataType> = PAYLOAD_COLUMNS
+        .split(", ")
+        .filter_map(|c| raw.field_with_name(c).ok().map(|f| f.data_type().clone()))
+        .collect();
+    create_udf(
+        "vc_payload_fp",
+        types,
+        DataType::UInt64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let n = arrays.first().map_or(0, |a| a.len());
+            let mut out = arrow::array::UInt64Builder::with_capacity(n);
+            for i in 0..n {
+                let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+                let mut feed = |bytes: &[u8]| {
+                    for &b in bytes.iter().chain(&(bytes.len() as u32).to_be_bytes()) {
+                        h ^= u64::from(b);
+                        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+                    }
+                };
+                for a in &arrays {
+                    if a.is_null(i) {
+                        feed(&[0xff]);
+                        continue;
+                    }
+                    match a.data_type() {
+                        DataType::Utf8 => feed(a.as_string::<i32>().value(i).as_bytes()),
+                        DataType::Int32 => feed(
+                            &a.as_primitive::<arrow::datatypes::Int32Type>()
+                                .value(i)
+                                .to_be_bytes(),
+                        ),
+                        DataType::Boolean => feed(&[u8::from(a.as_boolean().value(i))]),
+                        DataType::Timestamp(..) => feed(
+                            &a.as_primitive::<TimestampMicrosecondType>()
+                                .value(i)
+                                .to_be_bytes(),
+                        ),
+                        _ => feed(&[0xfe]),
+                    }
+                }
+                out.append_value(h);
+            }
+            Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
+        }),
+    )
+}
+
 const RAW_COLUMNS: &str = "event_id, video_id, user_id, session_id, occurred_at, watch_seconds, device, country, referrer, quality, revenue_eligible, ad_impressions, schema_version, received_at, kafka_partition, kafka_offset";
 
 /// The re-validation UDF: true when a raw row passes the `schemas` rules
@@ -400,6 +457,7 @@ async fn compute(
     let url = url::Url::parse(store::DATAFUSION_URL).map_err(|e| Error::Config(e.to_string()))?;
     ctx.register_object_store(&url, store);
     ctx.register_udf(valid_udf());
+    ctx.register_udf(payload_fp_udf());
     let paths: Vec<String> = inputs
         .iter()
         .map(|i| format!("{}{}", store::DATAFUSION_URL, i.path))
@@ -413,10 +471,18 @@ async fn compute(
     ctx.register_table("raw", raw.into_view())?;
 
     let (from_us, to_us) = (from.timestamp_micros(), to.timestamp_micros());
+    // One pass over the raw rows: re-validate, number each event_id's copies,
+    // fingerprint payloads. Materialized once; every later query reads it.
+    let ranked_sql = format!(
+        "SELECT event_id, video_id, user_id, occurred_at, watch_seconds, revenue_eligible,
+                vc_payload_fp({PAYLOAD_COLUMNS}) AS fp,
+                ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY received_at, kafka_partition, kafka_offset) AS occ
+         FROM raw WHERE vc_valid({RAW_COLUMNS})"
+    );
+    let ranked = ctx.sql(&ranked_sql).await?.cache().await?;
+    ctx.register_table("ranked", ranked.into_view())?;
     let firsts = format!(
-        "valid AS (SELECT * FROM raw WHERE vc_valid({RAW_COLUMNS})),
-         ranked AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY received_at, kafka_partition, kafka_offset) AS occ FROM valid),
-         firsts AS (SELECT video_id, user_id, occurred_at, watch_seconds, event_id,
+        "firsts AS (SELECT video_id, user_id, occurred_at, watch_seconds, event_id,
                            (revenue_eligible AND watch_seconds >= {min}) AS billable
                     FROM ranked WHERE occ = 1)",
         min = rules.billable_min_watch_seconds
@@ -442,17 +508,11 @@ async fn compute(
          WHERE CAST(occurred_at AS BIGINT) >= {from_us} AND CAST(occurred_at AS BIGINT) < {to_us}
          GROUP BY 1, 2, 3"
     );
-    let stats_sql = format!(
-        "WITH {firsts}
-         SELECT (SELECT COUNT(*) FROM raw) AS input,
-                (SELECT COUNT(*) FROM valid) AS valid,
-                (SELECT COUNT(*) FROM firsts) AS firsts,
-                (SELECT COUNT(*) FROM (SELECT event_id FROM valid GROUP BY event_id
-                    HAVING COUNT(DISTINCT concat_ws('|', video_id, user_id, COALESCE(session_id, ''),
-                        CAST(CAST(occurred_at AS BIGINT) AS VARCHAR), CAST(watch_seconds AS VARCHAR), device,
-                        COALESCE(country, ''), COALESCE(referrer, ''), COALESCE(quality, ''),
-                        CAST(revenue_eligible AS VARCHAR), CAST(ad_impressions AS VARCHAR))) > 1)) AS conflicting"
-    );
+    let stats_sql = "SELECT (SELECT COUNT(*) FROM raw) AS input,
+                (SELECT COUNT(*) FROM ranked) AS valid,
+                (SELECT COUNT(*) FROM ranked WHERE occ = 1) AS firsts,
+                (SELECT COUNT(DISTINCT d.event_id) FROM ranked d JOIN ranked f ON d.event_id = f.event_id
+                 WHERE d.occ > 1 AND f.occ = 1 AND d.fp <> f.fp) AS conflicting";
 
     // Unique viewers per (video, hour).
     let mut sketches: BTreeMap<(String, i64), Sketch> = BTreeMap::new();
@@ -514,7 +574,7 @@ async fn compute(
     ];
     let out = RecordBatch::try_new(views_schema(), columns)?;
 
-    let stats = ctx.sql(&stats_sql).await?.collect().await?;
+    let stats = ctx.sql(stats_sql).await?.collect().await?;
     if let Some(b) = stats.first() {
         let get = |c: usize| b.column(c).as_primitive::<Int64Type>().value(0) as u64;
         rows.input = get(0);

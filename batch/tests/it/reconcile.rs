@@ -125,6 +125,10 @@ async fn speed_and_batch_reconcile_with_every_difference_explained() {
     speed_task.await.unwrap().unwrap();
 
     let report = s.run_batch(&truth).await;
+    assert_eq!(
+        report.manifest.rows.conflicting_ids, 4,
+        "batch reports the conflicts"
+    );
     let (from, to) = (report.manifest.from, report.manifest.to);
     let speed = speed_table(&redis, &keys).await;
     let r = batch::reconcile::reconcile(
