@@ -103,6 +103,7 @@ const DUCKDB: &str = r#"
 import json, resource, sys, time, duckdb
 root = sys.argv[1]
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 t = time.time()
 rows, out, views = con.execute(f"""
 WITH raw AS (SELECT * FROM read_parquet('{root}/raw/*/*/*.parquet')),
