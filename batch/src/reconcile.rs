@@ -21,8 +21,8 @@ use arrow::datatypes::Int64Type;
 use chrono::{DateTime, Duration, Utc};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use futures::TryStreamExt;
+use object_store::ObjectStore;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 use serde::Serialize;
 
 use crate::run::ViewsTable;
@@ -112,8 +112,7 @@ pub async fn reconcile(
     runs.sort();
     runs.dedup();
     for r in runs {
-        let bytes = store.get(&store::views_file(r)).await?.bytes().await?;
-        for (k, v) in run::read_views(bytes)? {
+        for (k, v) in run::load_views(store.as_ref(), r).await? {
             if owned.get(&k.1) == Some(r) {
                 batch.insert(k, v);
             }

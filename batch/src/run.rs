@@ -592,6 +592,11 @@ fn empty_views() -> Result<RecordBatch> {
 /// Counts by (video, hour): `[views, billable_views, fraud_filtered, watch_seconds]`.
 pub type ViewsTable = BTreeMap<(String, DateTime<Utc>), [u64; 4]>;
 
+/// Reads a run's views file from the store.
+pub async fn load_views(store: &dyn ObjectStore, run_id: &str) -> Result<ViewsTable> {
+    read_views(store.get(&store::views_file(run_id)).await?.bytes().await?)
+}
+
 /// Reads a views file back.
 pub fn read_views(bytes: bytes::Bytes) -> Result<ViewsTable> {
     let reader =

@@ -112,6 +112,24 @@ impl std::fmt::Debug for EmbeddedKafka {
     }
 }
 
+/// The high watermark (next offset) of each of `partitions` partitions of
+/// `topic`. Blocking: call it from `spawn_blocking` in async code.
+pub fn high_watermarks(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    timeout: std::time::Duration,
+) -> Result<Vec<i64>> {
+    use rdkafka::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    (0..partitions)
+        .map(|p| Ok(c.fetch_watermarks(topic, p, timeout)?.1))
+        .collect()
+}
+
 /// One record read back from a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaRecord {

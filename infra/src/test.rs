@@ -49,6 +49,16 @@ impl TestKafka {
         self.embedded.as_ref()
     }
 
+    /// High watermarks of `topic`'s first `partitions` partitions.
+    pub async fn high_watermarks(&self, topic: &str, partitions: i32) -> Result<Vec<i64>> {
+        let (b, t) = (self.bootstrap.clone(), topic.to_owned());
+        tokio::task::spawn_blocking(move || {
+            crate::kafka::high_watermarks(&b, &t, partitions, Duration::from_secs(10))
+        })
+        .await
+        .map_err(|e| crate::Error::Io(std::io::Error::other(e)))?
+    }
+
     /// Creates a uniquely named topic and returns its name.
     pub async fn topic(&self, prefix: &str, partitions: i32) -> Result<String> {
         let name = unique_name(prefix);

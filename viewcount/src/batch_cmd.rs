@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use schemas::CountingRules;
 use telemetry::OpsBuilder;
 
-use crate::util::{parse_duration, shutdown_signal};
+use crate::util::{parse_duration, run_service};
 
 /// `--store`, shared.
 #[derive(Debug, clap::Args)]
@@ -54,32 +54,10 @@ pub(crate) async fn archive(a: ArchiveArgs) -> anyhow::Result<()> {
     let metrics = ArchiveMetrics::register(ops.registry());
     let ready = ops.flag("archive");
     let ops = ops.build();
-    let listener = tokio::net::TcpListener::bind(&a.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (--listen / VIEWCOUNT_LISTEN)",
-                a.listen
-            )
-        })?;
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let app = ops.router().fallback(telemetry::not_found);
-    let http = tokio::spawn(telemetry::serve(listener, app, ops, stopped(rx.clone())));
-    let task = tokio::spawn(batch::archive::run(
-        config,
-        store,
-        metrics,
-        ready,
-        stopped(rx),
-    ));
-    shutdown_signal().await;
-    let _ = tx.send(true);
-    task.await.context("archive task")??;
-    http.await.context("http task")??;
-    Ok(())
+    run_service(&a.listen, ops, |stop| {
+        batch::archive::run(config, store, metrics, ready, stop)
+    })
+    .await
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use ingest::{EventProducer, IngestConfig, ProducerConfig};
 
-use crate::util::{parse_duration, shutdown_signal};
+use crate::util::{bind, parse_duration, shutdown_signal};
 
 /// Flags shared by every command that runs ingest.
 #[derive(Debug, clap::Args)]
@@ -60,14 +60,7 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let producer = Arc::new(a.flags.producer(&a.kafka, &a.topic)?);
-    let listener = tokio::net::TcpListener::bind(&a.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}; is another service using it? (--listen / VIEWCOUNT_LISTEN)",
-                a.listen
-            )
-        })?;
+    let listener = bind(&a.listen).await?;
     ingest::run(listener, a.flags.config()?, producer, shutdown_signal()).await?;
     Ok(())
 }

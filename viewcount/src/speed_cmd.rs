@@ -6,7 +6,7 @@ use anyhow::Context;
 use speed::SpeedConfig;
 use telemetry::OpsBuilder;
 
-use crate::util::{parse_duration, shutdown_signal};
+use crate::util::{parse_duration, run_service};
 
 /// Speed-layer flags shared by `speed` and `up`.
 #[derive(Debug, clap::Args)]
@@ -81,27 +81,8 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let metrics = speed::Metrics::register(ops.registry());
     let ready = ops.flag("redis");
     let ops = ops.build();
-    let listener = tokio::net::TcpListener::bind(&a.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (--listen / VIEWCOUNT_LISTEN)",
-                a.listen
-            )
-        })?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut rx1 = stop_rx.clone();
-    let app = ops.router().fallback(telemetry::not_found);
-    let http = tokio::spawn(telemetry::serve(listener, app, ops, async move {
-        let _ = rx1.wait_for(|s| *s).await;
-    }));
-    let mut rx2 = stop_rx;
-    let speed = tokio::spawn(speed::run(config, metrics, ready, async move {
-        let _ = rx2.wait_for(|s| *s).await;
-    }));
-    shutdown_signal().await;
-    let _ = stop_tx.send(true);
-    speed.await.context("speed task")??;
-    http.await.context("http task")??;
-    Ok(())
+    run_service(&a.listen, ops, |stop| {
+        speed::run(config, metrics, ready, stop)
+    })
+    .await
 }

@@ -14,15 +14,13 @@ use chrono::Utc;
 use infra::kafka::{EmbeddedKafka, read_topic};
 use infra::redis::RedisServer;
 use loadgen::{GenConfig, Generator, SendConfig, Truth};
-use object_store::ObjectStoreExt;
 use schemas::{CountingRules, ReceivedEvent, ValidationContext};
 use speed::keys::KeySpace;
 use telemetry::OpsBuilder;
-use tokio::sync::watch;
 
 use crate::ingest_cmd::IngestFlags;
 use crate::speed_cmd::SpeedFlags;
-use crate::util::shutdown_signal;
+use crate::util::{Stop, bind, shutdown_signal};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -135,19 +133,11 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         .merge(ops.router())
         .fallback(telemetry::not_found);
 
-    let listener = tokio::net::TcpListener::bind(&a.listen).await.with_context(|| {
-        format!(
-            "cannot listen on {}; is another viewcount running? pick another with --listen / VIEWCOUNT_LISTEN",
-            a.listen
-        )
-    })?;
+    let listener = bind(&a.listen).await?;
     let addr = listener.local_addr()?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let stop = Stop::new();
     let server = tokio::spawn({
-        let stop = stopped(stop_rx.clone());
+        let stop = stop.wait();
         async move {
             let served = telemetry::serve(listener, app, ops, stop).await;
             if let Err(e) = producer.flush().await {
@@ -160,7 +150,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         speed_config,
         speed_metrics.clone(),
         speed_ready,
-        stopped(stop_rx.clone()),
+        stop.wait(),
     ));
     let mut archive_config = batch::archive::ArchiveConfig::new(&bootstrap, &a.topic);
     archive_config.flush_interval = Duration::from_secs(2);
@@ -169,7 +159,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         store.clone(),
         archive_metrics,
         archive_ready,
-        stopped(stop_rx.clone()),
+        stop.wait(),
     ));
     println!("ingest: http://{addr}/v1/events  (also /healthz /readyz /metrics)");
     println!(
@@ -218,7 +208,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
             () = live => {},
         }
     }
-    let _ = stop_tx.send(true);
+    stop.stop();
     server.await.context("ingest task")??;
     speed_task.await.context("speed task")??;
     archive_task.await.context("archive task")??;
@@ -379,13 +369,7 @@ async fn demo_batch(
     );
     let report = crate::batch_cmd::run_with_progress(store.clone(), &opts).await?;
     crate::batch_cmd::print_summary(&report, false);
-    let out = &report.manifest.outputs[0];
-    let bytes = store
-        .get(&object_store::path::Path::from(out.path.as_str()))
-        .await?
-        .bytes()
-        .await?;
-    let views = batch::run::read_views(bytes)?;
+    let views = batch::run::load_views(store.as_ref(), &report.manifest.run_id).await?;
     let want: batch::run::ViewsTable = rows
         .iter()
         .map(|r| {

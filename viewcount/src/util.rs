@@ -36,6 +36,63 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// Binds the HTTP listen address, with an error that says which flag sets it.
+pub(crate) async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    use anyhow::Context;
+    tokio::net::TcpListener::bind(listen).await.with_context(|| {
+        format!(
+            "cannot listen on {listen}; is another viewcount running? pick another with --listen / VIEWCOUNT_LISTEN"
+        )
+    })
+}
+
+/// One stop signal shared by the tasks of a process: each takes
+/// [`Stop::wait`] as its shutdown future.
+#[derive(Debug)]
+pub(crate) struct Stop(tokio::sync::watch::Sender<bool>);
+
+impl Stop {
+    pub(crate) fn new() -> Self {
+        Self(tokio::sync::watch::channel(false).0)
+    }
+
+    /// Resolves once [`Stop::stop`] was called.
+    pub(crate) fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+
+    pub(crate) fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// Runs one service with `/healthz`, `/readyz`, `/metrics` on `listen` until
+/// SIGINT/SIGTERM, then stops both and waits for them.
+pub(crate) async fn run_service<F, E>(
+    listen: &str,
+    ops: telemetry::Ops,
+    service: impl FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> F,
+) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<anyhow::Error> + Send + 'static,
+{
+    use anyhow::Context;
+    let listener = bind(listen).await?;
+    let stop = Stop::new();
+    let app = ops.router().fallback(telemetry::not_found);
+    let http = tokio::spawn(telemetry::serve(listener, app, ops, stop.wait()));
+    let task = tokio::spawn(service(Box::pin(stop.wait())));
+    shutdown_signal().await;
+    stop.stop();
+    task.await.context("service task")?.map_err(Into::into)?;
+    http.await.context("http task")??;
+    Ok(())
+}
+
 /// Resolves when SIGINT (Ctrl-C) or SIGTERM arrives.
 pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use infra::test::TestKafka;
 use ingest::{EventProducer, ProducerConfig};
 use loadgen::{GenConfig, Generator, Truth};
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 use schemas::{CountingRules, ReceivedEvent};
 use telemetry::ReadyFlag;
 use tokio::sync::oneshot;
@@ -111,24 +111,11 @@ impl Setup {
 
     /// Waits until the archive's progress covers every record in the topic.
     pub(crate) async fn wait_archived(&self) {
-        let b = self.kafka.bootstrap_servers().to_owned();
-        let t = self.topic.clone();
-        let high: Vec<i64> = tokio::task::spawn_blocking(move || {
-            use rdkafka::consumer::{BaseConsumer, Consumer};
-            let c: BaseConsumer = rdkafka::ClientConfig::new()
-                .set("bootstrap.servers", &b)
-                .create()
-                .unwrap();
-            (0..PARTITIONS)
-                .map(|p| {
-                    c.fetch_watermarks(&t, p, Duration::from_secs(10))
-                        .unwrap()
-                        .1
-                })
-                .collect()
-        })
-        .await
-        .unwrap();
+        let high = self
+            .kafka
+            .high_watermarks(&self.topic, PARTITIONS)
+            .await
+            .expect("watermarks");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
         loop {
             let (_, progress) = batch::progress::load(self.store.as_ref()).await.unwrap();
@@ -172,9 +159,9 @@ impl Setup {
     }
 
     pub(crate) async fn views(&self, report: &RunReport) -> batch::run::ViewsTable {
-        let path = object_store::path::Path::from(report.manifest.outputs[0].path.as_str());
-        let bytes = self.store.get(&path).await.unwrap().bytes().await.unwrap();
-        batch::run::read_views(bytes).unwrap()
+        batch::run::load_views(self.store.as_ref(), &report.manifest.run_id)
+            .await
+            .unwrap()
     }
 }
 

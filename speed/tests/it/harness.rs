@@ -141,24 +141,8 @@ impl Setup {
 
     /// Records in the topic now (sum of high watermarks).
     pub(crate) async fn topic_size(&self) -> i64 {
-        let b = self.kafka.bootstrap_servers().to_owned();
-        let t = self.topic.clone();
-        tokio::task::spawn_blocking(move || {
-            use rdkafka::consumer::{BaseConsumer, Consumer};
-            let c: BaseConsumer = rdkafka::ClientConfig::new()
-                .set("bootstrap.servers", &b)
-                .create()
-                .unwrap();
-            (0..PARTITIONS)
-                .map(|p| {
-                    c.fetch_watermarks(&t, p, Duration::from_secs(10))
-                        .unwrap()
-                        .1
-                })
-                .sum()
-        })
-        .await
-        .unwrap()
+        let high = self.kafka.high_watermarks(&self.topic, PARTITIONS).await;
+        high.expect("watermarks").into_iter().sum()
     }
 
     pub(crate) async fn redis_conn(&self) -> redis::aio::MultiplexedConnection {
