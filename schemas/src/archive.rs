@@ -7,8 +7,9 @@
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Int32Builder, Int64Builder, RecordBatch,
-    StringBuilder, TimestampMicrosecondBuilder,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Int32Array, Int32Builder, Int64Array,
+    Int64Builder, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
+    TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{
     DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
@@ -17,6 +18,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::event::Device;
+use crate::validate::{Fields, ValidationContext};
 use crate::{Error, ReceivedEvent, Result, ViewEvent};
 
 /// One archived record: the received event and where it sat in Kafka.
@@ -121,57 +123,164 @@ pub fn to_record_batch(rows: &[ArchivedEvent]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(raw_schema(), columns)?)
 }
 
+/// Typed views of a batch's raw-archive columns (found by name, so a batch may
+/// carry extra columns such as Hive partition keys).
+#[derive(Debug, Clone, Copy)]
+pub struct RawColumns<'a> {
+    /// `event_id`.
+    pub event_id: &'a StringArray,
+    /// `video_id`.
+    pub video_id: &'a StringArray,
+    /// `user_id`.
+    pub user_id: &'a StringArray,
+    /// `session_id`.
+    pub session_id: &'a StringArray,
+    /// `occurred_at`.
+    pub occurred_at: &'a TimestampMicrosecondArray,
+    /// `watch_seconds`.
+    pub watch_seconds: &'a Int32Array,
+    /// `device`.
+    pub device: &'a StringArray,
+    /// `country`.
+    pub country: &'a StringArray,
+    /// `referrer`.
+    pub referrer: &'a StringArray,
+    /// `quality`.
+    pub quality: &'a StringArray,
+    /// `revenue_eligible`.
+    pub revenue_eligible: &'a BooleanArray,
+    /// `ad_impressions`.
+    pub ad_impressions: &'a Int32Array,
+    /// `schema_version`.
+    pub schema_version: &'a Int32Array,
+    /// `received_at`.
+    pub received_at: &'a TimestampMicrosecondArray,
+    /// `kafka_partition`.
+    pub kafka_partition: &'a Int32Array,
+    /// `kafka_offset`.
+    pub kafka_offset: &'a Int64Array,
+}
+
+impl<'a> RawColumns<'a> {
+    /// The columns of `batch`; an error names a missing or mistyped column.
+    pub fn new(batch: &'a RecordBatch) -> Result<Self> {
+        fn typed<'b, T: 'static>(
+            batch: &'b RecordBatch,
+            name: &str,
+            kind: &str,
+            cast: impl Fn(&'b ArrayRef) -> Option<&'b T>,
+        ) -> Result<&'b T> {
+            let col = batch
+                .column_by_name(name)
+                .ok_or_else(|| Error::ArchiveSchema(format!("column {name:?} is missing")))?;
+            cast(col).ok_or_else(|| Error::ArchiveSchema(format!("column {name:?} is not {kind}")))
+        }
+        let s = |name| typed(batch, name, "Utf8", |a| a.as_string_opt::<i32>());
+        let i = |name| typed(batch, name, "Int32", |a| a.as_primitive_opt::<Int32Type>());
+        let t = |name| {
+            typed(batch, name, "Timestamp(Microsecond)", |a| {
+                a.as_primitive_opt::<TimestampMicrosecondType>()
+            })
+        };
+        Ok(Self {
+            event_id: s("event_id")?,
+            video_id: s("video_id")?,
+            user_id: s("user_id")?,
+            session_id: s("session_id")?,
+            occurred_at: t("occurred_at")?,
+            watch_seconds: i("watch_seconds")?,
+            device: s("device")?,
+            country: s("country")?,
+            referrer: s("referrer")?,
+            quality: s("quality")?,
+            revenue_eligible: typed(batch, "revenue_eligible", "Boolean", |a| a.as_boolean_opt())?,
+            ad_impressions: i("ad_impressions")?,
+            schema_version: i("schema_version")?,
+            received_at: t("received_at")?,
+            kafka_partition: i("kafka_partition")?,
+            kafka_offset: typed(batch, "kafka_offset", "Int64", |a| {
+                a.as_primitive_opt::<Int64Type>()
+            })?,
+        })
+    }
+
+    /// Rows.
+    pub fn len(&self) -> usize {
+        self.event_id.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Row `i`'s event id, when it is a valid one (hyphenated UUID).
+    pub fn event_id(&self, i: usize) -> Option<Uuid> {
+        let s = self.event_id.is_valid(i).then(|| self.event_id.value(i))?;
+        Uuid::try_parse(s).ok().filter(|_| s.len() == 36)
+    }
+
+    /// Whether row `i` is a valid event: every required column present, a
+    /// hyphenated UUID, a known device, and every rule of
+    /// [`crate::validate`] relative to the row's own `received_at`. The same
+    /// verdict as decoding the row and validating the event, without building
+    /// one.
+    pub fn is_valid(&self, i: usize) -> bool {
+        let required_present = self.video_id.is_valid(i)
+            && self.user_id.is_valid(i)
+            && self.occurred_at.is_valid(i)
+            && self.watch_seconds.is_valid(i)
+            && self.device.is_valid(i)
+            && self.revenue_eligible.is_valid(i)
+            && self.ad_impressions.is_valid(i)
+            && self.schema_version.is_valid(i)
+            && self.received_at.is_valid(i)
+            && self.kafka_partition.is_valid(i)
+            && self.kafka_offset.is_valid(i);
+        if !required_present
+            || self.event_id(i).is_none()
+            || Device::from_wire(self.device.value(i)).is_none()
+        {
+            return false;
+        }
+        let (Some(occurred_at), Some(received_at)) = (
+            DateTime::from_timestamp_micros(self.occurred_at.value(i)),
+            DateTime::from_timestamp_micros(self.received_at.value(i)),
+        ) else {
+            return false;
+        };
+        let opt = |a: &'a StringArray| a.is_valid(i).then(|| a.value(i));
+        Fields {
+            video_id: self.video_id.value(i),
+            user_id: self.user_id.value(i),
+            session_id: opt(self.session_id),
+            occurred_at,
+            watch_seconds: self.watch_seconds.value(i).into(),
+            country: opt(self.country),
+            referrer: opt(self.referrer),
+            quality: opt(self.quality),
+            ad_impressions: self.ad_impressions.value(i).into(),
+            schema_version: self.schema_version.value(i).into(),
+        }
+        .is_valid(&ValidationContext::at(received_at))
+    }
+}
+
+/// The validity of every row of a raw batch ([`RawColumns::is_valid`]).
+pub fn valid_rows(batch: &RecordBatch) -> Result<BooleanArray> {
+    let c = RawColumns::new(batch)?;
+    Ok((0..c.len()).map(|i| Some(c.is_valid(i))).collect())
+}
+
 /// Reads rows back from a batch with the raw archive schema (columns by name,
 /// so a reader tolerates extra columns such as Hive partition keys).
 ///
 /// This decodes types only; callers that need the counting guarantees
-/// re-validate each event with [`crate::validate`].
+/// re-validate each event with [`crate::validate`] (or check rows in place
+/// with [`RawColumns::is_valid`]).
 pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<ArchivedEvent>> {
-    let col = |name: &str| -> Result<&ArrayRef> {
-        batch
-            .column_by_name(name)
-            .ok_or_else(|| Error::ArchiveSchema(format!("column {name:?} is missing")))
-    };
-    let strings = |name: &str| -> Result<_> {
-        col(name)?
-            .as_string_opt::<i32>()
-            .ok_or_else(|| Error::ArchiveSchema(format!("column {name:?} is not Utf8")))
-    };
-    let i32s = |name: &str| -> Result<_> {
-        col(name)?
-            .as_primitive_opt::<Int32Type>()
-            .ok_or_else(|| Error::ArchiveSchema(format!("column {name:?} is not Int32")))
-    };
-    let times = |name: &str| -> Result<_> {
-        col(name)?
-            .as_primitive_opt::<TimestampMicrosecondType>()
-            .ok_or_else(|| {
-                Error::ArchiveSchema(format!("column {name:?} is not Timestamp(Microsecond)"))
-            })
-    };
-    let event_id = strings("event_id")?;
-    let video_id = strings("video_id")?;
-    let user_id = strings("user_id")?;
-    let session_id = strings("session_id")?;
-    let occurred_at = times("occurred_at")?;
-    let watch_seconds = i32s("watch_seconds")?;
-    let device = strings("device")?;
-    let country = strings("country")?;
-    let referrer = strings("referrer")?;
-    let quality = strings("quality")?;
-    let revenue_eligible = col("revenue_eligible")?
-        .as_boolean_opt()
-        .ok_or_else(|| Error::ArchiveSchema("column \"revenue_eligible\" is not Boolean".into()))?;
-    let ad_impressions = i32s("ad_impressions")?;
-    let schema_version = i32s("schema_version")?;
-    let received_at = times("received_at")?;
-    let kafka_partition = i32s("kafka_partition")?;
-    let kafka_offset = col("kafka_offset")?
-        .as_primitive_opt::<Int64Type>()
-        .ok_or_else(|| Error::ArchiveSchema("column \"kafka_offset\" is not Int64".into()))?;
-
-    let opt =
-        |a: &arrow::array::StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
+    let c = RawColumns::new(batch)?;
+    let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
     let micros = |v: i64, name: &str, i: usize| -> Result<DateTime<Utc>> {
         DateTime::from_timestamp_micros(v)
             .ok_or_else(|| Error::ArchiveSchema(format!("{name} out of range in row {i}")))
@@ -180,33 +289,33 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<ArchivedEvent>> {
         u32::try_from(v).map_err(|_| Error::ArchiveSchema(format!("{name} negative in row {i}")))
     };
 
-    (0..batch.num_rows())
+    (0..c.len())
         .map(|i| {
             let event = ViewEvent {
-                event_id: Uuid::try_parse(event_id.value(i)).map_err(|e| {
+                event_id: Uuid::try_parse(c.event_id.value(i)).map_err(|e| {
                     Error::ArchiveSchema(format!("event_id in row {i} is not a UUID: {e}"))
                 })?,
-                video_id: video_id.value(i).to_owned(),
-                user_id: user_id.value(i).to_owned(),
-                session_id: opt(session_id, i),
-                occurred_at: micros(occurred_at.value(i), "occurred_at", i)?,
-                watch_seconds: uint(watch_seconds.value(i), "watch_seconds", i)?,
-                device: Device::from_wire(device.value(i))
+                video_id: c.video_id.value(i).to_owned(),
+                user_id: c.user_id.value(i).to_owned(),
+                session_id: opt(c.session_id, i),
+                occurred_at: micros(c.occurred_at.value(i), "occurred_at", i)?,
+                watch_seconds: uint(c.watch_seconds.value(i), "watch_seconds", i)?,
+                device: Device::from_wire(c.device.value(i))
                     .ok_or_else(|| Error::ArchiveSchema(format!("unknown device in row {i}")))?,
-                country: opt(country, i),
-                referrer: opt(referrer, i),
-                quality: opt(quality, i),
-                revenue_eligible: revenue_eligible.value(i),
-                ad_impressions: uint(ad_impressions.value(i), "ad_impressions", i)?,
-                schema_version: uint(schema_version.value(i), "schema_version", i)?,
+                country: opt(c.country, i),
+                referrer: opt(c.referrer, i),
+                quality: opt(c.quality, i),
+                revenue_eligible: c.revenue_eligible.value(i),
+                ad_impressions: uint(c.ad_impressions.value(i), "ad_impressions", i)?,
+                schema_version: uint(c.schema_version.value(i), "schema_version", i)?,
             };
             Ok(ArchivedEvent {
                 received: ReceivedEvent {
                     event,
-                    received_at: micros(received_at.value(i), "received_at", i)?,
+                    received_at: micros(c.received_at.value(i), "received_at", i)?,
                 },
-                kafka_partition: kafka_partition.value(i),
-                kafka_offset: kafka_offset.value(i),
+                kafka_partition: c.kafka_partition.value(i),
+                kafka_offset: c.kafka_offset.value(i),
             })
         })
         .collect()

@@ -22,7 +22,7 @@ pub mod validate;
 pub use archive::{ArchivedEvent, raw_schema};
 pub use event::{Device, ReceivedEvent, ViewEvent};
 pub use rules::{CountingRules, RULES_VERSION};
-pub use validate::{Rejection, Rule, ValidationContext, Violation, parse_event, validate};
+pub use validate::{Fields, Rejection, Rule, ValidationContext, Violation, parse_event, validate};
 
 /// Errors of this crate that are not validation verdicts.
 #[derive(Debug, thiserror::Error)]

@@ -205,7 +205,7 @@ pub fn parse_event(value: &Value, ctx: &ValidationContext) -> Result<ViewEvent, 
     let ad_impressions = r.integer("ad_impressions", false, 0, MAX_AD_IMPRESSIONS);
     let schema_version = r
         .integer("schema_version", false, 0, u32::MAX)
-        .and_then(|v| r.check(check_schema_version(v).map(|()| v)));
+        .and_then(|v| r.check(check_schema_version(v.into()).map(|()| v)));
 
     match (
         event_id,
@@ -238,45 +238,102 @@ pub fn parse_event(value: &Value, ctx: &ValidationContext) -> Result<ViewEvent, 
     }
 }
 
+/// The fields the per-field rules look at, borrowed: what [`validate`] checks
+/// of a typed event, and what the batch layer checks of an archived row
+/// without building one (see [`crate::archive::RawColumns`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fields<'a> {
+    /// `video_id`.
+    pub video_id: &'a str,
+    /// `user_id`.
+    pub user_id: &'a str,
+    /// `session_id`.
+    pub session_id: Option<&'a str>,
+    /// `occurred_at`.
+    pub occurred_at: DateTime<Utc>,
+    /// `watch_seconds` (wide, so a negative archived value is a range violation).
+    pub watch_seconds: i64,
+    /// `country`.
+    pub country: Option<&'a str>,
+    /// `referrer`.
+    pub referrer: Option<&'a str>,
+    /// `quality`.
+    pub quality: Option<&'a str>,
+    /// `ad_impressions`.
+    pub ad_impressions: i64,
+    /// `schema_version`.
+    pub schema_version: i64,
+}
+
+impl<'a> Fields<'a> {
+    /// The fields of a typed event.
+    pub fn of(event: &'a ViewEvent) -> Self {
+        Self {
+            video_id: &event.video_id,
+            user_id: &event.user_id,
+            session_id: event.session_id.as_deref(),
+            occurred_at: event.occurred_at,
+            watch_seconds: event.watch_seconds.into(),
+            country: event.country.as_deref(),
+            referrer: event.referrer.as_deref(),
+            quality: event.quality.as_deref(),
+            ad_impressions: event.ad_impressions.into(),
+            schema_version: event.schema_version.into(),
+        }
+    }
+
+    /// Every per-field rule, in field order. Allocates only for a violation.
+    fn checks(&self, ctx: &ValidationContext) -> [Result<(), Violation>; 10] {
+        [
+            check_video_id(self.video_id),
+            check_user_id(self.user_id),
+            self.session_id.map_or(Ok(()), check_session_id),
+            check_occurred_at(self.occurred_at, ctx),
+            check_range(
+                "watch_seconds",
+                self.watch_seconds.into(),
+                0,
+                MAX_WATCH_SECONDS,
+            )
+            .map(drop),
+            self.country.map_or(Ok(()), check_country),
+            self.referrer.map_or(Ok(()), |s| check_text("referrer", s)),
+            self.quality.map_or(Ok(()), |s| check_text("quality", s)),
+            check_range(
+                "ad_impressions",
+                self.ad_impressions.into(),
+                0,
+                MAX_AD_IMPRESSIONS,
+            )
+            .map(drop),
+            check_schema_version(self.schema_version),
+        ]
+    }
+
+    /// Whether every rule holds (the batch layer's per-row verdict).
+    pub fn is_valid(&self, ctx: &ValidationContext) -> bool {
+        self.checks(ctx).iter().all(Result::is_ok)
+    }
+
+    /// Every violated rule.
+    pub fn validate(&self, ctx: &ValidationContext) -> Result<(), Rejection> {
+        let violations: Vec<Violation> = self
+            .checks(ctx)
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(Rejection { violations })
+        }
+    }
+}
+
 /// Re-checks a typed event (e.g. read back from the archive) with the same rules
 /// [`parse_event`] applies.
 pub fn validate(event: &ViewEvent, ctx: &ValidationContext) -> Result<(), Rejection> {
-    let results = [
-        check_video_id(&event.video_id),
-        check_user_id(&event.user_id),
-        event.session_id.as_deref().map_or(Ok(()), check_session_id),
-        check_occurred_at(event.occurred_at, ctx),
-        check_range(
-            "watch_seconds",
-            event.watch_seconds.into(),
-            0,
-            MAX_WATCH_SECONDS,
-        )
-        .map(drop),
-        event.country.as_deref().map_or(Ok(()), check_country),
-        event
-            .referrer
-            .as_deref()
-            .map_or(Ok(()), |s| check_text("referrer", s)),
-        event
-            .quality
-            .as_deref()
-            .map_or(Ok(()), |s| check_text("quality", s)),
-        check_range(
-            "ad_impressions",
-            event.ad_impressions.into(),
-            0,
-            MAX_AD_IMPRESSIONS,
-        )
-        .map(drop),
-        check_schema_version(event.schema_version),
-    ];
-    let violations: Vec<Violation> = results.into_iter().filter_map(Result::err).collect();
-    if violations.is_empty() {
-        Ok(())
-    } else {
-        Err(Rejection { violations })
-    }
+    Fields::of(event).validate(ctx)
 }
 
 /// Parses an RFC 3339 timestamp (`T` separator, explicit offset) into UTC at
@@ -504,8 +561,8 @@ fn check_country(s: &str) -> Result<(), Violation> {
     }
 }
 
-fn check_schema_version(v: u32) -> Result<(), Violation> {
-    if v == SCHEMA_VERSION {
+fn check_schema_version(v: i64) -> Result<(), Violation> {
+    if v == i64::from(SCHEMA_VERSION) {
         Ok(())
     } else {
         Err(Violation::new(

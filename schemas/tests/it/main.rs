@@ -1,5 +1,6 @@
 //! Integration tests of the event contract.
 
+mod columns;
 mod json_schema;
 mod roundtrip;
 mod strategies;
