@@ -12,11 +12,13 @@
 //! - [`store`]: the object store and its layout.
 
 pub mod archive;
+pub mod count;
 pub mod progress;
 pub mod publish;
 pub mod reconcile;
 pub mod run;
 pub mod sketch;
+pub mod sql;
 pub mod store;
 
 /// Errors of the batch layer.

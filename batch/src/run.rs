@@ -5,11 +5,13 @@
 //!    day, so an hour needs its day's earlier hours), checksum them. The run id
 //!    is a hash of the inputs, range, rules and code version: the same inputs
 //!    give the same id and the same output path, so reruns are idempotent.
-//! 2. Compute with DataFusion: re-validate every row with the `schemas` rules
-//!    (a UDF), keep the first occurrence of each `event_id` (earliest
-//!    `received_at`, then lowest partition and offset), apply the fraud cap,
-//!    and aggregate per video per hour; sketches of unique viewers are built
-//!    from the distinct (video, hour, user) rows.
+//! 2. Compute with an [`Engine`]: re-validate every row with the `schemas`
+//!    rules, keep the first copy of each `event_id` (earliest `received_at`,
+//!    then lowest partition and offset), apply the fraud cap, and aggregate
+//!    per video per hour with sketches of unique viewers. The native engine
+//!    ([`crate::count`]) reads each input once, checksumming and counting the
+//!    same bytes; the SQL engine ([`crate::sql`]) states the same rules in
+//!    DataFusion SQL and gives byte-identical output.
 //! 3. Write `views/run=<id>/part-0.parquet` sorted by (video, hour) with fixed
 //!    writer settings (same rows → same bytes), then the manifest, then
 //!    publish (see [`crate::publish`]).
@@ -19,25 +21,21 @@ use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, Int64Builder, RecordBatch,
-    StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, AsArray, BinaryBuilder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{
     DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
 use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
-use datafusion::execution::context::SessionContext;
-use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
-use datafusion::prelude::{ParquetReadOptions, SessionConfig};
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
-use schemas::{CountingRules, RULES_VERSION, ValidationContext};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use schemas::{CountingRules, RULES_VERSION};
 use serde::{Deserialize, Serialize};
 
 use crate::publish::{self, Published};
-use crate::sketch::Sketch;
-use crate::{Error, Result, progress, store};
+use crate::{Error, Result, count, progress, sql, store};
 
 /// Code version recorded in manifests.
 pub const CODE_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -63,6 +61,40 @@ pub fn views_schema() -> SchemaRef {
     VIEWS_SCHEMA.clone()
 }
 
+/// How a run computes (both give byte-identical output).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// The native engine ([`crate::count`]): one read of each input, hash
+    /// tables, all cores. The default.
+    #[default]
+    Native,
+    /// The rules as DataFusion SQL ([`crate::sql`]): the executable
+    /// specification, for cross-checking a run.
+    Sql,
+}
+
+impl Engine {
+    /// `native` or `sql`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Native => "native",
+            Engine::Sql => "sql",
+        }
+    }
+
+    /// Parses `native` or `sql`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "native" => Ok(Engine::Native),
+            "sql" => Ok(Engine::Sql),
+            other => Err(Error::Input(format!(
+                "unknown engine {other:?}: use native (the default) or sql"
+            ))),
+        }
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -79,6 +111,8 @@ pub struct RunOptions {
     pub allow_incomplete: bool,
     /// Plan only: say what would be read and written.
     pub dry_run: bool,
+    /// How to compute.
+    pub engine: Engine,
 }
 
 /// One input file.
@@ -143,6 +177,10 @@ pub struct Manifest {
     pub rules: CountingRules,
     /// Code version.
     pub code_version: String,
+    /// The engine that computed the run (not part of the run id: both
+    /// engines give the same output).
+    #[serde(default)]
+    pub engine: Engine,
     /// Archive watermark when the run started.
     pub archive_watermark: Option<DateTime<Utc>>,
     /// Inputs, sorted by path.
@@ -229,66 +267,75 @@ pub async fn run(
     }
     inputs_meta.retain(|m| m.location.as_ref().ends_with(".parquet"));
     inputs_meta.sort_by(|a, b| a.location.cmp(&b.location));
-    let mut inputs = Vec::with_capacity(inputs_meta.len());
-    for (i, m) in inputs_meta.iter().enumerate() {
-        progress("checksumming inputs", i as u64, inputs_meta.len() as u64);
-        let bytes = store.get(&m.location).await?.bytes().await?;
-        inputs.push(Input {
-            path: m.location.to_string(),
-            size: bytes.len() as u64,
-            sha256: store::sha256(&bytes),
-        });
-    }
-    progress(
-        "checksumming inputs",
-        inputs.len() as u64,
-        inputs.len() as u64,
-    );
-    let run_id = run_id(opts.from, to, &opts.rules, &inputs);
 
     let mut manifest = Manifest {
-        run_id: run_id.clone(),
+        run_id: String::new(),
         from: opts.from,
         to,
         skipped_incomplete_to,
         rules_version: RULES_VERSION,
         rules: opts.rules,
         code_version: CODE_VERSION.into(),
+        engine: opts.engine,
         archive_watermark,
-        inputs,
+        inputs: Vec::new(),
         outputs: Vec::new(),
         rows: Rows::default(),
         started_at,
         seconds: 0.0,
     };
-    if opts.dry_run {
-        manifest.outputs.push(Output {
-            path: store::views_file(&run_id).to_string(),
-            size: 0,
-            sha256: String::new(),
-            rows: 0,
+    let (from_us, to_us) = (opts.from.timestamp_micros(), to.timestamp_micros());
+    let views = if opts.dry_run || opts.engine == Engine::Sql {
+        manifest.inputs = checksum(store.as_ref(), &inputs_meta, progress).await?;
+        if opts.dry_run {
+            manifest.run_id = run_id(opts.from, to, &opts.rules, &manifest.inputs);
+            manifest.outputs.push(Output {
+                path: store::views_file(&manifest.run_id).to_string(),
+                size: 0,
+                sha256: String::new(),
+                rows: 0,
+            });
+            return Ok(RunReport {
+                manifest,
+                published: None,
+            });
+        }
+        progress("computing", 0, 1);
+        let (views, rows) =
+            sql::compute(store.clone(), &manifest.inputs, opts.from, to, &opts.rules).await?;
+        progress("computing", 1, 1);
+        manifest.rows = rows;
+        views
+    } else {
+        // The native engine runs on its own threads; progress comes back
+        // through a channel so the caller's callback stays on this task.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (rules, files) = (opts.rules, inputs_meta.clone());
+        let task = tokio::task::spawn_blocking({
+            let store = store.clone();
+            move || count::count(store, &files, from_us, to_us, &rules, &tx)
         });
-        return Ok(RunReport {
-            manifest,
-            published: None,
-        });
-    }
-
-    progress("computing", 0, 1);
-    let (batch, rows) =
-        compute(store.clone(), &manifest.inputs, opts.from, to, &opts.rules).await?;
-    progress("computing", 1, 1);
-    let bytes = store::parquet_bytes(views_schema(), &[batch])?;
+        while let Some((step, done, total)) = rx.recv().await {
+            progress(step, done, total);
+        }
+        let counted = task
+            .await
+            .map_err(|e| Error::Input(format!("the counting engine failed: {e}")))??;
+        manifest.inputs = counted.inputs;
+        manifest.rows = counted.rows;
+        counted.views
+    };
+    let run_id = run_id(opts.from, to, &opts.rules, &manifest.inputs);
+    manifest.run_id = run_id.clone();
+    let bytes = store::parquet_bytes(views_schema(), &[views])?;
     let out_path = store::views_file(&run_id);
-    let output = Output {
+    manifest.outputs.push(Output {
         path: out_path.to_string(),
         size: bytes.len() as u64,
         sha256: store::sha256(&bytes),
-        rows: rows.output,
-    };
+        rows: manifest.rows.output,
+    });
     store::put(store.as_ref(), &out_path, bytes).await?;
-    manifest.outputs.push(output);
-    manifest.rows = rows;
     manifest.seconds = clock.elapsed().as_secs_f64();
     store::put_json(store.as_ref(), &store::manifest(&run_id), &manifest).await?;
     progress("publishing", 0, 1);
@@ -298,6 +345,75 @@ pub async fn run(
         manifest,
         published: Some(published),
     })
+}
+
+/// Reads every input once to checksum it (dry runs and the SQL engine, which
+/// reads the files again itself).
+async fn checksum(
+    store: &dyn ObjectStore,
+    metas: &[ObjectMeta],
+    progress: ProgressFn<'_>,
+) -> Result<Vec<Input>> {
+    let mut inputs = Vec::with_capacity(metas.len());
+    for (i, m) in metas.iter().enumerate() {
+        progress("checksumming inputs", i as u64, metas.len() as u64);
+        let bytes = store.get(&m.location).await?.bytes().await?;
+        inputs.push(Input {
+            path: m.location.to_string(),
+            size: bytes.len() as u64,
+            sha256: store::sha256(&bytes),
+        });
+    }
+    progress(
+        "checksumming inputs",
+        metas.len() as u64,
+        metas.len() as u64,
+    );
+    Ok(inputs)
+}
+
+/// One row of the views table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ViewRow<'a> {
+    pub video_id: &'a str,
+    pub hour_us: i64,
+    pub views: i64,
+    pub billable_views: i64,
+    pub fraud_filtered: i64,
+    pub watch_seconds: i64,
+    pub sketch: Vec<u8>,
+}
+
+/// The views table of `rows` (already in output order).
+pub(crate) fn views_batch<'a>(rows: impl Iterator<Item = ViewRow<'a>>) -> Result<RecordBatch> {
+    let mut video = StringBuilder::new();
+    let mut hour = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    let (mut views, mut billable, mut fraud, mut watch) = (
+        Int64Builder::new(),
+        Int64Builder::new(),
+        Int64Builder::new(),
+        Int64Builder::new(),
+    );
+    let mut sketch = BinaryBuilder::new();
+    for r in rows {
+        video.append_value(r.video_id);
+        hour.append_value(r.hour_us);
+        views.append_value(r.views);
+        billable.append_value(r.billable_views);
+        fraud.append_value(r.fraud_filtered);
+        watch.append_value(r.watch_seconds);
+        sketch.append_value(r.sketch);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(video.finish()),
+        Arc::new(hour.finish()),
+        Arc::new(views.finish()),
+        Arc::new(billable.finish()),
+        Arc::new(fraud.finish()),
+        Arc::new(watch.finish()),
+        Arc::new(sketch.finish()),
+    ];
+    Ok(RecordBatch::try_new(views_schema(), columns)?)
 }
 
 /// The run id: a hash of what determines the output.
@@ -312,281 +428,6 @@ fn run_id(
         "code_version": CODE_VERSION, "inputs": inputs,
     });
     store::sha256(canonical.to_string().as_bytes())[..16].to_owned()
-}
-
-/// The payload columns: what makes two copies of an event_id the same event.
-const PAYLOAD_COLUMNS: &str = "video_id, user_id, session_id, occurred_at, watch_seconds, device, country, referrer, quality, revenue_eligible, ad_impressions";
-
-/// `vc_payload_fp(payload columns)`: a 64-bit FNV-1a over the values (nulls
-/// and lengths marked), to spot conflicting duplicates without keeping the
-/// payloads.
-fn payload_fp_udf() -> datafusion::logical_expr::ScalarUDF {
-    let raw = schemas::raw_schema();
-    let types: Vec<DataType> = PAYLOAD_COLUMNS
-        .split(", ")
-        .filter_map(|c| raw.field_with_name(c).ok().map(|f| f.data_type().clone()))
-        .collect();
-    create_udf(
-        "vc_payload_fp",
-        types,
-        DataType::UInt64,
-        Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let n = arrays.first().map_or(0, |a| a.len());
-            let mut out = arrow::array::UInt64Builder::with_capacity(n);
-            for i in 0..n {
-                let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-                let mut feed = |bytes: &[u8]| {
-                    for &b in bytes.iter().chain(&(bytes.len() as u32).to_be_bytes()) {
-                        h ^= u64::from(b);
-                        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-                    }
-                };
-                for a in &arrays {
-                    if a.is_null(i) {
-                        feed(&[0xff]);
-                        continue;
-                    }
-                    match a.data_type() {
-                        DataType::Utf8 => feed(a.as_string::<i32>().value(i).as_bytes()),
-                        DataType::Int32 => feed(
-                            &a.as_primitive::<arrow::datatypes::Int32Type>()
-                                .value(i)
-                                .to_be_bytes(),
-                        ),
-                        DataType::Boolean => feed(&[u8::from(a.as_boolean().value(i))]),
-                        DataType::Timestamp(..) => feed(
-                            &a.as_primitive::<TimestampMicrosecondType>()
-                                .value(i)
-                                .to_be_bytes(),
-                        ),
-                        _ => feed(&[0xfe]),
-                    }
-                }
-                out.append_value(h);
-            }
-            Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
-        }),
-    )
-}
-
-const RAW_COLUMNS: &str = "event_id, video_id, user_id, session_id, occurred_at, watch_seconds, device, country, referrer, quality, revenue_eligible, ad_impressions, schema_version, received_at, kafka_partition, kafka_offset";
-
-/// The re-validation UDF: true when a raw row passes the `schemas` rules
-/// (time windows relative to its own `received_at`).
-fn valid_udf() -> datafusion::logical_expr::ScalarUDF {
-    let schema = schemas::raw_schema();
-    let types: Vec<DataType> = schema
-        .fields()
-        .iter()
-        .map(|f| f.data_type().clone())
-        .collect();
-    create_udf(
-        "vc_valid",
-        types,
-        DataType::Boolean,
-        Volatility::Immutable,
-        Arc::new(move |args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let n = arrays.first().map_or(0, |a| a.len());
-            // Rebuild the batch under the raw schema, with nullability relaxed
-            // to what the reader produced.
-            let fields: Vec<Field> = schemas::raw_schema()
-                .fields()
-                .iter()
-                .zip(&arrays)
-                .map(|(f, a)| {
-                    Field::new(
-                        f.name(),
-                        f.data_type().clone(),
-                        a.null_count() > 0 || f.is_nullable(),
-                    )
-                })
-                .collect();
-            let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
-            let verdicts: BooleanArray = match schemas::archive::from_record_batch(&batch) {
-                Ok(rows) => rows
-                    .iter()
-                    .map(|r| {
-                        Some(
-                            schemas::validate(
-                                &r.received.event,
-                                &ValidationContext::at(r.received.received_at),
-                            )
-                            .is_ok(),
-                        )
-                    })
-                    .collect(),
-                // Undecodable rows (nulls in required columns, bad UUIDs...)
-                // are invalid as a whole batch would be; judge row by row.
-                Err(_) => (0..n)
-                    .map(|i| {
-                        let one = batch.slice(i, 1);
-                        Some(schemas::archive::from_record_batch(&one).is_ok_and(|r| {
-                            r.iter().all(|r| {
-                                schemas::validate(
-                                    &r.received.event,
-                                    &ValidationContext::at(r.received.received_at),
-                                )
-                                .is_ok()
-                            })
-                        }))
-                    })
-                    .collect(),
-            };
-            Ok(ColumnarValue::Array(Arc::new(verdicts) as ArrayRef))
-        }),
-    )
-}
-
-async fn compute(
-    store: Arc<dyn ObjectStore>,
-    inputs: &[Input],
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    rules: &CountingRules,
-) -> Result<(RecordBatch, Rows)> {
-    let mut rows = Rows::default();
-    if inputs.is_empty() {
-        return Ok((empty_views()?, rows));
-    }
-    let config = SessionConfig::new()
-        .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let ctx = SessionContext::new_with_config(config);
-    let url = url::Url::parse(store::DATAFUSION_URL).map_err(|e| Error::Config(e.to_string()))?;
-    ctx.register_object_store(&url, store);
-    ctx.register_udf(valid_udf());
-    ctx.register_udf(payload_fp_udf());
-    let paths: Vec<String> = inputs
-        .iter()
-        .map(|i| format!("{}{}", store::DATAFUSION_URL, i.path))
-        .collect();
-    let raw = ctx
-        .read_parquet(
-            paths,
-            ParquetReadOptions::default().schema(&schemas::raw_schema()),
-        )
-        .await?;
-    ctx.register_table("raw", raw.into_view())?;
-
-    let (from_us, to_us) = (from.timestamp_micros(), to.timestamp_micros());
-    // One pass over the raw rows: re-validate, number each event_id's copies,
-    // fingerprint payloads. Materialized once; every later query reads it.
-    let ranked_sql = format!(
-        "SELECT event_id, video_id, user_id, occurred_at, watch_seconds, revenue_eligible,
-                vc_payload_fp({PAYLOAD_COLUMNS}) AS fp,
-                ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY received_at, kafka_partition, kafka_offset) AS occ
-         FROM raw WHERE vc_valid({RAW_COLUMNS})"
-    );
-    let ranked = ctx.sql(&ranked_sql).await?.cache().await?;
-    ctx.register_table("ranked", ranked.into_view())?;
-    let firsts = format!(
-        "firsts AS (SELECT video_id, user_id, occurred_at, watch_seconds, event_id,
-                           (revenue_eligible AND watch_seconds >= {min}) AS billable
-                    FROM ranked WHERE occ = 1)",
-        min = rules.billable_min_watch_seconds
-    );
-    let counts_sql = format!(
-        "WITH {firsts},
-         capped AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id, video_id, date_trunc('day', occurred_at), billable ORDER BY occurred_at, event_id) AS brn FROM firsts)
-         SELECT video_id, CAST(date_trunc('hour', occurred_at) AS BIGINT) AS hour_us,
-                COUNT(*) AS views,
-                SUM(CASE WHEN billable AND brn <= {cap} THEN 1 ELSE 0 END) AS billable_views,
-                SUM(CASE WHEN billable AND brn > {cap} THEN 1 ELSE 0 END) AS fraud_filtered,
-                SUM(CAST(watch_seconds AS BIGINT)) AS watch_seconds
-         FROM capped
-         WHERE CAST(occurred_at AS BIGINT) >= {from_us} AND CAST(occurred_at AS BIGINT) < {to_us}
-         GROUP BY video_id, CAST(date_trunc('hour', occurred_at) AS BIGINT)
-         ORDER BY video_id, hour_us",
-        cap = rules.fraud_cap_per_user_video_day
-    );
-    let viewers_sql = format!(
-        "WITH {firsts}
-         SELECT video_id, CAST(date_trunc('hour', occurred_at) AS BIGINT) AS hour_us, user_id
-         FROM firsts
-         WHERE CAST(occurred_at AS BIGINT) >= {from_us} AND CAST(occurred_at AS BIGINT) < {to_us}
-         GROUP BY 1, 2, 3"
-    );
-    let stats_sql = "SELECT (SELECT COUNT(*) FROM raw) AS input,
-                (SELECT COUNT(*) FROM ranked) AS valid,
-                (SELECT COUNT(*) FROM ranked WHERE occ = 1) AS firsts,
-                (SELECT COUNT(DISTINCT d.event_id) FROM ranked d JOIN ranked f ON d.event_id = f.event_id
-                 WHERE d.occ > 1 AND f.occ = 1 AND d.fp <> f.fp) AS conflicting";
-
-    // Unique viewers per (video, hour).
-    let mut sketches: BTreeMap<(String, i64), Sketch> = BTreeMap::new();
-    let mut stream = ctx.sql(&viewers_sql).await?.execute_stream().await?;
-    while let Some(b) = stream.try_next().await? {
-        let v = b.column(0).as_string::<i32>();
-        let h = b.column(1).as_primitive::<Int64Type>();
-        let u = b.column(2).as_string::<i32>();
-        for i in 0..b.num_rows() {
-            sketches
-                .entry((v.value(i).to_owned(), h.value(i)))
-                .or_default()
-                .insert(u.value(i).as_bytes());
-        }
-    }
-
-    let batches = ctx.sql(&counts_sql).await?.collect().await?;
-    let mut video = StringBuilder::new();
-    let mut hour = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-    let (mut views, mut billable, mut fraud, mut watch) = (
-        Int64Builder::new(),
-        Int64Builder::new(),
-        Int64Builder::new(),
-        Int64Builder::new(),
-    );
-    let mut sketch = BinaryBuilder::new();
-    for b in &batches {
-        let v = b.column(0).as_string::<i32>();
-        let h = b.column(1).as_primitive::<Int64Type>();
-        let cols: Vec<_> = (2..6)
-            .map(|c| b.column(c).as_primitive::<Int64Type>())
-            .collect();
-        for i in 0..b.num_rows() {
-            video.append_value(v.value(i));
-            hour.append_value(h.value(i));
-            views.append_value(cols[0].value(i));
-            billable.append_value(cols[1].value(i));
-            fraud.append_value(cols[2].value(i));
-            watch.append_value(cols[3].value(i));
-            let s = sketches
-                .get(&(v.value(i).to_owned(), h.value(i)))
-                .map(Sketch::to_bytes)
-                .unwrap_or_else(|| Sketch::default().to_bytes());
-            sketch.append_value(s);
-            rows.views += cols[0].value(i) as u64;
-            rows.billable_views += cols[1].value(i) as u64;
-            rows.fraud_filtered += cols[2].value(i) as u64;
-            rows.output += 1;
-        }
-    }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(video.finish()),
-        Arc::new(hour.finish()),
-        Arc::new(views.finish()),
-        Arc::new(billable.finish()),
-        Arc::new(fraud.finish()),
-        Arc::new(watch.finish()),
-        Arc::new(sketch.finish()),
-    ];
-    let out = RecordBatch::try_new(views_schema(), columns)?;
-
-    let stats = ctx.sql(stats_sql).await?.collect().await?;
-    if let Some(b) = stats.first() {
-        let get = |c: usize| b.column(c).as_primitive::<Int64Type>().value(0) as u64;
-        rows.input = get(0);
-        rows.invalid = get(0) - get(1);
-        rows.duplicates = get(1) - get(2);
-        rows.conflicting_ids = get(3);
-    }
-    Ok((out, rows))
-}
-
-fn empty_views() -> Result<RecordBatch> {
-    Ok(RecordBatch::new_empty(views_schema()))
 }
 
 /// Counts by (video, hour): `[views, billable_views, fraud_filtered, watch_seconds]`.

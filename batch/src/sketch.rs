@@ -22,7 +22,12 @@ pub struct Sketch {
 impl Sketch {
     /// Adds one value.
     pub fn insert(&mut self, value: &[u8]) {
-        let h = hash64(value);
+        self.insert_hash(value_hash(value));
+    }
+
+    /// Adds one value by its [`value_hash`] (computed once per distinct
+    /// value by callers that insert the same values many times).
+    pub fn insert_hash(&mut self, h: u64) {
         let idx = (h >> (64 - P)) as u16;
         let rest = (h << P) | (1 << (P - 1));
         let rank = rest.leading_zeros() as u8 + 1;
@@ -112,8 +117,9 @@ impl Sketch {
     }
 }
 
-/// FNV-1a 64 with a murmur3 finalizer: fixed, and well mixed in the high bits.
-fn hash64(v: &[u8]) -> u64 {
+/// The sketch's hash of a value: FNV-1a 64 with a murmur3 finalizer; fixed
+/// (part of the byte format's meaning), and well mixed in the high bits.
+pub fn value_hash(v: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in v {
         h ^= u64::from(b);

@@ -86,6 +86,7 @@ async fn measure_batch(dir: &Path, from: DateTime<Utc>, to: DateTime<Utc>) -> an
         lateness: chrono::Duration::minutes(10),
         allow_incomplete: true,
         dry_run: false,
+        engine: batch::run::Engine::default(),
     };
     let t = Instant::now();
     let report = batch::run::run(store, &opts, &|_, _, _| {}).await?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use batch::archive::{ArchiveConfig, ArchiveMetrics};
-use batch::run::{RunOptions, RunReport};
+use batch::run::{Engine, RunOptions, RunReport};
 use chrono::{DateTime, NaiveDate, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use schemas::CountingRules;
@@ -104,6 +104,10 @@ pub(crate) struct RunArgs {
     /// Print the manifest as JSON instead of a summary.
     #[arg(long)]
     json: bool,
+    /// How to compute: `native` (the default) or `sql` (the rules as
+    /// DataFusion SQL, slower; gives the same bytes, to cross-check a run).
+    #[arg(long, default_value = "native", value_parser = |s: &str| Engine::parse(s).map_err(|e| e.to_string()))]
+    engine: Engine,
 }
 
 pub(crate) async fn batch(cmd: BatchCommand) -> anyhow::Result<()> {
@@ -118,6 +122,7 @@ pub(crate) async fn batch(cmd: BatchCommand) -> anyhow::Result<()> {
                     .context("lateness out of range")?,
                 allow_incomplete: a.allow_incomplete,
                 dry_run: a.dry_run,
+                engine: a.engine,
             };
             let report = run_with_progress(store, &opts).await?;
             if a.json {
@@ -146,7 +151,19 @@ pub(crate) async fn run_with_progress(
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let last_step = std::sync::Mutex::new(String::new());
+    let bytes_style = ProgressStyle::with_template(
+        "{msg:24} {bar:30} {binary_bytes}/{binary_total_bytes} {elapsed}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let count_style = bar.style();
     let progress = |step: &str, done: u64, total: u64| {
+        if tty && bar.message() != step {
+            bar.set_style(if step == "reading inputs" {
+                bytes_style.clone()
+            } else {
+                count_style.clone()
+            });
+        }
         bar.set_message(step.to_owned());
         bar.set_length(total);
         bar.set_position(done);
@@ -171,8 +188,12 @@ pub(crate) fn print_summary(r: &RunReport, dry_run: bool) {
         );
     } else {
         println!(
-            "run {}: hours [{}, {}) in {:.1}s",
-            m.run_id, m.from, m.to, m.seconds
+            "run {}: hours [{}, {}) in {:.1}s ({} engine)",
+            m.run_id,
+            m.from,
+            m.to,
+            m.seconds,
+            m.engine.as_str()
         );
     }
     if let Some(req) = m.skipped_incomplete_to {

@@ -363,6 +363,7 @@ async fn demo_batch(
         // The demo's hours are still open: compute them anyway, to show.
         allow_incomplete: true,
         dry_run: false,
+        engine: batch::run::Engine::default(),
     };
     println!(
         "\nbatch: recomputing [{from}, {to}) from the raw archive (hours still open, so --allow-incomplete) ..."

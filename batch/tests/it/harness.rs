@@ -152,6 +152,7 @@ impl Setup {
             lateness: chrono::Duration::minutes(10),
             allow_incomplete: true,
             dry_run: false,
+            engine: batch::run::Engine::default(),
         };
         batch::run::run(self.store.clone(), &opts, &|_, _, _| {})
             .await

@@ -2,6 +2,7 @@
 //! (local directory), compared with the generator's truth.
 
 mod duckdb;
+mod engines;
 mod harness;
 mod pipeline;
 mod reconcile;

@@ -1,0 +1,213 @@
+//! The SQL engine: the counting rules as DataFusion SQL over the raw Parquet.
+//!
+//! The same semantics as the native engine ([`crate::count`]), written as
+//! the window queries an analyst would write (and the ones DuckDB or Spark
+//! run over the same files). It is the executable specification: a test
+//! holds its output byte-identical to the native engine's, and a data
+//! engineer can cross-check any run with `batch run --engine sql`. It is
+//! slower (window functions over every row), which is why it is not the
+//! default.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, UInt64Array};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use chrono::{DateTime, Utc};
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::prelude::{ParquetReadOptions, SessionConfig};
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use schemas::CountingRules;
+use schemas::archive::RawColumns;
+
+use crate::count::payload_fp;
+use crate::run::{Input, Rows, ViewRow, views_batch};
+use crate::sketch::Sketch;
+use crate::{Error, Result, store};
+
+const RAW_COLUMNS: &str = "event_id, video_id, user_id, session_id, occurred_at, watch_seconds, device, country, referrer, quality, revenue_eligible, ad_impressions, schema_version, received_at, kafka_partition, kafka_offset";
+
+/// A UDF over every raw column (in schema order) computing one value per row
+/// from [`RawColumns`].
+fn raw_udf(name: &str, out: DataType, per_batch: fn(&RawColumns<'_>) -> ArrayRef) -> ScalarUDF {
+    let types: Vec<DataType> = schemas::raw_schema()
+        .fields()
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
+    create_udf(
+        name,
+        types,
+        out,
+        Volatility::Immutable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            // Rebuild the batch under the raw schema, nullability relaxed to
+            // what the reader produced.
+            let fields: Vec<Field> = schemas::raw_schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect();
+            let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
+            let cols = RawColumns::new(&batch)
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            Ok(ColumnarValue::Array(per_batch(&cols)))
+        }),
+    )
+}
+
+/// `vc_valid(raw columns)`: the row passes re-validation.
+fn valid_udf() -> ScalarUDF {
+    raw_udf("vc_valid", DataType::Boolean, |c| {
+        Arc::new(
+            (0..c.len())
+                .map(|i| Some(c.is_valid(i)))
+                .collect::<BooleanArray>(),
+        )
+    })
+}
+
+/// `vc_payload_fp(raw columns)`: [`payload_fp`].
+fn payload_fp_udf() -> ScalarUDF {
+    raw_udf("vc_payload_fp", DataType::UInt64, |c| {
+        Arc::new(
+            (0..c.len())
+                .map(|i| payload_fp(c, i))
+                .collect::<UInt64Array>(),
+        )
+    })
+}
+
+/// Counts hours `[from, to)` of `inputs` with `rules`.
+pub(crate) async fn compute(
+    store: Arc<dyn ObjectStore>,
+    inputs: &[Input],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    rules: &CountingRules,
+) -> Result<(RecordBatch, Rows)> {
+    let mut rows = Rows::default();
+    if inputs.is_empty() {
+        return Ok((views_batch(std::iter::empty())?, rows));
+    }
+    let config = SessionConfig::new()
+        .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let ctx = SessionContext::new_with_config(config);
+    let url = url::Url::parse(store::DATAFUSION_URL).map_err(|e| Error::Config(e.to_string()))?;
+    ctx.register_object_store(&url, store);
+    ctx.register_udf(valid_udf());
+    ctx.register_udf(payload_fp_udf());
+    let paths: Vec<String> = inputs
+        .iter()
+        .map(|i| format!("{}{}", store::DATAFUSION_URL, i.path))
+        .collect();
+    let raw = ctx
+        .read_parquet(
+            paths,
+            ParquetReadOptions::default().schema(&schemas::raw_schema()),
+        )
+        .await?;
+    ctx.register_table("raw", raw.into_view())?;
+
+    let (from_us, to_us) = (from.timestamp_micros(), to.timestamp_micros());
+    // One pass over the raw rows: re-validate, fingerprint payloads, number
+    // each event id's copies (the UUID's value is the key, so case does not
+    // matter). Materialized once; every later query reads it.
+    let ranked_sql = format!(
+        "SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY received_at, kafka_partition, kafka_offset, fp) AS occ
+         FROM (SELECT lower(event_id) AS event_id, video_id, user_id, occurred_at, watch_seconds, revenue_eligible,
+                      received_at, kafka_partition, kafka_offset, vc_payload_fp({RAW_COLUMNS}) AS fp
+               FROM raw WHERE vc_valid({RAW_COLUMNS}))"
+    );
+    let ranked = ctx.sql(&ranked_sql).await?.cache().await?;
+    ctx.register_table("ranked", ranked.into_view())?;
+    let firsts = format!(
+        "firsts AS (SELECT video_id, user_id, occurred_at, watch_seconds, event_id,
+                           (revenue_eligible AND watch_seconds >= {min}) AS billable
+                    FROM ranked WHERE occ = 1)",
+        min = rules.billable_min_watch_seconds
+    );
+    let counts_sql = format!(
+        "WITH {firsts},
+         capped AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id, video_id, date_trunc('day', occurred_at), billable ORDER BY occurred_at, event_id) AS brn FROM firsts)
+         SELECT video_id, CAST(date_trunc('hour', occurred_at) AS BIGINT) AS hour_us,
+                COUNT(*) AS views,
+                SUM(CASE WHEN billable AND brn <= {cap} THEN 1 ELSE 0 END) AS billable_views,
+                SUM(CASE WHEN billable AND brn > {cap} THEN 1 ELSE 0 END) AS fraud_filtered,
+                SUM(CAST(watch_seconds AS BIGINT)) AS watch_seconds
+         FROM capped
+         WHERE CAST(occurred_at AS BIGINT) >= {from_us} AND CAST(occurred_at AS BIGINT) < {to_us}
+         GROUP BY video_id, CAST(date_trunc('hour', occurred_at) AS BIGINT)
+         ORDER BY video_id, hour_us",
+        cap = rules.fraud_cap_per_user_video_day
+    );
+    let viewers_sql = format!(
+        "WITH {firsts}
+         SELECT video_id, CAST(date_trunc('hour', occurred_at) AS BIGINT) AS hour_us, user_id
+         FROM firsts
+         WHERE CAST(occurred_at AS BIGINT) >= {from_us} AND CAST(occurred_at AS BIGINT) < {to_us}
+         GROUP BY 1, 2, 3"
+    );
+    let stats_sql = "SELECT (SELECT COUNT(*) FROM raw) AS input,
+                (SELECT COUNT(*) FROM ranked) AS valid,
+                (SELECT COUNT(*) FROM ranked WHERE occ = 1) AS firsts,
+                (SELECT COUNT(DISTINCT d.event_id) FROM ranked d JOIN ranked f ON d.event_id = f.event_id
+                 WHERE d.occ > 1 AND f.occ = 1 AND d.fp <> f.fp) AS conflicting";
+
+    // Unique viewers per (video, hour).
+    let mut sketches: std::collections::BTreeMap<(String, i64), Sketch> = Default::default();
+    let mut stream = ctx.sql(&viewers_sql).await?.execute_stream().await?;
+    while let Some(b) = stream.try_next().await? {
+        let v = b.column(0).as_string::<i32>();
+        let h = b.column(1).as_primitive::<Int64Type>();
+        let u = b.column(2).as_string::<i32>();
+        for i in 0..b.num_rows() {
+            sketches
+                .entry((v.value(i).to_owned(), h.value(i)))
+                .or_default()
+                .insert(u.value(i).as_bytes());
+        }
+    }
+
+    let batches = ctx.sql(&counts_sql).await?.collect().await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let v = b.column(0).as_string::<i32>();
+        let h = b.column(1).as_primitive::<Int64Type>();
+        let n: Vec<_> = (2..6)
+            .map(|c| b.column(c).as_primitive::<Int64Type>())
+            .collect();
+        for i in 0..b.num_rows() {
+            let sketch = sketches
+                .get(&(v.value(i).to_owned(), h.value(i)))
+                .map(Sketch::to_bytes)
+                .unwrap_or_else(|| Sketch::default().to_bytes());
+            out.push(ViewRow {
+                video_id: v.value(i),
+                hour_us: h.value(i),
+                views: n[0].value(i),
+                billable_views: n[1].value(i),
+                fraud_filtered: n[2].value(i),
+                watch_seconds: n[3].value(i),
+                sketch,
+            });
+            rows.views += n[0].value(i) as u64;
+            rows.billable_views += n[1].value(i) as u64;
+            rows.fraud_filtered += n[2].value(i) as u64;
+            rows.output += 1;
+        }
+    }
+    let views = views_batch(out.into_iter())?;
+
+    let stats = ctx.sql(stats_sql).await?.collect().await?;
+    if let Some(b) = stats.first() {
+        let get = |c: usize| b.column(c).as_primitive::<Int64Type>().value(0) as u64;
+        rows.input = get(0);
+        rows.invalid = get(0) - get(1);
+        rows.duplicates = get(1) - get(2);
+        rows.conflicting_ids = get(3);
+    }
+    Ok((views, rows))
+}
