@@ -1,13 +1,24 @@
 //! The native counting engine: the compute step of `batch run`, exact,
-//! deterministic, and reading every input once.
+//! deterministic, reading every input once and using every core.
 //!
 //! Each input file is fetched once: its SHA-256 (recorded in the manifest)
 //! and the rows counted come from the same bytes, so a manifest names exactly
-//! what was counted even if a file changed during the run. One worker per
-//! core fetches, checksums, decodes and re-validates files and extracts what
-//! counting needs of each valid row; one counter thread keeps the first copy
-//! of every event id in a hash table keyed by the 128-bit id. When every file
-//! is read, the counter applies the fraud cap and aggregates per video-hour.
+//! what was counted even if a file changed during the run. Three parallel
+//! phases, each a set of independent tasks taken by one thread per core:
+//!
+//! 1. **read**: per file, fetch, checksum, decode and re-validate; the valid
+//!    rows' keys go to one of [`SHARDS`] shards by a hash of the event id.
+//!    Each reader numbers the video ids it sees in its own dictionary (while
+//!    the strings are in cache); the dictionaries are merged into global
+//!    numbers when every file is read. Users are known by their sketch hash
+//!    (and, where the fraud cap needs exact ids, by the decoded string).
+//! 2. **dedup**: per shard, keep the first copy of every event id (a hash
+//!    table keyed by the 128-bit id); winners go to one of [`BUCKETS`]
+//!    buckets by video number.
+//! 3. **count**: per bucket (so every view of a video is in one task), the
+//!    fraud cap per (user, video, day), then views, billable views,
+//!    fraud-filtered views, watch seconds and a viewer sketch per
+//!    video-hour. Rows are then sorted by (video, hour).
 //!
 //! Semantics, shared with the SQL engine ([`crate::sql`]), which a test holds
 //! byte-identical to this one:
@@ -22,13 +33,13 @@
 //! - per video and hour of `occurred_at` within the range: views, billable
 //!   views, fraud-filtered views, watch seconds, and a viewer sketch.
 //!
-//! Memory: about 100 bytes per distinct event of the days read (the winner
-//! table), plus a few in-flight record batches.
+//! Memory: about 100 bytes per valid row of the days read (its keys, and its
+//! user id in the decoded arrays), plus the distinct video ids.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use arrow::array::{Array, RecordBatch, StringArray};
 use foldhash::fast::{FixedState, RandomState};
@@ -45,8 +56,12 @@ use crate::{Error, Result, store};
 const HOUR_US: i64 = 3_600_000_000;
 const DAY_US: i64 = 24 * HOUR_US;
 
-/// Rows per decoded batch.
+/// Rows per decoded batch (a row's index in it must fit a `u16`).
 const BATCH_ROWS: usize = 8192;
+/// Dedup tasks (by event id).
+pub const SHARDS: usize = 64;
+/// Count tasks (by video id).
+pub const BUCKETS: usize = 64;
 
 /// What a run computed.
 #[derive(Debug)]
@@ -57,6 +72,8 @@ pub(crate) struct Counted {
     pub views: RecordBatch,
     /// Row counts.
     pub rows: Rows,
+    /// Wall seconds of each phase.
+    pub steps: Vec<(String, f64)>,
 }
 
 /// Progress of a count: `(step, done, total)`.
@@ -84,6 +101,160 @@ pub fn payload_fp(c: &RawColumns<'_>, i: usize) -> u64 {
     ))
 }
 
+/// What counting needs of one valid row.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    id: [u64; 2],
+    fp: u64,
+    received_at: i64,
+    offset: i64,
+    occurred_at: i64,
+    partition: i32,
+    watch_seconds: i32,
+    /// Video number: in the reader's dictionary until dedup, global after.
+    video: u32,
+    /// The user id's [`value_hash`]: the sketch's hash, and how users are
+    /// grouped (equal ids are compared where it matters).
+    user_hash: u64,
+    /// Where the user id is: decoded chunk, and row in it.
+    chunk: u32,
+    row: u16,
+    reader: u16,
+    eligible: bool,
+    /// Set on a dedup winner whose copies carry different payloads.
+    conflicting: bool,
+}
+
+impl Row {
+    fn order(&self) -> (i64, i32, i64, u64) {
+        (self.received_at, self.partition, self.offset, self.fp)
+    }
+}
+
+/// Rows in the first block of [`Blocks`]; each next block is twice as
+/// large, up to [`BLOCK`].
+const FIRST_BLOCK: usize = 1 << 10;
+/// Rows in a full-sized block of [`Blocks`].
+const BLOCK: usize = 1 << 16;
+
+/// A growing list of rows in blocks (1 Ki rows, doubling up to 64 Ki):
+/// appending never moves rows (a `Vec` doubling would copy, and touch twice
+/// the memory), and a short list stays small.
+#[derive(Debug, Default)]
+struct Blocks {
+    blocks: Vec<Vec<Row>>,
+}
+
+impl Blocks {
+    fn push(&mut self, r: Row) {
+        match self.blocks.last_mut() {
+            Some(b) if b.len() < b.capacity() => b.push(r),
+            last => {
+                let size = last.map_or(FIRST_BLOCK, |b| (b.len() * 2).min(BLOCK));
+                let mut b = Vec::with_capacity(size);
+                b.push(r);
+                self.blocks.push(b);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.blocks.iter().map(Vec::len).sum()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Row> {
+        self.blocks.iter().flatten()
+    }
+}
+
+/// Distinct strings, numbered in order of first sight.
+#[derive(Default)]
+struct Dict {
+    names: Vec<Box<str>>,
+    table: HashTable<u32>,
+}
+
+impl Dict {
+    fn id(&mut self, state: &RandomState, s: &str) -> u32 {
+        let hash = state.hash_one(s);
+        let names = &mut self.names;
+        if let Some(&n) = self.table.find(hash, |&n| &*names[n as usize] == s) {
+            return n;
+        }
+        let n = names.len() as u32;
+        names.push(s.into());
+        self.table
+            .insert_unique(hash, n, |&m| state.hash_one(&*names[m as usize]));
+        n
+    }
+}
+
+/// The readers' dictionaries merged: global names, and each reader's
+/// numbers translated.
+struct Ids {
+    videos: Vec<Box<str>>,
+    /// Per global video: its rank in name order (output order).
+    video_rank: Vec<u32>,
+    /// Per reader: local video number → global.
+    video_of: Vec<Vec<u32>>,
+    /// Every decoded `user_id` column, by chunk number.
+    user_ids: Vec<StringArray>,
+}
+
+impl Ids {
+    fn merge(dicts: Vec<Dict>, user_ids: Vec<StringArray>, state: &RandomState) -> Self {
+        let mut videos = Dict::default();
+        let video_of = dicts
+            .iter()
+            .map(|d| d.names.iter().map(|n| videos.id(state, n)).collect())
+            .collect();
+        let mut order: Vec<u32> = (0..videos.names.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| videos.names[a as usize].cmp(&videos.names[b as usize]));
+        let mut video_rank = vec![0; order.len()];
+        for (rank, &v) in order.iter().enumerate() {
+            video_rank[v as usize] = rank as u32;
+        }
+        Self {
+            videos: videos.names,
+            video_rank,
+            video_of,
+            user_ids,
+        }
+    }
+}
+
+/// Runs `task(i)` for `i in 0..tasks` on `threads` threads; results in order.
+fn parallel<T: Send>(threads: usize, tasks: usize, task: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<Option<T>>> = Mutex::new((0..tasks).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(tasks) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= tasks {
+                        break;
+                    }
+                    let out = task(i);
+                    if let Ok(mut d) = done.lock() {
+                        d[i] = Some(out);
+                    }
+                }
+            });
+        }
+    });
+    done.into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Takes the value out of a task slot (each slot is taken by one task).
+fn take<T: Default>(slot: &Mutex<T>) -> T {
+    std::mem::take(&mut *slot.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
 /// Reads `files` (sorted) and counts hours `[from_us, to_us)` with `rules`.
 /// Blocking: call it from a blocking thread.
 pub(crate) fn count(
@@ -94,139 +265,195 @@ pub(crate) fn count(
     rules: &CountingRules,
     progress: &ProgressTx,
 ) -> Result<Counted> {
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .min(files.len().max(1));
-    let total_bytes: u64 = files.iter().map(|m| m.size).sum();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let state = RandomState::default();
+    let mut steps = Vec::new();
+
+    let clock = Instant::now();
+    let read = read(store, files, threads, &state, progress)?;
+    steps.push(("reading".to_owned(), clock.elapsed().as_secs_f64()));
+
+    let clock = Instant::now();
+    let ids = Ids::merge(read.dicts, read.user_ids, &state);
+    let shards: Vec<Mutex<Vec<Blocks>>> = read.shards.into_iter().map(Mutex::new).collect();
+    let shards_done = AtomicU64::new(0);
+    let deduped = parallel(threads, SHARDS, |s| {
+        let out = dedup(take(&shards[s]), &ids, &state);
+        let n = shards_done.fetch_add(1, Ordering::Relaxed) + 1;
+        let _ = progress.send(("deduplicating", n, SHARDS as u64));
+        out
+    });
+    drop(shards);
+    let (mut valid, mut winners, mut conflicting) = (0u64, 0u64, 0u64);
+    let mut buckets: Vec<Vec<Blocks>> = (0..BUCKETS).map(|_| Vec::new()).collect();
+    for d in deduped {
+        valid += d.valid;
+        winners += d.winners;
+        conflicting += d.conflicting;
+        for (b, rows) in d.buckets.into_iter().enumerate() {
+            buckets[b].push(rows);
+        }
+    }
+    steps.push(("deduplicating".to_owned(), clock.elapsed().as_secs_f64()));
+
+    let clock = Instant::now();
+    let buckets: Vec<Mutex<Vec<Blocks>>> = buckets.into_iter().map(Mutex::new).collect();
+    let buckets_done = AtomicU64::new(0);
+    let counted = parallel(threads, BUCKETS, |b| {
+        let out = count_bucket(take(&buckets[b]), &ids, from_us, to_us, rules, &state);
+        let n = buckets_done.fetch_add(1, Ordering::Relaxed) + 1;
+        let _ = progress.send(("counting", n, BUCKETS as u64));
+        out
+    });
+    let mut out: Vec<(u32, ViewRow<'_>)> = counted.into_iter().flatten().collect();
+    out.sort_unstable_by_key(|(rank, r)| (*rank, r.hour_us));
+    let out: Vec<ViewRow<'_>> = out.into_iter().map(|(_, r)| r).collect();
+    let mut rows = Rows {
+        input: read.input_rows,
+        invalid: read.input_rows - valid,
+        duplicates: valid - winners,
+        conflicting_ids: conflicting,
+        ..Rows::default()
+    };
+    for r in &out {
+        rows.views += r.views as u64;
+        rows.billable_views += r.billable_views as u64;
+        rows.fraud_filtered += r.fraud_filtered as u64;
+        rows.output += 1;
+    }
+    let views = views_batch(out.into_iter())?;
+    steps.push(("counting".to_owned(), clock.elapsed().as_secs_f64()));
+    Ok(Counted {
+        inputs: read.inputs,
+        views,
+        rows,
+        steps,
+    })
+}
+
+/// Phase 1's result.
+struct Read {
+    inputs: Vec<Input>,
+    /// Per shard, the rows of each reader.
+    shards: Vec<Vec<Blocks>>,
+    /// Per reader, its video dictionary.
+    dicts: Vec<Dict>,
+    /// Every decoded `user_id` column, by chunk number.
+    user_ids: Vec<StringArray>,
+    input_rows: u64,
+}
+
+/// Phase 1: every file fetched, checksummed, decoded and re-validated once.
+fn read(
+    store: Arc<dyn ObjectStore>,
+    files: &[ObjectMeta],
+    threads: usize,
+    state: &RandomState,
+    progress: &ProgressTx,
+) -> Result<Read> {
+    let total_bytes: u64 = files.iter().map(|m| m.size).sum();
     let next = AtomicUsize::new(0);
     let abort = AtomicBool::new(false);
     let read_bytes = AtomicU64::new(0);
+    let input_rows = AtomicU64::new(0);
     let inputs: Mutex<Vec<Option<Input>>> = Mutex::new(vec![None; files.len()]);
-    let (tx, rx) = mpsc::sync_channel::<Result<Chunk>>(workers * 2);
-
-    let mut counter = Counter::new(state.clone());
-    std::thread::scope(|s| -> Result<()> {
-        for _ in 0..workers {
-            let tx = tx.clone();
-            let (store, state, next, abort) = (store.clone(), &state, &next, &abort);
-            let (inputs, read_bytes) = (&inputs, &read_bytes);
-            s.spawn(move || {
-                let work = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => Worker {
-                        store,
-                        state,
-                        tx: &tx,
-                        rt,
-                    },
-                    Err(e) => {
-                        abort.store(true, Ordering::Relaxed);
-                        let _ = tx.send(Err(Error::Config(format!(
-                            "cannot start a reader's I/O runtime: {e}"
-                        ))));
-                        return;
-                    }
-                };
-                while !abort.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(meta) = files.get(i) else { break };
-                    match work.file(meta) {
-                        Ok(input) => {
-                            read_bytes.fetch_add(input.size, Ordering::Relaxed);
-                            if let Ok(mut all) = inputs.lock() {
-                                all[i] = Some(input);
-                            }
-                        }
-                        Err(e) => {
-                            abort.store(true, Ordering::Relaxed);
-                            let _ = tx.send(Err(e));
-                            break;
-                        }
-                    }
-                }
-            });
+    let user_ids: Mutex<Vec<StringArray>> = Mutex::new(Vec::new());
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let fail = |e: Error| {
+        abort.store(true, Ordering::Relaxed);
+        if let Ok(mut slot) = first_error.lock() {
+            slot.get_or_insert(e);
         }
-        drop(tx);
-        let mut result = Ok(());
-        for chunk in rx.iter() {
-            match chunk {
-                Ok(chunk) if result.is_ok() => {
-                    counter.add(&chunk);
-                    let _ = progress.send((
-                        "reading inputs",
-                        read_bytes.load(Ordering::Relaxed),
-                        total_bytes,
-                    ));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    abort.store(true, Ordering::Relaxed);
-                    if result.is_ok() {
-                        result = Err(e);
+    };
+    let readers = parallel(threads.min(files.len().max(1)), threads, |index| {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                fail(Error::Config(format!(
+                    "cannot start a reader's I/O runtime: {e}"
+                )));
+                return None;
+            }
+        };
+        let mut reader = Reader {
+            store: store.clone(),
+            state,
+            rt,
+            index: index as u16,
+            videos: Dict::default(),
+            user_ids: &user_ids,
+            shards: (0..SHARDS).map(|_| Blocks::default()).collect(),
+            input_rows: 0,
+        };
+        while !abort.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(meta) = files.get(i) else { break };
+            match reader.file(meta) {
+                Ok(input) => {
+                    let done = read_bytes.fetch_add(input.size, Ordering::Relaxed) + input.size;
+                    let _ = progress.send(("reading inputs", done, total_bytes));
+                    if let Ok(mut all) = inputs.lock() {
+                        all[i] = Some(input);
                     }
                 }
+                Err(e) => fail(e),
             }
         }
-        result
-    })?;
-    let _ = progress.send(("reading inputs", total_bytes, total_bytes));
+        input_rows.fetch_add(reader.input_rows, Ordering::Relaxed);
+        Some(reader)
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
     let inputs = inputs
         .into_inner()
-        .map_err(|_| Error::Input("a reader thread panicked".into()))?
+        .unwrap_or_else(|p| p.into_inner())
         .into_iter()
         .zip(files)
         .map(|(i, m)| i.ok_or_else(|| Error::Input(format!("{} was not read", m.location))))
         .collect::<Result<Vec<_>>>()?;
-    let _ = progress.send(("counting", 0, 1));
-    let (views, rows) = counter.finish(from_us, to_us, rules)?;
-    let _ = progress.send(("counting", 1, 1));
-    Ok(Counted {
+    let mut shards: Vec<Vec<Blocks>> = (0..SHARDS).map(|_| Vec::new()).collect();
+    let mut dicts = Vec::new();
+    // Reader numbers are task indices; a reader that could not start has
+    // no rows (and the run has failed above).
+    for (index, reader) in readers.into_iter().enumerate() {
+        let Some(reader) = reader else {
+            dicts.push(Dict::default());
+            continue;
+        };
+        debug_assert_eq!(usize::from(reader.index), index);
+        for (s, rows) in reader.shards.into_iter().enumerate() {
+            shards[s].push(rows);
+        }
+        dicts.push(reader.videos);
+    }
+    Ok(Read {
         inputs,
-        views,
-        rows,
+        shards,
+        dicts,
+        user_ids: user_ids.into_inner().unwrap_or_else(|p| p.into_inner()),
+        input_rows: input_rows.into_inner(),
     })
 }
 
-/// What the counter needs of one valid row.
-#[derive(Debug, Clone, Copy)]
-struct Keys {
-    id: [u64; 2],
-    id_hash: u64,
-    fp: u64,
-    received_at: i64,
-    offset: i64,
-    occurred_at: i64,
-    partition: i32,
-    watch_seconds: i32,
-    eligible: bool,
-    video_hash: u64,
-    user_hash: u64,
-    row: u32,
-}
-
-/// The valid rows of one decoded batch.
-#[derive(Debug)]
-struct Chunk {
-    keys: Vec<Keys>,
-    video_id: StringArray,
-    user_id: StringArray,
+struct Reader<'a> {
+    store: Arc<dyn ObjectStore>,
+    state: &'a RandomState,
+    /// Drives this thread's object store reads.
+    rt: tokio::runtime::Runtime,
+    index: u16,
+    videos: Dict,
+    user_ids: &'a Mutex<Vec<StringArray>>,
+    shards: Vec<Blocks>,
     input_rows: u64,
 }
 
-struct Worker<'a> {
-    store: Arc<dyn ObjectStore>,
-    state: &'a RandomState,
-    tx: &'a mpsc::SyncSender<Result<Chunk>>,
-    /// Drives this thread's object store reads.
-    rt: tokio::runtime::Runtime,
-}
-
-impl Worker<'_> {
-    /// Fetches, checksums, decodes and sends one file.
-    fn file(&self, meta: &ObjectMeta) -> Result<Input> {
+impl Reader<'_> {
+    /// Fetches, checksums, decodes and shards one file.
+    fn file(&mut self, meta: &ObjectMeta) -> Result<Input> {
         let path = meta.location.to_string();
         let bytes = self.rt.block_on(async {
             Ok::<_, Error>(self.store.get(&meta.location).await?.bytes().await?)
@@ -248,295 +475,274 @@ impl Worker<'_> {
             .map_err(|e| damaged(&e))?;
         for batch in reader {
             let batch = batch.map_err(|e| damaged(&e))?;
-            let chunk = self.chunk(&batch).map_err(|e| damaged(&e))?;
-            if self.tx.send(Ok(chunk)).is_err() {
-                // The counter stopped (another file failed).
-                break;
-            }
+            self.batch(&batch).map_err(|e| damaged(&e))?;
         }
         Ok(input)
     }
 
-    fn chunk(&self, batch: &RecordBatch) -> Result<Chunk> {
+    fn batch(&mut self, batch: &RecordBatch) -> Result<()> {
         let c = RawColumns::new(batch)?;
-        let mut keys = Vec::with_capacity(c.len());
+        self.input_rows += c.len() as u64;
+        let chunk = {
+            let mut all = self.user_ids.lock().unwrap_or_else(|p| p.into_inner());
+            all.push(c.user_id.clone());
+            (all.len() - 1) as u32
+        };
         for i in 0..c.len() {
-            if !c.is_valid(i) {
+            let Some(id) = c.valid_event_id(i) else {
                 continue;
-            }
-            let Some(id) = c.event_id(i) else { continue };
+            };
             let (hi, lo) = id.as_u64_pair();
-            keys.push(Keys {
+            let video = self.videos.id(self.state, c.video_id.value(i));
+            let id_hash = self.state.hash_one([hi, lo]);
+            self.shards[(id_hash >> 58) as usize % SHARDS].push(Row {
                 id: [hi, lo],
-                id_hash: self.state.hash_one([hi, lo]),
                 fp: payload_fp(&c, i),
                 received_at: c.received_at.value(i),
                 offset: c.kafka_offset.value(i),
                 occurred_at: c.occurred_at.value(i),
                 partition: c.kafka_partition.value(i),
                 watch_seconds: c.watch_seconds.value(i),
+                video,
+                user_hash: value_hash(c.user_id.value(i).as_bytes()),
+                chunk,
+                row: i as u16,
+                reader: self.index,
                 eligible: c.revenue_eligible.value(i),
-                video_hash: self.state.hash_one(c.video_id.value(i)),
-                user_hash: self.state.hash_one(c.user_id.value(i)),
-                row: i as u32,
+                conflicting: false,
             });
         }
-        Ok(Chunk {
-            keys,
-            video_id: c.video_id.clone(),
-            user_id: c.user_id.clone(),
-            input_rows: c.len() as u64,
-        })
+        Ok(())
     }
 }
 
-/// The first copy of an event id seen so far.
-#[derive(Debug, Clone, Copy)]
-struct Winner {
-    id: [u64; 2],
-    received_at: i64,
-    offset: i64,
-    occurred_at: i64,
-    fp: u64,
-    partition: i32,
-    watch_seconds: i32,
-    video: u32,
-    user: u32,
-    eligible: bool,
-    conflicting: bool,
+/// One shard, deduplicated.
+struct Deduped {
+    valid: u64,
+    winners: u64,
+    conflicting: u64,
+    /// The winners, by video bucket.
+    buckets: Vec<Blocks>,
 }
 
-impl Winner {
-    fn order(&self) -> (i64, i32, i64, u64) {
-        (self.received_at, self.partition, self.offset, self.fp)
-    }
-}
-
-/// Distinct strings numbered in arrival order.
-struct Interned {
-    names: Vec<Box<str>>,
-    table: HashTable<u32>,
-}
-
-impl Interned {
-    fn new() -> Self {
-        Self {
-            names: Vec::new(),
-            table: HashTable::new(),
-        }
-    }
-
-    /// The number of `s`, whose hash under `state` is `hash`; and whether it is new.
-    fn get(&mut self, state: &RandomState, hash: u64, s: &str) -> (u32, bool) {
-        let names = &mut self.names;
-        if let Some(&n) = self.table.find(hash, |&n| &*names[n as usize] == s) {
-            return (n, false);
-        }
-        let n = names.len() as u32;
-        names.push(s.into());
-        self.table
-            .insert_unique(hash, n, |&m| state.hash_one(&*names[m as usize]));
-        (n, true)
-    }
-}
-
-struct Counter {
-    state: RandomState,
-    winners: Vec<Winner>,
-    ids: HashTable<u32>,
-    videos: Interned,
-    users: Interned,
-    /// Per user number: the sketch hash of the user id.
-    user_sketch_hash: Vec<u64>,
-    input_rows: u64,
-    valid_rows: u64,
-}
-
-impl Counter {
-    fn new(state: RandomState) -> Self {
-        Self {
-            state,
-            winners: Vec::new(),
-            ids: HashTable::new(),
-            videos: Interned::new(),
-            users: Interned::new(),
-            user_sketch_hash: Vec::new(),
-            input_rows: 0,
-            valid_rows: 0,
-        }
-    }
-
-    fn add(&mut self, chunk: &Chunk) {
-        self.input_rows += chunk.input_rows;
-        self.valid_rows += chunk.keys.len() as u64;
-        for k in &chunk.keys {
-            let winners = &self.winners;
-            let found = self
-                .ids
-                .find(k.id_hash, |&w| winners[w as usize].id == k.id)
-                .copied();
-            match found {
+/// Phase 2: the first copy of every event id of one shard. The table holds
+/// each id's current winner as its position in `parts` (reader, row), so
+/// rows are not copied until the winners go to their buckets.
+fn dedup(mut parts: Vec<Blocks>, ids: &Ids, state: &RandomState) -> Deduped {
+    let valid: usize = parts.iter().map(Blocks::len).sum();
+    // A position: reader (16 bits), block (24), row in the block (24).
+    let at = |parts: &[Blocks], pos: u64| -> Row {
+        parts[(pos >> 48) as usize].blocks[(pos >> 24) as usize & 0xff_ffff]
+            [pos as usize & 0xff_ffff]
+    };
+    let mut table: HashTable<u64> = HashTable::with_capacity(valid);
+    let mut conflicting: Vec<u64> = Vec::new();
+    for p in 0..parts.len() {
+        let rows = parts[p]
+            .blocks
+            .iter()
+            .enumerate()
+            .flat_map(|(b, rows)| rows.iter().enumerate().map(move |(i, r)| (b, i, r)));
+        for (b, i, r) in rows {
+            let pos = (p as u64) << 48 | (b as u64) << 24 | i as u64;
+            let hash = state.hash_one(r.id);
+            match table.find_mut(hash, |&w| at(&parts, w).id == r.id) {
                 None => {
-                    let (video, user) = self.intern(chunk, k);
-                    let n = self.winners.len() as u32;
-                    self.winners.push(Winner {
-                        id: k.id,
-                        received_at: k.received_at,
-                        offset: k.offset,
-                        occurred_at: k.occurred_at,
-                        fp: k.fp,
-                        partition: k.partition,
-                        watch_seconds: k.watch_seconds,
-                        video,
-                        user,
-                        eligible: k.eligible,
-                        conflicting: false,
-                    });
-                    let (state, winners) = (&self.state, &self.winners);
-                    self.ids
-                        .insert_unique(k.id_hash, n, |&w| state.hash_one(winners[w as usize].id));
+                    table.insert_unique(hash, pos, |&w| state.hash_one(at(&parts, w).id));
                 }
-                Some(n) => {
-                    let w = self.winners[n as usize];
-                    let same_payload = w.fp == k.fp;
-                    let earlier = (k.received_at, k.partition, k.offset, k.fp) < w.order();
-                    let (video, user) = if earlier && !same_payload {
-                        self.intern(chunk, k)
-                    } else {
-                        (w.video, w.user)
-                    };
-                    let w = &mut self.winners[n as usize];
-                    w.conflicting |= !same_payload;
-                    if earlier {
-                        w.received_at = k.received_at;
-                        w.partition = k.partition;
-                        w.offset = k.offset;
-                        w.fp = k.fp;
-                        w.occurred_at = k.occurred_at;
-                        w.watch_seconds = k.watch_seconds;
-                        w.eligible = k.eligible;
-                        w.video = video;
-                        w.user = user;
+                Some(w) => {
+                    let old = at(&parts, *w);
+                    if old.fp != r.fp {
+                        conflicting.push(*w);
+                        conflicting.push(pos);
+                    }
+                    if r.order() < old.order() {
+                        *w = pos;
                     }
                 }
             }
         }
     }
+    // Mark the conflicting ids on their winners.
+    let mut flagged: hashbrown::HashSet<[u64; 2], RandomState> =
+        hashbrown::HashSet::with_hasher(state.clone());
+    for pos in conflicting {
+        flagged.insert(at(&parts, pos).id);
+    }
+    let mut buckets: Vec<Blocks> = (0..BUCKETS).map(|_| Blocks::default()).collect();
+    let winners = table.len() as u64;
+    for pos in table.drain() {
+        let mut w = at(&parts, pos);
+        w.conflicting = flagged.contains(&w.id);
+        w.video = ids.video_of[usize::from(w.reader)][w.video as usize];
+        buckets[w.video as usize % BUCKETS].push(w);
+    }
+    parts.clear();
+    Deduped {
+        valid: valid as u64,
+        winners,
+        conflicting: flagged.len() as u64,
+        buckets,
+    }
+}
 
-    fn intern(&mut self, chunk: &Chunk, k: &Keys) -> (u32, u32) {
-        let row = k.row as usize;
-        let (video, _) = self
-            .videos
-            .get(&self.state, k.video_hash, chunk.video_id.value(row));
-        let user_id = chunk.user_id.value(row);
-        let (user, new) = self.users.get(&self.state, k.user_hash, user_id);
-        if new {
-            self.user_sketch_hash.push(value_hash(user_id.as_bytes()));
+/// Phase 3: the fraud cap and the per video-hour aggregate of one bucket
+/// (every winner of a video is in the same bucket). Rows come with their
+/// video's rank in name order.
+fn count_bucket<'s>(
+    parts: Vec<Blocks>,
+    ids: &'s Ids,
+    from_us: i64,
+    to_us: i64,
+    rules: &CountingRules,
+    state: &RandomState,
+) -> Vec<(u32, ViewRow<'s>)> {
+    let min_watch = i32::try_from(rules.billable_min_watch_seconds).unwrap_or(i32::MAX);
+    let cap = rules.fraud_cap_per_user_video_day as usize;
+    let rows = || parts.iter().flat_map(Blocks::iter);
+    let len: usize = parts.iter().map(Blocks::len).sum();
+    let billable = |r: &Row| r.eligible && r.watch_seconds >= min_watch;
+    let key = |r: &Row| {
+        (
+            r.video,
+            r.occurred_at.div_euclid(DAY_US) as i32,
+            r.user_hash,
+        )
+    };
+    let user = |r: &Row| ids.user_ids[r.chunk as usize].value(usize::from(r.row));
+
+    // Billable views per (video, day, user hash). Only groups over the cap
+    // need more: their rows are split by the exact user id (two users whose
+    // hashes collide are told apart there; a merged group within the cap
+    // gives the same counts as its parts) and ranked.
+    let mut per_day: HashMap<(u32, i32, u64), u32, RandomState> =
+        HashMap::with_hasher(state.clone());
+    for r in rows().filter(|r| billable(r)) {
+        *per_day.entry(key(r)).or_default() += 1;
+    }
+    // (video, day, user hash), user, occurred_at, event id, row.
+    type Ranked<'a> = ((u32, i32, u64), &'a str, i64, [u64; 2], u32);
+    let mut over: Vec<Ranked<'s>> = rows()
+        .enumerate()
+        .filter(|(_, r)| billable(r))
+        .filter(|(_, r)| per_day.get(&key(r)).copied().unwrap_or(0) as usize > cap)
+        .map(|(n, r)| (key(r), user(r), r.occurred_at, r.id, n as u32))
+        .collect();
+    drop(per_day);
+    over.sort_unstable();
+    let mut fraud = vec![false; len];
+    for group in over.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+        for &(_, _, _, _, n) in group.iter().skip(cap) {
+            fraud[n as usize] = true;
         }
-        (video, user)
     }
 
-    /// Fraud cap, then the per video-hour aggregate.
-    fn finish(
-        self,
-        from_us: i64,
-        to_us: i64,
-        rules: &CountingRules,
-    ) -> Result<(RecordBatch, Rows)> {
-        let min_watch = i32::try_from(rules.billable_min_watch_seconds).unwrap_or(i32::MAX);
-        let cap = rules.fraud_cap_per_user_video_day as usize;
-        let billable = |w: &Winner| w.eligible && w.watch_seconds >= min_watch;
-        let day = |w: &Winner| w.occurred_at.div_euclid(DAY_US) as i32;
+    #[derive(Default)]
+    struct Agg {
+        views: i64,
+        billable: i64,
+        fraud: i64,
+        watch: i64,
+        sketch: Sketch,
+    }
+    let mut groups: HashMap<(u32, i64), Agg, RandomState> = HashMap::with_hasher(state.clone());
+    for (n, r) in rows().enumerate() {
+        if r.occurred_at < from_us || r.occurred_at >= to_us {
+            continue;
+        }
+        let hour = r.occurred_at - r.occurred_at.rem_euclid(HOUR_US);
+        let g = groups.entry((r.video, hour)).or_default();
+        g.views += 1;
+        if billable(r) {
+            if fraud[n] {
+                g.fraud += 1;
+            } else {
+                g.billable += 1;
+            }
+        }
+        g.watch += i64::from(r.watch_seconds);
+        g.sketch.insert_hash(r.user_hash);
+    }
+    groups
+        .into_iter()
+        .map(|((v, hour), g)| {
+            (
+                ids.video_rank[v as usize],
+                ViewRow {
+                    video_id: &ids.videos[v as usize],
+                    hour_us: hour,
+                    views: g.views,
+                    billable_views: g.billable,
+                    fraud_filtered: g.fraud,
+                    watch_seconds: g.watch,
+                    sketch: g.sketch.to_bytes(),
+                },
+            )
+        })
+        .collect()
+}
 
-        // Billable views per (user, video, day); only groups over the cap
-        // need ordering.
-        let mut per_day: HashMap<(u32, u32, i32), u32, RandomState> =
-            HashMap::with_hasher(self.state.clone());
-        for w in self.winners.iter().filter(|w| billable(w)) {
-            *per_day.entry((w.user, w.video, day(w))).or_default() += 1;
-        }
-        // (user, video, day), occurred_at, event id, winner.
-        type Ranked = ((u32, u32, i32), i64, [u64; 2], u32);
-        let mut over: Vec<Ranked> = self
-            .winners
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| billable(w))
-            .filter_map(|(n, w)| {
-                let key = (w.user, w.video, day(w));
-                (per_day.get(&key).copied().unwrap_or(0) as usize > cap).then_some((
-                    key,
-                    w.occurred_at,
-                    w.id,
-                    n as u32,
-                ))
-            })
-            .collect();
-        drop(per_day);
-        over.sort_unstable();
-        let mut fraud = vec![false; self.winners.len()];
-        for group in over.chunk_by(|a, b| a.0 == b.0) {
-            for &(_, _, _, n) in group.iter().skip(cap) {
-                fraud[n as usize] = true;
-            }
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-        #[derive(Default)]
-        struct Agg {
-            views: i64,
-            billable: i64,
-            fraud: i64,
-            watch: i64,
-            sketch: Sketch,
-        }
-        let mut groups: HashMap<(u32, i64), Agg, RandomState> =
-            HashMap::with_hasher(self.state.clone());
-        for (n, w) in self.winners.iter().enumerate() {
-            if w.occurred_at < from_us || w.occurred_at >= to_us {
-                continue;
-            }
-            let hour = w.occurred_at - w.occurred_at.rem_euclid(HOUR_US);
-            let g = groups.entry((w.video, hour)).or_default();
-            g.views += 1;
-            if billable(w) {
-                if fraud[n] {
-                    g.fraud += 1;
-                } else {
-                    g.billable += 1;
-                }
-            }
-            g.watch += i64::from(w.watch_seconds);
-            g.sketch.insert_hash(self.user_sketch_hash[w.user as usize]);
-        }
-        let mut out: Vec<((u32, i64), Agg)> = groups.into_iter().collect();
-        let videos = &self.videos.names;
-        out.sort_unstable_by(|a, b| {
-            videos[a.0.0 as usize]
-                .cmp(&videos[b.0.0 as usize])
-                .then(a.0.1.cmp(&b.0.1))
-        });
-        let views = views_batch(out.iter().map(|((v, hour), g)| ViewRow {
-            video_id: &videos[*v as usize],
-            hour_us: *hour,
-            views: g.views,
-            billable_views: g.billable,
-            fraud_filtered: g.fraud,
-            watch_seconds: g.watch,
-            sketch: g.sketch.to_bytes(),
-        }))?;
-        let mut rows = Rows {
-            input: self.input_rows,
-            invalid: self.input_rows - self.valid_rows,
-            duplicates: self.valid_rows - self.winners.len() as u64,
-            conflicting_ids: self.winners.iter().filter(|w| w.conflicting).count() as u64,
-            ..Rows::default()
+    /// Two users whose hashes collide: the cap still applies per user.
+    #[test]
+    fn colliding_user_hashes_are_split_by_the_exact_id() {
+        let state = RandomState::default();
+        let names = StringArray::from(vec!["alice", "bob"]);
+        let ids = Ids {
+            videos: vec!["v1".into()],
+            video_rank: vec![0],
+            video_of: vec![vec![0]],
+            user_ids: vec![names],
         };
-        for (_, g) in &out {
-            rows.views += g.views as u64;
-            rows.billable_views += g.billable as u64;
-            rows.fraud_filtered += g.fraud as u64;
-            rows.output += 1;
-        }
-        Ok((views, rows))
+        let day = 20_000 * DAY_US;
+        let row = |n: u64, user: u16| Row {
+            id: [0, n],
+            fp: 0,
+            received_at: day,
+            offset: n as i64,
+            occurred_at: day + n as i64 * 1_000_000,
+            partition: 0,
+            watch_seconds: 60,
+            video: 0,
+            user_hash: 42,
+            chunk: 0,
+            row: user,
+            reader: 0,
+            eligible: true,
+            conflicting: false,
+        };
+        let run = |alice: u64, bob: u64| {
+            let mut rows = Blocks::default();
+            for n in 0..alice {
+                rows.push(row(n, 0));
+            }
+            for n in alice..alice + bob {
+                rows.push(row(n, 1));
+            }
+            let out = count_bucket(
+                vec![rows],
+                &ids,
+                day,
+                day + DAY_US,
+                &CountingRules::default(),
+                &state,
+            );
+            let fraud: i64 = out.iter().map(|(_, r)| r.fraud_filtered).sum();
+            let billable: i64 = out.iter().map(|(_, r)| r.billable_views).sum();
+            (billable, fraud)
+        };
+        assert_eq!(
+            run(6, 6),
+            (12, 0),
+            "6 + 6 views of two users: none over the cap"
+        );
+        assert_eq!(
+            run(12, 6),
+            (16, 2),
+            "alice's 11th and 12th are over the cap"
+        );
     }
 }

@@ -193,6 +193,11 @@ pub struct Manifest {
     pub started_at: DateTime<Utc>,
     /// Wall time in seconds.
     pub seconds: f64,
+    /// Wall time of each step, in seconds, in the order they ran
+    /// (`planning`, `reading` (fetch, checksum, decode, validate, dedup),
+    /// `counting` (fraud cap, aggregation), `writing`).
+    #[serde(default)]
+    pub steps: Vec<(String, f64)>,
 }
 
 /// What a run did.
@@ -283,7 +288,16 @@ pub async fn run(
         rows: Rows::default(),
         started_at,
         seconds: 0.0,
+        steps: Vec::new(),
     };
+    let mut step_clock = Instant::now();
+    let step = |manifest: &mut Manifest, clock: &mut Instant, name: &str| {
+        manifest
+            .steps
+            .push((name.to_owned(), clock.elapsed().as_secs_f64()));
+        *clock = Instant::now();
+    };
+    step(&mut manifest, &mut step_clock, "planning");
     let (from_us, to_us) = (opts.from.timestamp_micros(), to.timestamp_micros());
     let views = if opts.dry_run || opts.engine == Engine::Sql {
         manifest.inputs = checksum(store.as_ref(), &inputs_meta, progress).await?;
@@ -305,6 +319,7 @@ pub async fn run(
             sql::compute(store.clone(), &manifest.inputs, opts.from, to, &opts.rules).await?;
         progress("computing", 1, 1);
         manifest.rows = rows;
+        step(&mut manifest, &mut step_clock, "computing");
         views
     } else {
         // The native engine runs on its own threads; progress comes back
@@ -323,6 +338,8 @@ pub async fn run(
             .map_err(|e| Error::Input(format!("the counting engine failed: {e}")))??;
         manifest.inputs = counted.inputs;
         manifest.rows = counted.rows;
+        manifest.steps.extend(counted.steps);
+        step_clock = Instant::now();
         counted.views
     };
     let run_id = run_id(opts.from, to, &opts.rules, &manifest.inputs);
@@ -336,6 +353,7 @@ pub async fn run(
         rows: manifest.rows.output,
     });
     store::put(store.as_ref(), &out_path, bytes).await?;
+    step(&mut manifest, &mut step_clock, "writing");
     manifest.seconds = clock.elapsed().as_secs_f64();
     store::put_json(store.as_ref(), &store::manifest(&run_id), &manifest).await?;
     progress("publishing", 0, 1);

@@ -8,15 +8,15 @@
 //! `[1, 12, 0, n_hi, n_lo, (idx_hi, idx_lo, rank) * n]` (sparse, sorted) or
 //! `[1, 12, 1, rank * 4096]` (dense, when sparse would be larger).
 
-use std::collections::BTreeMap;
-
 const P: u32 = 12;
 const M: usize = 1 << P;
 
 /// A HyperLogLog sketch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sketch {
-    registers: BTreeMap<u16, u8>,
+    /// The non-zero registers, sorted by index (most sketches are small:
+    /// one video-hour's viewers).
+    registers: Vec<(u16, u8)>,
 }
 
 impl Sketch {
@@ -31,15 +31,21 @@ impl Sketch {
         let idx = (h >> (64 - P)) as u16;
         let rest = (h << P) | (1 << (P - 1));
         let rank = rest.leading_zeros() as u8 + 1;
-        let r = self.registers.entry(idx).or_insert(0);
-        *r = (*r).max(rank);
+        self.raise(idx, rank);
+    }
+
+    /// Sets register `idx` to at least `rank`.
+    fn raise(&mut self, idx: u16, rank: u8) {
+        match self.registers.binary_search_by_key(&idx, |&(i, _)| i) {
+            Ok(at) => self.registers[at].1 = self.registers[at].1.max(rank),
+            Err(at) => self.registers.insert(at, (idx, rank)),
+        }
     }
 
     /// Merges another sketch in (register-wise max).
     pub fn merge(&mut self, other: &Sketch) {
-        for (&i, &r) in &other.registers {
-            let e = self.registers.entry(i).or_insert(0);
-            *e = (*e).max(r);
+        for &(i, r) in &other.registers {
+            self.raise(i, r);
         }
     }
 
@@ -49,8 +55,8 @@ impl Sketch {
         let zeros = (M - self.registers.len()) as f64;
         let sum: f64 = self
             .registers
-            .values()
-            .map(|&r| 2f64.powi(-i32::from(r)))
+            .iter()
+            .map(|&(_, r)| 2f64.powi(-i32::from(r)))
             .sum::<f64>()
             + zeros;
         let alpha = 0.7213 / (1.0 + 1.079 / m);
@@ -69,7 +75,7 @@ impl Sketch {
             let mut out = Vec::with_capacity(5 + n * 3);
             out.extend_from_slice(&[1, P as u8, 0]);
             out.extend_from_slice(&(n as u16).to_be_bytes());
-            for (&i, &r) in &self.registers {
+            for &(i, r) in &self.registers {
                 out.extend_from_slice(&i.to_be_bytes());
                 out.push(r);
             }
@@ -77,7 +83,7 @@ impl Sketch {
         } else {
             let mut out = vec![0u8; 3 + M];
             out[..3].copy_from_slice(&[1, P as u8, 1]);
-            for (&i, &r) in &self.registers {
+            for &(i, r) in &self.registers {
                 out[3 + i as usize] = r;
             }
             out
@@ -92,7 +98,7 @@ impl Sketch {
         if u32::from(p) != P {
             return None;
         }
-        let mut registers = BTreeMap::new();
+        let mut sketch = Sketch::default();
         match kind {
             0 => {
                 let (n, pairs) = rest.split_first_chunk::<2>()?;
@@ -101,19 +107,23 @@ impl Sketch {
                     return None;
                 }
                 for c in pairs.chunks_exact(3) {
-                    registers.insert(u16::from_be_bytes([c[0], c[1]]), c[2]);
+                    let i = u16::from_be_bytes([c[0], c[1]]);
+                    if usize::from(i) >= M || c[2] == 0 {
+                        return None;
+                    }
+                    sketch.raise(i, c[2]);
                 }
             }
             1 if rest.len() == M => {
                 for (i, &r) in rest.iter().enumerate() {
                     if r > 0 {
-                        registers.insert(i as u16, r);
+                        sketch.raise(i as u16, r);
                     }
                 }
             }
             _ => return None,
         }
-        Some(Self { registers })
+        Some(sketch)
     }
 }
 

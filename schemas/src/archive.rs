@@ -226,6 +226,11 @@ impl<'a> RawColumns<'a> {
     /// verdict as decoding the row and validating the event, without building
     /// one.
     pub fn is_valid(&self, i: usize) -> bool {
+        self.valid_event_id(i).is_some()
+    }
+
+    /// Row `i`'s event id if the row is a valid event ([`Self::is_valid`]).
+    pub fn valid_event_id(&self, i: usize) -> Option<Uuid> {
         let required_present = self.video_id.is_valid(i)
             && self.user_id.is_valid(i)
             && self.occurred_at.is_valid(i)
@@ -237,18 +242,12 @@ impl<'a> RawColumns<'a> {
             && self.received_at.is_valid(i)
             && self.kafka_partition.is_valid(i)
             && self.kafka_offset.is_valid(i);
-        if !required_present
-            || self.event_id(i).is_none()
-            || Device::from_wire(self.device.value(i)).is_none()
-        {
-            return false;
+        if !required_present || Device::from_wire(self.device.value(i)).is_none() {
+            return None;
         }
-        let (Some(occurred_at), Some(received_at)) = (
-            DateTime::from_timestamp_micros(self.occurred_at.value(i)),
-            DateTime::from_timestamp_micros(self.received_at.value(i)),
-        ) else {
-            return false;
-        };
+        let id = self.event_id(i)?;
+        let occurred_at = DateTime::from_timestamp_micros(self.occurred_at.value(i))?;
+        let received_at = DateTime::from_timestamp_micros(self.received_at.value(i))?;
         let opt = |a: &'a StringArray| a.is_valid(i).then(|| a.value(i));
         Fields {
             video_id: self.video_id.value(i),
@@ -263,6 +262,7 @@ impl<'a> RawColumns<'a> {
             schema_version: self.schema_version.value(i).into(),
         }
         .is_valid(&ValidationContext::at(received_at))
+        .then_some(id)
     }
 }
 

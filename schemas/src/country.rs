@@ -19,9 +19,24 @@ pub(crate) const ISO_3166_ALPHA2: [&str; 249] = [
     "VN", "VU", "WF", "WS", "YE", "YT", "ZA", "ZM", "ZW",
 ];
 
+/// One bit per two-letter code `AA`..`ZZ`: set when assigned.
+static ASSIGNED: std::sync::LazyLock<[u32; 26]> = std::sync::LazyLock::new(|| {
+    let mut bits = [0u32; 26];
+    for code in ISO_3166_ALPHA2 {
+        let b = code.as_bytes();
+        bits[usize::from(b[0] - b'A')] |= 1 << (b[1] - b'A');
+    }
+    bits
+});
+
 /// Whether `code` is an assigned ISO 3166-1 alpha-2 code (uppercase).
 pub(crate) fn is_iso_country(code: &str) -> bool {
-    ISO_3166_ALPHA2.binary_search(&code).is_ok()
+    match code.as_bytes() {
+        &[a @ b'A'..=b'Z', b @ b'A'..=b'Z'] => {
+            ASSIGNED[usize::from(a - b'A')] & (1 << (b - b'A')) != 0
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -36,5 +51,17 @@ mod tests {
         assert!(!is_iso_country("us"));
         assert!(!is_iso_country("XX"));
         assert!(!is_iso_country("USA"));
+        assert!(!is_iso_country("U"));
+        assert!(!is_iso_country(""));
+        for a in b'A'..=b'Z' {
+            for b in b'A'..=b'Z' {
+                let code = String::from_utf8(vec![a, b]).unwrap();
+                assert_eq!(
+                    is_iso_country(&code),
+                    ISO_3166_ALPHA2.binary_search(&code.as_str()).is_ok(),
+                    "{code}"
+                );
+            }
+        }
     }
 }

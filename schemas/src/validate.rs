@@ -479,6 +479,11 @@ fn check_video_id(s: &str) -> Result<(), Violation> {
 }
 
 fn check_len(field: &'static str, s: &str, min: usize, max: usize) -> Result<(), Violation> {
+    // Characters never outnumber bytes: count them only when the bytes do
+    // not already settle it.
+    if s.len() <= max && (min == 0 || (min == 1 && !s.is_empty())) {
+        return Ok(());
+    }
     let n = s.chars().count();
     if n < min || n > max {
         let expect = if min == 0 {
