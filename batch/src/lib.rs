@@ -3,9 +3,11 @@
 //! - [`archive`]: `viewcount archive`, Kafka → raw Parquet by event hour, with
 //!   per-partition progress that defines which hours are complete.
 //! - [`progress`]: archive progress and the watermark that follows from it.
-//! - [`run`]: `viewcount batch run`, the DataFusion recomputation: re-validate,
-//!   dedup by `event_id` (earliest received wins), fraud cap, per video per
-//!   hour counts and viewer sketches; deterministic output and a manifest.
+//! - [`run`]: `viewcount batch run`, the recomputation: re-validate, dedup by
+//!   `event_id` (earliest received wins), fraud cap, per video per hour counts
+//!   and viewer sketches; deterministic output and a manifest. Computed by
+//!   [`count`] (the native engine) or [`sql`] (the same rules as DataFusion
+//!   SQL; byte-identical output).
 //! - [`publish`]: how runs compose into the published state and `CURRENT`.
 //! - [`reconcile`]: speed vs batch per video-hour, each difference with its cause.
 //! - [`sketch`]: the unique-viewer HyperLogLog with a fixed byte format.
