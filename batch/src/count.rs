@@ -34,8 +34,7 @@
 //!   views, fraud-filtered views, watch seconds, and a viewer sketch.
 //!
 //! Memory: about 160 bytes of peak RSS per valid row of the days read (its
-//! keys,
-//! and its user id in the decoded arrays), plus the distinct video ids.
+//! keys, and its user id in the decoded arrays), plus the distinct video ids.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
