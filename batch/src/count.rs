@@ -121,8 +121,6 @@ struct Row {
     row: u16,
     reader: u16,
     eligible: bool,
-    /// Set on a dedup winner whose copies carry different payloads.
-    conflicting: bool,
 }
 
 impl Row {
@@ -509,7 +507,6 @@ impl Reader<'_> {
                 row: i as u16,
                 reader: self.index,
                 eligible: c.revenue_eligible.value(i),
-                conflicting: false,
             });
         }
         Ok(())
@@ -528,7 +525,7 @@ struct Deduped {
 /// Phase 2: the first copy of every event id of one shard. The table holds
 /// each id's current winner as its position in `parts` (reader, row), so
 /// rows are not copied until the winners go to their buckets.
-fn dedup(mut parts: Vec<Blocks>, ids: &Ids, state: &RandomState) -> Deduped {
+fn dedup(parts: Vec<Blocks>, ids: &Ids, state: &RandomState) -> Deduped {
     let valid: usize = parts.iter().map(Blocks::len).sum();
     // A position: reader (16 bits), block (24), row in the block (24).
     let at = |parts: &[Blocks], pos: u64| -> Row {
@@ -536,7 +533,9 @@ fn dedup(mut parts: Vec<Blocks>, ids: &Ids, state: &RandomState) -> Deduped {
             [pos as usize & 0xff_ffff]
     };
     let mut table: HashTable<u64> = HashTable::with_capacity(valid);
-    let mut conflicting: Vec<u64> = Vec::new();
+    // Ids whose copies carry different payloads.
+    let mut conflicting: hashbrown::HashSet<[u64; 2], RandomState> =
+        hashbrown::HashSet::with_hasher(state.clone());
     for p in 0..parts.len() {
         let rows = parts[p]
             .blocks
@@ -553,8 +552,7 @@ fn dedup(mut parts: Vec<Blocks>, ids: &Ids, state: &RandomState) -> Deduped {
                 Some(w) => {
                     let old = at(&parts, *w);
                     if old.fp != r.fp {
-                        conflicting.push(*w);
-                        conflicting.push(pos);
+                        conflicting.insert(r.id);
                     }
                     if r.order() < old.order() {
                         *w = pos;
@@ -563,25 +561,17 @@ fn dedup(mut parts: Vec<Blocks>, ids: &Ids, state: &RandomState) -> Deduped {
             }
         }
     }
-    // Mark the conflicting ids on their winners.
-    let mut flagged: hashbrown::HashSet<[u64; 2], RandomState> =
-        hashbrown::HashSet::with_hasher(state.clone());
-    for pos in conflicting {
-        flagged.insert(at(&parts, pos).id);
-    }
     let mut buckets: Vec<Blocks> = (0..BUCKETS).map(|_| Blocks::default()).collect();
     let winners = table.len() as u64;
     for pos in table.drain() {
         let mut w = at(&parts, pos);
-        w.conflicting = flagged.contains(&w.id);
         w.video = ids.video_of[usize::from(w.reader)][w.video as usize];
         buckets[w.video as usize % BUCKETS].push(w);
     }
-    parts.clear();
     Deduped {
         valid: valid as u64,
         winners,
-        conflicting: flagged.len() as u64,
+        conflicting: conflicting.len() as u64,
         buckets,
     }
 }
@@ -712,7 +702,6 @@ mod tests {
             row: user,
             reader: 0,
             eligible: true,
-            conflicting: false,
         };
         let run = |alice: u64, bob: u64| {
             let mut rows = Blocks::default();
