@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, UInt64Array};
+use arrow::array::{ArrayRef, AsArray, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use chrono::{DateTime, Utc};
 use datafusion::execution::context::SessionContext;
@@ -60,13 +60,7 @@ fn raw_udf(name: &str, out: DataType, per_batch: fn(&RawColumns<'_>) -> ArrayRef
 
 /// `vc_valid(raw columns)`: the row passes re-validation.
 fn valid_udf() -> ScalarUDF {
-    raw_udf("vc_valid", DataType::Boolean, |c| {
-        Arc::new(
-            (0..c.len())
-                .map(|i| Some(c.is_valid(i)))
-                .collect::<BooleanArray>(),
-        )
-    })
+    raw_udf("vc_valid", DataType::Boolean, |c| Arc::new(c.verdicts()))
 }
 
 /// `vc_payload_fp(raw columns)`: [`payload_fp`].

@@ -229,6 +229,11 @@ impl<'a> RawColumns<'a> {
         self.valid_event_id(i).is_some()
     }
 
+    /// The validity of every row ([`Self::is_valid`]).
+    pub fn verdicts(&self) -> BooleanArray {
+        (0..self.len()).map(|i| Some(self.is_valid(i))).collect()
+    }
+
     /// Row `i`'s event id if the row is a valid event ([`Self::is_valid`]).
     pub fn valid_event_id(&self, i: usize) -> Option<Uuid> {
         let required_present = self.video_id.is_valid(i)
@@ -268,8 +273,7 @@ impl<'a> RawColumns<'a> {
 
 /// The validity of every row of a raw batch ([`RawColumns::is_valid`]).
 pub fn valid_rows(batch: &RecordBatch) -> Result<BooleanArray> {
-    let c = RawColumns::new(batch)?;
-    Ok((0..c.len()).map(|i| Some(c.is_valid(i))).collect())
+    Ok(RawColumns::new(batch)?.verdicts())
 }
 
 /// Reads rows back from a batch with the raw archive schema (columns by name,
