@@ -115,6 +115,25 @@ pub struct RunOptions {
     pub engine: Engine,
 }
 
+impl RunOptions {
+    /// Allowed lateness unless configured: 10 minutes.
+    pub const DEFAULT_LATENESS: Duration = Duration::minutes(10);
+
+    /// Hours `[from, to)` with the default rules and lateness, complete hours
+    /// only, computed and published by the native engine.
+    pub fn new(from: DateTime<Utc>, to: DateTime<Utc>) -> Self {
+        Self {
+            from,
+            to,
+            rules: CountingRules::default(),
+            lateness: Self::DEFAULT_LATENESS,
+            allow_incomplete: false,
+            dry_run: false,
+            engine: Engine::default(),
+        }
+    }
+}
+
 /// One input file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Input {

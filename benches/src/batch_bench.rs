@@ -80,13 +80,8 @@ fn peak_rss_mib() -> f64 {
 async fn measure_batch(dir: &Path, from: DateTime<Utc>, to: DateTime<Utc>) -> anyhow::Result<()> {
     let store = batch::store::open(&format!("file://{}", dir.display()))?;
     let opts = batch::run::RunOptions {
-        from,
-        to,
-        rules: schemas::CountingRules::default(),
-        lateness: chrono::Duration::minutes(10),
         allow_incomplete: true,
-        dry_run: false,
-        engine: batch::run::Engine::default(),
+        ..batch::run::RunOptions::new(from, to)
     };
     let t = Instant::now();
     let report = batch::run::run(store, &opts, &|_, _, _| {}).await?;

@@ -83,3 +83,31 @@ impl TestKafka {
 pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
+
+/// Asserts `got` holds exactly `want`: the first few differing keys with both
+/// values, then no extra keys. `what` names `got` in the message.
+pub fn assert_same_map<K, V>(
+    got: &std::collections::BTreeMap<K, V>,
+    want: &std::collections::BTreeMap<K, V>,
+    what: &str,
+) where
+    K: Ord + std::fmt::Debug,
+    V: PartialEq + std::fmt::Debug,
+{
+    let diffs: Vec<_> = want
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(*v))
+        .map(|(k, v)| (k, v, got.get(k)))
+        .take(5)
+        .collect();
+    assert!(
+        diffs.is_empty(),
+        "{what} differs from the truth (key, want, got): {diffs:?}"
+    );
+    let extra: Vec<_> = got
+        .keys()
+        .filter(|k| !want.contains_key(*k))
+        .take(5)
+        .collect();
+    assert!(extra.is_empty(), "extra keys in {what}: {extra:?}");
+}

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use schemas::CountingRules;
 use telemetry::OpsBuilder;
 
-use crate::util::{parse_duration, run_service};
+use crate::util::{KafkaFlags, parse_duration, run_service};
 
 /// `--store`, shared.
 #[derive(Debug, clap::Args)]
@@ -30,12 +30,8 @@ impl StoreFlag {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ArchiveArgs {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "VIEWCOUNT_KAFKA")]
-    kafka: String,
-    /// The event topic.
-    #[arg(long, env = "VIEWCOUNT_TOPIC", default_value = "view-events")]
-    topic: String,
+    #[command(flatten)]
+    broker: KafkaFlags,
     #[command(flatten)]
     store: StoreFlag,
     /// Listen address of /healthz, /readyz, /metrics.
@@ -48,7 +44,7 @@ pub(crate) struct ArchiveArgs {
 
 pub(crate) async fn archive(a: ArchiveArgs) -> anyhow::Result<()> {
     let store = batch::store::open(&a.store.url())?;
-    let mut config = ArchiveConfig::new(&a.kafka, &a.topic);
+    let mut config = ArchiveConfig::new(&a.broker.kafka, &a.broker.topic);
     config.flush_interval = a.flush_interval;
     let mut ops = OpsBuilder::new();
     let metrics = ArchiveMetrics::register(ops.registry());
@@ -82,14 +78,21 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
         })
 }
 
+/// `--from` and `--to`: hours `[from, to)`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct RunArgs {
+pub(crate) struct HourRange {
     /// First hour (inclusive).
     #[arg(long, value_parser = parse_time)]
     from: DateTime<Utc>,
     /// End (exclusive).
     #[arg(long, value_parser = parse_time)]
     to: DateTime<Utc>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    range: HourRange,
     #[command(flatten)]
     store: StoreFlag,
     /// Events for an hour received later than this after its end are late data.
@@ -115,8 +118,8 @@ pub(crate) async fn batch(cmd: BatchCommand) -> anyhow::Result<()> {
         BatchCommand::Run(a) => {
             let store = batch::store::open(&a.store.url())?;
             let opts = RunOptions {
-                from: a.from,
-                to: a.to,
+                from: a.range.from,
+                to: a.range.to,
                 rules: CountingRules::default(),
                 lateness: chrono::Duration::from_std(a.lateness)
                     .context("lateness out of range")?,
@@ -243,12 +246,8 @@ pub(crate) fn print_summary(r: &RunReport, dry_run: bool) {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ReconcileArgs {
-    /// First hour (inclusive).
-    #[arg(long, value_parser = parse_time)]
-    from: DateTime<Utc>,
-    /// End (exclusive).
-    #[arg(long, value_parser = parse_time)]
-    to: DateTime<Utc>,
+    #[command(flatten)]
+    range: HourRange,
     #[command(flatten)]
     store: StoreFlag,
     /// Redis URL of the speed layer.
@@ -278,11 +277,12 @@ pub(crate) async fn reconcile(a: ReconcileArgs) -> anyhow::Result<()> {
     let speed_table: batch::reconcile::SpeedTable = speed::read::all_counts(&mut conn, &keys)
         .await?
         .into_iter()
-        .filter(|((_, h), _)| *h >= a.from && *h < a.to)
+        .filter(|((_, h), _)| *h >= a.range.from && *h < a.range.to)
         .map(|(k, c)| (k, [c.views, c.billable_views, c.watch_seconds]))
         .collect();
     let window = chrono::Duration::from_std(a.dedup_window).context("dedup window out of range")?;
-    let report = batch::reconcile::reconcile(store, &speed_table, a.from, a.to, window).await?;
+    let report =
+        batch::reconcile::reconcile(store, &speed_table, a.range.from, a.range.to, window).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use ingest::{EventProducer, IngestConfig, ProducerConfig};
 
-use crate::util::{bind, parse_duration, shutdown_signal};
+use crate::util::{KafkaFlags, bind, parse_duration, shutdown_signal};
 
 /// Flags shared by every command that runs ingest.
 #[derive(Debug, clap::Args)]
@@ -45,12 +45,8 @@ impl IngestFlags {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "VIEWCOUNT_KAFKA")]
-    kafka: String,
-    /// The event topic.
-    #[arg(long, env = "VIEWCOUNT_TOPIC", default_value = "view-events")]
-    topic: String,
+    #[command(flatten)]
+    broker: KafkaFlags,
     /// HTTP listen address.
     #[arg(long, env = "VIEWCOUNT_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
@@ -59,7 +55,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
-    let producer = Arc::new(a.flags.producer(&a.kafka, &a.topic)?);
+    let producer = Arc::new(a.flags.producer(&a.broker.kafka, &a.broker.topic)?);
     let listener = bind(&a.listen).await?;
     ingest::run(listener, a.flags.config()?, producer, shutdown_signal()).await?;
     Ok(())

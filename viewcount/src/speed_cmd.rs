@@ -6,7 +6,7 @@ use anyhow::Context;
 use speed::SpeedConfig;
 use telemetry::OpsBuilder;
 
-use crate::util::{parse_duration, run_service};
+use crate::util::{KafkaFlags, parse_duration, run_service};
 
 /// Speed-layer flags shared by `speed` and `up`.
 #[derive(Debug, clap::Args)]
@@ -59,12 +59,8 @@ impl SpeedFlags {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "VIEWCOUNT_KAFKA")]
-    kafka: String,
-    /// The event topic.
-    #[arg(long, env = "VIEWCOUNT_TOPIC", default_value = "view-events")]
-    topic: String,
+    #[command(flatten)]
+    broker: KafkaFlags,
     /// Redis URL (redis://host:port/).
     #[arg(long, env = "VIEWCOUNT_REDIS_URL")]
     redis_url: String,
@@ -76,7 +72,9 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
-    let config = a.flags.config(&a.kafka, &a.topic, &a.redis_url)?;
+    let config = a
+        .flags
+        .config(&a.broker.kafka, &a.broker.topic, &a.redis_url)?;
     let mut ops = OpsBuilder::new();
     let metrics = speed::Metrics::register(ops.registry());
     let ready = ops.flag("redis");

@@ -356,14 +356,9 @@ async fn demo_batch(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let opts = batch::run::RunOptions {
-        from,
-        to,
-        rules: CountingRules::default(),
-        lateness: chrono::Duration::minutes(10),
         // The demo's hours are still open: compute them anyway, to show.
         allow_incomplete: true,
-        dry_run: false,
-        engine: batch::run::Engine::default(),
+        ..batch::run::RunOptions::new(from, to)
     };
     println!(
         "\nbatch: recomputing [{from}, {to}) from the raw archive (hours still open, so --allow-incomplete) ..."

@@ -13,6 +13,17 @@ pub(crate) fn init_tracing() {
         .init();
 }
 
+/// `--kafka` and `--topic` of a service that needs a broker.
+#[derive(Debug, clap::Args)]
+pub(crate) struct KafkaFlags {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "VIEWCOUNT_KAFKA")]
+    pub(crate) kafka: String,
+    /// The event topic.
+    #[arg(long, env = "VIEWCOUNT_TOPIC", default_value = "view-events")]
+    pub(crate) topic: String,
+}
+
 /// Parses `500ms`, `30s`, `15m`, `2h`, `7d` (a bare number means seconds).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();

@@ -15,7 +15,7 @@ use schemas::archive::to_record_batch;
 use schemas::rules::hour_bucket;
 use schemas::{ArchivedEvent, CountingRules, ReceivedEvent, ValidationContext};
 
-use crate::harness::{assert_same, expected};
+use crate::harness::expected;
 
 fn now() -> DateTime<Utc> {
     "2026-11-21T12:00:00Z".parse().unwrap()
@@ -161,13 +161,9 @@ fn days() -> (DateTime<Utc>, DateTime<Utc>) {
 async fn run(store: Arc<dyn ObjectStore>, engine: Engine) -> RunReport {
     let (from, to) = days();
     let opts = RunOptions {
-        from,
-        to,
-        rules: CountingRules::default(),
-        lateness: Duration::minutes(10),
         allow_incomplete: true,
-        dry_run: false,
         engine,
+        ..RunOptions::new(from, to)
     };
     batch::run::run(store, &opts, &|_, _, _| {}).await.unwrap()
 }
@@ -238,5 +234,5 @@ async fn native_and_sql_engines_agree_byte_for_byte_and_with_the_truth() {
     let got = batch::run::load_views(store.as_ref(), &native.run_id)
         .await
         .unwrap();
-    assert_same(&got, &expected(&truth));
+    infra::test::assert_same_map(&got, &expected(&truth), "batch output");
 }

@@ -10,7 +10,7 @@ use infra::test::TestKafka;
 use ingest::{EventProducer, ProducerConfig};
 use loadgen::{GenConfig, Generator, Truth};
 use object_store::ObjectStore;
-use schemas::{CountingRules, ReceivedEvent};
+use schemas::ReceivedEvent;
 use telemetry::ReadyFlag;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -146,13 +146,8 @@ impl Setup {
 
     pub(crate) async fn run_range(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> RunReport {
         let opts = RunOptions {
-            from,
-            to,
-            rules: CountingRules::default(),
-            lateness: chrono::Duration::minutes(10),
             allow_incomplete: true,
-            dry_run: false,
-            engine: batch::run::Engine::default(),
+            ..RunOptions::new(from, to)
         };
         batch::run::run(self.store.clone(), &opts, &|_, _, _| {})
             .await
@@ -184,18 +179,4 @@ pub(crate) fn expected(truth: &Truth) -> batch::run::ViewsTable {
             )
         })
         .collect()
-}
-
-pub(crate) fn assert_same(got: &batch::run::ViewsTable, want: &batch::run::ViewsTable) {
-    let diffs: Vec<_> = want
-        .iter()
-        .filter(|(k, v)| got.get(*k) != Some(v))
-        .map(|(k, v)| (k.clone(), *v, got.get(k).copied()))
-        .take(5)
-        .collect();
-    assert!(
-        diffs.is_empty(),
-        "batch differs from the truth (key, want, got): {diffs:?}"
-    );
-    assert_eq!(got.len(), want.len(), "extra video-hours in batch output");
 }

@@ -5,7 +5,7 @@ use loadgen::Truth;
 use schemas::{CountingRules, ReceivedEvent, ValidationContext};
 use serde_json::json;
 
-use crate::harness::{Setup, assert_same, expected};
+use crate::harness::{Setup, expected};
 
 /// A fraud pattern: one user watching one video 25 times (billable) in an hour.
 fn fraud_events() -> Vec<ReceivedEvent> {
@@ -43,7 +43,7 @@ async fn batch_counts_equal_the_truth_with_duplicates_late_events_and_fraud() {
 
     let report = s.run_batch(&truth).await;
     let want = expected(&truth);
-    assert_same(&s.views(&report).await, &want);
+    infra::test::assert_same_map(&s.views(&report).await, &want, "batch output");
     let fraud_total: u64 = want.values().map(|v| v[2]).sum();
     assert_eq!(fraud_total, 15, "25 billable views, cap 10");
     assert_eq!(report.manifest.rows.fraud_filtered, 15);
@@ -93,7 +93,7 @@ async fn archive_aborted_mid_stream_and_restarted_loses_nothing() {
     s.wait_archived().await;
     archive.stop().await;
     let report = s.run_batch(&truth).await;
-    assert_same(&s.views(&report).await, &expected(&truth));
+    infra::test::assert_same_map(&s.views(&report).await, &expected(&truth), "batch output");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -130,16 +130,20 @@ async fn speed_and_batch_reconcile_with_every_difference_explained() {
         "batch reports the conflicts"
     );
     let (from, to) = (report.manifest.from, report.manifest.to);
-    let speed = speed_table(&redis, &keys).await;
-    let r = batch::reconcile::reconcile(
-        s.store.clone(),
-        &speed,
-        from,
-        to,
-        chrono::Duration::hours(48),
-    )
-    .await
-    .unwrap();
+    let reconcile_now = async || {
+        let speed = speed_table(&redis, &keys).await;
+        let r = batch::reconcile::reconcile(
+            s.store.clone(),
+            &speed,
+            from,
+            to,
+            chrono::Duration::hours(48),
+        )
+        .await
+        .unwrap();
+        (speed, r)
+    };
+    let (speed, r) = reconcile_now().await;
     assert!(!r.has_unexplained(), "{:#?}", r.differences);
     assert_eq!(
         r.totals.get(&Cause::FraudFiltered),
@@ -168,16 +172,7 @@ async fn speed_and_batch_reconcile_with_every_difference_explained() {
         }
     }
     assert!(tampered);
-    let speed = speed_table(&redis, &keys).await;
-    let r = batch::reconcile::reconcile(
-        s.store.clone(),
-        &speed,
-        from,
-        to,
-        chrono::Duration::hours(48),
-    )
-    .await
-    .unwrap();
+    let (_, r) = reconcile_now().await;
     assert!(r.has_unexplained());
     assert_eq!(r.totals.get(&Cause::Unexplained), Some(&1));
 }

@@ -208,17 +208,7 @@ impl Setup {
                 )
             })
             .collect();
-        let diffs: Vec<_> = want
-            .iter()
-            .filter(|(k, v)| got.get(*k) != Some(v))
-            .map(|(k, v)| (k.clone(), *v, got.get(k).copied()))
-            .take(5)
-            .collect();
-        assert!(
-            diffs.is_empty(),
-            "counters differ from the truth (want, got): {diffs:?}"
-        );
-        assert_eq!(got.len(), want.len(), "extra video-hours in Redis");
+        infra::test::assert_same_map(&got, &want, "Redis counters");
         let total: u64 = got.values().map(|c| c.views).sum();
         assert_eq!(total, truth.views());
     }
