@@ -19,10 +19,8 @@ use std::sync::Arc;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use chrono::{DateTime, Duration, Utc};
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
-use object_store::path::Path;
 use serde::Serialize;
 
 use crate::run::ViewsTable;
@@ -213,20 +211,7 @@ async fn speed_excess(
     if paths.is_empty() {
         return Ok(out);
     }
-    let ctx = SessionContext::new();
-    let url = url::Url::parse(store::DATAFUSION_URL).map_err(|e| Error::Config(e.to_string()))?;
-    ctx.register_object_store(&url, store);
-    let urls: Vec<String> = paths
-        .iter()
-        .map(|p| format!("{}{}", store::DATAFUSION_URL, Path::from(p.as_str())))
-        .collect();
-    let raw = ctx
-        .read_parquet(
-            urls,
-            ParquetReadOptions::default().schema(&schemas::raw_schema()),
-        )
-        .await?;
-    ctx.register_table("raw", raw.into_view())?;
+    let ctx = store::raw_session(store, paths.iter().map(String::as_str)).await?;
     // Every non-winning copy, with the winner's partition, day and payload.
     let window_us = dedup_window.num_microseconds().unwrap_or(i64::MAX);
     let sql = format!(

@@ -13,9 +13,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, AsArray, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use chrono::{DateTime, Utc};
-use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
-use datafusion::prelude::{ParquetReadOptions, SessionConfig};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use schemas::CountingRules;
@@ -24,7 +22,7 @@ use schemas::archive::RawColumns;
 use crate::count::payload_fp;
 use crate::run::{Input, Rows, ViewRow, views_batch};
 use crate::sketch::Sketch;
-use crate::{Error, Result, store};
+use crate::{Result, store};
 
 const RAW_COLUMNS: &str = "event_id, video_id, user_id, session_id, occurred_at, watch_seconds, device, country, referrer, quality, revenue_eligible, ad_impressions, schema_version, received_at, kafka_partition, kafka_offset";
 
@@ -86,24 +84,9 @@ pub(crate) async fn compute(
     if inputs.is_empty() {
         return Ok((views_batch(std::iter::empty())?, rows));
     }
-    let config = SessionConfig::new()
-        .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let ctx = SessionContext::new_with_config(config);
-    let url = url::Url::parse(store::DATAFUSION_URL).map_err(|e| Error::Config(e.to_string()))?;
-    ctx.register_object_store(&url, store);
+    let ctx = store::raw_session(store, inputs.iter().map(|i| i.path.as_str())).await?;
     ctx.register_udf(valid_udf());
     ctx.register_udf(payload_fp_udf());
-    let paths: Vec<String> = inputs
-        .iter()
-        .map(|i| format!("{}{}", store::DATAFUSION_URL, i.path))
-        .collect();
-    let raw = ctx
-        .read_parquet(
-            paths,
-            ParquetReadOptions::default().schema(&schemas::raw_schema()),
-        )
-        .await?;
-    ctx.register_table("raw", raw.into_view())?;
 
     let (from_us, to_us) = (from.timestamp_micros(), to.timestamp_micros());
     // One pass over the raw rows: re-validate, fingerprint payloads, number
