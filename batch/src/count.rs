@@ -46,12 +46,13 @@ use foldhash::fast::{FixedState, RandomState};
 use hashbrown::{HashMap, HashTable};
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use schemas::CountingRules;
+use schemas::RuleSet;
 use schemas::archive::RawColumns;
 
-use crate::run::{Input, Rows, ViewRow, views_batch};
-use crate::sketch::{Sketch, value_hash};
-use crate::{Error, Result, store};
+use crate::{Error, Result};
+use store::manifest::{Input, Rows};
+use store::sketch::{Sketch, value_hash};
+use store::views::{ViewRow, views_batch};
 
 const HOUR_US: i64 = 3_600_000_000;
 const DAY_US: i64 = 24 * HOUR_US;
@@ -260,7 +261,7 @@ pub(crate) fn count(
     files: &[ObjectMeta],
     from_us: i64,
     to_us: i64,
-    rules: &CountingRules,
+    rules: &RuleSet,
     progress: &ProgressTx,
 ) -> Result<Counted> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -370,7 +371,7 @@ fn read(
         {
             Ok(rt) => rt,
             Err(e) => {
-                fail(Error::Config(format!(
+                fail(Error::Bug(format!(
                     "cannot start a reader's I/O runtime: {e}"
                 )));
                 return None;
@@ -459,7 +460,7 @@ impl Reader<'_> {
         let input = Input {
             path: path.clone(),
             size: bytes.len() as u64,
-            sha256: store::sha256(&bytes),
+            sha256: store::layout::sha256(&bytes),
         };
         let damaged = |e: &dyn std::fmt::Display| {
             Error::Corrupt(format!(
@@ -584,7 +585,7 @@ fn count_bucket<'s>(
     ids: &'s Ids,
     from_us: i64,
     to_us: i64,
-    rules: &CountingRules,
+    rules: &RuleSet,
     state: &RandomState,
 ) -> Vec<(u32, ViewRow<'s>)> {
     let min_watch = i32::try_from(rules.billable_min_watch_seconds).unwrap_or(i32::MAX);
@@ -716,7 +717,7 @@ mod tests {
                 &ids,
                 day,
                 day + DAY_US,
-                &CountingRules::default(),
+                &RuleSet::default(),
                 &state,
             );
             let fraud: i64 = out.iter().map(|(_, r)| r.fraud_filtered).sum();

@@ -1,58 +1,67 @@
 //! The batch layer: the authoritative counts that money is paid on.
 //!
-//! - [`archive`]: `viewcount archive`, Kafka → raw Parquet by event hour, with
-//!   per-partition progress that defines which hours are complete.
-//! - [`progress`]: archive progress and the watermark that follows from it.
 //! - [`run`]: `viewcount batch run`, the recomputation: re-validate, dedup by
-//!   `event_id` (earliest received wins), fraud cap, per video per hour counts
-//!   and viewer sketches; deterministic output and a manifest. Computed by
-//!   [`count`] (the native engine) or [`sql`] (the same rules as DataFusion
-//!   SQL; byte-identical output).
+//!   `event_id` (the winner rule of [`schemas::dedup`]), fraud cap, per video
+//!   per hour counts and viewer sketches; deterministic output and a
+//!   manifest. Computed by [`count`] (the native engine) or [`sql`] (the
+//!   same rules as DataFusion SQL; byte-identical output).
 //! - [`publish`]: how runs compose into the published state and `CURRENT`.
-//! - [`reconcile`]: speed vs batch per video-hour, each difference with its cause.
-//! - [`sketch`]: the unique-viewer HyperLogLog with a fixed byte format.
-//! - [`store`]: the object store and its layout.
+//! - [`session`]: DataFusion over the store's raw files (the SQL engine and
+//!   reconcile).
+//!
+//! The store's layout and the formats this crate writes (views, manifests,
+//! published state, sketches) belong to the `store` crate, which serving and
+//! billing read without DataFusion; the archive service is the `archive`
+//! crate and reconciliation the `reconcile` crate.
 
-pub mod archive;
 pub mod count;
-pub mod progress;
 pub mod publish;
-pub mod reconcile;
 pub mod run;
-pub mod sketch;
+pub mod session;
 pub mod sql;
-pub mod store;
+
+use schemas::ErrorClass;
 
 /// Errors of the batch layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A setting is unusable.
-    #[error("{0}")]
-    Config(String),
-    /// The request cannot be carried out as asked.
+    /// The request cannot be carried out as asked (flags, range, state).
     #[error("{0}")]
     Input(String),
     /// Stored data is not what this code wrote.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// This code is wrong.
+    #[error("bug: {0}")]
+    Bug(String),
+    /// Reading or writing the store's formats failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
     /// The object store failed.
     #[error("object store: {0}")]
-    Store(#[from] object_store::Error),
+    ObjectStore(#[from] object_store::Error),
     /// DataFusion failed.
     #[error("datafusion: {0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
     /// Arrow failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
-    /// Parquet failed.
-    #[error("parquet: {0}")]
-    Parquet(#[from] parquet::errors::ParquetError),
     /// The event contract refused a batch.
     #[error("{0}")]
     Schema(#[from] schemas::Error),
-    /// Kafka failed.
-    #[error("kafka: {0}")]
-    Kafka(rdkafka::error::KafkaError),
+}
+
+impl Error {
+    /// What a caller can do about it.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Input(_) => ErrorClass::Input,
+            Error::Corrupt(_) | Error::Schema(_) => ErrorClass::Corrupt,
+            Error::Bug(_) | Error::Arrow(_) | Error::DataFusion(_) => ErrorClass::Bug,
+            Error::Store(e) => e.class(),
+            Error::ObjectStore(e) => store::store_error_class(e),
+        }
+    }
 }
 
 /// Result with this crate's [`Error`].

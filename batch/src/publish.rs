@@ -1,68 +1,31 @@
 //! Publishing runs: how runs over different ranges compose.
 //!
 //! The published state (`published/<seq>.json`) maps every hour to the run
-//! that owns it; a run publishes by copying the current state, pointing its
-//! hours at itself, writing the new state create-only (a concurrent publisher
-//! loses the race and retries on top of the winner), and then replacing
-//! `CURRENT`, one small object, in one write. Readers read `CURRENT`, then the
-//! state it names, then each hour's run: they never see half a publish.
+//! that owns it (see [`store::state`]). A run publishes by taking the latest
+//! state, pointing its hours at itself, and writing that as the next seq
+//! *create-only*: of two publishers racing for one seq, one wins and the
+//! other retries on top of it (with backoff). Then `CURRENT` is pointed at
+//! the new seq.
 //!
-//! The batch watermark `W` is the end of the contiguous block of owned hours
-//! that starts at the earliest owned hour: serving takes hours before `W` from
-//! batch and the rest from the speed layer (DESIGN §5.4).
+//! Readers take `CURRENT` and follow the chain forward past it while a next
+//! state exists ([`store::state::current`]), so a publisher that died between
+//! writing its state and `CURRENT`, or a slow one whose `CURRENT` write lands
+//! after a newer one, can never hide a published state or jam later
+//! publishes: the orphaned state is complete (written in one put, after the
+//! run's views and manifest) and is simply adopted as the base.
 
-use std::collections::BTreeMap;
-
+use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, TimeDelta, Utc};
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
-use serde::{Deserialize, Serialize};
+use store::layout;
+use store::state::{Current, Published, current, watermark};
 
-use crate::{Error, Result, store};
+use crate::{Error, Result};
 
-/// A published state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Published {
-    /// Sequence number (1, 2, ...).
-    pub seq: u64,
-    /// The hour → run mapping.
-    pub hours: BTreeMap<DateTime<Utc>, String>,
-    /// End of the contiguous owned hours from the first one.
-    pub watermark: Option<DateTime<Utc>>,
-    /// When it was published.
-    pub published_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Current {
-    seq: u64,
-    path: String,
-}
-
-/// The current published state, if any run was published.
-pub async fn current(store: &dyn ObjectStore) -> Result<Option<Published>> {
-    let Some(c) = store::get_json::<Current>(store, &store::current()).await? else {
-        return Ok(None);
-    };
-    store::get_json::<Published>(store, &store::published(c.seq))
-        .await?
-        .map(Some)
-        .ok_or_else(|| Error::Corrupt(format!("CURRENT names {} which does not exist", c.path)))
-}
-
-/// The watermark of an hour map.
-pub fn watermark(hours: &BTreeMap<DateTime<Utc>, String>) -> Option<DateTime<Utc>> {
-    let mut it = hours.keys();
-    let mut end = *it.next()? + TimeDelta::hours(1);
-    for &h in it {
-        if h != end {
-            break;
-        }
-        end = h + TimeDelta::hours(1);
-    }
-    Some(end)
-}
+/// How many create-only attempts before giving up: each loss means another
+/// publisher won and moved the chain forward, so this bounds contention, not
+/// crashes (an orphaned state costs no attempt).
+const ATTEMPTS: usize = 50;
 
 /// Publishes `run_id` as the owner of hours `[from, to)`.
 pub async fn publish(
@@ -71,10 +34,16 @@ pub async fn publish(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Published> {
-    for _attempt in 0..20 {
-        let cur = current(store).await?;
-        let seq = cur.as_ref().map_or(1, |c| c.seq + 1);
-        let mut hours = cur.map(|c| c.hours).unwrap_or_default();
+    let mut backoff = ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(5))
+        .with_max_delay(std::time::Duration::from_millis(500))
+        .with_jitter()
+        .with_max_times(ATTEMPTS)
+        .build();
+    loop {
+        let base = current(store).await?;
+        let seq = base.as_ref().map_or(1, |c| c.seq + 1);
+        let mut hours = base.map(|c| c.hours).unwrap_or_default();
         let mut h = from;
         while h < to {
             hours.insert(h, run_id.to_owned());
@@ -86,49 +55,127 @@ pub async fn publish(
             hours,
             published_at: Utc::now(),
         };
-        let mut bytes =
-            serde_json::to_vec_pretty(&state).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let mut bytes = serde_json::to_vec_pretty(&state).map_err(|e| Error::Bug(e.to_string()))?;
         bytes.push(b'\n');
         let opts = PutOptions {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
         match store
-            .put_opts(&store::published(seq), PutPayload::from(bytes), opts)
+            .put_opts(&layout::published(seq), PutPayload::from(bytes), opts)
             .await
         {
             Ok(_) => {}
-            Err(object_store::Error::AlreadyExists { .. }) => continue,
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                // Another publisher took this seq: retry on top of it.
+                match backoff.next() {
+                    Some(pause) => {
+                        tokio::time::sleep(pause).await;
+                        continue;
+                    }
+                    None => {
+                        return Err(Error::Input(format!(
+                            "could not publish run {run_id}: other publishers won {ATTEMPTS} times in a row; retry when fewer runs publish at once"
+                        )));
+                    }
+                }
+            }
             Err(e) => return Err(e.into()),
         }
-        store::put_json(
+        layout::put_json(
             store,
-            &store::current(),
+            &layout::current(),
             &Current {
                 seq,
-                path: store::published(seq).to_string(),
+                path: layout::published(seq).to_string(),
             },
         )
         .await?;
         return Ok(state);
     }
-    Err(Error::Corrupt(
-        "could not publish after 20 attempts: other publishers keep winning".into(),
-    ))
 }
 
 #[cfg(test)]
 mod tests {
+    use object_store::memory::InMemory;
+
     use super::*;
 
-    #[test]
-    fn watermark_stops_at_the_first_hole() {
-        let h = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
-        let mut m = BTreeMap::new();
-        assert_eq!(watermark(&m), None);
-        m.insert(h("2026-11-21T10:00:00Z"), "a".to_owned());
-        m.insert(h("2026-11-21T11:00:00Z"), "a".to_owned());
-        m.insert(h("2026-11-21T13:00:00Z"), "b".to_owned());
-        assert_eq!(watermark(&m), Some(h("2026-11-21T12:00:00Z")));
+    fn h(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    /// A publisher that died after writing its state but before `CURRENT`
+    /// leaves an orphan: later publishes adopt it instead of jamming, and
+    /// readers see it.
+    #[tokio::test]
+    async fn an_orphaned_state_is_adopted_not_a_jam() {
+        let store = InMemory::new();
+        let first = publish(
+            &store,
+            "a",
+            h("2026-11-21T00:00:00Z"),
+            h("2026-11-21T02:00:00Z"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(first.seq, 1);
+        // The crash: state 2 written, CURRENT still names 1.
+        let mut orphan = first.clone();
+        orphan.seq = 2;
+        orphan.hours.insert(h("2026-11-21T02:00:00Z"), "b".into());
+        orphan.watermark = watermark(&orphan.hours);
+        layout::put_json(&store, &layout::published(2), &orphan)
+            .await
+            .unwrap();
+        assert_eq!(current(&store).await.unwrap().unwrap(), orphan);
+
+        let next = publish(
+            &store,
+            "c",
+            h("2026-11-21T03:00:00Z"),
+            h("2026-11-21T04:00:00Z"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(next.seq, 3);
+        let runs: Vec<&str> = next.hours.values().map(String::as_str).collect();
+        assert_eq!(runs, ["a", "a", "b", "c"]);
+        assert_eq!(next.watermark, Some(h("2026-11-21T04:00:00Z")));
+        let cur: Current = layout::get_json(&store, &layout::current())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(cur.seq, 3);
+        assert_eq!(current(&store).await.unwrap().unwrap(), next);
+    }
+
+    /// Concurrent publishers never lose each other's hours.
+    #[tokio::test]
+    async fn racing_publishers_all_land() {
+        let store = std::sync::Arc::new(InMemory::new());
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let from = h("2026-11-21T00:00:00Z") + TimeDelta::hours(i);
+                    publish(
+                        store.as_ref(),
+                        &format!("r{i}"),
+                        from,
+                        from + TimeDelta::hours(1),
+                    )
+                    .await
+                    .unwrap()
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let cur = current(store.as_ref()).await.unwrap().unwrap();
+        assert_eq!(cur.seq, 8);
+        assert_eq!(cur.hours.len(), 8);
+        assert_eq!(cur.watermark, Some(h("2026-11-21T08:00:00Z")));
     }
 }

@@ -16,84 +16,24 @@
 //!    writer settings (same rows → same bytes), then the manifest, then
 //!    publish (see [`crate::publish`]).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{
-    ArrayRef, AsArray, BinaryBuilder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder,
-};
-use arrow::datatypes::{
-    DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
-};
 use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
-use schemas::{CountingRules, RULES_VERSION};
-use serde::{Deserialize, Serialize};
+use schemas::{RULES_VERSION, RuleSet};
+pub use store::manifest::Engine;
+use store::manifest::{Input, Manifest, Output, Rows};
+use store::state::Published;
+use store::views::views_schema;
+use store::{layout, progress};
 
-use crate::publish::{self, Published};
-use crate::{Error, Result, count, progress, sql, store};
+use crate::{Error, Result, count, publish, sql};
 
 /// Code version recorded in manifests.
 pub const CODE_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-static VIEWS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
-        Field::new("video_id", DataType::Utf8, false),
-        Field::new(
-            "hour",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("views", DataType::Int64, false),
-        Field::new("billable_views", DataType::Int64, false),
-        Field::new("fraud_filtered", DataType::Int64, false),
-        Field::new("watch_seconds", DataType::Int64, false),
-        Field::new("unique_viewers_sketch", DataType::Binary, false),
-    ]))
-});
-
-/// The views schema (DESIGN §6 column names).
-pub fn views_schema() -> SchemaRef {
-    VIEWS_SCHEMA.clone()
-}
-
-/// How a run computes (both give byte-identical output).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    /// The native engine ([`crate::count`]): one read of each input, hash
-    /// tables, all cores. The default.
-    #[default]
-    Native,
-    /// The rules as DataFusion SQL ([`crate::sql`]): the executable
-    /// specification, for cross-checking a run.
-    Sql,
-}
-
-impl Engine {
-    /// `native` or `sql`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Engine::Native => "native",
-            Engine::Sql => "sql",
-        }
-    }
-
-    /// Parses `native` or `sql`.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "native" => Ok(Engine::Native),
-            "sql" => Ok(Engine::Sql),
-            other => Err(Error::Input(format!(
-                "unknown engine {other:?}: use native (the default) or sql"
-            ))),
-        }
-    }
-}
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -103,7 +43,7 @@ pub struct RunOptions {
     /// End (exclusive).
     pub to: DateTime<Utc>,
     /// Counting rules.
-    pub rules: CountingRules,
+    pub rules: RuleSet,
     /// Allowed lateness for the archive watermark.
     pub lateness: Duration,
     /// Compute hours past the archive watermark too (they are not complete;
@@ -125,98 +65,13 @@ impl RunOptions {
         Self {
             from,
             to,
-            rules: CountingRules::default(),
+            rules: RuleSet::default(),
             lateness: Self::DEFAULT_LATENESS,
             allow_incomplete: false,
             dry_run: false,
             engine: Engine::default(),
         }
     }
-}
-
-/// One input file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Input {
-    /// Object path.
-    pub path: String,
-    /// Bytes.
-    pub size: u64,
-    /// Hex SHA-256.
-    pub sha256: String,
-}
-
-/// One output file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Output {
-    /// Object path.
-    pub path: String,
-    /// Bytes.
-    pub size: u64,
-    /// Hex SHA-256.
-    pub sha256: String,
-    /// Rows.
-    pub rows: u64,
-}
-
-/// Row counts of a run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rows {
-    /// Rows read from the archive (whole days).
-    pub input: u64,
-    /// Rows failing re-validation (dropped).
-    pub invalid: u64,
-    /// Rows removed as re-sends of an earlier `event_id`.
-    pub duplicates: u64,
-    /// Event ids seen with more than one payload (the earliest received wins).
-    pub conflicting_ids: u64,
-    /// Views counted in the run's hours.
-    pub views: u64,
-    /// Billable views after the fraud cap.
-    pub billable_views: u64,
-    /// Billable views removed by the fraud cap.
-    pub fraud_filtered: u64,
-    /// Output rows (video-hours).
-    pub output: u64,
-}
-
-/// A run's manifest (`runs/<id>.json`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Run id: hash of inputs, range, rules and code version.
-    pub run_id: String,
-    /// Hours computed: `[from, to)`.
-    pub from: DateTime<Utc>,
-    /// End (exclusive).
-    pub to: DateTime<Utc>,
-    /// Hours requested but not complete (skipped).
-    pub skipped_incomplete_to: Option<DateTime<Utc>>,
-    /// Counting rules version.
-    pub rules_version: u32,
-    /// Counting rules.
-    pub rules: CountingRules,
-    /// Code version.
-    pub code_version: String,
-    /// The engine that computed the run (not part of the run id: both
-    /// engines give the same output).
-    #[serde(default)]
-    pub engine: Engine,
-    /// Archive watermark when the run started.
-    pub archive_watermark: Option<DateTime<Utc>>,
-    /// Inputs, sorted by path.
-    pub inputs: Vec<Input>,
-    /// Outputs.
-    pub outputs: Vec<Output>,
-    /// Row counts.
-    pub rows: Rows,
-    /// When it ran (not part of the run id).
-    pub started_at: DateTime<Utc>,
-    /// Wall time in seconds.
-    pub seconds: f64,
-    /// Wall time of each step, in seconds, in the order they ran
-    /// (`planning`, `reading` (fetch, checksum, decode, validate, dedup),
-    /// `counting` (fraud cap, aggregation), `writing`).
-    #[serde(default)]
-    pub steps: Vec<(String, f64)>,
 }
 
 /// What a run did.
@@ -254,7 +109,20 @@ pub async fn run(
             opts.from, opts.to
         )));
     }
-    let archive_watermark = progress::archive_watermark(store.as_ref(), opts.lateness).await?;
+    let (meta, archived) = progress::load(store.as_ref()).await?;
+    if let Some(archive_rules) = meta.as_ref().and_then(|m| m.rules) {
+        // The archive kept what its rules accepted; counting it under
+        // narrower limits would drop views ingest answered 202 for.
+        opts.rules
+            .check_limits_header(archive_rules.limits_header().as_bytes())
+            .map_err(|why| {
+                Error::Input(format!(
+                    "the archive's rules are wider than this run's: {why}"
+                ))
+            })?;
+    }
+    let archive_watermark =
+        meta.and_then(|m| progress::watermark(m.partitions, &archived, opts.lateness));
     let to = if opts.allow_incomplete {
         opts.to
     } else {
@@ -323,7 +191,7 @@ pub async fn run(
         if opts.dry_run {
             manifest.run_id = run_id(opts.from, to, &opts.rules, &manifest.inputs);
             manifest.outputs.push(Output {
-                path: store::views_file(&manifest.run_id).to_string(),
+                path: layout::views_file(&manifest.run_id).to_string(),
                 size: 0,
                 sha256: String::new(),
                 rows: 0,
@@ -363,18 +231,18 @@ pub async fn run(
     };
     let run_id = run_id(opts.from, to, &opts.rules, &manifest.inputs);
     manifest.run_id = run_id.clone();
-    let bytes = store::parquet_bytes(views_schema(), &[views])?;
-    let out_path = store::views_file(&run_id);
+    let bytes = layout::parquet_bytes(views_schema(), &[views])?;
+    let out_path = layout::views_file(&run_id);
     manifest.outputs.push(Output {
         path: out_path.to_string(),
         size: bytes.len() as u64,
-        sha256: store::sha256(&bytes),
+        sha256: layout::sha256(&bytes),
         rows: manifest.rows.output,
     });
-    store::put(store.as_ref(), &out_path, bytes).await?;
+    layout::put(store.as_ref(), &out_path, bytes).await?;
     step(&mut manifest, &mut step_clock, "writing");
     manifest.seconds = clock.elapsed().as_secs_f64();
-    store::put_json(store.as_ref(), &store::manifest(&run_id), &manifest).await?;
+    layout::put_json(store.as_ref(), &layout::manifest(&run_id), &manifest).await?;
     progress("publishing", 0, 1);
     let published = publish::publish(store.as_ref(), &run_id, opts.from, to).await?;
     progress("publishing", 1, 1);
@@ -398,7 +266,7 @@ async fn checksum(
         inputs.push(Input {
             path: m.location.to_string(),
             size: bytes.len() as u64,
-            sha256: store::sha256(&bytes),
+            sha256: layout::sha256(&bytes),
         });
     }
     progress(
@@ -409,92 +277,11 @@ async fn checksum(
     Ok(inputs)
 }
 
-/// One row of the views table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ViewRow<'a> {
-    pub video_id: &'a str,
-    pub hour_us: i64,
-    pub views: i64,
-    pub billable_views: i64,
-    pub fraud_filtered: i64,
-    pub watch_seconds: i64,
-    pub sketch: Vec<u8>,
-}
-
-/// The views table of `rows` (already in output order).
-pub(crate) fn views_batch<'a>(rows: impl Iterator<Item = ViewRow<'a>>) -> Result<RecordBatch> {
-    let mut video = StringBuilder::new();
-    let mut hour = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-    let (mut views, mut billable, mut fraud, mut watch) = (
-        Int64Builder::new(),
-        Int64Builder::new(),
-        Int64Builder::new(),
-        Int64Builder::new(),
-    );
-    let mut sketch = BinaryBuilder::new();
-    for r in rows {
-        video.append_value(r.video_id);
-        hour.append_value(r.hour_us);
-        views.append_value(r.views);
-        billable.append_value(r.billable_views);
-        fraud.append_value(r.fraud_filtered);
-        watch.append_value(r.watch_seconds);
-        sketch.append_value(r.sketch);
-    }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(video.finish()),
-        Arc::new(hour.finish()),
-        Arc::new(views.finish()),
-        Arc::new(billable.finish()),
-        Arc::new(fraud.finish()),
-        Arc::new(watch.finish()),
-        Arc::new(sketch.finish()),
-    ];
-    Ok(RecordBatch::try_new(views_schema(), columns)?)
-}
-
 /// The run id: a hash of what determines the output.
-fn run_id(
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    rules: &CountingRules,
-    inputs: &[Input],
-) -> String {
+fn run_id(from: DateTime<Utc>, to: DateTime<Utc>, rules: &RuleSet, inputs: &[Input]) -> String {
     let canonical = serde_json::json!({
         "from": from, "to": to, "rules_version": RULES_VERSION, "rules": rules,
         "code_version": CODE_VERSION, "inputs": inputs,
     });
-    store::sha256(canonical.to_string().as_bytes())[..16].to_owned()
-}
-
-/// Counts by (video, hour): `[views, billable_views, fraud_filtered, watch_seconds]`.
-pub type ViewsTable = BTreeMap<(String, DateTime<Utc>), [u64; 4]>;
-
-/// Reads a run's views file from the store.
-pub async fn load_views(store: &dyn ObjectStore, run_id: &str) -> Result<ViewsTable> {
-    read_views(store.get(&store::views_file(run_id)).await?.bytes().await?)
-}
-
-/// Reads a views file back.
-pub fn read_views(bytes: bytes::Bytes) -> Result<ViewsTable> {
-    let reader =
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
-    let mut out = BTreeMap::new();
-    for b in reader {
-        let b = b?;
-        let v = b.column(0).as_string::<i32>();
-        let h = b.column(1).as_primitive::<TimestampMicrosecondType>();
-        let n: Vec<_> = (2..6)
-            .map(|c| b.column(c).as_primitive::<Int64Type>())
-            .collect();
-        for i in 0..b.num_rows() {
-            let t = DateTime::from_timestamp_micros(h.value(i))
-                .ok_or_else(|| Error::Corrupt("hour out of range in a views file".into()))?;
-            out.insert(
-                (v.value(i).to_owned(), t),
-                [0, 1, 2, 3].map(|c| n[c].value(i) as u64),
-            );
-        }
-    }
-    Ok(out)
+    layout::sha256(canonical.to_string().as_bytes())[..16].to_owned()
 }

@@ -16,13 +16,14 @@ use chrono::{DateTime, Utc};
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
-use schemas::CountingRules;
+use schemas::RuleSet;
 use schemas::archive::RawColumns;
 
+use crate::Result;
 use crate::count::payload_fp;
-use crate::run::{Input, Rows, ViewRow, views_batch};
-use crate::sketch::Sketch;
-use crate::{Result, store};
+use store::manifest::{Input, Rows};
+use store::sketch::Sketch;
+use store::views::{ViewRow, views_batch};
 
 const RAW_COLUMNS: &str = "event_id, video_id, user_id, session_id, occurred_at, watch_seconds, device, country, referrer, quality, revenue_eligible, ad_impressions, schema_version, received_at, kafka_partition, kafka_offset";
 
@@ -78,13 +79,13 @@ pub(crate) async fn compute(
     inputs: &[Input],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-    rules: &CountingRules,
+    rules: &RuleSet,
 ) -> Result<(RecordBatch, Rows)> {
     let mut rows = Rows::default();
     if inputs.is_empty() {
         return Ok((views_batch(std::iter::empty())?, rows));
     }
-    let ctx = store::raw_session(store, inputs.iter().map(|i| i.path.as_str())).await?;
+    let ctx = crate::session::raw_session(store, inputs.iter().map(|i| i.path.as_str())).await?;
     ctx.register_udf(valid_udf());
     ctx.register_udf(payload_fp_udf());
 

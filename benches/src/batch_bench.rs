@@ -78,7 +78,7 @@ fn peak_rss_mib() -> f64 {
 }
 
 async fn measure_batch(dir: &Path, from: DateTime<Utc>, to: DateTime<Utc>) -> anyhow::Result<()> {
-    let store = batch::store::open(&format!("file://{}", dir.display()))?;
+    let store = store::open(&format!("file://{}", dir.display()))?;
     let opts = batch::run::RunOptions {
         allow_incomplete: true,
         ..batch::run::RunOptions::new(from, to)
@@ -130,7 +130,7 @@ async fn prepare(dir: &Path, n: u64) -> anyhow::Result<(DateTime<Utc>, DateTime<
         return Ok((from, to));
     }
     let _ = std::fs::remove_dir_all(dir);
-    let store = batch::store::open(&format!("file://{}", dir.display()))?;
+    let store = store::open(&format!("file://{}", dir.display()))?;
     let now = Utc::now();
     let span = chrono::Duration::hours(24);
     let g = Generator::new(GenConfig {
@@ -201,8 +201,9 @@ async fn write_buffer(
     for ((hour, p), rows) in taken {
         let first = rows.first().map_or(0, |r| r.kafka_offset);
         let last = rows.last().map_or(0, |r| r.kafka_offset);
-        let bytes = batch::store::parquet_bytes(schemas::raw_schema(), &[to_record_batch(&rows)?])?;
-        batch::store::put(store, &batch::store::raw_file(hour, p, first, last), bytes).await?;
+        let bytes =
+            store::layout::parquet_bytes(schemas::raw_schema(), &[to_record_batch(&rows)?])?;
+        store::layout::put(store, &store::layout::raw_file(hour, p, first, last), bytes).await?;
     }
     Ok(n)
 }

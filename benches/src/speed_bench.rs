@@ -26,7 +26,7 @@ use infra::redis::RedisServer;
 use loadgen::{GenConfig, Generator};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use schemas::{CountingRules, ReceivedEvent};
+use schemas::{ReceivedEvent, RuleSet};
 use speed::SpeedConfig;
 use speed::apply::{PartitionBatch, Record, Retention, SCRIPT};
 use speed::keys::KeySpace;
@@ -319,7 +319,7 @@ async fn script_only(
         dedup_window: chrono::Duration::hours(48),
         counters: chrono::Duration::days(35),
     };
-    let rules = CountingRules::default();
+    let rules = RuleSet::default();
     let mut calls = Vec::new();
     for (p, recs) in group_by_partition(evs, partitions) {
         for chunk in recs.chunks((batch / partitions as usize).max(1)) {
@@ -359,7 +359,7 @@ async fn raw_pipelined(
     let mut conn = redis::Client::open(redis.url())?
         .get_multiplexed_async_connection()
         .await?;
-    let rules = CountingRules::default();
+    let rules = RuleSet::default();
     let started = Instant::now();
     for chunk in evs.chunks(2_000) {
         let mut pipe = redis::pipe();

@@ -211,3 +211,32 @@ pub fn read_topic(
     out.sort_by_key(|r| (r.partition, r.offset));
     Ok(out)
 }
+
+/// The consumer settings every viewcount consumer group shares (speed,
+/// archive): offsets are stored only after the downstream write is durable
+/// (`enable.auto.offset.store=false`; the stored offset is then committed in
+/// the background, advisory for lag tools), a new group starts at the
+/// earliest record, and a crashed member's partitions move after
+/// `session_timeout`. Callers add what is theirs (statistics, fetch waits).
+pub fn consumer_config(
+    bootstrap_servers: &str,
+    group_id: &str,
+    session_timeout: std::time::Duration,
+) -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap_servers)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set(
+            "session.timeout.ms",
+            session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (session_timeout.as_millis() / 4).max(100).to_string(),
+        );
+    c
+}

@@ -1,6 +1,6 @@
 //! Ingest: `POST /v1/events` over HTTP into Kafka, durable before it answers.
 //!
-//! - [`decode`]: body formats (JSON object, JSON array, NDJSON), free of I/O.
+//! - body formats (JSON object, JSON array, NDJSON) are decoded by [`schemas::wire`].
 //! - [`producer`]: the idempotent, acks=all producer; an event is reported
 //!   accepted only after the broker acknowledged it (DESIGN §5.1).
 //! - [`server`]: the axum router and [`server::run`], which takes its listener
@@ -10,7 +10,6 @@
 //! Each event is validated alone with [`schemas::parse_event`]; a bad event is
 //! rejected with its reasons and never fails its neighbours (DESIGN §5.8).
 
-pub mod decode;
 pub mod metrics;
 pub mod producer;
 pub mod server;

@@ -6,9 +6,11 @@ use std::time::Duration;
 use futures::future::join_all;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use schemas::ReceivedEvent;
+use schemas::rules::LIMITS_HEADER;
+use schemas::{ReceivedEvent, RuleSet};
 
 use crate::{Error, Result};
 
@@ -119,14 +121,26 @@ impl EventProducer {
     }
 
     /// Enqueues every event and waits until the broker acknowledged all of them.
-    /// `Ok` means every event is durable in Kafka.
-    pub async fn produce_all(&self, events: &[ReceivedEvent]) -> Result<(), ProduceFailure> {
+    /// `Ok` means every event is durable in Kafka. Each record carries the
+    /// acceptance limits of `rules` (the set the events were validated with)
+    /// in its [`LIMITS_HEADER`], so consumers can refuse to run narrower.
+    pub async fn produce_all(
+        &self,
+        events: &[ReceivedEvent],
+        rules: &RuleSet,
+    ) -> Result<(), ProduceFailure> {
+        let limits = rules.limits_header();
         let mut pending = Vec::with_capacity(events.len());
         for e in events {
             let payload = e.to_json_bytes();
+            let headers = OwnedHeaders::new().insert(Header {
+                key: LIMITS_HEADER,
+                value: Some(limits.as_str()),
+            });
             let record = FutureRecord::to(&self.topic)
                 .key(e.event.video_id.as_str())
                 .payload(&payload)
+                .headers(headers)
                 .timestamp(e.received_at.timestamp_millis());
             match self.producer.send_result(record) {
                 Ok(f) => pending.push(f),

@@ -17,10 +17,10 @@ use serde_json::{Value, json};
 use telemetry::OpsBuilder;
 use tokio::net::TcpListener;
 
-use crate::decode::{DecodeError, body_format, decode_body};
 use crate::metrics::Metrics;
 use crate::producer::{EventProducer, ProduceFailure};
-use schemas::{ReceivedEvent, ValidationContext};
+use schemas::wire::{DecodeError, body_format, decode_body};
+use schemas::{ReceivedEvent, RuleSet, ValidationContext};
 
 /// Request limits and validation settings.
 #[derive(Debug, Clone)]
@@ -29,10 +29,9 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// Most events one request may carry (413 above it).
     pub max_events: usize,
-    /// How far `occurred_at` may be ahead of the receive time.
-    pub max_future: chrono::Duration,
-    /// How far `occurred_at` may be behind the receive time.
-    pub late_horizon: chrono::Duration,
+    /// The one rule set (acceptance limits among it); every layer runs
+    /// with the same one.
+    pub rules: RuleSet,
 }
 
 impl Default for IngestConfig {
@@ -40,8 +39,7 @@ impl Default for IngestConfig {
         Self {
             max_body_bytes: 1024 * 1024,
             max_events: 10_000,
-            max_future: schemas::validate::DEFAULT_MAX_FUTURE,
-            late_horizon: schemas::validate::DEFAULT_LATE_HORIZON,
+            rules: RuleSet::default(),
         }
     }
 }
@@ -176,11 +174,7 @@ async fn handle_events(
     };
 
     let received_at = Utc::now();
-    let ctx = ValidationContext {
-        received_at,
-        max_future: st.config.max_future,
-        late_horizon: st.config.late_horizon,
-    };
+    let ctx = ValidationContext::new(received_at, &st.config.rules);
     let mut accepted = Vec::with_capacity(slots.len());
     let mut rejected = Vec::new();
     for (index, slot) in slots.iter().enumerate() {
@@ -241,7 +235,7 @@ async fn handle_events(
     }
 
     let started = Instant::now();
-    match st.producer.produce_all(&accepted).await {
+    match st.producer.produce_all(&accepted, &st.config.rules).await {
         Ok(()) => {
             st.metrics
                 .events_accepted(accepted.len(), started.elapsed());

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use schemas::rules::{day_bucket, hour_bucket};
-use schemas::{CountingRules, RULES_VERSION, ViewEvent};
+use schemas::{RULES_VERSION, RuleSet, ViewEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -51,7 +51,7 @@ type BillableView = (DateTime<Utc>, Uuid, DateTime<Utc>);
 /// Accumulates the truth from accepted events, in acceptance order.
 #[derive(Debug, Default)]
 pub struct Truth {
-    rules: CountingRules,
+    rules: RuleSet,
     seen: HashSet<Uuid>,
     cells: BTreeMap<(String, DateTime<Utc>), (u64, u64, u64)>,
     /// Billable first sightings per (user, video, day): (occurred_at, id, hour).
@@ -61,7 +61,7 @@ pub struct Truth {
 
 impl Truth {
     /// An empty truth under `rules`.
-    pub fn new(rules: CountingRules) -> Self {
+    pub fn new(rules: RuleSet) -> Self {
         Self {
             rules,
             ..Self::default()
@@ -169,7 +169,7 @@ mod tests {
             )
             .unwrap()
         };
-        let mut t = Truth::new(CountingRules::default());
+        let mut t = Truth::new(RuleSet::default());
         let a = ev("8f14e45f-ceea-4e7a-9f3b-2c1d5e6a7b8c", 30, true);
         t.record(&a);
         t.record(&a);
@@ -186,7 +186,7 @@ mod tests {
     #[test]
     fn fraud_cap_filters_the_latest_billable_views_of_a_day() {
         let ctx = schemas::ValidationContext::at("2026-11-21T13:00:00Z".parse().unwrap());
-        let mut t = Truth::new(CountingRules::default());
+        let mut t = Truth::new(RuleSet::default());
         for i in 0..13u32 {
             let e = schemas::parse_event(
                 &json!({"event_id": format!("8f14e45f-ceea-4e7a-9f3b-2c1d5e6a{i:04x}"),

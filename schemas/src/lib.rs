@@ -9,19 +9,26 @@
 //!   billable predicate) and [`RULES_VERSION`].
 //! - [`archive`]: the Arrow schema of the raw archive and conversions between
 //!   events and record batches.
+//! - [`class`]: [`ErrorClass`], how callers treat a failure (input,
+//!   unavailable, corrupt, bug); every crate's error maps to one.
+//! - [`wire`]: `POST /v1/events` body formats (JSON object, JSON array,
+//!   NDJSON) split into per-event slots; fuzzed (`fuzz/`).
 //!
 //! `view_event.schema.json` beside this crate is the same contract as a JSON
 //! Schema document for client developers; a test keeps the two in agreement.
 
 pub mod archive;
+pub mod class;
 mod country;
 pub mod event;
 pub mod rules;
 pub mod validate;
+pub mod wire;
 
 pub use archive::{ArchivedEvent, raw_schema};
+pub use class::ErrorClass;
 pub use event::{Device, ReceivedEvent, ViewEvent};
-pub use rules::{CountingRules, RULES_VERSION};
+pub use rules::{RULES_VERSION, RuleSet};
 pub use validate::{Fields, Rejection, Rule, ValidationContext, Violation, parse_event, validate};
 
 /// Errors of this crate that are not validation verdicts.

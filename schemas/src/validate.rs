@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::country::is_iso_country;
 use crate::event::{Device, SCHEMA_VERSION, ViewEvent, truncate_to_micros};
+use crate::rules::RuleSet;
 
 /// Largest `watch_seconds`: one day.
 pub const MAX_WATCH_SECONDS: u32 = 86_400;
@@ -28,10 +29,6 @@ pub const MAX_VIDEO_ID_CHARS: usize = 64;
 pub const MAX_USER_ID_CHARS: usize = 128;
 /// Longest `referrer` and `quality`, in characters.
 pub const MAX_TEXT_CHARS: usize = 256;
-/// How far `occurred_at` may lie in the future of the receive time.
-pub const DEFAULT_MAX_FUTURE: Duration = Duration::minutes(5);
-/// How far `occurred_at` may lie in the past of the receive time.
-pub const DEFAULT_LATE_HORIZON: Duration = Duration::days(30);
 
 /// What validation is relative to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,12 +42,17 @@ pub struct ValidationContext {
 }
 
 impl ValidationContext {
-    /// The default limits, relative to `received_at`.
+    /// The default rule set's limits, relative to `received_at`.
     pub fn at(received_at: DateTime<Utc>) -> Self {
+        Self::new(received_at, &RuleSet::default())
+    }
+
+    /// The limits of `rules`, relative to `received_at`.
+    pub fn new(received_at: DateTime<Utc>, rules: &RuleSet) -> Self {
         Self {
             received_at,
-            max_future: DEFAULT_MAX_FUTURE,
-            late_horizon: DEFAULT_LATE_HORIZON,
+            max_future: rules.max_future(),
+            late_horizon: rules.late_horizon(),
         }
     }
 }

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Timelike, Utc};
 use schemas::rules::day_bucket;
-use schemas::{CountingRules, ReceivedEvent};
+use schemas::{ReceivedEvent, RuleSet};
 
 use crate::keys::{KeySpace, day_end};
 
@@ -198,7 +198,7 @@ impl PartitionBatch {
         records: &[Record],
         (first_offset, next_offset): (i64, i64),
         allow_gap: bool,
-        rules: &CountingRules,
+        rules: &RuleSet,
         retention: &Retention,
     ) -> Self {
         let mut keys = vec![ks.offset(partition)];
@@ -387,7 +387,7 @@ mod tests {
             dedup_window: Duration::hours(48),
             counters: Duration::days(35),
         };
-        let b = PartitionBatch::build(&ks, 2, &r, (10, 13), false, &CountingRules::default(), &ret);
+        let b = PartitionBatch::build(&ks, 2, &r, (10, 13), false, &RuleSet::default(), &ret);
         // offset key + 2 dedup hashes + one counter hash + one viewer sketch.
         assert_eq!(b.keys.len(), 5, "{:?}", b.keys);
         assert!(b.keys.iter().all(|k| k.contains("{p2}")));

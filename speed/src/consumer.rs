@@ -11,7 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
@@ -174,31 +174,19 @@ impl Speed {
             topic: config.topic.clone(),
             lag: metrics.lag.clone(),
         };
-        let consumer: StreamConsumer<SpeedContext> = ClientConfig::new()
-            .set("bootstrap.servers", &config.bootstrap_servers)
-            .set("group.id", &config.group_id)
-            .set("enable.auto.commit", "true")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set(
-                "statistics.interval.ms",
-                config.stats_interval.as_millis().to_string(),
-            )
-            .set("enable.partition.eof", "false")
-            // Freshness: do not let the broker hold a fetch open for long.
-            .set("fetch.wait.max.ms", "25")
-            .set(
-                "session.timeout.ms",
-                config.session_timeout.as_millis().to_string(),
-            )
-            .set(
-                "heartbeat.interval.ms",
-                (config.session_timeout.as_millis() / 4)
-                    .max(100)
-                    .to_string(),
-            )
-            .create_with_context(context)
-            .map_err(Error::Kafka)?;
+        let consumer: StreamConsumer<SpeedContext> = infra::kafka::consumer_config(
+            &config.bootstrap_servers,
+            &config.group_id,
+            config.session_timeout,
+        )
+        .set(
+            "statistics.interval.ms",
+            config.stats_interval.as_millis().to_string(),
+        )
+        // Freshness: do not let the broker hold a fetch open for long.
+        .set("fetch.wait.max.ms", "25")
+        .create_with_context(context)
+        .map_err(Error::Kafka)?;
         consumer.subscribe(&[&config.topic]).map_err(Error::Kafka)?;
         let dlq: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &config.bootstrap_servers)
@@ -206,11 +194,7 @@ impl Speed {
             .set("acks", "all")
             .create()
             .map_err(Error::Kafka)?;
-        let limits = ValidationContext {
-            received_at: Utc::now(),
-            max_future: config.max_future,
-            late_horizon: config.late_horizon,
-        };
+        let limits = ValidationContext::new(Utc::now(), &config.rules);
         let mut speed = Self {
             retention: Retention {
                 dedup_window: config.dedup_window,
@@ -264,15 +248,26 @@ impl Speed {
         tracing::info!(topic = %self.config.topic, group = %self.config.group_id, prefix = %self.keys.prefix(), "speed layer running");
         self.ready.set_ready();
         let (tx, rx) = tokio::sync::mpsc::channel::<Prepared>(2);
-        tokio::join!(self.read_loop(tx), self.apply_loop(rx));
+        let (stopped_by, ()) = tokio::join!(self.read_loop(tx), self.apply_loop(rx));
         let _ = self
             .consumer
             .commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
-        tracing::info!("speed layer stopped");
-        Ok(())
+        match stopped_by {
+            Some(e) => {
+                tracing::error!(error = %e, "speed layer stopped");
+                self.ready.set_not_ready(e.to_string());
+                Err(e)
+            }
+            None => {
+                tracing::info!("speed layer stopped");
+                Ok(())
+            }
+        }
     }
 
-    async fn read_loop(&self, tx: tokio::sync::mpsc::Sender<Prepared>) {
+    /// Reads batches until shutdown; `Some` if a record stopped it (its
+    /// batch is not applied, so its offset does not move).
+    async fn read_loop(&self, tx: tokio::sync::mpsc::Sender<Prepared>) -> Option<Error> {
         loop {
             let mut batch: Vec<OwnedMessage> = Vec::with_capacity(self.config.batch_max);
             let first = tokio::select! {
@@ -296,11 +291,37 @@ impl Speed {
                     Err(_) => break,
                 }
             }
+            if let Some(e) = self.narrower_than_ingest(&batch) {
+                return Some(e);
+            }
             let prepared = self.prepare(batch);
             if tx.send(prepared).await.is_err() {
                 break; // the applier stopped
             }
         }
+        None
+    }
+
+    /// The first record that ingest accepted under wider limits than ours.
+    fn narrower_than_ingest(&self, batch: &[OwnedMessage]) -> Option<Error> {
+        let mut checked: Option<&[u8]> = None;
+        for m in batch {
+            let Some(value) = limits_header(m) else {
+                continue; // not from ingest (tools, tests): our rules decide
+            };
+            if checked == Some(value) {
+                continue;
+            }
+            if let Err(reason) = self.config.rules.check_limits_header(value) {
+                return Some(Error::RulesNarrowerThanIngest {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    reason,
+                });
+            }
+            checked = Some(value);
+        }
+        None
     }
 
     /// Groups a batch by partition, decodes and re-validates every record and
@@ -547,6 +568,14 @@ impl Speed {
             .map_err(|e: KafkaError| tracing::warn!(error = %e, "speed: cannot read watermarks"))
             .ok()
     }
+}
+
+/// The record's [`schemas::rules::LIMITS_HEADER`] value, if it has one.
+fn limits_header(m: &OwnedMessage) -> Option<&[u8]> {
+    m.headers()?
+        .iter()
+        .find(|h| h.key == schemas::rules::LIMITS_HEADER)?
+        .value
 }
 
 /// Decodes and re-validates one record; `Err((code, reason))` for poison.

@@ -59,12 +59,10 @@ pub struct SpeedConfig {
     pub dedup_window: chrono::Duration,
     /// Counters live this long after their day ends.
     pub counter_retention: chrono::Duration,
-    /// Counting rules.
-    pub rules: schemas::CountingRules,
-    /// Re-validation: how far `occurred_at` may be ahead of `received_at`.
-    pub max_future: chrono::Duration,
-    /// Re-validation: how far `occurred_at` may be behind `received_at`.
-    pub late_horizon: chrono::Duration,
+    /// The one rule set: re-validation limits and counting rules. It must
+    /// accept at least what ingest accepted (checked on every record's
+    /// `vc-limits` header: the layer stops rather than drop accepted views).
+    pub rules: schemas::RuleSet,
     /// Cap of the retry backoff while Redis or the DLQ is down.
     pub max_backoff: Duration,
     /// How often librdkafka reports statistics (lag metrics).
@@ -94,9 +92,7 @@ impl SpeedConfig {
             batch_wait: Duration::from_millis(20),
             dedup_window: chrono::Duration::hours(48),
             counter_retention: chrono::Duration::days(35),
-            rules: schemas::CountingRules::default(),
-            max_future: schemas::validate::DEFAULT_MAX_FUTURE,
-            late_horizon: schemas::validate::DEFAULT_LATE_HORIZON,
+            rules: schemas::RuleSet::default(),
             max_backoff: Duration::from_secs(5),
             stats_interval: Duration::from_secs(5),
             session_timeout: Duration::from_secs(10),
@@ -119,6 +115,30 @@ pub enum Error {
     /// Shutdown came before the service was up.
     #[error("stopped before start-up finished")]
     Stopped,
+    /// A record was accepted by ingest under wider limits than this layer's:
+    /// counting it under ours could drop an accepted view, so the layer stops
+    /// (nothing past the record is applied) until it runs with the same rules.
+    #[error("speed layer stopped at partition {partition} offset {offset}: {reason}")]
+    RulesNarrowerThanIngest {
+        /// Partition of the record.
+        partition: i32,
+        /// Its offset.
+        offset: i64,
+        /// What differs and what to set.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// What a caller can do about it.
+    pub fn class(&self) -> schemas::ErrorClass {
+        use schemas::ErrorClass;
+        match self {
+            Error::Config(_) | Error::RulesNarrowerThanIngest { .. } => ErrorClass::Input,
+            Error::Kafka(_) | Error::Redis(_) => ErrorClass::Unavailable,
+            Error::Stopped => ErrorClass::Unavailable,
+        }
+    }
 }
 
 /// Result with this crate's [`Error`].

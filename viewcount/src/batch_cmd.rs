@@ -5,14 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use batch::archive::{ArchiveConfig, ArchiveMetrics};
+use archive::{ArchiveConfig, ArchiveMetrics};
 use batch::run::{Engine, RunOptions, RunReport};
 use chrono::{DateTime, NaiveDate, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-use schemas::CountingRules;
 use telemetry::OpsBuilder;
 
-use crate::util::{KafkaFlags, parse_duration, run_service};
+use crate::util::{KafkaFlags, RuleFlags, run_service};
 
 /// `--store`, shared.
 #[derive(Debug, clap::Args)]
@@ -24,7 +23,9 @@ pub(crate) struct StoreFlag {
 
 impl StoreFlag {
     pub(crate) fn url(&self) -> String {
-        self.store.clone().unwrap_or_else(batch::store::default_url)
+        self.store
+            .clone()
+            .unwrap_or_else(store::layout::default_url)
     }
 }
 
@@ -38,20 +39,23 @@ pub(crate) struct ArchiveArgs {
     #[arg(long, env = "VIEWCOUNT_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
     /// Flush at least this often.
-    #[arg(long, env = "VIEWCOUNT_ARCHIVE_FLUSH", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "VIEWCOUNT_ARCHIVE_FLUSH", default_value = "60s", value_parser = humantime::parse_duration)]
     flush_interval: Duration,
+    #[command(flatten)]
+    rules: RuleFlags,
 }
 
 pub(crate) async fn archive(a: ArchiveArgs) -> anyhow::Result<()> {
-    let store = batch::store::open(&a.store.url())?;
+    let store = store::open(&a.store.url())?;
     let mut config = ArchiveConfig::new(&a.broker.kafka, &a.broker.topic);
     config.flush_interval = a.flush_interval;
+    config.rules = a.rules.rules()?;
     let mut ops = OpsBuilder::new();
     let metrics = ArchiveMetrics::register(ops.registry());
     let ready = ops.flag("archive");
     let ops = ops.build();
     run_service(&a.listen, ops, |stop| {
-        batch::archive::run(config, store, metrics, ready, stop)
+        archive::run(config, store, metrics, ready, stop)
     })
     .await
 }
@@ -96,7 +100,7 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     store: StoreFlag,
     /// Events for an hour received later than this after its end are late data.
-    #[arg(long, env = "VIEWCOUNT_LATENESS", default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, env = "VIEWCOUNT_LATENESS", default_value = "10m", value_parser = humantime::parse_duration)]
     lateness: Duration,
     /// Also compute hours the archive has not completed (past its watermark).
     #[arg(long)]
@@ -111,16 +115,18 @@ pub(crate) struct RunArgs {
     /// DataFusion SQL, slower; gives the same bytes, to cross-check a run).
     #[arg(long, default_value = "native", value_parser = |s: &str| Engine::parse(s).map_err(|e| e.to_string()))]
     engine: Engine,
+    #[command(flatten)]
+    rules: RuleFlags,
 }
 
 pub(crate) async fn batch(cmd: BatchCommand) -> anyhow::Result<()> {
     match cmd {
         BatchCommand::Run(a) => {
-            let store = batch::store::open(&a.store.url())?;
+            let store = store::open(&a.store.url())?;
             let opts = RunOptions {
                 from: a.range.from,
                 to: a.range.to,
-                rules: CountingRules::default(),
+                rules: a.rules.rules()?,
                 lateness: chrono::Duration::from_std(a.lateness)
                     .context("lateness out of range")?,
                 allow_incomplete: a.allow_incomplete,
@@ -257,7 +263,7 @@ pub(crate) struct ReconcileArgs {
     #[arg(long, env = "VIEWCOUNT_REDIS_PREFIX", default_value = "vc:")]
     redis_prefix: String,
     /// The speed layer's dedup window.
-    #[arg(long, env = "VIEWCOUNT_DEDUP_WINDOW", default_value = "48h", value_parser = parse_duration)]
+    #[arg(long, env = "VIEWCOUNT_DEDUP_WINDOW", default_value = "48h", value_parser = humantime::parse_duration)]
     dedup_window: Duration,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -266,7 +272,7 @@ pub(crate) struct ReconcileArgs {
 
 /// Compares speed and batch; errors (exit 1) on any unexplained difference.
 pub(crate) async fn reconcile(a: ReconcileArgs) -> anyhow::Result<()> {
-    let store = batch::store::open(&a.store.url())?;
+    let store = store::open(&a.store.url())?;
     let mut conn = redis::Client::open(a.redis_url.as_str())
         .with_context(|| format!("redis url {:?}", a.redis_url))?
         .get_multiplexed_async_connection()
@@ -274,7 +280,7 @@ pub(crate) async fn reconcile(a: ReconcileArgs) -> anyhow::Result<()> {
         .with_context(|| format!("connecting to {}", a.redis_url))?;
     // The bucket bits do not matter for reading counters.
     let keys = speed::keys::KeySpace::new(&a.redis_prefix, 16);
-    let speed_table: batch::reconcile::SpeedTable = speed::read::all_counts(&mut conn, &keys)
+    let speed_table: reconcile::SpeedTable = speed::read::all_counts(&mut conn, &keys)
         .await?
         .into_iter()
         .filter(|((_, h), _)| *h >= a.range.from && *h < a.range.to)
@@ -282,7 +288,7 @@ pub(crate) async fn reconcile(a: ReconcileArgs) -> anyhow::Result<()> {
         .collect();
     let window = chrono::Duration::from_std(a.dedup_window).context("dedup window out of range")?;
     let report =
-        batch::reconcile::reconcile(store, &speed_table, a.range.from, a.range.to, window).await?;
+        reconcile::reconcile(store, &speed_table, a.range.from, a.range.to, window).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -293,7 +299,7 @@ pub(crate) async fn reconcile(a: ReconcileArgs) -> anyhow::Result<()> {
             "speed and batch differ without a known cause in {} view(s); see the rows marked unexplained",
             report
                 .totals
-                .get(&batch::reconcile::Cause::Unexplained)
+                .get(&reconcile::Cause::Unexplained)
                 .copied()
                 .unwrap_or(0)
         );
@@ -301,7 +307,7 @@ pub(crate) async fn reconcile(a: ReconcileArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_reconcile(r: &batch::reconcile::Report) {
+fn print_reconcile(r: &reconcile::Report) {
     println!(
         "reconcile [{}, {}): {} published hours, {} video-hours, {} agree",
         r.from, r.to, r.hours_compared, r.video_hours, r.agreeing

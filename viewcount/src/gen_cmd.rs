@@ -8,9 +8,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use loadgen::{GenConfig, Generator, SendConfig, SendReport, Truth};
-use schemas::CountingRules;
-
-use crate::util::parse_duration;
+use schemas::RuleSet;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -42,7 +40,7 @@ pub(crate) struct Args {
     #[arg(long)]
     start: Option<DateTime<Utc>>,
     /// On-time events are spread over this long after --start.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     span: Duration,
     /// Fraction of exact re-sends of earlier events.
     #[arg(long, default_value_t = 0.10)]
@@ -94,7 +92,7 @@ impl Args {
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let generator = Generator::new(a.gen_config()?)?;
-    let mut truth = Truth::new(CountingRules::default());
+    let mut truth = Truth::new(RuleSet::default());
     match (&a.target, &a.out) {
         (Some(target), None) => {
             let report = send_to(target, &a, generator, &mut truth).await?;

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ingest::{EventProducer, IngestConfig, ProducerConfig};
+use schemas::RuleSet;
 
-use crate::util::{KafkaFlags, bind, parse_duration, shutdown_signal};
+use crate::util::{KafkaFlags, RuleFlags, bind, shutdown_signal};
 
 /// Flags shared by every command that runs ingest.
 #[derive(Debug, clap::Args)]
@@ -18,22 +19,17 @@ pub(crate) struct IngestFlags {
     #[arg(long, env = "VIEWCOUNT_MAX_EVENTS", default_value_t = 10_000)]
     pub(crate) max_events: usize,
     /// How long Kafka may take to acknowledge an event before ingest answers 503.
-    #[arg(long, env = "VIEWCOUNT_DELIVERY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "VIEWCOUNT_DELIVERY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub(crate) delivery_timeout: Duration,
-    /// Accept `occurred_at` up to this far in the past (the late-data horizon).
-    #[arg(long, env = "VIEWCOUNT_LATE_HORIZON", default_value = "30d", value_parser = parse_duration)]
-    pub(crate) late_horizon: Duration,
 }
 
 impl IngestFlags {
-    pub(crate) fn config(&self) -> anyhow::Result<IngestConfig> {
-        Ok(IngestConfig {
+    pub(crate) fn config(&self, rules: RuleSet) -> IngestConfig {
+        IngestConfig {
             max_body_bytes: self.max_body_bytes,
             max_events: self.max_events,
-            late_horizon: chrono::Duration::from_std(self.late_horizon)
-                .context("late horizon out of range")?,
-            ..IngestConfig::default()
-        })
+            rules,
+        }
     }
 
     pub(crate) fn producer(&self, bootstrap: &str, topic: &str) -> anyhow::Result<EventProducer> {
@@ -52,11 +48,19 @@ pub(crate) struct Args {
     listen: String,
     #[command(flatten)]
     flags: IngestFlags,
+    #[command(flatten)]
+    rules: RuleFlags,
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let producer = Arc::new(a.flags.producer(&a.broker.kafka, &a.broker.topic)?);
     let listener = bind(&a.listen).await?;
-    ingest::run(listener, a.flags.config()?, producer, shutdown_signal()).await?;
+    ingest::run(
+        listener,
+        a.flags.config(a.rules.rules()?),
+        producer,
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }

@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use schemas::RuleSet;
 use speed::SpeedConfig;
 use telemetry::OpsBuilder;
 
-use crate::util::{KafkaFlags, parse_duration, run_service};
+use crate::util::{KafkaFlags, RuleFlags, run_service};
 
 /// Speed-layer flags shared by `speed` and `up`.
 #[derive(Debug, clap::Args)]
@@ -21,7 +22,7 @@ pub(crate) struct SpeedFlags {
     #[arg(long, env = "VIEWCOUNT_REDIS_PREFIX", default_value = "vc:")]
     pub(crate) redis_prefix: String,
     /// An event_id is remembered at least this long after it was received.
-    #[arg(long, env = "VIEWCOUNT_DEDUP_WINDOW", default_value = "48h", value_parser = parse_duration)]
+    #[arg(long, env = "VIEWCOUNT_DEDUP_WINDOW", default_value = "48h", value_parser = humantime::parse_duration)]
     pub(crate) dedup_window: Duration,
     /// Most records per batch (one Redis script call per partition per batch).
     #[arg(long, env = "VIEWCOUNT_SPEED_BATCH", default_value_t = 20_000)]
@@ -31,7 +32,7 @@ pub(crate) struct SpeedFlags {
     #[arg(long, env = "VIEWCOUNT_DEDUP_BUCKET_BITS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=24))]
     pub(crate) dedup_bucket_bits: u32,
     /// Longest wait to fill a batch.
-    #[arg(long, env = "VIEWCOUNT_SPEED_BATCH_WAIT", default_value = "20ms", value_parser = parse_duration)]
+    #[arg(long, env = "VIEWCOUNT_SPEED_BATCH_WAIT", default_value = "20ms", value_parser = humantime::parse_duration)]
     pub(crate) speed_batch_wait: Duration,
 }
 
@@ -41,8 +42,10 @@ impl SpeedFlags {
         kafka: &str,
         topic: &str,
         redis_url: &str,
+        rules: RuleSet,
     ) -> anyhow::Result<SpeedConfig> {
         let mut c = SpeedConfig::new(kafka, topic, redis_url);
+        c.rules = rules;
         c.group_id = self.speed_group.clone();
         if let Some(d) = &self.dlq_topic {
             c.dlq_topic = d.clone();
@@ -69,12 +72,17 @@ pub(crate) struct Args {
     listen: String,
     #[command(flatten)]
     flags: SpeedFlags,
+    #[command(flatten)]
+    rules: RuleFlags,
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
-    let config = a
-        .flags
-        .config(&a.broker.kafka, &a.broker.topic, &a.redis_url)?;
+    let config = a.flags.config(
+        &a.broker.kafka,
+        &a.broker.topic,
+        &a.redis_url,
+        a.rules.rules()?,
+    )?;
     let mut ops = OpsBuilder::new();
     let metrics = speed::Metrics::register(ops.registry());
     let ready = ops.flag("redis");

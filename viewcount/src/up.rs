@@ -14,13 +14,13 @@ use chrono::Utc;
 use infra::kafka::{EmbeddedKafka, read_topic};
 use infra::redis::RedisServer;
 use loadgen::{GenConfig, Generator, SendConfig, Truth};
-use schemas::{CountingRules, ReceivedEvent, ValidationContext};
+use schemas::{ReceivedEvent, RuleSet, ValidationContext};
 use speed::keys::KeySpace;
 use telemetry::OpsBuilder;
 
 use crate::ingest_cmd::IngestFlags;
 use crate::speed_cmd::SpeedFlags;
-use crate::util::{Stop, bind, shutdown_signal};
+use crate::util::{RuleFlags, Stop, bind, shutdown_signal};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -56,9 +56,13 @@ pub(crate) struct Args {
     ingest: IngestFlags,
     #[command(flatten)]
     speed: SpeedFlags,
+    #[command(flatten)]
+    rules: RuleFlags,
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
+    // One rule set for every layer this process runs.
+    let rules = a.rules.rules()?;
     let embedded;
     let bootstrap = match &a.kafka {
         Some(b) => {
@@ -109,27 +113,27 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
 
     let store_url = match (&a.store, &a.kafka) {
         (Some(u), _) => u.clone(),
-        (None, Some(_)) => batch::store::default_url(),
+        (None, Some(_)) => store::layout::default_url(),
         (None, None) => format!(
             "{}/up-{}",
-            batch::store::default_url(),
+            store::layout::default_url(),
             Utc::now().format("%Y%m%dT%H%M%S")
         ),
     };
-    let store = batch::store::open(&store_url)?;
+    let store = store::open(&store_url)?;
     println!("store: {store_url} (raw archive, batch views, manifests)");
 
     let producer = Arc::new(a.ingest.producer(&bootstrap, &a.topic)?);
-    let speed_config = a.speed.config(&bootstrap, &a.topic, &redis_url)?;
+    let speed_config = a.speed.config(&bootstrap, &a.topic, &redis_url, rules)?;
     let keys = KeySpace::new(&speed_config.key_prefix, speed_config.dedup_bucket_bits);
     let mut ops = OpsBuilder::new();
     let ingest_metrics = ingest::server::register(&mut ops, &producer);
     let speed_metrics = speed::Metrics::register(ops.registry());
     let speed_ready = ops.flag("redis");
-    let archive_metrics = batch::archive::ArchiveMetrics::register(ops.registry());
+    let archive_metrics = archive::ArchiveMetrics::register(ops.registry());
     let archive_ready = ops.flag("archive");
     let ops = ops.build();
-    let app = ingest::server::router(a.ingest.config()?, producer.clone(), ingest_metrics)
+    let app = ingest::server::router(a.ingest.config(rules), producer.clone(), ingest_metrics)
         .merge(ops.router())
         .fallback(telemetry::not_found);
 
@@ -152,9 +156,10 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         speed_ready,
         stop.wait(),
     ));
-    let mut archive_config = batch::archive::ArchiveConfig::new(&bootstrap, &a.topic);
+    let mut archive_config = archive::ArchiveConfig::new(&bootstrap, &a.topic);
     archive_config.flush_interval = Duration::from_secs(2);
-    let archive_task = tokio::spawn(batch::archive::run(
+    archive_config.rules = rules;
+    let archive_task = tokio::spawn(archive::run(
         archive_config,
         store.clone(),
         archive_metrics,
@@ -172,8 +177,8 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     if let Some(n) = a.demo {
         outcome = async {
             let base = format!("http://{addr}");
-            let truth = demo(&base, &bootstrap, &a.topic, &redis_url, &keys, n).await?;
-            demo_batch(store.clone(), &store_url, &truth, &redis_url, &keys).await
+            let truth = demo(&base, &bootstrap, &a.topic, &redis_url, &keys, n, rules).await?;
+            demo_batch(store.clone(), &store_url, &truth, &redis_url, &keys, rules).await
         }
         .await;
     }
@@ -224,12 +229,13 @@ async fn demo(
     redis_url: &str,
     keys: &KeySpace,
     n: u64,
+    rules: RuleSet,
 ) -> anyhow::Result<Truth> {
     let generator = Generator::new(GenConfig {
         events: n,
         ..GenConfig::default()
     })?;
-    let mut truth = Truth::new(CountingRules::default());
+    let mut truth = Truth::new(rules);
     println!("\ndemo: sending {n} generated events (10% re-sends, 5% late, 2% invalid) ...");
     let cfg = SendConfig::new(format!("{base}/v1/events"));
     let report = loadgen::send(generator, &cfg, &mut truth, |_| {}).await?;
@@ -239,8 +245,8 @@ async fn demo(
     let records =
         tokio::task::spawn_blocking(move || read_topic(&bs, &t, Duration::from_secs(60))).await??;
     let mut per_partition: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut from_kafka = Truth::new(CountingRules::default());
-    let limits = ValidationContext::at(Utc::now());
+    let mut from_kafka = Truth::new(rules);
+    let limits = ValidationContext::new(Utc::now(), &rules);
     for r in &records {
         let next = per_partition.entry(r.partition).or_default();
         *next = (*next).max(r.offset + 1);
@@ -333,6 +339,7 @@ async fn demo_batch(
     truth: &Truth,
     redis_url: &str,
     keys: &KeySpace,
+    rules: RuleSet,
 ) -> anyhow::Result<()> {
     let rows = truth.rows();
     let (Some(from), Some(last)) = (
@@ -345,7 +352,7 @@ async fn demo_batch(
     // The archive flushes every 2 s; wait until it has every record.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, progress) = batch::progress::load(store.as_ref()).await?;
+        let (_, progress) = store::progress::load(store.as_ref()).await?;
         let archived: i64 = progress.iter().map(|p| p.next_offset).sum();
         if archived >= truth.accepted_events() as i64 {
             break;
@@ -358,6 +365,7 @@ async fn demo_batch(
     let opts = batch::run::RunOptions {
         // The demo's hours are still open: compute them anyway, to show.
         allow_incomplete: true,
+        rules,
         ..batch::run::RunOptions::new(from, to)
     };
     println!(
@@ -365,8 +373,8 @@ async fn demo_batch(
     );
     let report = crate::batch_cmd::run_with_progress(store.clone(), &opts).await?;
     crate::batch_cmd::print_summary(&report, false);
-    let views = batch::run::load_views(store.as_ref(), &report.manifest.run_id).await?;
-    let want: batch::run::ViewsTable = rows
+    let views = store::views::load_views(store.as_ref(), &report.manifest.run_id).await?;
+    let want: store::ViewsTable = rows
         .iter()
         .map(|r| {
             (

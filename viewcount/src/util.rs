@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use schemas::RuleSet;
+
 /// Logs to stderr; `RUST_LOG` overrides the default `info` level.
 pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -24,27 +26,51 @@ pub(crate) struct KafkaFlags {
     pub(crate) topic: String,
 }
 
-/// Parses `500ms`, `30s`, `15m`, `2h`, `7d` (a bare number means seconds).
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration; use e.g. 500ms, 30s, 15m, 2h, 7d"))?;
-    let secs = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3_600,
-        "d" => n * 86_400,
-        _ => {
-            return Err(format!(
-                "{s:?}: unknown unit {unit:?}; use ms, s, m, h or d"
-            ));
-        }
-    };
-    Ok(Duration::from_secs(secs))
+/// The one rule set (DESIGN §3, §4) as flags, shared by every command that
+/// validates or counts: `ingest`, `speed`, `archive`, `batch run`,
+/// `reconcile` and `up` all take these same flags and variables, so one
+/// setting reaches every layer. Defaults come from [`RuleSet::default`].
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct RuleFlags {
+    /// Accept `occurred_at` up to this far before its receipt (the late-data
+    /// horizon). Every layer must run with the same value.
+    #[arg(long, env = "VIEWCOUNT_LATE_HORIZON", default_value_t = secs(RuleSet::default().late_horizon_seconds))]
+    pub(crate) late_horizon: humantime::Duration,
+    /// Accept `occurred_at` up to this far after its receipt.
+    #[arg(long, env = "VIEWCOUNT_MAX_FUTURE", default_value_t = secs(RuleSet::default().max_future_seconds))]
+    pub(crate) max_future: humantime::Duration,
+    /// A view is billable when revenue-eligible and watched at least this
+    /// many seconds.
+    #[arg(long, env = "VIEWCOUNT_BILLABLE_MIN_WATCH", default_value_t = RuleSet::default().billable_min_watch_seconds)]
+    pub(crate) billable_min_watch: u32,
+    /// Batch fraud cap: at most this many billable views per user, video and
+    /// UTC day.
+    #[arg(long, env = "VIEWCOUNT_FRAUD_CAP", default_value_t = RuleSet::default().fraud_cap_per_user_video_day)]
+    pub(crate) fraud_cap: u32,
+}
+
+fn secs(s: u32) -> humantime::Duration {
+    Duration::from_secs(s.into()).into()
+}
+
+impl RuleFlags {
+    /// The rule set these flags name.
+    pub(crate) fn rules(&self) -> anyhow::Result<RuleSet> {
+        let whole_seconds = |d: &humantime::Duration, flag: &str| -> anyhow::Result<u32> {
+            let d: Duration = (*d).into();
+            if d.subsec_nanos() != 0 {
+                anyhow::bail!("--{flag} {d:?}: give whole seconds");
+            }
+            u32::try_from(d.as_secs())
+                .map_err(|_| anyhow::anyhow!("--{flag} {d:?} is too long (at most 136 years)"))
+        };
+        Ok(RuleSet {
+            late_horizon_seconds: whole_seconds(&self.late_horizon, "late-horizon")?,
+            max_future_seconds: whole_seconds(&self.max_future, "max-future")?,
+            billable_min_watch_seconds: self.billable_min_watch,
+            fraud_cap_per_user_video_day: self.fraud_cap,
+        })
+    }
 }
 
 /// Binds the HTTP listen address, with an error that says which flag sets it.
@@ -123,19 +149,5 @@ pub(crate) async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7_200)));
-        assert!(parse_duration("2 weeks").is_err());
-        assert!(parse_duration("h").is_err());
     }
 }

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use loadgen::Truth;
-use schemas::CountingRules;
+use schemas::RuleSet;
 
 use crate::harness::Setup;
 
@@ -31,7 +31,7 @@ print(json.dumps({"types": types, "view_types": vtypes, "rows": rows, "distinct"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duckdb_reads_raw_and_views_with_the_contract_types() {
     let s = Setup::new().await;
-    let mut truth = Truth::new(CountingRules::default());
+    let mut truth = Truth::new(RuleSet::default());
     s.produce(2_000, 31, &mut truth).await;
     let archive = s.archive("archive");
     s.wait_archived().await;

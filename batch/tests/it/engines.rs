@@ -13,7 +13,7 @@ use loadgen::{GenConfig, Generator, Truth};
 use object_store::ObjectStore;
 use schemas::archive::to_record_batch;
 use schemas::rules::hour_bucket;
-use schemas::{ArchivedEvent, CountingRules, ReceivedEvent, ValidationContext};
+use schemas::{ArchivedEvent, ReceivedEvent, RuleSet, ValidationContext};
 
 use crate::harness::expected;
 
@@ -141,9 +141,9 @@ async fn write(store: &dyn ObjectStore, rows: &[ArchivedEvent], tag: i64) {
         let first = rows[0].kafka_offset;
         let last = rows[rows.len() - 1].kafka_offset + tag;
         let bytes =
-            batch::store::parquet_bytes(schemas::raw_schema(), &[to_record_batch(&rows).unwrap()])
+            store::layout::parquet_bytes(schemas::raw_schema(), &[to_record_batch(&rows).unwrap()])
                 .unwrap();
-        batch::store::put(store, &batch::store::raw_file(hour, p, first, last), bytes)
+        store::layout::put(store, &store::layout::raw_file(hour, p, first, last), bytes)
             .await
             .unwrap();
     }
@@ -171,7 +171,7 @@ async fn run(store: Arc<dyn ObjectStore>, engine: Engine) -> RunReport {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_and_sql_engines_agree_byte_for_byte_and_with_the_truth() {
     let dir = tempfile::tempdir().unwrap();
-    let store = batch::store::open(&format!("file://{}", dir.path().display())).unwrap();
+    let store = store::layout::open(&format!("file://{}", dir.path().display())).unwrap();
     let a = archive();
     write(store.as_ref(), &a.rows, 0).await;
     write(store.as_ref(), &a.rearchived, 1_000_000).await;
@@ -226,12 +226,12 @@ async fn native_and_sql_engines_agree_byte_for_byte_and_with_the_truth() {
     );
 
     valid.sort_by_key(|r| (r.received.received_at, r.kafka_partition, r.kafka_offset));
-    let mut truth = Truth::new(CountingRules::default());
+    let mut truth = Truth::new(RuleSet::default());
     for r in &valid {
         truth.record(&r.received.event);
     }
     assert_eq!(r.duplicates, (valid.len() - payloads.len()) as u64);
-    let got = batch::run::load_views(store.as_ref(), &native.run_id)
+    let got = store::views::load_views(store.as_ref(), &native.run_id)
         .await
         .unwrap();
     infra::test::assert_same_map(&got, &expected(&truth), "batch output");

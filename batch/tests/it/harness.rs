@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use batch::archive::{ArchiveConfig, ArchiveMetrics};
+use archive::{ArchiveConfig, ArchiveMetrics};
 use batch::run::{RunOptions, RunReport};
 use chrono::{DateTime, Utc};
 use infra::test::TestKafka;
@@ -27,7 +27,7 @@ pub(crate) struct Setup {
 }
 
 pub(crate) struct Archive {
-    pub(crate) handle: JoinHandle<batch::Result<()>>,
+    pub(crate) handle: JoinHandle<archive::Result<()>>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -48,7 +48,7 @@ impl Setup {
         let kafka = TestKafka::start().expect("kafka");
         let topic = kafka.topic("batch-it", PARTITIONS).await.expect("topic");
         let dir = tempfile::tempdir().unwrap();
-        let store = batch::store::open(&format!("file://{}", dir.path().display())).unwrap();
+        let store = store::layout::open(&format!("file://{}", dir.path().display())).unwrap();
         let producer =
             EventProducer::new(&ProducerConfig::new(kafka.bootstrap_servers(), &topic)).unwrap();
         Self {
@@ -73,7 +73,7 @@ impl Setup {
         let mut reg = prometheus_client::registry::Registry::default();
         let metrics = ArchiveMetrics::register(&mut reg);
         let (stop, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(batch::archive::run(
+        let handle = tokio::spawn(archive::run(
             c,
             self.store.clone(),
             metrics,
@@ -102,7 +102,10 @@ impl Setup {
 
     pub(crate) async fn produce_events(&self, events: &[ReceivedEvent], truth: &mut Truth) {
         for chunk in events.chunks(1000) {
-            self.producer.produce_all(chunk).await.expect("produced");
+            self.producer
+                .produce_all(chunk, &schemas::RuleSet::default())
+                .await
+                .expect("produced");
             for e in chunk {
                 truth.record(&e.event);
             }
@@ -118,7 +121,7 @@ impl Setup {
             .expect("watermarks");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
         loop {
-            let (_, progress) = batch::progress::load(self.store.as_ref()).await.unwrap();
+            let (_, progress) = store::progress::load(self.store.as_ref()).await.unwrap();
             let done = (0..PARTITIONS).all(|p| {
                 progress
                     .iter()
@@ -154,8 +157,8 @@ impl Setup {
             .expect("batch run")
     }
 
-    pub(crate) async fn views(&self, report: &RunReport) -> batch::run::ViewsTable {
-        batch::run::load_views(self.store.as_ref(), &report.manifest.run_id)
+    pub(crate) async fn views(&self, report: &RunReport) -> store::ViewsTable {
+        store::views::load_views(self.store.as_ref(), &report.manifest.run_id)
             .await
             .unwrap()
     }
@@ -163,7 +166,7 @@ impl Setup {
 
 /// The truth as batch must report it: (views, billable after the cap,
 /// fraud-filtered, watch seconds) per (video, hour).
-pub(crate) fn expected(truth: &Truth) -> batch::run::ViewsTable {
+pub(crate) fn expected(truth: &Truth) -> store::ViewsTable {
     truth
         .rows()
         .into_iter()

@@ -2,7 +2,7 @@
 
 use chrono::{Duration, DurationRound, TimeDelta, Utc};
 use loadgen::Truth;
-use schemas::{CountingRules, ReceivedEvent, ValidationContext};
+use schemas::{ReceivedEvent, RuleSet, ValidationContext};
 use serde_json::json;
 
 use crate::harness::{Setup, expected};
@@ -31,7 +31,7 @@ fn fraud_events() -> Vec<ReceivedEvent> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_counts_equal_the_truth_with_duplicates_late_events_and_fraud() {
     let s = Setup::new().await;
-    let mut truth = Truth::new(CountingRules::default());
+    let mut truth = Truth::new(RuleSet::default());
     s.produce(6_000, 11, &mut truth).await;
     let fraud = fraud_events();
     s.produce_events(&fraud, &mut truth).await;
@@ -58,7 +58,7 @@ async fn batch_counts_equal_the_truth_with_duplicates_late_events_and_fraud() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reruns_are_byte_identical_and_idempotent() {
     let s = Setup::new().await;
-    let mut truth = Truth::new(CountingRules::default());
+    let mut truth = Truth::new(RuleSet::default());
     s.produce(3_000, 12, &mut truth).await;
     let archive = s.archive("archive");
     s.wait_archived().await;
@@ -82,7 +82,7 @@ async fn reruns_are_byte_identical_and_idempotent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_aborted_mid_stream_and_restarted_loses_nothing() {
     let s = Setup::new().await;
-    let mut truth = Truth::new(CountingRules::default());
+    let mut truth = Truth::new(RuleSet::default());
     s.produce(8_000, 13, &mut truth).await;
     let archive = s.archive("archive");
     // Let some flushes happen, then kill it without a final flush.
@@ -99,7 +99,7 @@ async fn archive_aborted_mid_stream_and_restarted_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_of_a_sub_range_composes_with_the_published_state() {
     let s = Setup::new().await;
-    let mut truth = Truth::new(CountingRules::default());
+    let mut truth = Truth::new(RuleSet::default());
     s.produce(3_000, 14, &mut truth).await;
     let archive = s.archive("archive");
     s.wait_archived().await;

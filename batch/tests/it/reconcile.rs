@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use batch::reconcile::{Cause, SpeedTable};
 use chrono::{DurationRound, TimeDelta, Utc};
 use infra::redis::RedisServer;
 use loadgen::Truth;
+use reconcile::{Cause, SpeedTable};
 use redis::AsyncCommands;
-use schemas::{CountingRules, ReceivedEvent, ValidationContext};
+use schemas::{ReceivedEvent, RuleSet, ValidationContext};
 use serde_json::json;
 use speed::keys::KeySpace;
 
@@ -48,7 +48,7 @@ async fn speed_table(redis: &RedisServer, keys: &KeySpace) -> SpeedTable {
 async fn speed_and_batch_reconcile_with_every_difference_explained() {
     let s = Setup::new().await;
     let redis = RedisServer::start().unwrap();
-    let mut truth = Truth::new(CountingRules::default());
+    let mut truth = Truth::new(RuleSet::default());
     s.produce(3_000, 21, &mut truth).await;
 
     // Conflicting duplicates: the same id again, another payload, another
@@ -132,7 +132,7 @@ async fn speed_and_batch_reconcile_with_every_difference_explained() {
     let (from, to) = (report.manifest.from, report.manifest.to);
     let reconcile_now = async || {
         let speed = speed_table(&redis, &keys).await;
-        let r = batch::reconcile::reconcile(
+        let r = reconcile::reconcile(
             s.store.clone(),
             &speed,
             from,

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use loadgen::{GenConfig, Generator, SendConfig, Truth};
-use schemas::CountingRules;
+use schemas::RuleSet;
 use serde_json::{Value, json};
 
 use crate::harness::{Ingest, event};
@@ -17,7 +17,7 @@ async fn consumer_reads_back_exactly_the_accepted_events_with_their_keys() {
         ..GenConfig::default()
     })
     .unwrap();
-    let mut truth = Truth::new(CountingRules::default());
+    let mut truth = Truth::new(RuleSet::default());
     let mut cfg = SendConfig::new(&ing.url);
     cfg.batch_size = 250;
     let report = loadgen::send(generator, &cfg, &mut truth, |_| {})
@@ -35,7 +35,7 @@ async fn consumer_reads_back_exactly_the_accepted_events_with_their_keys() {
     assert_eq!(report.retries, 0);
     assert_eq!(events.len() as u64, report.accepted);
     assert_eq!(events.len() as u64, truth.accepted_events());
-    let mut from_kafka = Truth::new(CountingRules::default());
+    let mut from_kafka = Truth::new(RuleSet::default());
     for (rec, e) in &events {
         assert_eq!(
             rec.key.as_deref(),

@@ -76,7 +76,7 @@ async fn replaying_the_whole_topic_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_instance_joining_mid_stream_neither_drops_nor_double_counts() {
     let s = Setup::new().await;
-    let mut truth = loadgen::Truth::new(schemas::CountingRules::default());
+    let mut truth = loadgen::Truth::new(schemas::RuleSet::default());
     s.produce_generated_into(8_000, 3, &mut truth).await;
     let mut c = s.config();
     c.batch_max = 200;

@@ -10,7 +10,7 @@ use infra::test::{TestKafka, unique_name};
 use ingest::{EventProducer, ProducerConfig};
 use loadgen::{GenConfig, Generator, Truth};
 use prometheus_client::registry::Registry;
-use schemas::CountingRules;
+use schemas::RuleSet;
 use speed::keys::KeySpace;
 use speed::{Counts, SpeedConfig};
 use telemetry::ReadyFlag;
@@ -117,7 +117,7 @@ impl Setup {
     /// Generates `n` events, keeps those ingest would accept, produces them
     /// through the real producer and returns the truth.
     pub(crate) async fn produce_generated(&self, n: u64, seed: u64) -> Truth {
-        let mut truth = Truth::new(CountingRules::default());
+        let mut truth = Truth::new(RuleSet::default());
         self.produce_generated_into(n, seed, &mut truth).await;
         truth
     }
@@ -132,7 +132,10 @@ impl Setup {
         .unwrap()
         .accepted_at(Utc::now());
         for chunk in events.chunks(1000) {
-            self.producer.produce_all(chunk).await.expect("produced");
+            self.producer
+                .produce_all(chunk, &schemas::RuleSet::default())
+                .await
+                .expect("produced");
             for e in chunk {
                 truth.record(&e.event);
             }

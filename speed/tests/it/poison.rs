@@ -134,7 +134,10 @@ async fn conflicting_duplicates_keep_the_first_and_are_reported() {
     let exact_resend = first.clone();
     let conflicting = event(id, "cv", 5);
     s.producer
-        .produce_all(&[first, exact_resend, conflicting])
+        .produce_all(
+            &[first, exact_resend, conflicting],
+            &schemas::RuleSet::default(),
+        )
         .await
         .unwrap();
     let run = s.start(s.config());

@@ -23,8 +23,44 @@ use futures::TryStreamExt;
 use object_store::ObjectStore;
 use serde::Serialize;
 
-use crate::run::ViewsTable;
-use crate::{Error, Result, publish, run, store};
+use store::views::{ViewsTable, load_views};
+use store::{Manifest, layout};
+
+/// Errors of reconciliation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request cannot be answered as asked (nothing published, range).
+    #[error("{0}")]
+    Input(String),
+    /// Stored data is not what batch wrote.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// Reading the store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The raw files could not be scanned.
+    #[error(transparent)]
+    Batch(#[from] batch::Error),
+    /// DataFusion failed.
+    #[error("datafusion: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+}
+
+impl Error {
+    /// What a caller can do about it.
+    pub fn class(&self) -> schemas::ErrorClass {
+        match self {
+            Error::Input(_) => schemas::ErrorClass::Input,
+            Error::Corrupt(_) => schemas::ErrorClass::Corrupt,
+            Error::Store(e) => e.class(),
+            Error::Batch(e) => e.class(),
+            Error::DataFusion(_) => schemas::ErrorClass::Bug,
+        }
+    }
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Speed-layer counts by (video, hour): `[views, billable, watch_seconds]`.
 pub type SpeedTable = BTreeMap<(String, DateTime<Utc>), [u64; 3]>;
@@ -97,9 +133,11 @@ pub async fn reconcile(
     to: DateTime<Utc>,
     dedup_window: Duration,
 ) -> Result<Report> {
-    let state = publish::current(store.as_ref()).await?.ok_or_else(|| {
-        Error::Input("nothing is published yet; run `viewcount batch run` first".into())
-    })?;
+    let state = store::state::current(store.as_ref())
+        .await?
+        .ok_or_else(|| {
+            Error::Input("nothing is published yet; run `viewcount batch run` first".into())
+        })?;
     let owned: BTreeMap<DateTime<Utc>, String> = state
         .hours
         .range(from..to)
@@ -110,7 +148,7 @@ pub async fn reconcile(
     runs.sort();
     runs.dedup();
     for r in runs {
-        for (k, v) in run::load_views(store.as_ref(), r).await? {
+        for (k, v) in load_views(store.as_ref(), r).await? {
             if owned.get(&k.1) == Some(r) {
                 batch.insert(k, v);
             }
@@ -200,7 +238,7 @@ async fn speed_excess(
     runs.sort();
     runs.dedup();
     for r in runs {
-        let m: run::Manifest = store::get_json(store.as_ref(), &store::manifest(r))
+        let m: Manifest = layout::get_json(store.as_ref(), &layout::manifest(r))
             .await?
             .ok_or_else(|| Error::Corrupt(format!("the manifest of run {r} is missing")))?;
         paths.extend(m.inputs.into_iter().map(|i| i.path));
@@ -211,7 +249,7 @@ async fn speed_excess(
     if paths.is_empty() {
         return Ok(out);
     }
-    let ctx = store::raw_session(store, paths.iter().map(String::as_str)).await?;
+    let ctx = batch::session::raw_session(store, paths.iter().map(String::as_str)).await?;
     // Every non-winning copy, with the winner's partition, day and payload.
     let window_us = dedup_window.num_microseconds().unwrap_or(i64::MAX);
     let sql = format!(

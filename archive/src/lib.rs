@@ -17,17 +17,65 @@ use chrono::{DateTime, Utc};
 use object_store::ObjectStore;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
+use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Headers;
 use rdkafka::util::Timeout;
-use rdkafka::{ClientConfig, Message};
 use schemas::archive::to_record_batch;
+use schemas::rules::LIMITS_HEADER;
 use schemas::rules::hour_bucket;
-use schemas::{ArchivedEvent, ReceivedEvent, ValidationContext};
+use schemas::{ArchivedEvent, ReceivedEvent, RuleSet, ValidationContext};
 use telemetry::ReadyFlag;
 use tokio_util::sync::CancellationToken;
 
-use crate::progress::{ArchiveMeta, Progress};
-use crate::{Error, Result, store};
+use store::layout;
+use store::progress::{ArchiveMeta, Progress};
+
+/// Errors of the archive service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting is unusable, or the store belongs to another source.
+    #[error("{0}")]
+    Config(String),
+    /// The Kafka client failed.
+    #[error("kafka: {0}")]
+    Kafka(rdkafka::error::KafkaError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// A record batch could not be built (a bug: records were validated).
+    #[error(transparent)]
+    Schema(#[from] schemas::Error),
+    /// A record was accepted by ingest under wider limits than this layer's:
+    /// skipping it as invalid would lose an accepted view, so the archive
+    /// stops (its progress does not pass the record) until it runs with the
+    /// same rules.
+    #[error("archive stopped at partition {partition} offset {offset}: {reason}")]
+    RulesNarrowerThanIngest {
+        /// Partition of the record.
+        partition: i32,
+        /// Its offset.
+        offset: i64,
+        /// What differs and what to set.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// What a caller can do about it.
+    pub fn class(&self) -> schemas::ErrorClass {
+        use schemas::ErrorClass;
+        match self {
+            Error::Config(_) | Error::RulesNarrowerThanIngest { .. } => ErrorClass::Input,
+            Error::Kafka(_) => ErrorClass::Unavailable,
+            Error::Store(e) => e.class(),
+            Error::Schema(_) => ErrorClass::Bug,
+        }
+    }
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Archive settings; defaults in [`ArchiveConfig::new`].
 #[derive(Debug, Clone)]
@@ -46,8 +94,10 @@ pub struct ArchiveConfig {
     /// in flight to the broker (ingest's delivery timeout plus margin);
     /// `complete_through` stays this far behind the check.
     pub in_flight_margin: chrono::Duration,
-    /// Re-validation limits (relative to each record's `received_at`).
-    pub late_horizon: chrono::Duration,
+    /// The one rule set; its re-validation limits (relative to each
+    /// record's `received_at`) must accept at least what ingest accepted
+    /// (checked on every record's `vc-limits` header).
+    pub rules: RuleSet,
     /// Kafka group session timeout.
     pub session_timeout: Duration,
 }
@@ -62,7 +112,7 @@ impl ArchiveConfig {
             flush_rows: 200_000,
             flush_interval: Duration::from_secs(60),
             in_flight_margin: chrono::Duration::seconds(30),
-            late_horizon: schemas::validate::DEFAULT_LATE_HORIZON,
+            rules: RuleSet::default(),
             session_timeout: Duration::from_secs(10),
         }
     }
@@ -136,40 +186,36 @@ pub async fn run(
         shutdown.await;
         c.cancel();
     });
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.bootstrap_servers)
-        .set("group.id", &config.group_id)
-        .set("enable.auto.commit", "true")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .set(
-            "session.timeout.ms",
-            config.session_timeout.as_millis().to_string(),
-        )
-        .set(
-            "heartbeat.interval.ms",
-            (config.session_timeout.as_millis() / 4)
-                .max(100)
-                .to_string(),
-        )
-        .create()
-        .map_err(Error::Kafka)?;
+    let consumer: StreamConsumer = infra::kafka::consumer_config(
+        &config.bootstrap_servers,
+        &config.group_id,
+        config.session_timeout,
+    )
+    .create()
+    .map_err(Error::Kafka)?;
     consumer.subscribe(&[&config.topic]).map_err(Error::Kafka)?;
     let md = tokio::task::block_in_place(|| {
         consumer.fetch_metadata(Some(&config.topic), Timeout::After(Duration::from_secs(10)))
     })
     .map_err(Error::Kafka)?;
     let partitions = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
-    store::put_json(
-        store.as_ref(),
-        &store::archive_meta(),
-        &ArchiveMeta {
-            topic: config.topic.clone(),
-            partitions,
-        },
-    )
-    .await?;
+    let cluster_id = tokio::task::block_in_place(|| {
+        consumer
+            .client()
+            .fetch_cluster_id(Timeout::After(Duration::from_secs(10)))
+    });
+    let meta = ArchiveMeta {
+        topic: config.topic.clone(),
+        partitions,
+        cluster_id,
+        rules: Some(config.rules),
+    };
+    if let Some(old) =
+        layout::get_json::<ArchiveMeta>(store.as_ref(), &layout::archive_meta()).await?
+    {
+        meta.check_same_source(&old).map_err(Error::Config)?;
+    }
+    layout::put_json(store.as_ref(), &layout::archive_meta(), &meta).await?;
     ready.set_ready();
     tracing::info!(topic = %config.topic, partitions, "archive running");
 
@@ -224,7 +270,7 @@ impl Archiver {
         if let Some(p) = self.progress.get(&partition) {
             return Ok(*p);
         }
-        let p = store::get_json::<Progress>(self.store.as_ref(), &store::progress(partition))
+        let p = layout::get_json::<Progress>(self.store.as_ref(), &layout::progress(partition))
             .await?
             .unwrap_or(Progress {
                 partition,
@@ -241,10 +287,21 @@ impl Archiver {
             self.metrics.skipped_archived.inc();
             return Ok(());
         }
-        let limits = ValidationContext {
-            late_horizon: self.config.late_horizon,
-            ..ValidationContext::at(Utc::now())
-        };
+        if let Some(value) = m
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == LIMITS_HEADER))
+            .and_then(|h| h.value)
+        {
+            self.config
+                .rules
+                .check_limits_header(value)
+                .map_err(|reason| Error::RulesNarrowerThanIngest {
+                    partition: p,
+                    offset: m.offset(),
+                    reason,
+                })?;
+        }
+        let limits = ValidationContext::new(Utc::now(), &self.config.rules);
         let b = self.buffers.entry(p).or_default();
         if b.rows.is_empty() {
             b.first = m.offset();
@@ -323,7 +380,7 @@ impl Archiver {
                 complete_through,
             };
             if progress != prev {
-                store::put_json(self.store.as_ref(), &store::progress(p), &progress).await?;
+                layout::put_json(self.store.as_ref(), &layout::progress(p), &progress).await?;
                 self.progress.insert(p, progress);
                 if buf.is_some() {
                     let _ = self
@@ -345,10 +402,10 @@ impl Archiver {
         }
         for (hour, rows) in by_hour {
             let batch = to_record_batch(&rows)?;
-            let bytes = store::parquet_bytes(schemas::raw_schema(), &[batch])?;
-            let path = store::raw_file(hour, partition, b.first, b.last);
+            let bytes = layout::parquet_bytes(schemas::raw_schema(), &[batch])?;
+            let path = layout::raw_file(hour, partition, b.first, b.last);
             self.metrics.bytes.inc_by(bytes.len() as u64);
-            store::put(self.store.as_ref(), &path, bytes).await?;
+            layout::put(self.store.as_ref(), &path, bytes).await?;
             self.metrics.files.inc();
             self.metrics.archived.inc_by(rows.len() as u64);
             tracing::debug!(%path, rows = rows.len(), "archive: file written");

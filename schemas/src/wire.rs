@@ -1,4 +1,4 @@
-//! Request body decoding, free of I/O: a JSON object, a JSON array, or NDJSON
+//! Request body decoding for `POST /v1/events` (DESIGN §6), free of I/O: a JSON object, a JSON array, or NDJSON
 //! become a list of per-event JSON values (or per-line parse failures).
 
 use serde_json::Value;

@@ -9,9 +9,10 @@
 
 use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
 use object_store::ObjectStore;
+use schemas::RuleSet;
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, store};
+use crate::{Result, layout};
 
 /// One partition's archive progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,7 +26,8 @@ pub struct Progress {
     pub complete_through: DateTime<Utc>,
 }
 
-/// The archive's metadata.
+/// The archive's metadata (`archive/meta.json`): where its records come from
+/// and the rules it re-validated them with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveMeta {
@@ -33,6 +35,36 @@ pub struct ArchiveMeta {
     pub topic: String,
     /// Its partition count.
     pub partitions: i32,
+    /// The Kafka cluster's id: progress offsets mean something only in the
+    /// cluster they were read from.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    /// The rule set the archive last ran with.
+    #[serde(default)]
+    pub rules: Option<RuleSet>,
+}
+
+impl ArchiveMeta {
+    /// Whether this archive may continue one recorded as `old`: the same
+    /// topic of the same Kafka cluster. Offsets from another cluster would
+    /// skip or mislabel records silently, so that is an error naming both.
+    pub fn check_same_source(&self, old: &ArchiveMeta) -> Result<(), String> {
+        if old.topic != self.topic {
+            return Err(format!(
+                "this store archives topic {:?}, not {:?}; use another --store for another topic",
+                old.topic, self.topic
+            ));
+        }
+        if let (Some(was), Some(now)) = (&old.cluster_id, &self.cluster_id)
+            && was != now
+        {
+            return Err(format!(
+                "this store was archived from Kafka cluster {was:?}, but the broker is cluster {now:?}; \
+                 its progress offsets mean nothing there: point --kafka at the original cluster, or use a new --store"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The end of the last complete event-hour: the largest hour boundary `W` with
@@ -54,11 +86,11 @@ pub fn watermark(
 
 /// Reads the archive's metadata and every partition's progress.
 pub async fn load(store: &dyn ObjectStore) -> Result<(Option<ArchiveMeta>, Vec<Progress>)> {
-    let meta: Option<ArchiveMeta> = store::get_json(store, &store::archive_meta()).await?;
+    let meta: Option<ArchiveMeta> = layout::get_json(store, &layout::archive_meta()).await?;
     let mut out = Vec::new();
     if let Some(m) = &meta {
         for p in 0..m.partitions {
-            if let Some(pr) = store::get_json::<Progress>(store, &store::progress(p)).await? {
+            if let Some(pr) = layout::get_json::<Progress>(store, &layout::progress(p)).await? {
                 out.push(pr);
             }
         }
@@ -100,6 +132,31 @@ mod tests {
         assert_eq!(
             watermark(2, &prog, l).unwrap().to_rfc3339(),
             "2026-11-21T14:00:00+00:00"
+        );
+    }
+
+    #[test]
+    fn a_store_from_another_cluster_or_topic_is_refused() {
+        let meta = |topic: &str, cluster: Option<&str>| ArchiveMeta {
+            topic: topic.into(),
+            partitions: 4,
+            cluster_id: cluster.map(Into::into),
+            rules: None,
+        };
+        let old = meta("view-events", Some("abc"));
+        assert_eq!(
+            meta("view-events", Some("abc")).check_same_source(&old),
+            Ok(())
+        );
+        let err = meta("view-events", Some("xyz"))
+            .check_same_source(&old)
+            .unwrap_err();
+        assert!(err.contains("\"abc\"") && err.contains("\"xyz\""), "{err}");
+        assert!(meta("other", Some("abc")).check_same_source(&old).is_err());
+        // Stores written before cluster ids were recorded carry on.
+        assert_eq!(
+            meta("view-events", Some("abc")).check_same_source(&meta("view-events", None)),
+            Ok(())
         );
     }
 

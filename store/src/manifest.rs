@@ -1,0 +1,127 @@
+//! A run's manifest (`runs/<id>.json`): what it read, with which rules and
+//! code, what it wrote, and how long each step took. Outside tools read it.
+
+use chrono::{DateTime, Utc};
+use schemas::RuleSet;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// How a run computes (both give byte-identical output).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// The native engine ([`crate::count`]): one read of each input, hash
+    /// tables, all cores. The default.
+    #[default]
+    Native,
+    /// The rules as DataFusion SQL ([`crate::sql`]): the executable
+    /// specification, for cross-checking a run.
+    Sql,
+}
+
+impl Engine {
+    /// `native` or `sql`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Native => "native",
+            Engine::Sql => "sql",
+        }
+    }
+
+    /// Parses `native` or `sql`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "native" => Ok(Engine::Native),
+            "sql" => Ok(Engine::Sql),
+            other => Err(Error::Config(format!(
+                "unknown engine {other:?}: use native (the default) or sql"
+            ))),
+        }
+    }
+}
+
+/// One input file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Input {
+    /// Object path.
+    pub path: String,
+    /// Bytes.
+    pub size: u64,
+    /// Hex SHA-256.
+    pub sha256: String,
+}
+
+/// One output file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    /// Object path.
+    pub path: String,
+    /// Bytes.
+    pub size: u64,
+    /// Hex SHA-256.
+    pub sha256: String,
+    /// Rows.
+    pub rows: u64,
+}
+
+/// Row counts of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rows {
+    /// Rows read from the archive (whole days).
+    pub input: u64,
+    /// Rows failing re-validation (dropped).
+    pub invalid: u64,
+    /// Rows removed as re-sends of an earlier `event_id`.
+    pub duplicates: u64,
+    /// Event ids seen with more than one payload (the earliest received wins).
+    pub conflicting_ids: u64,
+    /// Views counted in the run's hours.
+    pub views: u64,
+    /// Billable views after the fraud cap.
+    pub billable_views: u64,
+    /// Billable views removed by the fraud cap.
+    pub fraud_filtered: u64,
+    /// Output rows (video-hours).
+    pub output: u64,
+}
+
+/// A run's manifest (`runs/<id>.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Run id: hash of inputs, range, rules and code version.
+    pub run_id: String,
+    /// Hours computed: `[from, to)`.
+    pub from: DateTime<Utc>,
+    /// End (exclusive).
+    pub to: DateTime<Utc>,
+    /// Hours requested but not complete (skipped).
+    pub skipped_incomplete_to: Option<DateTime<Utc>>,
+    /// Counting rules version.
+    pub rules_version: u32,
+    /// Counting rules.
+    pub rules: RuleSet,
+    /// Code version.
+    pub code_version: String,
+    /// The engine that computed the run (not part of the run id: both
+    /// engines give the same output).
+    #[serde(default)]
+    pub engine: Engine,
+    /// Archive watermark when the run started.
+    pub archive_watermark: Option<DateTime<Utc>>,
+    /// Inputs, sorted by path.
+    pub inputs: Vec<Input>,
+    /// Outputs.
+    pub outputs: Vec<Output>,
+    /// Row counts.
+    pub rows: Rows,
+    /// When it ran (not part of the run id).
+    pub started_at: DateTime<Utc>,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Wall time of each step, in seconds, in the order they ran
+    /// (`planning`, `reading` (fetch, checksum, decode, validate, dedup),
+    /// `counting` (fraud cap, aggregation), `writing`).
+    #[serde(default)]
+    pub steps: Vec<(String, f64)>,
+}
