@@ -25,8 +25,9 @@
 //! - a row counts only if it passes re-validation
 //!   ([`schemas::archive::RawColumns::is_valid`]);
 //! - of the copies of an event id, the one received first wins (then lowest
-//!   Kafka partition, offset and payload fingerprint, so ties are decided
-//!   too); an id whose copies carry different payloads is a conflicting id;
+//!   Kafka partition, offset and payload fingerprint: the one rule of
+//!   [`schemas::dedup`]); an id whose copies carry different payloads is a
+//!   conflicting id;
 //! - billable = `revenue_eligible` and `watch_seconds >= min`; per user,
 //!   video and UTC day, billable views beyond the cap (in `occurred_at`, then
 //!   `event_id` order) are fraud-filtered;
@@ -41,13 +42,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use arrow::array::{Array, RecordBatch, StringArray};
-use foldhash::fast::{FixedState, RandomState};
+use arrow::array::{RecordBatch, StringArray};
+use foldhash::fast::RandomState;
 use hashbrown::{HashMap, HashTable};
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use schemas::RuleSet;
 use schemas::archive::RawColumns;
+use schemas::dedup::{CopyOrder, event_key};
 
 use crate::{Error, Result};
 use store::manifest::{Input, Rows};
@@ -80,28 +82,6 @@ pub(crate) struct Counted {
 /// Progress of a count: `(step, done, total)`.
 pub(crate) type ProgressTx = tokio::sync::mpsc::UnboundedSender<(&'static str, u64, u64)>;
 
-/// The payload fingerprint of row `i`: a fixed 64-bit hash of every payload
-/// field (what makes two copies of an event id the same event). Both engines
-/// use it, to spot conflicting copies and to break exact ties.
-pub fn payload_fp(c: &RawColumns<'_>, i: usize) -> u64 {
-    fn opt(a: &StringArray, i: usize) -> Option<&str> {
-        a.is_valid(i).then(|| a.value(i))
-    }
-    FixedState::with_seed(0x7663_6670).hash_one((
-        c.video_id.value(i),
-        c.user_id.value(i),
-        opt(c.session_id, i),
-        c.occurred_at.value(i),
-        c.watch_seconds.value(i),
-        c.device.value(i),
-        opt(c.country, i),
-        opt(c.referrer, i),
-        opt(c.quality, i),
-        c.revenue_eligible.value(i),
-        c.ad_impressions.value(i),
-    ))
-}
-
 /// What counting needs of one valid row.
 #[derive(Debug, Clone, Copy)]
 struct Row {
@@ -125,8 +105,14 @@ struct Row {
 }
 
 impl Row {
-    fn order(&self) -> (i64, i32, i64, u64) {
-        (self.received_at, self.partition, self.offset, self.fp)
+    /// The dedup winner order ([`schemas::dedup::CopyOrder`]).
+    fn order(&self) -> CopyOrder {
+        CopyOrder {
+            received_at_us: self.received_at,
+            partition: self.partition,
+            offset: self.offset,
+            fingerprint: self.fp,
+        }
     }
 }
 
@@ -386,6 +372,7 @@ fn read(
             user_ids: &user_ids,
             shards: (0..SHARDS).map(|_| Blocks::default()).collect(),
             input_rows: 0,
+            scratch: Vec::with_capacity(256),
         };
         while !abort.load(Ordering::Relaxed) {
             let i = next.fetch_add(1, Ordering::Relaxed);
@@ -448,6 +435,8 @@ struct Reader<'a> {
     user_ids: &'a Mutex<Vec<StringArray>>,
     shards: Vec<Blocks>,
     input_rows: u64,
+    /// The payload encoding of the row being fingerprinted.
+    scratch: Vec<u8>,
 }
 
 impl Reader<'_> {
@@ -491,12 +480,12 @@ impl Reader<'_> {
             let Some(id) = c.valid_event_id(i) else {
                 continue;
             };
-            let (hi, lo) = id.as_u64_pair();
+            let key = event_key(id);
             let video = self.videos.id(self.state, c.video_id.value(i));
-            let id_hash = self.state.hash_one([hi, lo]);
+            let id_hash = self.state.hash_one(key);
             self.shards[(id_hash >> 58) as usize % SHARDS].push(Row {
-                id: [hi, lo],
-                fp: payload_fp(&c, i),
+                id: key,
+                fp: c.payload(i).fingerprint_with(&mut self.scratch),
                 received_at: c.received_at.value(i),
                 offset: c.kafka_offset.value(i),
                 occurred_at: c.occurred_at.value(i),

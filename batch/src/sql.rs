@@ -20,12 +20,10 @@ use schemas::RuleSet;
 use schemas::archive::RawColumns;
 
 use crate::Result;
-use crate::count::payload_fp;
+use schemas::dedup::{SQL_COPY_ORDER, SQL_EVENT_KEY};
 use store::manifest::{Input, Rows};
 use store::sketch::Sketch;
 use store::views::{ViewRow, views_batch};
-
-const RAW_COLUMNS: &str = "event_id, video_id, user_id, session_id, occurred_at, watch_seconds, device, country, referrer, quality, revenue_eligible, ad_impressions, schema_version, received_at, kafka_partition, kafka_offset";
 
 /// A UDF over every raw column (in schema order) computing one value per row
 /// from [`RawColumns`].
@@ -58,21 +56,28 @@ fn raw_udf(name: &str, out: DataType, per_batch: fn(&RawColumns<'_>) -> ArrayRef
 }
 
 /// `vc_valid(raw columns)`: the row passes re-validation.
-fn valid_udf() -> ScalarUDF {
+pub fn valid_udf() -> ScalarUDF {
     raw_udf("vc_valid", DataType::Boolean, |c| Arc::new(c.verdicts()))
 }
 
-/// `vc_payload_fp(raw columns)`: [`payload_fp`].
-fn payload_fp_udf() -> ScalarUDF {
+/// `vc_payload_fp(raw columns)`: the payload fingerprint of
+/// [`schemas::dedup::Payload`] (meaningful for valid rows).
+pub fn payload_fp_udf() -> ScalarUDF {
     raw_udf("vc_payload_fp", DataType::UInt64, |c| {
+        let mut scratch = Vec::with_capacity(256);
         Arc::new(
             (0..c.len())
-                .map(|i| payload_fp(c, i))
+                .map(|i| {
+                    c.is_valid(i)
+                        .then(|| c.payload(i).fingerprint_with(&mut scratch))
+                })
                 .collect::<UInt64Array>(),
         )
     })
 }
 
+/// The columns every UDF over raw rows takes, in schema order.
+pub const RAW_COLUMNS: &str = "event_id, video_id, user_id, session_id, occurred_at, watch_seconds, device, country, referrer, quality, revenue_eligible, ad_impressions, schema_version, received_at, kafka_partition, kafka_offset";
 /// Counts hours `[from, to)` of `inputs` with `rules`.
 pub(crate) async fn compute(
     store: Arc<dyn ObjectStore>,
@@ -94,8 +99,8 @@ pub(crate) async fn compute(
     // each event id's copies (the UUID's value is the key, so case does not
     // matter). Materialized once; every later query reads it.
     let ranked_sql = format!(
-        "SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY received_at, kafka_partition, kafka_offset, fp) AS occ
-         FROM (SELECT lower(event_id) AS event_id, video_id, user_id, occurred_at, watch_seconds, revenue_eligible,
+        "SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY {SQL_COPY_ORDER}) AS occ
+         FROM (SELECT {SQL_EVENT_KEY} AS event_id, video_id, user_id, occurred_at, watch_seconds, revenue_eligible,
                       received_at, kafka_partition, kafka_offset, vc_payload_fp({RAW_COLUMNS}) AS fp
                FROM raw WHERE vc_valid({RAW_COLUMNS}))"
     );

@@ -23,6 +23,7 @@ use futures::TryStreamExt;
 use object_store::ObjectStore;
 use serde::Serialize;
 
+use schemas::dedup::{SQL_COPY_ORDER, SQL_EVENT_KEY};
 use store::views::{ViewsTable, load_views};
 use store::{Manifest, layout};
 
@@ -250,23 +251,29 @@ async fn speed_excess(
         return Ok(out);
     }
     let ctx = batch::session::raw_session(store, paths.iter().map(String::as_str)).await?;
-    // Every non-winning copy, with the winner's partition, day and payload.
+    ctx.register_udf(batch::sql::valid_udf());
+    ctx.register_udf(batch::sql::payload_fp_udf());
+    // Every non-winning copy, with the winner's partition, day and payload:
+    // the batch's own dedup (valid rows only, ids by UUID value, the winner
+    // order of `schemas::dedup`), so what reconcile calls a removed copy is
+    // exactly what batch removed.
     let window_us = dedup_window.num_microseconds().unwrap_or(i64::MAX);
+    let raw_columns = batch::sql::RAW_COLUMNS;
     let sql = format!(
-        "WITH r AS (
-           SELECT video_id, CAST(date_trunc('hour', occurred_at) AS BIGINT) AS hour_us,
+        "WITH v AS (
+           SELECT {SQL_EVENT_KEY} AS event_id, video_id, occurred_at, received_at, kafka_partition, kafka_offset,
+                  vc_payload_fp({raw_columns}) AS fp
+           FROM raw WHERE vc_valid({raw_columns})),
+         r AS (
+           SELECT event_id, video_id, CAST(date_trunc('hour', occurred_at) AS BIGINT) AS hour_us,
                   CAST(date_trunc('day', occurred_at) AS BIGINT) AS day_us,
-                  kafka_partition, CAST(received_at AS BIGINT) AS recv_us,
-                  concat_ws('|', video_id, user_id, COALESCE(session_id, ''), CAST(CAST(occurred_at AS BIGINT) AS VARCHAR),
-                            CAST(watch_seconds AS VARCHAR), device, COALESCE(country, ''), COALESCE(referrer, ''),
-                            COALESCE(quality, ''), CAST(revenue_eligible AS VARCHAR), CAST(ad_impressions AS VARCHAR)) AS payload,
-                  ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY received_at, kafka_partition, kafka_offset) AS occ,
-                  event_id
-           FROM raw),
-         w AS (SELECT event_id, kafka_partition AS wp, day_us AS wd, payload AS wpay, recv_us AS wr FROM r WHERE occ = 1)
+                  kafka_partition, CAST(received_at AS BIGINT) AS recv_us, fp,
+                  ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY {SQL_COPY_ORDER}) AS occ
+           FROM v),
+         w AS (SELECT event_id, kafka_partition AS wp, day_us AS wd, fp AS wfp, recv_us AS wr FROM r WHERE occ = 1)
          SELECT r.video_id, r.hour_us,
-                SUM(CASE WHEN r.payload <> w.wpay AND (r.kafka_partition <> w.wp OR r.day_us <> w.wd) THEN 1 ELSE 0 END) AS conflicting,
-                SUM(CASE WHEN r.payload = w.wpay AND r.recv_us - w.wr > {window_us} THEN 1 ELSE 0 END) AS late
+                SUM(CASE WHEN r.fp <> w.wfp AND (r.kafka_partition <> w.wp OR r.day_us <> w.wd) THEN 1 ELSE 0 END) AS conflicting,
+                SUM(CASE WHEN r.fp = w.wfp AND r.recv_us - w.wr > {window_us} THEN 1 ELSE 0 END) AS late
          FROM r JOIN w ON r.event_id = w.event_id
          WHERE r.occ > 1
          GROUP BY r.video_id, r.hour_us"

@@ -204,6 +204,38 @@ impl<'a> RawColumns<'a> {
         })
     }
 
+    /// Row `i`'s payload (for [`crate::dedup::Payload::fingerprint`]); the
+    /// row must have its required columns (e.g. it [`Self::is_valid`]).
+    pub fn payload(&self, i: usize) -> crate::dedup::Payload<'a> {
+        fn opt(a: &StringArray, i: usize) -> Option<&str> {
+            a.is_valid(i).then(|| a.value(i))
+        }
+        crate::dedup::Payload {
+            video_id: self.video_id.value(i),
+            user_id: self.user_id.value(i),
+            session_id: opt(self.session_id, i),
+            occurred_at_us: self.occurred_at.value(i),
+            watch_seconds: self.watch_seconds.value(i).into(),
+            device: self.device.value(i),
+            country: opt(self.country, i),
+            referrer: opt(self.referrer, i),
+            quality: opt(self.quality, i),
+            revenue_eligible: self.revenue_eligible.value(i),
+            ad_impressions: self.ad_impressions.value(i).into(),
+            schema_version: self.schema_version.value(i).into(),
+        }
+    }
+
+    /// Row `i`'s place in the winner order ([`crate::dedup::CopyOrder`]).
+    pub fn copy_order(&self, i: usize, fingerprint: u64) -> crate::dedup::CopyOrder {
+        crate::dedup::CopyOrder {
+            received_at_us: self.received_at.value(i),
+            partition: self.kafka_partition.value(i),
+            offset: self.kafka_offset.value(i),
+            fingerprint,
+        }
+    }
+
     /// Rows.
     pub fn len(&self) -> usize {
         self.event_id.len()

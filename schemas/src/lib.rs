@@ -11,6 +11,8 @@
 //!   events and record batches.
 //! - [`class`]: [`ErrorClass`], how callers treat a failure (input,
 //!   unavailable, corrupt, bug); every crate's error maps to one.
+//! - [`dedup`]: the dedup rule once: the payload fingerprint (XXH3 over a
+//!   canonical encoding) and the order that picks the winning copy.
 //! - [`wire`]: `POST /v1/events` body formats (JSON object, JSON array,
 //!   NDJSON) split into per-event slots; fuzzed (`fuzz/`).
 //!
@@ -20,6 +22,7 @@
 pub mod archive;
 pub mod class;
 mod country;
+pub mod dedup;
 pub mod event;
 pub mod rules;
 pub mod validate;

@@ -31,11 +31,7 @@ fn event(
 }
 
 async fn speed_table(redis: &RedisServer, keys: &KeySpace) -> SpeedTable {
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = speed::conn::connect_reader(&redis.url()).await.unwrap();
     speed::read::all_counts(&mut conn, keys)
         .await
         .unwrap()
@@ -99,11 +95,7 @@ async fn speed_and_batch_reconcile_with_every_difference_explained() {
     s.wait_archived().await;
     archive.stop().await;
     let total: u64 = truth.accepted_events();
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = speed::conn::connect_reader(&redis.url()).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let applied: i64 = speed::read::stored_offsets(&mut conn, &keys, PARTITIONS)
