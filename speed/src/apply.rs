@@ -303,56 +303,12 @@ impl PartitionBatch {
     }
 }
 
-/// A 4-byte fingerprint of the event's payload (every field but
-/// `received_at`): equal for exact re-sends, different (with high
-/// probability) for conflicting ones. FNV-1a over the fields, each
-/// terminated, so it is stable across versions and machines.
+/// A 4-byte fingerprint of the event's payload: the low 32 bits of
+/// [`schemas::dedup::Payload::fingerprint`], the one definition batch and
+/// reconcile use too. Equal for exact re-sends, different (with high
+/// probability) for conflicting ones.
 pub fn fingerprint(e: &ReceivedEvent) -> [u8; 4] {
-    let ev = &e.event;
-    let mut h = Fnv(0x811c_9dc5);
-    h.field(ev.event_id.as_bytes());
-    h.field(ev.video_id.as_bytes());
-    h.field(ev.user_id.as_bytes());
-    h.opt(ev.session_id.as_deref());
-    h.field(&ev.occurred_at.timestamp_micros().to_be_bytes());
-    h.field(&ev.watch_seconds.to_be_bytes());
-    h.field(ev.device.as_str().as_bytes());
-    h.opt(ev.country.as_deref());
-    h.opt(ev.referrer.as_deref());
-    h.opt(ev.quality.as_deref());
-    h.field(&[u8::from(ev.revenue_eligible)]);
-    h.field(&ev.ad_impressions.to_be_bytes());
-    h.field(&ev.schema_version.to_be_bytes());
-    h.0.to_be_bytes()
-}
-
-struct Fnv(u32);
-
-impl Fnv {
-    fn byte(&mut self, b: u8) {
-        self.0 ^= u32::from(b);
-        self.0 = self.0.wrapping_mul(0x0100_0193);
-    }
-
-    fn field(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.byte(b);
-        }
-        // Length-terminated, so ("ab","c") and ("a","bc") differ.
-        for b in (bytes.len() as u32).to_be_bytes() {
-            self.byte(b);
-        }
-    }
-
-    fn opt(&mut self, s: Option<&str>) {
-        match s {
-            Some(s) => {
-                self.byte(1);
-                self.field(s.as_bytes());
-            }
-            None => self.byte(0),
-        }
-    }
+    (schemas::dedup::Payload::of(&e.event).fingerprint() as u32).to_le_bytes()
 }
 
 #[cfg(test)]

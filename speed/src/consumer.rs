@@ -17,7 +17,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use schemas::{ReceivedEvent, ValidationContext};
 use telemetry::ReadyFlag;
 use tokio_util::sync::CancellationToken;
@@ -167,7 +167,15 @@ impl Speed {
         let keys = KeySpace::new(&config.key_prefix, config.dedup_bucket_bits);
         let client = redis::Client::open(config.redis_url.as_str())
             .map_err(|e| Error::Config(format!("redis url {:?}: {e}", config.redis_url)))?;
-        let redis = connect(&client, &metrics, &ready, &cancel).await?;
+        let redis = connect(
+            &client,
+            crate::conn::applier_config(config.batch_max),
+            config.max_backoff,
+            &metrics,
+            &ready,
+            &cancel,
+        )
+        .await?;
         let context = SpeedContext {
             redis: client,
             keys: keys.clone(),
@@ -465,7 +473,7 @@ impl Speed {
     /// Runs one partition's script, retrying Redis errors with capped
     /// exponential backoff until it succeeds or shutdown. `None` on shutdown.
     async fn invoke(&self, partition: i32, call: &PartitionBatch) -> Option<Applied> {
-        let mut backoff = Duration::from_millis(50);
+        let mut delays = crate::conn::backoff(Duration::from_millis(50), self.config.max_backoff);
         loop {
             let started = Instant::now();
             let mut inv = self.script.prepare_invoke();
@@ -477,6 +485,7 @@ impl Speed {
             }
             let mut conn = self.redis.clone();
             let r: redis::RedisResult<Vec<i64>> = inv.invoke_async(&mut conn).await;
+            let backoff = delays.next().unwrap_or(self.config.max_backoff);
             match r.map(|v| Applied::from_reply(&v)) {
                 Ok(Some(a)) => {
                     self.metrics.applied(partition, &a, started.elapsed());
@@ -494,14 +503,13 @@ impl Speed {
                 () = self.cancel.cancelled() => return None,
                 () = tokio::time::sleep(backoff) => {}
             }
-            backoff = (backoff * 2).min(self.config.max_backoff);
         }
     }
 
     /// Produces poison records to the dead-letter topic and waits for acks,
     /// retrying until acknowledged or shutdown. False on shutdown.
     async fn dead_letter(&self, dead: &[(&OwnedMessage, &'static str, String)]) -> bool {
-        let mut backoff = Duration::from_millis(50);
+        let mut delays = crate::conn::backoff(Duration::from_millis(50), self.config.max_backoff);
         loop {
             let sends = dead.iter().map(|(m, code, reason)| {
                 let partition = m.partition();
@@ -549,11 +557,11 @@ impl Speed {
                         .set_not_ready(format!("dead-letter topic unavailable: {e}"));
                 }
             }
+            let backoff = delays.next().unwrap_or(self.config.max_backoff);
             tokio::select! {
                 () = self.cancel.cancelled() => return false,
                 () = tokio::time::sleep(backoff) => {}
             }
-            backoff = (backoff * 2).min(self.config.max_backoff);
         }
     }
 
@@ -591,13 +599,16 @@ fn decode(
 
 async fn connect(
     client: &redis::Client,
+    config: ConnectionManagerConfig,
+    max_backoff: Duration,
     metrics: &Metrics,
     ready: &ReadyFlag,
     cancel: &CancellationToken,
 ) -> Result<ConnectionManager> {
-    let mut backoff = Duration::from_millis(100);
+    let mut delays = crate::conn::backoff(Duration::from_millis(100), max_backoff);
     loop {
-        match ConnectionManager::new(client.clone()).await {
+        let backoff = delays.next().unwrap_or(max_backoff);
+        match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
             Ok(c) => return Ok(c),
             Err(e) => {
                 metrics.redis_error(&e.to_string(), backoff);
@@ -608,6 +619,5 @@ async fn connect(
             () = cancel.cancelled() => return Err(Error::Stopped),
             () = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

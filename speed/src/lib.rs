@@ -10,6 +10,8 @@
 //!   ms, re-validation with [`schemas::parse_event`], poison records to the
 //!   dead-letter topic, Redis outages waited out with backoff, resumption from
 //!   the offsets stored in Redis.
+//! - [`conn`]: Redis connections with timeouts sized for their work, and
+//!   the one backoff policy for outages.
 //! - [`read`]: reading the counters back (tests, reconcile, serving).
 //! - [`metrics`]: telemetry, one function per notable event.
 //!
@@ -20,6 +22,7 @@
 //! window. Kafka commits are advisory, for lag tools.
 
 pub mod apply;
+pub mod conn;
 pub mod consumer;
 pub mod keys;
 pub mod metrics;

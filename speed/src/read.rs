@@ -22,7 +22,21 @@ pub struct Counts {
 
 /// Every counter in Redis under `keys`, summed over partitions, by
 /// (video, hour). Uses `SCAN`: for tests, reconciliation and tooling.
+/// Retried whole after a transient error ([`crate::conn::ReadRetry`]).
 pub async fn all_counts<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    keys: &KeySpace,
+) -> Result<BTreeMap<(String, DateTime<Utc>), Counts>> {
+    let mut retry = crate::conn::ReadRetry::new();
+    loop {
+        match all_counts_once(conn, keys).await {
+            Err(crate::Error::Redis(e)) if retry.should(&e) => retry.wait(&e).await,
+            r => return r,
+        }
+    }
+}
+
+async fn all_counts_once<C: ConnectionLike + Send + Sync>(
     conn: &mut C,
     keys: &KeySpace,
 ) -> Result<BTreeMap<(String, DateTime<Utc>), Counts>> {
@@ -70,16 +84,26 @@ fn add_fields(
     }
 }
 
-/// The stored next offset of each of `partitions` (None: nothing applied yet).
+/// The stored next offset of each of `partitions` (None: nothing applied
+/// yet). Retried after a transient error.
 pub async fn stored_offsets<C: ConnectionLike + Send + Sync>(
     conn: &mut C,
     keys: &KeySpace,
     partitions: i32,
 ) -> Result<Vec<Option<i64>>> {
-    let mut out = Vec::new();
-    for p in 0..partitions {
-        let v: Option<i64> = conn.get(keys.offset(p)).await?;
-        out.push(v);
+    let mut retry = crate::conn::ReadRetry::new();
+    'again: loop {
+        let mut out = Vec::new();
+        for p in 0..partitions {
+            match conn.get(keys.offset(p)).await {
+                Ok(v) => out.push(v),
+                Err(e) if retry.should(&e) => {
+                    retry.wait(&e).await;
+                    continue 'again;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        return Ok(out);
     }
-    Ok(out)
 }

@@ -273,11 +273,9 @@ pub(crate) struct ReconcileArgs {
 /// Compares speed and batch; errors (exit 1) on any unexplained difference.
 pub(crate) async fn reconcile(a: ReconcileArgs) -> anyhow::Result<()> {
     let store = store::open(&a.store.url())?;
-    let mut conn = redis::Client::open(a.redis_url.as_str())
-        .with_context(|| format!("redis url {:?}", a.redis_url))?
-        .get_multiplexed_async_connection()
+    let mut conn = speed::conn::connect_reader(&a.redis_url)
         .await
-        .with_context(|| format!("connecting to {}", a.redis_url))?;
+        .with_context(|| format!("connecting to redis at {}", a.redis_url))?;
     // The bucket bits do not matter for reading counters.
     let keys = speed::keys::KeySpace::new(&a.redis_prefix, 16);
     let speed_table: reconcile::SpeedTable = speed::read::all_counts(&mut conn, &keys)

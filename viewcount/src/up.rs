@@ -278,8 +278,7 @@ async fn demo(
     println!("check: every accepted event is in Kafka, keyed by video_id");
 
     // Wait for the speed layer to apply every record, then compare.
-    let mut conn = redis::Client::open(redis_url)?
-        .get_multiplexed_async_connection()
+    let mut conn = speed::conn::connect_reader(redis_url)
         .await
         .context("connecting to redis")?;
     let partitions = per_partition.keys().max().map_or(0, |p| p + 1);
@@ -394,9 +393,9 @@ async fn demo_batch(
     println!(
         "check: batch equals the truth per video per hour (views, billable, fraud-filtered, watch seconds)"
     );
-    let mut conn = redis::Client::open(redis_url)?
-        .get_multiplexed_async_connection()
-        .await?;
+    let mut conn = speed::conn::connect_reader(redis_url)
+        .await
+        .context("connecting to redis")?;
     let speed = speed::read::all_counts(&mut conn, keys).await?;
     let agree = views
         .iter()

@@ -149,9 +149,7 @@ impl Setup {
     }
 
     pub(crate) async fn redis_conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.redis.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
+        speed::conn::connect_reader(&self.redis.url())
             .await
             .unwrap()
     }
