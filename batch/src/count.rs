@@ -255,7 +255,7 @@ pub(crate) fn count(
     let mut steps = Vec::new();
 
     let clock = Instant::now();
-    let read = read(store, files, threads, &state, progress)?;
+    let read = read(store, files, threads, &state, rules, progress)?;
     steps.push(("reading".to_owned(), clock.elapsed().as_secs_f64()));
 
     let clock = Instant::now();
@@ -334,6 +334,7 @@ fn read(
     files: &[ObjectMeta],
     threads: usize,
     state: &RandomState,
+    rules: &RuleSet,
     progress: &ProgressTx,
 ) -> Result<Read> {
     let total_bytes: u64 = files.iter().map(|m| m.size).sum();
@@ -366,6 +367,7 @@ fn read(
         let mut reader = Reader {
             store: store.clone(),
             state,
+            rules,
             rt,
             index: index as u16,
             videos: Dict::default(),
@@ -428,6 +430,8 @@ fn read(
 struct Reader<'a> {
     store: Arc<dyn ObjectStore>,
     state: &'a RandomState,
+    /// Which rows are valid.
+    rules: &'a RuleSet,
     /// Drives this thread's object store reads.
     rt: tokio::runtime::Runtime,
     index: u16,
@@ -477,7 +481,7 @@ impl Reader<'_> {
             (all.len() - 1) as u32
         };
         for i in 0..c.len() {
-            let Some(id) = c.valid_event_id(i) else {
+            let Some(id) = c.valid_event_id(i, self.rules) else {
                 continue;
             };
             let key = event_key(id);

@@ -27,7 +27,11 @@ use store::views::{ViewRow, views_batch};
 
 /// A UDF over every raw column (in schema order) computing one value per row
 /// from [`RawColumns`].
-fn raw_udf(name: &str, out: DataType, per_batch: fn(&RawColumns<'_>) -> ArrayRef) -> ScalarUDF {
+fn raw_udf(
+    name: &str,
+    out: DataType,
+    per_batch: impl Fn(&RawColumns<'_>) -> ArrayRef + Send + Sync + 'static,
+) -> ScalarUDF {
     let types: Vec<DataType> = schemas::raw_schema()
         .fields()
         .iter()
@@ -55,20 +59,22 @@ fn raw_udf(name: &str, out: DataType, per_batch: fn(&RawColumns<'_>) -> ArrayRef
     )
 }
 
-/// `vc_valid(raw columns)`: the row passes re-validation.
-pub fn valid_udf() -> ScalarUDF {
-    raw_udf("vc_valid", DataType::Boolean, |c| Arc::new(c.verdicts()))
+/// `vc_valid(raw columns)`: the row passes re-validation under `rules`.
+pub fn valid_udf(rules: RuleSet) -> ScalarUDF {
+    raw_udf("vc_valid", DataType::Boolean, move |c| {
+        Arc::new(c.verdicts(&rules))
+    })
 }
 
 /// `vc_payload_fp(raw columns)`: the payload fingerprint of
-/// [`schemas::dedup::Payload`] (meaningful for valid rows).
-pub fn payload_fp_udf() -> ScalarUDF {
-    raw_udf("vc_payload_fp", DataType::UInt64, |c| {
+/// [`schemas::dedup::Payload`]; null for rows invalid under `rules`.
+pub fn payload_fp_udf(rules: RuleSet) -> ScalarUDF {
+    raw_udf("vc_payload_fp", DataType::UInt64, move |c| {
         let mut scratch = Vec::with_capacity(256);
         Arc::new(
             (0..c.len())
                 .map(|i| {
-                    c.is_valid(i)
+                    c.is_valid(i, &rules)
                         .then(|| c.payload(i).fingerprint_with(&mut scratch))
                 })
                 .collect::<UInt64Array>(),
@@ -91,8 +97,8 @@ pub(crate) async fn compute(
         return Ok((views_batch(std::iter::empty())?, rows));
     }
     let ctx = crate::session::raw_session(store, inputs.iter().map(|i| i.path.as_str())).await?;
-    ctx.register_udf(valid_udf());
-    ctx.register_udf(payload_fp_udf());
+    ctx.register_udf(valid_udf(*rules));
+    ctx.register_udf(payload_fp_udf(*rules));
 
     let (from_us, to_us) = (from.timestamp_micros(), to.timestamp_micros());
     // One pass over the raw rows: re-validate, fingerprint payloads, number

@@ -235,6 +235,7 @@ async fn speed_excess(
 ) -> Result<BTreeMap<(String, DateTime<Utc>), [u64; 2]>> {
     // The inputs of the owning runs: exactly what batch read.
     let mut paths: Vec<String> = Vec::new();
+    let mut rules: Option<schemas::RuleSet> = None;
     let mut runs: Vec<&String> = owned.values().collect();
     runs.sort();
     runs.dedup();
@@ -242,6 +243,18 @@ async fn speed_excess(
         let m: Manifest = layout::get_json(store.as_ref(), &layout::manifest(r))
             .await?
             .ok_or_else(|| Error::Corrupt(format!("the manifest of run {r} is missing")))?;
+        // Which copies batch removed depends on which rows it found valid:
+        // judge them by the rules the runs counted with.
+        match rules {
+            Some(seen) if seen != m.rules => {
+                return Err(Error::Input(format!(
+                    "the runs owning this range counted with different rule sets ({seen:?} and {:?} in run {r}); \
+                     reconcile a range counted under one rule set, or rerun `viewcount batch run` over the whole range",
+                    m.rules
+                )));
+            }
+            _ => rules = Some(m.rules),
+        }
         paths.extend(m.inputs.into_iter().map(|i| i.path));
     }
     paths.sort();
@@ -251,8 +264,9 @@ async fn speed_excess(
         return Ok(out);
     }
     let ctx = batch::session::raw_session(store, paths.iter().map(String::as_str)).await?;
-    ctx.register_udf(batch::sql::valid_udf());
-    ctx.register_udf(batch::sql::payload_fp_udf());
+    let rules = rules.unwrap_or_default();
+    ctx.register_udf(batch::sql::valid_udf(rules));
+    ctx.register_udf(batch::sql::payload_fp_udf(rules));
     // Every non-winning copy, with the winner's partition, day and payload:
     // the batch's own dedup (valid rows only, ids by UUID value, the winner
     // order of `schemas::dedup`), so what reconcile calls a removed copy is

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::event::Device;
 use crate::validate::{Fields, ValidationContext};
-use crate::{Error, ReceivedEvent, Result, ViewEvent};
+use crate::{Error, ReceivedEvent, Result, RuleSet, ViewEvent};
 
 /// One archived record: the received event and where it sat in Kafka.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,22 +252,24 @@ impl<'a> RawColumns<'a> {
         Uuid::try_parse(s).ok().filter(|_| s.len() == 36)
     }
 
-    /// Whether row `i` is a valid event: every required column present, a
-    /// hyphenated UUID, a known device, and every rule of
-    /// [`crate::validate`] relative to the row's own `received_at`. The same
-    /// verdict as decoding the row and validating the event, without building
-    /// one.
-    pub fn is_valid(&self, i: usize) -> bool {
-        self.valid_event_id(i).is_some()
+    /// Whether row `i` is a valid event under `rules`: every required
+    /// column present, a hyphenated UUID, a known device, and every rule of
+    /// [`crate::validate`] with `rules`' limits relative to the row's own
+    /// `received_at`. The same verdict as decoding the row and validating
+    /// the event, without building one.
+    pub fn is_valid(&self, i: usize, rules: &RuleSet) -> bool {
+        self.valid_event_id(i, rules).is_some()
     }
 
     /// The validity of every row ([`Self::is_valid`]).
-    pub fn verdicts(&self) -> BooleanArray {
-        (0..self.len()).map(|i| Some(self.is_valid(i))).collect()
+    pub fn verdicts(&self, rules: &RuleSet) -> BooleanArray {
+        (0..self.len())
+            .map(|i| Some(self.is_valid(i, rules)))
+            .collect()
     }
 
     /// Row `i`'s event id if the row is a valid event ([`Self::is_valid`]).
-    pub fn valid_event_id(&self, i: usize) -> Option<Uuid> {
+    pub fn valid_event_id(&self, i: usize, rules: &RuleSet) -> Option<Uuid> {
         let required_present = self.video_id.is_valid(i)
             && self.user_id.is_valid(i)
             && self.occurred_at.is_valid(i)
@@ -298,14 +300,15 @@ impl<'a> RawColumns<'a> {
             ad_impressions: self.ad_impressions.value(i).into(),
             schema_version: self.schema_version.value(i).into(),
         }
-        .is_valid(&ValidationContext::at(received_at))
+        .is_valid(&ValidationContext::new(received_at, rules))
         .then_some(id)
     }
 }
 
-/// The validity of every row of a raw batch ([`RawColumns::is_valid`]).
-pub fn valid_rows(batch: &RecordBatch) -> Result<BooleanArray> {
-    Ok(RawColumns::new(batch)?.verdicts())
+/// The validity of every row of a raw batch under `rules`
+/// ([`RawColumns::is_valid`]).
+pub fn valid_rows(batch: &RecordBatch, rules: &RuleSet) -> Result<BooleanArray> {
+    Ok(RawColumns::new(batch)?.verdicts(rules))
 }
 
 /// Reads rows back from a batch with the raw archive schema (columns by name,

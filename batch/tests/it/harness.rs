@@ -41,6 +41,16 @@ impl Archive {
             .expect("join")
             .expect("archive run");
     }
+
+    /// Waits for the archive to stop by itself (without asking it to).
+    pub(crate) async fn join(mut self, timeout: Duration) -> archive::Result<()> {
+        let r = tokio::time::timeout(timeout, &mut self.handle)
+            .await
+            .expect("the archive stops by itself")
+            .expect("join");
+        drop(self.stop.take());
+        r
+    }
 }
 
 impl Setup {
@@ -66,8 +76,14 @@ impl Setup {
     }
 
     pub(crate) fn archive(&self, group: &str) -> Archive {
+        self.archive_with(group, schemas::RuleSet::default())
+    }
+
+    /// An archive running with `rules`.
+    pub(crate) fn archive_with(&self, group: &str, rules: schemas::RuleSet) -> Archive {
         let mut c = ArchiveConfig::new(self.kafka.bootstrap_servers(), &self.topic);
         c.group_id = group.into();
+        c.rules = rules;
         c.flush_interval = Duration::from_millis(500);
         c.flush_rows = 2_000;
         let mut reg = prometheus_client::registry::Registry::default();

@@ -6,3 +6,4 @@ mod engines;
 mod harness;
 mod pipeline;
 mod reconcile;
+mod rules;

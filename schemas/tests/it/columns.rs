@@ -9,7 +9,7 @@ use chrono::Duration;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use schemas::archive::{to_record_batch, valid_rows};
-use schemas::{ArchivedEvent, ReceivedEvent, ViewEvent, validate};
+use schemas::{ArchivedEvent, ReceivedEvent, RuleSet, ViewEvent, validate};
 
 use crate::strategies::{ctx, received_at, valid_event};
 
@@ -56,7 +56,7 @@ proptest! {
             let i = row.index(events.len());
             break_rule(&mut events[i], kind);
         }
-        let verdicts = valid_rows(&batch_of(&events)).unwrap();
+        let verdicts = valid_rows(&batch_of(&events), &RuleSet::default()).unwrap();
         for (i, e) in events.iter().enumerate() {
             prop_assert_eq!(verdicts.value(i), validate(e, &ctx()).is_ok(), "row {}: {:?}", i, e);
         }
@@ -83,7 +83,7 @@ fn arrow_level_breakage_is_invalid_and_optional_nulls_are_not() {
     let event = valid_event().new_tree(&mut runner).unwrap().current();
     let good = batch_of(&[event.clone(), event]);
     assert_eq!(
-        valid_rows(&good).unwrap(),
+        valid_rows(&good, &RuleSet::default()).unwrap(),
         BooleanArray::from(vec![true, true])
     );
 
@@ -95,7 +95,7 @@ fn arrow_level_breakage_is_invalid_and_optional_nulls_are_not() {
     {
         let col = arrow::compute::nullif(good.column_by_name(name).unwrap(), &first_null).unwrap();
         let optional = ["session_id", "country", "referrer", "quality"].contains(&name.as_str());
-        let verdicts = valid_rows(&with_column(&good, name, col)).unwrap();
+        let verdicts = valid_rows(&with_column(&good, name, col), &RuleSet::default()).unwrap();
         assert_eq!(verdicts.value(0), optional, "null {name}");
         assert!(verdicts.value(1), "row without the null, {name}");
     }
@@ -109,20 +109,33 @@ fn arrow_level_breakage_is_invalid_and_optional_nulls_are_not() {
         .value(1)
         .to_owned();
     for bad_id in ["not-a-uuid", &id.replace('-', ""), &format!("{{{id}}}")] {
-        let v = valid_rows(&with_column(&good, "event_id", strings(bad_id, &id))).unwrap();
+        let v = valid_rows(
+            &with_column(&good, "event_id", strings(bad_id, &id)),
+            &RuleSet::default(),
+        )
+        .unwrap();
         assert!(!v.value(0) && v.value(1), "event_id {bad_id:?}");
     }
-    let v = valid_rows(&with_column(&good, "device", strings("toaster", "web"))).unwrap();
+    let v = valid_rows(
+        &with_column(&good, "device", strings("toaster", "web")),
+        &RuleSet::default(),
+    )
+    .unwrap();
     assert!(!v.value(0) && v.value(1));
-    let v = valid_rows(&with_column(
-        &good,
-        "watch_seconds",
-        Arc::new(Int32Array::from(vec![-1, 0])),
-    ))
+    let v = valid_rows(
+        &with_column(
+            &good,
+            "watch_seconds",
+            Arc::new(Int32Array::from(vec![-1, 0])),
+        ),
+        &RuleSet::default(),
+    )
     .unwrap();
     assert!(!v.value(0) && v.value(1));
 
     let missing = good.project(&[0, 1, 2]).unwrap();
-    let err = valid_rows(&missing).unwrap_err().to_string();
+    let err = valid_rows(&missing, &RuleSet::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("session_id"), "{err}");
 }
