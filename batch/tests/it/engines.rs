@@ -102,6 +102,19 @@ fn archive() -> Archive {
         received.push(r);
         invalid += 1;
     }
+    // Invalid copies of events that also have a conflicting copy in another
+    // partition (i ≡ 4 mod 24 above), received first and in a third
+    // partition: a dedup that forgot validity would make them the winners
+    // and lose track of the conflict.
+    for i in (100..300).step_by(48) {
+        let mut r = received[i].clone();
+        r.event.video_id = format!("{}yy", r.event.video_id);
+        r.event.watch_seconds = 86_401;
+        // Before the conflicting copy too (3 s before the original).
+        r.received_at -= Duration::seconds(5);
+        received.push(r);
+        invalid += 1;
+    }
     // Kafka positions: partition by video, offsets in receive order. (Only
     // the run's days: a run reads nothing else.)
     let (from, to) = days();
@@ -120,7 +133,13 @@ fn archive() -> Archive {
             }
         })
         .collect();
-    let rearchived = rows.iter().step_by(50).cloned().collect();
+    // (Not the invalid early copies: `invalid` counts each once.)
+    let rearchived = rows
+        .iter()
+        .step_by(50)
+        .filter(|r| !r.received.event.video_id.ends_with("yy"))
+        .cloned()
+        .collect();
     Archive {
         rows,
         rearchived,
@@ -235,4 +254,73 @@ async fn native_and_sql_engines_agree_byte_for_byte_and_with_the_truth() {
         .await
         .unwrap();
     infra::test::assert_same_map(&got, &expected(&truth), "batch output");
+}
+
+/// What the speed layer counts from these rows: each Kafka record once, in
+/// partition and offset order; valid rows only; an id counted once per
+/// (partition, occurred-at day), its first copy there; no fraud cap.
+fn speed_counts(rows: &[&ArchivedEvent]) -> reconcile::SpeedTable {
+    let mut ordered: Vec<&ArchivedEvent> = rows.to_vec();
+    ordered.sort_by_key(|r| (r.kafka_partition, r.kafka_offset));
+    ordered.dedup_by_key(|r| (r.kafka_partition, r.kafka_offset));
+    let rules = RuleSet::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = reconcile::SpeedTable::new();
+    for r in ordered {
+        let e = &r.received.event;
+        if schemas::validate(e, &ValidationContext::at(r.received.received_at)).is_err() {
+            continue;
+        }
+        let day = schemas::rules::day_bucket(e.occurred_at);
+        if !seen.insert((r.kafka_partition, day, e.event_id)) {
+            continue;
+        }
+        let c = out
+            .entry((e.video_id.clone(), hour_bucket(e.occurred_at)))
+            .or_default();
+        c[0] += 1;
+        c[1] += u64::from(rules.is_billable(e));
+        c[2] += u64::from(e.watch_seconds);
+    }
+    out
+}
+
+/// Reconcile's dedup is batch's: on the archive with every hard case, each
+/// view speed counted beyond batch is explained as a conflicting duplicate,
+/// each billable view batch dropped as fraud, and nothing else differs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_explains_speed_against_batch_on_the_same_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::layout::open(&format!("file://{}", dir.path().display())).unwrap();
+    let a = archive();
+    write(store.as_ref(), &a.rows, 0).await;
+    write(store.as_ref(), &a.rearchived, 1_000_000).await;
+    let report = run(store.clone(), Engine::Native).await;
+    let batch_views: u64 = store::views::load_views(store.as_ref(), &report.manifest.run_id)
+        .await
+        .unwrap()
+        .values()
+        .map(|v| v[0])
+        .sum();
+
+    let all: Vec<&ArchivedEvent> = a.rows.iter().chain(&a.rearchived).collect();
+    let speed = speed_counts(&all);
+    let speed_views: u64 = speed.values().map(|v| v[0]).sum();
+    assert!(
+        speed_views > batch_views,
+        "conflicting copies in other partitions or days count again in speed"
+    );
+    let (from, to) = days();
+    let r = reconcile::reconcile(store.clone(), &speed, from, to, Duration::hours(48))
+        .await
+        .unwrap();
+    assert!(!r.has_unexplained(), "{:#?}", r.differences);
+    assert_eq!(
+        r.totals.get(&reconcile::Cause::ConflictingDuplicate),
+        Some(&(speed_views - batch_views)),
+        "every extra speed view is one conflicting copy: {:#?}",
+        r.totals
+    );
+    assert_eq!(r.totals.get(&reconcile::Cause::FraudFiltered), Some(&15));
+    assert!(r.agreeing > 100, "{}", r.agreeing);
 }
