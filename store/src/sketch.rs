@@ -164,6 +164,37 @@ mod tests {
         }
     }
 
+    /// Pinned: the sketch bytes of fixed viewers, sparse and dense, and the
+    /// value hash. Changing the hash or the format fails here instead of
+    /// silently changing every published views file.
+    #[test]
+    fn golden_bytes() {
+        assert_eq!(value_hash(b"user-1"), GOLDEN_HASH);
+        let mut s = Sketch::default();
+        for u in ["user-1", "user-2", "user-3"] {
+            s.insert(u.as_bytes());
+        }
+        assert_eq!(hex(&s.to_bytes()), GOLDEN_SPARSE);
+        let mut dense = Sketch::default();
+        for i in 0..5_000 {
+            dense.insert(format!("user-{i}").as_bytes());
+        }
+        let bytes = dense.to_bytes();
+        assert_eq!((bytes.len(), &bytes[..3]), (3 + M, &[1u8, 12, 1][..]));
+        assert_eq!(crate::layout::sha256(&bytes), GOLDEN_DENSE_SHA256);
+    }
+
+    // Computed independently (a few lines of Python following the module
+    // doc's format), not copied from this code's output.
+    const GOLDEN_HASH: u64 = 4_729_620_347_622_785_477;
+    const GOLDEN_SPARSE: &str = "010c00000302cc07041a030a9f02";
+    const GOLDEN_DENSE_SHA256: &str =
+        "dad8d9562e28df7c2f4fb7e78ee0de6d107f9237eca4ddb77d7fb9ab479a5900";
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
     #[test]
     fn merge_is_union() {
         let (mut a, mut b, mut both) = (Sketch::default(), Sketch::default(), Sketch::default());

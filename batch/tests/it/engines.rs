@@ -11,11 +11,10 @@ use batch::run::{Engine, RunOptions, RunReport};
 use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
 use loadgen::{GenConfig, Generator, Truth};
 use object_store::ObjectStore;
-use schemas::archive::to_record_batch;
 use schemas::rules::hour_bucket;
 use schemas::{ArchivedEvent, ReceivedEvent, RuleSet, ValidationContext};
 
-use crate::harness::expected;
+use crate::harness::{expected, write};
 
 fn now() -> DateTime<Utc> {
     "2026-11-21T12:00:00Z".parse().unwrap()
@@ -145,26 +144,6 @@ fn archive() -> Archive {
         rearchived,
         invalid,
         conflicting_ids,
-    }
-}
-
-async fn write(store: &dyn ObjectStore, rows: &[ArchivedEvent], tag: i64) {
-    let mut files: BTreeMap<(DateTime<Utc>, i32), Vec<ArchivedEvent>> = BTreeMap::new();
-    for r in rows {
-        files
-            .entry((hour_bucket(r.received.event.occurred_at), r.kafka_partition))
-            .or_default()
-            .push(r.clone());
-    }
-    for ((hour, p), rows) in files {
-        let first = rows[0].kafka_offset;
-        let last = rows[rows.len() - 1].kafka_offset + tag;
-        let bytes =
-            store::layout::parquet_bytes(schemas::raw_schema(), &[to_record_batch(&rows).unwrap()])
-                .unwrap();
-        store::layout::put(store, &store::layout::raw_file(hour, p, first, last), bytes)
-            .await
-            .unwrap();
     }
 }
 

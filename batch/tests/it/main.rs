@@ -3,6 +3,7 @@
 
 mod duckdb;
 mod engines;
+mod golden;
 mod harness;
 mod pipeline;
 mod reconcile;

@@ -1,0 +1,130 @@
+//! Pinned bytes: the raw archive files, the run id and the views Parquet of
+//! a fixed small archive. "Same inputs ⇒ same bytes" is a promise to every
+//! reader of published runs (DESIGN §6); a dependency bump (parquet, arrow,
+//! serde_json, sha2) or an edit that changes any of these bytes fails here,
+//! loudly, instead of silently republishing every hour under new ids.
+//!
+//! When a change is deliberate, bump `CODE_VERSION` (the crate version) so
+//! new runs get new ids, and update the constants with the values the
+//! failure prints.
+
+use batch::run::{Engine, RunOptions};
+use chrono::{DateTime, Duration, Utc};
+use schemas::{ArchivedEvent, ReceivedEvent, RuleSet, ValidationContext};
+use serde_json::json;
+
+use crate::harness::write;
+
+fn at(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+/// 24 events over two hours of one day, three videos, with an exact
+/// re-send, a conflicting copy, an invalid row and a non-billable view.
+fn rows() -> Vec<ArchivedEvent> {
+    let base = at("2026-11-20T10:00:00Z");
+    let received = at("2026-11-20T12:00:00Z");
+    let mut out = Vec::new();
+    for i in 0..24u32 {
+        let id = uuid::Uuid::from_u128(0x1000 + u128::from(i % 21));
+        let video = format!("v{}", i % 3);
+        let occurred = base + Duration::minutes(i64::from(i) * 5);
+        let watch = if i == 7 { 10 } else { 30 + i };
+        let country = if i == 9 { "us" } else { "US" };
+        let json = json!({
+            "event_id": id.to_string(), "video_id": video, "user_id": format!("u{}", i % 5),
+            "occurred_at": schemas::event::format_timestamp(&occurred),
+            "watch_seconds": watch, "revenue_eligible": i % 4 != 0,
+        });
+        let rcv = received + Duration::seconds(i64::from(i));
+        let mut e = schemas::parse_event(&json, &ValidationContext::at(rcv)).unwrap();
+        // Invalid in the archive: what an older, laxer ingest let in.
+        e.country = Some(country.into());
+        out.push(ArchivedEvent {
+            received: ReceivedEvent::new(e, rcv),
+            kafka_partition: (i % 2) as i32,
+            kafka_offset: i64::from(i),
+        });
+    }
+    out
+}
+
+const GOLDEN_RUN_ID: &str = "59c65f387907b42a";
+const GOLDEN_INPUTS: &[(&str, &str)] = &[
+    (
+        "raw/dt=2026-11-20/hour=10/p0000-00000000000000000000-00000000000000000010.parquet",
+        "4b1a87b4732c9966272135e799d1c8da0f7868fa7f5a2ddc9c403d728309354c",
+    ),
+    (
+        "raw/dt=2026-11-20/hour=10/p0001-00000000000000000001-00000000000000000011.parquet",
+        "9da0955a0a7fd8ef768def08b4858badc959220cfe046d57f94ec1a76ef21efe",
+    ),
+    (
+        "raw/dt=2026-11-20/hour=11/p0000-00000000000000000012-00000000000000000022.parquet",
+        "4073e9a4153c78a97b2deac8ace7c5b818783221b8c78cc83691b075b5b83ec6",
+    ),
+    (
+        "raw/dt=2026-11-20/hour=11/p0001-00000000000000000013-00000000000000000023.parquet",
+        "d88fa4aecb68485aae648b4a14546bf42a9ab11d76d065c43c0d048784e17a77",
+    ),
+];
+const GOLDEN_OUTPUTS: &[(&str, &str)] = &[(
+    "views/run=59c65f387907b42a/part-0.parquet",
+    "b87feab1812dc4b7c156c6bfd9b1111f452bcf6a99df6876ace2947e716911c8",
+)];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_archive_gives_pinned_bytes_and_run_id() {
+    for engine in [Engine::Native, Engine::Sql] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::layout::open(&format!("file://{}", dir.path().display())).unwrap();
+        write(store.as_ref(), &rows(), 0).await;
+        let opts = RunOptions {
+            allow_incomplete: true,
+            engine,
+            rules: RuleSet::default(),
+            ..RunOptions::new(at("2026-11-20T00:00:00Z"), at("2026-11-21T00:00:00Z"))
+        };
+        let m = batch::run::run(store.clone(), &opts, &|_, _, _| {})
+            .await
+            .unwrap()
+            .manifest;
+        let inputs: Vec<(&str, &str)> = m
+            .inputs
+            .iter()
+            .map(|i| (i.path.as_str(), i.sha256.as_str()))
+            .collect();
+        let outputs: Vec<(&str, &str)> = m
+            .outputs
+            .iter()
+            .map(|o| (o.path.as_str(), o.sha256.as_str()))
+            .collect();
+        let got = format!(
+            "run id {:?}\ninputs {inputs:?}\noutputs {outputs:?}",
+            m.run_id
+        );
+        assert_eq!(
+            inputs, GOLDEN_INPUTS,
+            "raw archive bytes changed ({engine:?}):\n{got}"
+        );
+        assert_eq!(
+            m.run_id, GOLDEN_RUN_ID,
+            "run id changed ({engine:?}):\n{got}"
+        );
+        assert_eq!(
+            outputs, GOLDEN_OUTPUTS,
+            "views bytes changed ({engine:?}):\n{got}"
+        );
+        assert_eq!(
+            (
+                m.rows.input,
+                m.rows.invalid,
+                m.rows.duplicates,
+                m.rows.conflicting_ids
+            ),
+            (24, 1, 3, 3),
+            "{:?}",
+            m.rows
+        );
+    }
+}
