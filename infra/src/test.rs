@@ -28,14 +28,20 @@ impl TestKafka {
                 bootstrap: b,
                 embedded: None,
             }),
-            _ => {
-                let k = EmbeddedKafka::start(1)?;
-                Ok(Self {
-                    bootstrap: k.bootstrap_servers().to_owned(),
-                    embedded: Some(k),
-                })
-            }
+            _ => Self::start_embedded(),
         }
+    }
+
+    /// Always a fresh embedded cluster, whatever `VIEWCOUNT_TEST_KAFKA`
+    /// says: for fault-injection tests, which need a broker they can take
+    /// down (on an external broker they would have nothing to test, and a
+    /// test that skips itself passes without testing anything).
+    pub fn start_embedded() -> Result<Self> {
+        let k = EmbeddedKafka::start(1)?;
+        Ok(Self {
+            bootstrap: k.bootstrap_servers().to_owned(),
+            embedded: Some(k),
+        })
     }
 
     /// `bootstrap.servers`.
@@ -43,8 +49,8 @@ impl TestKafka {
         &self.bootstrap
     }
 
-    /// The embedded cluster, for fault injection; `None` on an external broker,
-    /// where such tests should skip themselves.
+    /// The embedded cluster, for fault injection; `None` on an external
+    /// broker (fault-injection tests start with [`Self::start_embedded`]).
     pub fn embedded(&self) -> Option<&EmbeddedKafka> {
         self.embedded.as_ref()
     }

@@ -84,11 +84,22 @@ impl Setup {
 
     /// An archive running with `rules`.
     pub(crate) fn archive_with(&self, group: &str, rules: schemas::RuleSet) -> Archive {
+        let mut c = self.archive_config(group);
+        c.rules = rules;
+        self.archive_from(c)
+    }
+
+    /// The tests' archive settings: frequent, small flushes.
+    pub(crate) fn archive_config(&self, group: &str) -> ArchiveConfig {
         let mut c = ArchiveConfig::new(self.kafka.bootstrap_servers(), &self.topic);
         c.group_id = group.into();
-        c.rules = rules;
         c.flush_interval = Duration::from_millis(500);
         c.flush_rows = 2_000;
+        c
+    }
+
+    /// An archive running with `c`.
+    pub(crate) fn archive_from(&self, c: ArchiveConfig) -> Archive {
         let mut reg = prometheus_client::registry::Registry::default();
         let metrics = ArchiveMetrics::register(&mut reg);
         let (stop, rx) = oneshot::channel::<()>();
@@ -105,6 +116,12 @@ impl Setup {
             handle,
             stop: Some(stop),
         }
+    }
+
+    /// Records archived so far (sum of the progress offsets).
+    pub(crate) async fn archived(&self) -> i64 {
+        let (_, progress) = store::progress::load(self.store.as_ref()).await.unwrap();
+        progress.iter().map(|p| p.next_offset).sum()
     }
 
     /// Produces generated events (what ingest would accept), adding to `truth`.

@@ -84,12 +84,27 @@ async fn archive_aborted_mid_stream_and_restarted_loses_nothing() {
     let s = Setup::new().await;
     let mut truth = Truth::new(RuleSet::default());
     s.produce(8_000, 13, &mut truth).await;
-    let archive = s.archive("archive");
-    // Let some flushes happen, then kill it without a final flush.
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let total = truth.accepted_events() as i64;
+    // Small flushes, so there is a "mid-stream" to land in.
+    let mut c = s.archive_config("archive");
+    c.flush_rows = 1_000;
+    // The killed member holds its partitions until its session times out.
+    c.session_timeout = std::time::Duration::from_secs(3);
+    let archive = s.archive_from(c.clone());
+    // Kill it (no final flush) as soon as some, but not all, is archived.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while s.archived().await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "nothing archived");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     archive.handle.abort();
     let _ = archive.handle.await;
-    let archive = s.archive("archive");
+    let at_abort = s.archived().await;
+    assert!(
+        0 < at_abort && at_abort < total,
+        "the abort came mid-stream: {at_abort} of {total} records archived"
+    );
+    let archive = s.archive_from(c);
     s.wait_archived().await;
     archive.stop().await;
     let report = s.run_batch(&truth).await;

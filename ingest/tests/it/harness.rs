@@ -30,7 +30,14 @@ impl Ingest {
     pub(crate) async fn start_with(
         tune: impl FnOnce(&mut IngestConfig, &mut ProducerConfig),
     ) -> Self {
-        let kafka = TestKafka::start().expect("kafka");
+        Self::start_on(TestKafka::start().expect("kafka"), tune).await
+    }
+
+    /// As [`Self::start_with`], on `kafka`.
+    pub(crate) async fn start_on(
+        kafka: TestKafka,
+        tune: impl FnOnce(&mut IngestConfig, &mut ProducerConfig),
+    ) -> Self {
         let topic = kafka.topic("ingest-it", 3).await.expect("topic");
         let mut config = IngestConfig::default();
         let mut pc = ProducerConfig::new(kafka.bootstrap_servers(), &topic);

@@ -33,23 +33,33 @@ async fn generated_stream_with_duplicates_and_late_events_is_counted_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_the_whole_topic_changes_nothing() {
     let s = Setup::new().await;
-    let truth = s.produce_generated(5_000, 2).await;
+    let mut truth = s.produce_generated(5_000, 2).await;
     let run = s.start(s.config());
     s.wait_caught_up(Duration::from_secs(60)).await;
     run.stop().await;
     s.assert_exact(&truth).await;
 
     // 1. A new consumer group (committed offsets gone): resumes from Redis's
-    //    offsets, reads nothing again.
+    //    offsets, reads nothing again. New events sent after it starts show
+    //    it is running and assigned: they, and only they, are read.
     let mut c = s.config();
     c.group_id = "speed-replay-1".into();
     let run = s.start(c);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    s.wait_caught_up(Duration::from_secs(30)).await;
-    assert_eq!(run.metric("viewcount_speed_counted_total"), 0.0);
-    // It resumed at Redis's offsets: nothing was even read again (reading from
-    // the start would be harmless but would show up as replayed records).
-    assert_eq!(run.metric("viewcount_speed_consumed_total"), 0.0);
+    let (records_before, views_before) = (s.topic_size().await, truth.views());
+    s.produce_generated_into(50, 22, &mut truth).await;
+    let new_records = s.topic_size().await - records_before;
+    assert!(new_records > 0);
+    s.wait_caught_up(Duration::from_secs(60)).await;
+    assert_eq!(
+        run.metric("viewcount_speed_counted_total") as u64,
+        truth.views() - views_before
+    );
+    // It resumed at Redis's offsets: only the new records were read (reading
+    // from the start would be harmless but would show up as replayed ones).
+    assert_eq!(
+        run.metric("viewcount_speed_consumed_total") as i64,
+        new_records
+    );
     assert_eq!(run.metric("viewcount_speed_replayed_total"), 0.0);
     run.stop().await;
     s.assert_exact(&truth).await;
@@ -81,10 +91,22 @@ async fn a_second_instance_joining_mid_stream_neither_drops_nor_double_counts() 
     let mut c = s.config();
     c.batch_max = 200;
     let a = s.start(c.clone());
-    // Let `a` get going, then add `b` while more events arrive.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once `a` is applying, add `b` while more events arrive.
+    s.wait_applied(1).await;
     let b = s.start(c);
-    s.produce_generated_into(8_000, 4, &mut truth).await;
+    // Keep events coming until `b` has joined and counted some of them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut seed = 4;
+    while b.metric("viewcount_speed_counted_total") == 0.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second instance never got partitions"
+        );
+        s.produce_generated_into(500, seed, &mut truth).await;
+        seed += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.produce_generated_into(4_000, 1_000, &mut truth).await;
     s.wait_caught_up(Duration::from_secs(90)).await;
     s.assert_exact(&truth).await;
     let counted_a = a.metric("viewcount_speed_counted_total");

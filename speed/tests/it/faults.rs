@@ -15,15 +15,7 @@ async fn aborting_the_consumer_mid_stream_and_restarting_is_exact() {
     let run = s.start(c.clone());
     // Abort at an arbitrary point once some batches have been applied.
     let total = s.topic_size().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let applied = s.applied().await;
-        if applied > total / 10 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no progress");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    s.wait_applied(total / 10 + 1).await;
     run.handle.abort();
     let _ = run.handle.await;
     let applied_at_crash = s.applied().await;
@@ -47,17 +39,18 @@ async fn redis_killed_and_restarted_mid_stream_is_exact_and_recovers_alone() {
     c.batch_max = 100;
     let run = s.start(c);
     let total = s.topic_size().await;
-    loop {
-        if s.applied().await > total / 5 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    s.wait_applied(total / 5).await;
     // kill -9: whatever Redis had not fsynced to its AOF is lost.
     let (dir, port) = (s.redis.dir().to_path_buf(), s.redis.port());
     s.redis.kill();
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert!(run.ready.get().is_err(), "readiness reports the outage");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while run.ready.get().is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readiness reports the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let restarted = RedisServer::start_with(RedisOptions {
         appendonly: true,
         dir: Some(dir),
@@ -82,9 +75,7 @@ async fn redis_losing_its_recent_writes_is_repaired_by_rewinding() {
     c.batch_max = 100;
     let run = s.start(c);
     let total = s.topic_size().await;
-    while s.applied().await < total / 5 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    s.wait_applied(total / 5).await;
     // Snapshot now, let the consumer move on, then bring Redis back from the
     // snapshot: Redis is behind the consumer's position.
     let mut conn = s.redis_conn().await;
@@ -92,9 +83,7 @@ async fn redis_losing_its_recent_writes_is_repaired_by_rewinding() {
     let snapshot = tempfile_dir();
     std::fs::copy(s.redis.dir().join("dump.rdb"), snapshot.join("dump.rdb")).unwrap();
     let at_snapshot = s.applied().await;
-    while s.applied().await < at_snapshot + total / 10 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    s.wait_applied(at_snapshot + total / 10).await;
     let port = s.redis.port();
     s.redis.kill();
     let restored = RedisServer::start_with(RedisOptions {

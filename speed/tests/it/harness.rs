@@ -168,6 +168,22 @@ impl Setup {
         }
     }
 
+    /// Waits (up to a minute) until at least `n` records are applied.
+    pub(crate) async fn wait_applied(&self, n: i64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = self.applied().await;
+            if got >= n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "speed applied only {got} of the {n} records waited for"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Waits until Redis's stored offsets cover every record in the topic.
     pub(crate) async fn wait_caught_up(&self, timeout: Duration) {
         let want = self.topic_size().await;
