@@ -67,7 +67,7 @@ impl Error {
         use schemas::ErrorClass;
         match self {
             Error::Config(_) | Error::RulesNarrowerThanIngest { .. } => ErrorClass::Input,
-            Error::Kafka(_) => ErrorClass::Unavailable,
+            Error::Kafka(e) => infra::kafka::error_class(e),
             Error::Store(e) => e.class(),
             Error::Schema(_) => ErrorClass::Bug,
         }
@@ -103,6 +103,9 @@ pub struct ArchiveConfig {
 }
 
 impl ArchiveConfig {
+    /// Default [`Self::flush_interval`].
+    pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
+
     /// Defaults for the given broker and topic.
     pub fn new(bootstrap_servers: impl Into<String>, topic: impl Into<String>) -> Self {
         Self {
@@ -110,7 +113,7 @@ impl ArchiveConfig {
             topic: topic.into(),
             group_id: "archive".into(),
             flush_rows: 200_000,
-            flush_interval: Duration::from_secs(60),
+            flush_interval: Self::DEFAULT_FLUSH_INTERVAL,
             in_flight_margin: chrono::Duration::seconds(30),
             rules: RuleSet::default(),
             session_timeout: Duration::from_secs(10),

@@ -57,10 +57,29 @@ impl Error {
         match self {
             Error::Input(_) => ErrorClass::Input,
             Error::Corrupt(_) | Error::Schema(_) => ErrorClass::Corrupt,
-            Error::Bug(_) | Error::Arrow(_) | Error::DataFusion(_) => ErrorClass::Bug,
+            Error::Bug(_) | Error::Arrow(_) => ErrorClass::Bug,
+            Error::DataFusion(e) => datafusion_error_class(e),
             Error::Store(e) => e.class(),
             Error::ObjectStore(e) => store::store_error_class(e),
         }
+    }
+}
+
+/// The class of a DataFusion failure by its root cause: reading a file
+/// that is not Parquet (or does not decode) is the data's fault, an object
+/// store or I/O failure may pass, our own UDFs report what they found, and
+/// anything else (a plan error, an internal error) is ours.
+pub fn datafusion_error_class(e: &datafusion::error::DataFusionError) -> ErrorClass {
+    use datafusion::error::DataFusionError as E;
+    match e.find_root() {
+        E::ParquetError(_) => ErrorClass::Corrupt,
+        E::ObjectStore(e) => store::store_error_class(e),
+        E::IoError(_) | E::ResourcesExhausted(_) => ErrorClass::Unavailable,
+        E::External(inner) => match inner.downcast_ref::<schemas::Error>() {
+            Some(_) => ErrorClass::Corrupt,
+            None => ErrorClass::Bug,
+        },
+        _ => ErrorClass::Bug,
     }
 }
 

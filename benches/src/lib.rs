@@ -5,6 +5,8 @@
 //! - `ingest-bench`: ingest throughput vs the direct-produce ceiling.
 //! - `speed-bench`: speed-layer throughput vs Redis-side ceilings, freshness
 //!   under steady load, dedup memory per remembered id.
+//! - `batch-bench`: the batch job's throughput vs DuckDB over the same
+//!   archive.
 //!
 //! This library holds what the harnesses share: statistics, machine facts and
 //! rewriting their section of `BENCHMARKS.md`.

@@ -316,8 +316,8 @@ async fn script_only(
         .get_multiplexed_async_connection()
         .await?;
     let retention = Retention {
-        dedup_window: chrono::Duration::hours(48),
-        counters: chrono::Duration::days(35),
+        dedup_window: speed::defaults::DEDUP_WINDOW,
+        counters: speed::defaults::COUNTER_RETENTION,
     };
     let rules = RuleSet::default();
     let mut calls = Vec::new();

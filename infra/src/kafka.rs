@@ -212,6 +212,20 @@ pub fn read_topic(
     Ok(out)
 }
 
+/// What a caller can do about a Kafka client error: a client that cannot be
+/// created or configured, or a subscription that is refused, is a bad
+/// setting (fix it and restart); anything else is the broker being away or
+/// busy, which passes.
+pub fn error_class(e: &rdkafka::error::KafkaError) -> schemas::ErrorClass {
+    use rdkafka::error::KafkaError as K;
+    match e {
+        K::ClientConfig(..) | K::ClientCreation(_) | K::Subscription(_) => {
+            schemas::ErrorClass::Input
+        }
+        _ => schemas::ErrorClass::Unavailable,
+    }
+}
+
 /// The consumer settings every viewcount consumer group shares (speed,
 /// archive): offsets are stored only after the downstream write is durable
 /// (`enable.auto.offset.store=false`; the stored offset is then committed in

@@ -28,5 +28,15 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+impl Error {
+    /// What a caller can do about it.
+    pub fn class(&self) -> schemas::ErrorClass {
+        match self {
+            Error::Kafka(e) => infra::kafka::error_class(e),
+            Error::Io(_) => schemas::ErrorClass::Unavailable,
+        }
+    }
+}
+
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -31,12 +31,15 @@ pub struct ProducerConfig {
 }
 
 impl ProducerConfig {
+    /// Default [`Self::delivery_timeout`].
+    pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
     /// Defaults for `bootstrap_servers` and `topic`.
     pub fn new(bootstrap_servers: impl Into<String>, topic: impl Into<String>) -> Self {
         Self {
             bootstrap_servers: bootstrap_servers.into(),
             topic: topic.into(),
-            delivery_timeout: Duration::from_secs(10),
+            delivery_timeout: Self::DEFAULT_DELIVERY_TIMEOUT,
             queue_max_messages: 200_000,
             linger: Duration::from_millis(1),
         }

@@ -34,11 +34,18 @@ pub struct IngestConfig {
     pub rules: RuleSet,
 }
 
+impl IngestConfig {
+    /// Default [`Self::max_body_bytes`]: 1 MiB.
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+    /// Default [`Self::max_events`].
+    pub const DEFAULT_MAX_EVENTS: usize = 10_000;
+}
+
 impl Default for IngestConfig {
     fn default() -> Self {
         Self {
-            max_body_bytes: 1024 * 1024,
-            max_events: 10_000,
+            max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+            max_events: Self::DEFAULT_MAX_EVENTS,
             rules: RuleSet::default(),
         }
     }

@@ -55,7 +55,7 @@ impl Error {
             Error::Corrupt(_) => schemas::ErrorClass::Corrupt,
             Error::Store(e) => e.class(),
             Error::Batch(e) => e.class(),
-            Error::DataFusion(_) => schemas::ErrorClass::Bug,
+            Error::DataFusion(e) => batch::datafusion_error_class(e),
         }
     }
 }

@@ -34,7 +34,28 @@ pub use consumer::run;
 pub use metrics::Metrics;
 pub use read::Counts;
 
-/// Speed-layer settings; defaults in [`SpeedConfig::new`].
+/// The defaults of [`SpeedConfig`], written once: the binary's flags take
+/// theirs from here.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// Consumer group.
+    pub const GROUP: &str = "speed";
+    /// Prefix of every key.
+    pub const KEY_PREFIX: &str = "vc:";
+    /// `2^bits` dedup hashes per partition per day.
+    pub const DEDUP_BUCKET_BITS: u32 = 16;
+    /// Most records per batch.
+    pub const BATCH_MAX: usize = 20_000;
+    /// Longest wait to fill a batch.
+    pub const BATCH_WAIT: Duration = Duration::from_millis(20);
+    /// How long an event id is remembered after its receipt.
+    pub const DEDUP_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(48);
+    /// How long counters live after their day ends.
+    pub const COUNTER_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(35);
+}
+
+/// Speed-layer settings; defaults in [`SpeedConfig::new`] (from [`defaults`]).
 #[derive(Debug, Clone)]
 pub struct SpeedConfig {
     /// Kafka bootstrap servers.
@@ -87,14 +108,14 @@ impl SpeedConfig {
             bootstrap_servers: bootstrap_servers.into(),
             dlq_topic: format!("{topic}-dlq"),
             topic,
-            group_id: "speed".into(),
+            group_id: defaults::GROUP.into(),
             redis_url: redis_url.into(),
-            key_prefix: "vc:".into(),
-            dedup_bucket_bits: 16,
-            batch_max: 20_000,
-            batch_wait: Duration::from_millis(20),
-            dedup_window: chrono::Duration::hours(48),
-            counter_retention: chrono::Duration::days(35),
+            key_prefix: defaults::KEY_PREFIX.into(),
+            dedup_bucket_bits: defaults::DEDUP_BUCKET_BITS,
+            batch_max: defaults::BATCH_MAX,
+            batch_wait: defaults::BATCH_WAIT,
+            dedup_window: defaults::DEDUP_WINDOW,
+            counter_retention: defaults::COUNTER_RETENTION,
             rules: schemas::RuleSet::default(),
             max_backoff: Duration::from_secs(5),
             stats_interval: Duration::from_secs(5),
@@ -138,7 +159,8 @@ impl Error {
         use schemas::ErrorClass;
         match self {
             Error::Config(_) | Error::RulesNarrowerThanIngest { .. } => ErrorClass::Input,
-            Error::Kafka(_) | Error::Redis(_) => ErrorClass::Unavailable,
+            Error::Kafka(e) => infra::kafka::error_class(e),
+            Error::Redis(_) => ErrorClass::Unavailable,
             Error::Stopped => ErrorClass::Unavailable,
         }
     }

@@ -4,7 +4,7 @@
 //! | path | what |
 //! |---|---|
 //! | `raw/dt=YYYY-MM-DD/hour=HH/p{P}-{first}-{last}.parquet` | archived events of one event-hour from one Kafka partition's offset range |
-//! | `archive/meta.json` | the topic's partition count |
+//! | `archive/meta.json` | what the archive reads: topic, partition count, Kafka cluster id, the rule set it validates with |
 //! | `archive/progress/p{P}.json` | per partition: next offset to archive, and the time up to which everything received is archived |
 //! | `views/run={id}/part-0.parquet` | a batch run's counts per video per hour |
 //! | `runs/{id}.json` | a run's manifest |

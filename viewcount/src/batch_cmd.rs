@@ -2,7 +2,6 @@
 
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use archive::{ArchiveConfig, ArchiveMetrics};
@@ -36,11 +35,11 @@ pub(crate) struct ArchiveArgs {
     #[command(flatten)]
     store: StoreFlag,
     /// Listen address of /healthz, /readyz, /metrics.
-    #[arg(long, env = "VIEWCOUNT_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "VIEWCOUNT_LISTEN", default_value = crate::util::DEFAULT_LISTEN)]
     listen: String,
     /// Flush at least this often.
-    #[arg(long, env = "VIEWCOUNT_ARCHIVE_FLUSH", default_value = "60s", value_parser = humantime::parse_duration)]
-    flush_interval: Duration,
+    #[arg(long, env = "VIEWCOUNT_ARCHIVE_FLUSH", default_value_t = archive::ArchiveConfig::DEFAULT_FLUSH_INTERVAL.into())]
+    flush_interval: humantime::Duration,
     #[command(flatten)]
     rules: RuleFlags,
 }
@@ -48,7 +47,7 @@ pub(crate) struct ArchiveArgs {
 pub(crate) async fn archive(a: ArchiveArgs) -> anyhow::Result<()> {
     let store = store::open(&a.store.url())?;
     let mut config = ArchiveConfig::new(&a.broker.kafka, &a.broker.topic);
-    config.flush_interval = a.flush_interval;
+    config.flush_interval = a.flush_interval.into();
     config.rules = a.rules.rules()?;
     let mut ops = OpsBuilder::new();
     let metrics = ArchiveMetrics::register(ops.registry());
@@ -100,8 +99,8 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     store: StoreFlag,
     /// Events for an hour received later than this after its end are late data.
-    #[arg(long, env = "VIEWCOUNT_LATENESS", default_value = "10m", value_parser = humantime::parse_duration)]
-    lateness: Duration,
+    #[arg(long, env = "VIEWCOUNT_LATENESS", default_value_t = RunOptions::DEFAULT_LATENESS.to_std().unwrap_or_default().into())]
+    lateness: humantime::Duration,
     /// Also compute hours the archive has not completed (past its watermark).
     #[arg(long)]
     allow_incomplete: bool,
@@ -127,7 +126,7 @@ pub(crate) async fn batch(cmd: BatchCommand) -> anyhow::Result<()> {
                 from: a.range.from,
                 to: a.range.to,
                 rules: a.rules.rules()?,
-                lateness: chrono::Duration::from_std(a.lateness)
+                lateness: chrono::Duration::from_std(a.lateness.into())
                     .context("lateness out of range")?,
                 allow_incomplete: a.allow_incomplete,
                 dry_run: a.dry_run,
@@ -260,11 +259,11 @@ pub(crate) struct ReconcileArgs {
     #[arg(long, env = "VIEWCOUNT_REDIS_URL")]
     redis_url: String,
     /// Prefix of the speed layer's keys.
-    #[arg(long, env = "VIEWCOUNT_REDIS_PREFIX", default_value = "vc:")]
+    #[arg(long, env = "VIEWCOUNT_REDIS_PREFIX", default_value = speed::defaults::KEY_PREFIX)]
     redis_prefix: String,
     /// The speed layer's dedup window.
-    #[arg(long, env = "VIEWCOUNT_DEDUP_WINDOW", default_value = "48h", value_parser = humantime::parse_duration)]
-    dedup_window: Duration,
+    #[arg(long, env = "VIEWCOUNT_DEDUP_WINDOW", default_value_t = crate::util::default_dedup_window())]
+    dedup_window: humantime::Duration,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -277,14 +276,14 @@ pub(crate) async fn reconcile(a: ReconcileArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("connecting to redis at {}", a.redis_url))?;
     // The bucket bits do not matter for reading counters.
-    let keys = speed::keys::KeySpace::new(&a.redis_prefix, 16);
+    let keys = speed::keys::KeySpace::new(&a.redis_prefix, speed::defaults::DEDUP_BUCKET_BITS);
     let speed_table: reconcile::SpeedTable = speed::read::all_counts(&mut conn, &keys)
         .await?
         .into_iter()
         .filter(|((_, h), _)| *h >= a.range.from && *h < a.range.to)
         .map(|(k, c)| (k, [c.views, c.billable_views, c.watch_seconds]))
         .collect();
-    let window = chrono::Duration::from_std(a.dedup_window).context("dedup window out of range")?;
+    let window = crate::util::dedup_window(a.dedup_window)?;
     let report =
         reconcile::reconcile(store, &speed_table, a.range.from, a.range.to, window).await?;
     if a.json {

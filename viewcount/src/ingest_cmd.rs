@@ -1,7 +1,6 @@
 //! `viewcount ingest`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use ingest::{EventProducer, IngestConfig, ProducerConfig};
@@ -13,14 +12,14 @@ use crate::util::{KafkaFlags, RuleFlags, bind, shutdown_signal};
 #[derive(Debug, clap::Args)]
 pub(crate) struct IngestFlags {
     /// Largest request body in bytes.
-    #[arg(long, env = "VIEWCOUNT_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "VIEWCOUNT_MAX_BODY_BYTES", default_value_t = IngestConfig::DEFAULT_MAX_BODY_BYTES)]
     pub(crate) max_body_bytes: usize,
     /// Most events one request may carry.
-    #[arg(long, env = "VIEWCOUNT_MAX_EVENTS", default_value_t = 10_000)]
+    #[arg(long, env = "VIEWCOUNT_MAX_EVENTS", default_value_t = IngestConfig::DEFAULT_MAX_EVENTS)]
     pub(crate) max_events: usize,
     /// How long Kafka may take to acknowledge an event before ingest answers 503.
-    #[arg(long, env = "VIEWCOUNT_DELIVERY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub(crate) delivery_timeout: Duration,
+    #[arg(long, env = "VIEWCOUNT_DELIVERY_TIMEOUT", default_value_t = ProducerConfig::DEFAULT_DELIVERY_TIMEOUT.into())]
+    pub(crate) delivery_timeout: humantime::Duration,
 }
 
 impl IngestFlags {
@@ -34,7 +33,7 @@ impl IngestFlags {
 
     pub(crate) fn producer(&self, bootstrap: &str, topic: &str) -> anyhow::Result<EventProducer> {
         let mut pc = ProducerConfig::new(bootstrap, topic);
-        pc.delivery_timeout = self.delivery_timeout;
+        pc.delivery_timeout = self.delivery_timeout.into();
         EventProducer::new(&pc).context("creating the Kafka producer")
     }
 }
@@ -44,7 +43,7 @@ pub(crate) struct Args {
     #[command(flatten)]
     broker: KafkaFlags,
     /// HTTP listen address.
-    #[arg(long, env = "VIEWCOUNT_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "VIEWCOUNT_LISTEN", default_value = crate::util::DEFAULT_LISTEN)]
     listen: String,
     #[command(flatten)]
     flags: IngestFlags,

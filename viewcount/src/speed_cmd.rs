@@ -1,8 +1,5 @@
 //! `viewcount speed`.
 
-use std::time::Duration;
-
-use anyhow::Context;
 use schemas::RuleSet;
 use speed::SpeedConfig;
 use telemetry::OpsBuilder;
@@ -13,27 +10,27 @@ use crate::util::{KafkaFlags, RuleFlags, run_service};
 #[derive(Debug, clap::Args)]
 pub(crate) struct SpeedFlags {
     /// Consumer group of the speed layer.
-    #[arg(long, env = "VIEWCOUNT_SPEED_GROUP", default_value = "speed")]
+    #[arg(long, env = "VIEWCOUNT_SPEED_GROUP", default_value = speed::defaults::GROUP)]
     pub(crate) speed_group: String,
     /// Dead-letter topic for undecodable or invalid records (default: TOPIC-dlq).
     #[arg(long, env = "VIEWCOUNT_DLQ_TOPIC")]
     pub(crate) dlq_topic: Option<String>,
     /// Prefix of every Redis key the speed layer writes.
-    #[arg(long, env = "VIEWCOUNT_REDIS_PREFIX", default_value = "vc:")]
+    #[arg(long, env = "VIEWCOUNT_REDIS_PREFIX", default_value = speed::defaults::KEY_PREFIX)]
     pub(crate) redis_prefix: String,
     /// An event_id is remembered at least this long after it was received.
-    #[arg(long, env = "VIEWCOUNT_DEDUP_WINDOW", default_value = "48h", value_parser = humantime::parse_duration)]
-    pub(crate) dedup_window: Duration,
+    #[arg(long, env = "VIEWCOUNT_DEDUP_WINDOW", default_value_t = crate::util::default_dedup_window())]
+    pub(crate) dedup_window: humantime::Duration,
     /// Most records per batch (one Redis script call per partition per batch).
-    #[arg(long, env = "VIEWCOUNT_SPEED_BATCH", default_value_t = 20_000)]
+    #[arg(long, env = "VIEWCOUNT_SPEED_BATCH", default_value_t = speed::defaults::BATCH_MAX)]
     pub(crate) speed_batch: usize,
     /// Dedup hashes per partition per day, as a power of two: about
     /// log2(peak event ids per partition per day / 64).
-    #[arg(long, env = "VIEWCOUNT_DEDUP_BUCKET_BITS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=24))]
+    #[arg(long, env = "VIEWCOUNT_DEDUP_BUCKET_BITS", default_value_t = speed::defaults::DEDUP_BUCKET_BITS, value_parser = clap::value_parser!(u32).range(1..=24))]
     pub(crate) dedup_bucket_bits: u32,
     /// Longest wait to fill a batch.
-    #[arg(long, env = "VIEWCOUNT_SPEED_BATCH_WAIT", default_value = "20ms", value_parser = humantime::parse_duration)]
-    pub(crate) speed_batch_wait: Duration,
+    #[arg(long, env = "VIEWCOUNT_SPEED_BATCH_WAIT", default_value_t = speed::defaults::BATCH_WAIT.into())]
+    pub(crate) speed_batch_wait: humantime::Duration,
 }
 
 impl SpeedFlags {
@@ -51,11 +48,10 @@ impl SpeedFlags {
             c.dlq_topic = d.clone();
         }
         c.key_prefix = self.redis_prefix.clone();
-        c.dedup_window =
-            chrono::Duration::from_std(self.dedup_window).context("dedup window out of range")?;
+        c.dedup_window = crate::util::dedup_window(self.dedup_window)?;
         c.batch_max = self.speed_batch.max(1);
         c.dedup_bucket_bits = self.dedup_bucket_bits;
-        c.batch_wait = self.speed_batch_wait;
+        c.batch_wait = self.speed_batch_wait.into();
         Ok(c)
     }
 }
@@ -68,7 +64,7 @@ pub(crate) struct Args {
     #[arg(long, env = "VIEWCOUNT_REDIS_URL")]
     redis_url: String,
     /// Listen address of /healthz, /readyz, /metrics.
-    #[arg(long, env = "VIEWCOUNT_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "VIEWCOUNT_LISTEN", default_value = crate::util::DEFAULT_LISTEN)]
     listen: String,
     #[command(flatten)]
     flags: SpeedFlags,

@@ -28,7 +28,7 @@ pub(crate) struct Args {
     #[arg(long, env = "VIEWCOUNT_KAFKA")]
     kafka: Option<String>,
     /// The event topic.
-    #[arg(long, env = "VIEWCOUNT_TOPIC", default_value = "view-events")]
+    #[arg(long, env = "VIEWCOUNT_TOPIC", default_value = crate::util::DEFAULT_TOPIC)]
     topic: String,
     /// Partitions of the topic when the embedded cluster creates it.
     #[arg(long, default_value_t = 4)]
@@ -38,7 +38,7 @@ pub(crate) struct Args {
     #[arg(long, env = "VIEWCOUNT_REDIS_URL")]
     redis_url: Option<String>,
     /// HTTP listen address (ingest and the operational endpoints).
-    #[arg(long, env = "VIEWCOUNT_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "VIEWCOUNT_LISTEN", default_value = crate::util::DEFAULT_LISTEN)]
     listen: String,
     /// Send this many generated events through ingest at start, then show what
     /// reached Kafka and what the speed layer counted.

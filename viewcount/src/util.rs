@@ -22,14 +22,20 @@ pub(crate) struct KafkaFlags {
     #[arg(long, env = "VIEWCOUNT_KAFKA")]
     pub(crate) kafka: String,
     /// The event topic.
-    #[arg(long, env = "VIEWCOUNT_TOPIC", default_value = "view-events")]
+    #[arg(long, env = "VIEWCOUNT_TOPIC", default_value = DEFAULT_TOPIC)]
     pub(crate) topic: String,
 }
 
+/// `--topic`'s default.
+pub(crate) const DEFAULT_TOPIC: &str = "view-events";
+
+/// `--listen`'s default.
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
 /// The one rule set (DESIGN §3, §4) as flags, shared by every command that
-/// validates or counts: `ingest`, `speed`, `archive`, `batch run`,
-/// `reconcile` and `up` all take these same flags and variables, so one
-/// setting reaches every layer. Defaults come from [`RuleSet::default`].
+/// validates or counts: `ingest`, `speed`, `archive`, `batch run` and `up`
+/// all take these same flags and variables, so one setting reaches every
+/// layer (`reconcile` uses the rule set the runs' manifests recorded). Defaults come from [`RuleSet::default`].
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct RuleFlags {
     /// Accept `occurred_at` up to this far before its receipt (the late-data
@@ -47,6 +53,20 @@ pub(crate) struct RuleFlags {
     /// UTC day.
     #[arg(long, env = "VIEWCOUNT_FRAUD_CAP", default_value_t = RuleSet::default().fraud_cap_per_user_video_day)]
     pub(crate) fraud_cap: u32,
+}
+
+/// `--dedup-window`'s default: the speed layer's.
+pub(crate) fn default_dedup_window() -> humantime::Duration {
+    speed::defaults::DEDUP_WINDOW
+        .to_std()
+        .unwrap_or_default()
+        .into()
+}
+
+/// `--dedup-window` as the speed layer takes it.
+pub(crate) fn dedup_window(d: humantime::Duration) -> anyhow::Result<chrono::Duration> {
+    chrono::Duration::from_std(d.into())
+        .map_err(|_| anyhow::anyhow!("--dedup-window {d} is out of range"))
 }
 
 fn secs(s: u32) -> humantime::Duration {

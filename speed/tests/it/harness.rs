@@ -62,12 +62,14 @@ impl Setup {
     }
 
     pub(crate) async fn with_redis(opts: RedisOptions) -> Self {
-        let kafka = TestKafka::start().expect("kafka");
+        // Embedded always: the tests create the dead-letter topic themselves.
+        let kafka = TestKafka::start_embedded().expect("kafka");
         let topic = kafka.topic("speed-it", PARTITIONS).await.expect("topic");
-        match kafka.embedded() {
-            Some(k) => k.create_topic(&format!("{topic}-dlq"), 1).unwrap(),
-            None => panic!("external brokers need the DLQ topic created by the test setup"),
-        }
+        kafka
+            .embedded()
+            .expect("an embedded cluster")
+            .create_topic(&format!("{topic}-dlq"), 1)
+            .unwrap();
         let redis = RedisServer::start_with(opts).expect("redis-server");
         let producer = Arc::new(
             EventProducer::new(&ProducerConfig::new(kafka.bootstrap_servers(), &topic)).unwrap(),
