@@ -42,3 +42,10 @@ ensure_duckdb() {
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages duckdb
   python3 -c 'import duckdb'
 }
+
+# cargo-fuzz (libFuzzer driver) for scripts/fuzz; built from crates.io once.
+ensure_cargo_fuzz() {
+  cargo fuzz --version >/dev/null 2>&1 && return 0
+  echo "== installing cargo-fuzz (cargo install)" >&2
+  cargo install --locked cargo-fuzz >/dev/null
+}
