@@ -1,13 +1,12 @@
 //! The event types. They can only be built from JSON through
 //! [`parse_event`](crate::parse_event), so a value of these types is always valid.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::validate::{ValidationContext, parse_event, parse_timestamp};
-use crate::{Error, Result};
+pub use crate::time::{format_timestamp, truncate_to_micros};
 
 /// The only schema version this code understands.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -153,33 +152,6 @@ impl ReceivedEvent {
         // Serializing these plain fields cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
     }
-
-    /// Decodes and re-validates a Kafka payload written by [`Self::to_json_bytes`].
-    ///
-    /// `received_at` must be present; the event is validated against it with
-    /// `limits` (the time-window rules are relative to `received_at`, so
-    /// re-validation gives the same verdict at any later time).
-    pub fn from_json_bytes(bytes: &[u8], limits: &ValidationContext) -> Result<Self> {
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| Error::Decode(format!("not JSON: {e}")))?;
-        let Value::Object(mut map) = value else {
-            return Err(Error::Decode("not a JSON object".into()));
-        };
-        let received_at = match map.remove("received_at") {
-            Some(Value::String(s)) => {
-                parse_timestamp(&s).map_err(|why| Error::Decode(format!("received_at {why}")))?
-            }
-            Some(_) => return Err(Error::Decode("received_at is not a string".into())),
-            None => return Err(Error::Decode("received_at is missing".into())),
-        };
-        let ctx = ValidationContext {
-            received_at,
-            ..*limits
-        };
-        let event = parse_event(&Value::Object(map), &ctx)
-            .map_err(|r| Error::Decode(format!("invalid event: {r}")))?;
-        Ok(Self { event, received_at })
-    }
 }
 
 impl ViewEvent {
@@ -187,16 +159,6 @@ impl ViewEvent {
     pub fn to_json_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Object(Map::new()))
     }
-}
-
-/// Drops sub-microsecond digits: the archive stores microseconds.
-pub fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
-}
-
-/// RFC 3339 with `Z` and only as many fractional digits as needed.
-pub fn format_timestamp(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> std::result::Result<S::Ok, S::Error> {

@@ -5,8 +5,11 @@
 //! - [`validate`]: the one validation function, [`parse_event`], used by ingest and
 //!   again by every consumer (defence in depth). It reports *every* violated rule,
 //!   each naming the field.
-//! - [`rules`]: the stateless counting helpers of DESIGN §4 (hour bucket,
-//!   billable predicate) and [`RULES_VERSION`].
+//! - [`rules`]: [`RuleSet`], the one set of validation limits and counting
+//!   parameters every layer takes, the stateless counting helpers of DESIGN
+//!   §4 (hour bucket, billable predicate) and [`RULES_VERSION`].
+//! - [`time`]: timestamps in canonical form (UTC, µs, RFC 3339), shared by
+//!   the event types and validation.
 //! - [`archive`]: the Arrow schema of the raw archive and conversions between
 //!   events and record batches.
 //! - [`class`]: [`ErrorClass`], how callers treat a failure (input,
@@ -25,6 +28,7 @@ mod country;
 pub mod dedup;
 pub mod event;
 pub mod rules;
+pub mod time;
 pub mod validate;
 pub mod wire;
 

@@ -16,8 +16,10 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::country::is_iso_country;
-use crate::event::{Device, SCHEMA_VERSION, ViewEvent, truncate_to_micros};
+use crate::event::{Device, ReceivedEvent, SCHEMA_VERSION, ViewEvent};
 use crate::rules::RuleSet;
+pub use crate::time::parse_timestamp;
+use crate::time::truncate_for_message;
 
 /// Largest `watch_seconds`: one day.
 pub const MAX_WATCH_SECONDS: u32 = 86_400;
@@ -338,19 +340,6 @@ pub fn validate(event: &ViewEvent, ctx: &ValidationContext) -> Result<(), Reject
     Fields::of(event).validate(ctx)
 }
 
-/// Parses an RFC 3339 timestamp (`T` separator, explicit offset) into UTC at
-/// microsecond precision. The error says what was expected.
-pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, String> {
-    let shape_ok = s.len() >= 20 && matches!(s.as_bytes()[10], b'T' | b't');
-    match DateTime::parse_from_rfc3339(s) {
-        Ok(t) if shape_ok => Ok(truncate_to_micros(t.with_timezone(&Utc))),
-        _ => Err(format!(
-            "must be an RFC 3339 timestamp with a time zone, like \"2026-11-21T13:05:00Z\", got {:?}",
-            truncate_for_message(s)
-        )),
-    }
-}
-
 struct Reader<'a> {
     obj: &'a Map<String, Value>,
     out: &'a mut Vec<Violation>,
@@ -591,14 +580,33 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-/// Keeps error messages short when a client sends a huge value.
-fn truncate_for_message(s: &str) -> String {
-    const MAX: usize = 80;
-    if s.chars().count() <= MAX {
-        s.to_owned()
-    } else {
-        let head: String = s.chars().take(MAX).collect();
-        format!("{head}…")
+/// Decoding the Kafka record form here, not in `event`: it validates, and
+/// the event types do not depend on validation.
+impl ReceivedEvent {
+    /// Decodes and re-validates a Kafka payload written by [`Self::to_json_bytes`].
+    ///
+    /// `received_at` must be present; the event is validated against it with
+    /// `limits` (the time-window rules are relative to `received_at`, so
+    /// re-validation gives the same verdict at any later time).
+    pub fn from_json_bytes(bytes: &[u8], limits: &ValidationContext) -> crate::Result<Self> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| crate::Error::Decode(format!("not JSON: {e}")))?;
+        let Value::Object(mut map) = value else {
+            return Err(crate::Error::Decode("not a JSON object".into()));
+        };
+        let received_at = match map.remove("received_at") {
+            Some(Value::String(s)) => parse_timestamp(&s)
+                .map_err(|why| crate::Error::Decode(format!("received_at {why}")))?,
+            Some(_) => return Err(crate::Error::Decode("received_at is not a string".into())),
+            None => return Err(crate::Error::Decode("received_at is missing".into())),
+        };
+        let ctx = ValidationContext {
+            received_at,
+            ..*limits
+        };
+        let event = parse_event(&Value::Object(map), &ctx)
+            .map_err(|r| crate::Error::Decode(format!("invalid event: {r}")))?;
+        Ok(Self { event, received_at })
     }
 }
 
