@@ -19,10 +19,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Headers;
 use rdkafka::util::Timeout;
 use schemas::archive::to_record_batch;
-use schemas::rules::LIMITS_HEADER;
 use schemas::rules::hour_bucket;
 use schemas::{ArchivedEvent, ReceivedEvent, RuleSet, ValidationContext};
 use telemetry::ReadyFlag;
@@ -47,18 +45,10 @@ pub enum Error {
     #[error(transparent)]
     Schema(#[from] schemas::Error),
     /// A record was accepted by ingest under wider limits than this layer's:
-    /// skipping it as invalid would lose an accepted view, so the archive
-    /// stops (its progress does not pass the record) until it runs with the
-    /// same rules.
-    #[error("archive stopped at partition {partition} offset {offset}: {reason}")]
-    RulesNarrowerThanIngest {
-        /// Partition of the record.
-        partition: i32,
-        /// Its offset.
-        offset: i64,
-        /// What differs and what to set.
-        reason: String,
-    },
+    /// the archive stops (its progress does not pass the record) until it
+    /// runs with the same rules.
+    #[error("archive {0}")]
+    RulesNarrowerThanIngest(#[from] infra::kafka::NarrowerThanIngest),
 }
 
 impl Error {
@@ -290,20 +280,7 @@ impl Archiver {
             self.metrics.skipped_archived.inc();
             return Ok(());
         }
-        if let Some(value) = m
-            .headers()
-            .and_then(|h| h.iter().find(|h| h.key == LIMITS_HEADER))
-            .and_then(|h| h.value)
-        {
-            self.config
-                .rules
-                .check_limits_header(value)
-                .map_err(|reason| Error::RulesNarrowerThanIngest {
-                    partition: p,
-                    offset: m.offset(),
-                    reason,
-                })?;
-        }
+        infra::kafka::check_limits(&self.config.rules, m)?;
         let limits = ValidationContext::new(Utc::now(), &self.config.rules);
         let b = self.buffers.entry(p).or_default();
         if b.rows.is_empty() {

@@ -212,6 +212,44 @@ pub fn read_topic(
     Ok(out)
 }
 
+/// A record that ingest accepted under wider limits than the consumer's own
+/// (its [`schemas::rules::LIMITS_HEADER`]): counting or skipping it under
+/// the consumer's rules could lose an accepted view, so the consumer stops
+/// there until it runs with the same rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stopped at partition {partition} offset {offset}: {reason}")]
+pub struct NarrowerThanIngest {
+    /// Partition of the record.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// What differs and what to set.
+    pub reason: String,
+}
+
+/// Checks a record's limits header against `rules`. Records without one
+/// (not from ingest: tools, tests) pass: the consumer's rules decide.
+pub fn check_limits<M: rdkafka::Message>(
+    rules: &schemas::RuleSet,
+    m: &M,
+) -> Result<(), NarrowerThanIngest> {
+    use rdkafka::message::Headers;
+    let Some(value) = m.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key == schemas::rules::LIMITS_HEADER)
+            .and_then(|h| h.value)
+    }) else {
+        return Ok(());
+    };
+    rules
+        .check_limits_header(value)
+        .map_err(|reason| NarrowerThanIngest {
+            partition: m.partition(),
+            offset: m.offset(),
+            reason,
+        })
+}
+
 /// What a caller can do about a Kafka client error: a client that cannot be
 /// created or configured, or a subscription that is refused, is a bad
 /// setting (fix it and restart); anything else is the broker being away or

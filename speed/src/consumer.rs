@@ -11,7 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
@@ -312,22 +312,10 @@ impl Speed {
 
     /// The first record that ingest accepted under wider limits than ours.
     fn narrower_than_ingest(&self, batch: &[OwnedMessage]) -> Option<Error> {
-        let mut checked: Option<&[u8]> = None;
         for m in batch {
-            let Some(value) = limits_header(m) else {
-                continue; // not from ingest (tools, tests): our rules decide
-            };
-            if checked == Some(value) {
-                continue;
+            if let Err(e) = infra::kafka::check_limits(&self.config.rules, m) {
+                return Some(e.into());
             }
-            if let Err(reason) = self.config.rules.check_limits_header(value) {
-                return Some(Error::RulesNarrowerThanIngest {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    reason,
-                });
-            }
-            checked = Some(value);
         }
         None
     }
@@ -576,14 +564,6 @@ impl Speed {
             .map_err(|e: KafkaError| tracing::warn!(error = %e, "speed: cannot read watermarks"))
             .ok()
     }
-}
-
-/// The record's [`schemas::rules::LIMITS_HEADER`] value, if it has one.
-fn limits_header(m: &OwnedMessage) -> Option<&[u8]> {
-    m.headers()?
-        .iter()
-        .find(|h| h.key == schemas::rules::LIMITS_HEADER)?
-        .value
 }
 
 /// Decodes and re-validates one record; `Err((code, reason))` for poison.

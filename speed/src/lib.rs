@@ -140,17 +140,10 @@ pub enum Error {
     #[error("stopped before start-up finished")]
     Stopped,
     /// A record was accepted by ingest under wider limits than this layer's:
-    /// counting it under ours could drop an accepted view, so the layer stops
-    /// (nothing past the record is applied) until it runs with the same rules.
-    #[error("speed layer stopped at partition {partition} offset {offset}: {reason}")]
-    RulesNarrowerThanIngest {
-        /// Partition of the record.
-        partition: i32,
-        /// Its offset.
-        offset: i64,
-        /// What differs and what to set.
-        reason: String,
-    },
+    /// the layer stops (nothing past the record is applied) until it runs
+    /// with the same rules.
+    #[error("speed layer {0}")]
+    RulesNarrowerThanIngest(#[from] infra::kafka::NarrowerThanIngest),
 }
 
 impl Error {
