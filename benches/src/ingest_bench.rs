@@ -17,6 +17,7 @@ use futures::StreamExt;
 use infra::kafka::EmbeddedKafka;
 use ingest::{EventProducer, IngestConfig, ProducerConfig};
 use loadgen::{GenConfig, Generator};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use schemas::{ReceivedEvent, ValidationContext};
 use serde_json::Value;
@@ -125,7 +126,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     if let Some(path) = &args.write {
         let section = format!(
-            "<!-- ingest:begin -->\n## Ingest throughput\n\nRun: `scripts/bench` ({} reps per scenario, interleaved; {} requests in flight; topic of {} partitions on the embedded librdkafka mock cluster, 1 broker; producer idempotent, acks=all, lz4; release build). Measured {} on {}.\n\nEach ingest run starts a fresh cluster and ingest server in this process, warms up with one request, then times from the first request to the last 202 (every event acknowledged by the broker). Request bodies are serialized before timing. The ceiling produces the same events with rdkafka directly (same producer settings), from enqueue of the first to acknowledgement of the last.\n\n{table}\n{verdict}\n<!-- ingest:end -->\n",
+            "<!-- ingest:begin -->\n## Ingest throughput\n\nRun: `scripts/bench` ({} reps per scenario, interleaved; {} requests in flight; topic of {} partitions on the embedded librdkafka mock cluster, 1 broker; producer idempotent, acks=all, lz4; release build). Measured {} on {}.\n\nEach ingest run starts a fresh cluster and ingest server in this process, warms up with one request, then times from the first request to the last 202 (every event acknowledged by the broker). Request bodies are serialized before timing. The ceiling produces the same records (key, payload, limits header) with rdkafka directly (same producer settings), from enqueue of the first to acknowledgement of the last.\n\n{table}\n{verdict}\n<!-- ingest:end -->\n",
             args.reps,
             args.concurrency,
             args.partitions,
@@ -175,6 +176,15 @@ async fn ceiling(pc: &ProducerConfig, events: &[Value]) -> anyhow::Result<f64> {
         .iter()
         .map(|e| (e.event.video_id.clone(), e.to_json_bytes()))
         .collect();
+    // The same records ingest produces: key, payload and the acceptance
+    // limits header every consumer checks.
+    let limits = schemas::RuleSet::default().limits_header();
+    let limits_header = || {
+        OwnedHeaders::new_with_capacity(1).insert(Header {
+            key: schemas::rules::LIMITS_HEADER,
+            value: Some(limits.as_str()),
+        })
+    };
     // Warm-up: connection and producer id.
     producer
         .send(
@@ -189,7 +199,11 @@ async fn ceiling(pc: &ProducerConfig, events: &[Value]) -> anyhow::Result<f64> {
     let mut pending = Vec::with_capacity(payloads.len());
     for (key, payload) in &payloads {
         loop {
-            match producer.send_result(FutureRecord::to("bench").key(key).payload(payload)) {
+            let record = FutureRecord::to("bench")
+                .key(key)
+                .payload(payload)
+                .headers(limits_header());
+            match producer.send_result(record) {
                 Ok(f) => {
                     pending.push(f);
                     break;

@@ -136,7 +136,7 @@ impl EventProducer {
         let mut pending = Vec::with_capacity(events.len());
         for e in events {
             let payload = e.to_json_bytes();
-            let headers = OwnedHeaders::new().insert(Header {
+            let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
                 key: LIMITS_HEADER,
                 value: Some(limits.as_str()),
             });
