@@ -109,3 +109,34 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// A reader started before Redis is up waits for it (within its patience)
+/// instead of failing: the first run of `up` on a slow machine raced this.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_wait_for_redis_to_come_up() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let reader = tokio::spawn(async move { speed::conn::connect_reader(&url).await });
+    // Refused connections for a while: the reader keeps trying.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(!reader.is_finished(), "gave up while Redis was down");
+    let _redis = RedisServer::start_with(RedisOptions {
+        port: Some(port),
+        ..RedisOptions::default()
+    })
+    .expect("redis on the chosen port");
+    let mut conn = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .expect("connects once Redis is up")
+        .unwrap()
+        .expect("a connection");
+    let keys = speed::keys::KeySpace::new("t:", 4);
+    let offsets = speed::read::stored_offsets(&mut conn, &keys, 2)
+        .await
+        .unwrap();
+    assert_eq!(offsets, vec![None, None]);
+}
