@@ -24,7 +24,6 @@ use schemas::archive::to_record_batch;
 use schemas::rules::hour_bucket;
 use schemas::{ArchivedEvent, ReceivedEvent, RuleSet, ValidationContext};
 use telemetry::ReadyFlag;
-use tokio_util::sync::CancellationToken;
 
 use store::layout;
 use store::progress::{ArchiveMeta, Progress};
@@ -173,12 +172,7 @@ pub async fn run(
     ready: ReadyFlag,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let cancel = CancellationToken::new();
-    let c = cancel.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        c.cancel();
-    });
+    let cancel = telemetry::cancel_on(shutdown);
     let consumer: StreamConsumer = infra::kafka::consumer_config(
         &config.bootstrap_servers,
         &config.group_id,

@@ -117,12 +117,7 @@ pub async fn run(
     ready: ReadyFlag,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let cancel = CancellationToken::new();
-    let c = cancel.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        c.cancel();
-    });
+    let cancel = telemetry::cancel_on(shutdown);
     Speed::start(config, metrics, ready, cancel)
         .await?
         .run()

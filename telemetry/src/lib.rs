@@ -242,3 +242,17 @@ async fn readyz(ops: &Ops) -> Response {
         }
     }
 }
+
+/// A token cancelled once `shutdown` resolves: how a service turns the
+/// shutdown future it is given into something every task can watch.
+pub fn cancel_on(
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> tokio_util::sync::CancellationToken {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        c.cancel();
+    });
+    cancel
+}
