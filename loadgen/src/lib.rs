@@ -8,11 +8,15 @@
 //!   counting rules of [`schemas::rules`].
 //! - [`send`]: posts events to an ingest URL with bounded concurrency, retrying
 //!   503s and connection failures, and feeds what was accepted into a [`Truth`].
+//! - [`catalog()`]: a video catalog matching the generated videos (creators
+//!   owning a Zipf-skewed number of them, a few left out: unattributed).
 
+mod catalog;
 mod generator;
 mod send;
 mod truth;
 
+pub use catalog::{CatalogConfig, CatalogRow, catalog};
 pub use generator::{GenConfig, GenEvent, Generator, InvalidKind, Kind};
 pub use send::{SendConfig, SendReport, send};
 pub use truth::{Truth, TruthFile, TruthRow};

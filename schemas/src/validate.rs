@@ -452,7 +452,9 @@ fn check_event_id(s: &str) -> Result<Uuid, Violation> {
     }
 }
 
-fn check_video_id(s: &str) -> Result<(), Violation> {
+/// The `video_id` rule alone (for other files that name videos, such as
+/// the catalog).
+pub fn check_video_id(s: &str) -> Result<(), Violation> {
     let ok_chars = s
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');

@@ -10,6 +10,8 @@
 //! | `runs/{id}.json` | a run's manifest |
 //! | `published/{seq}.json` | the published state: which run owns each hour, and the watermark |
 //! | `CURRENT` | names the latest published state (one atomic write publishes) |
+//! | `catalog/{sha256}.csv` | an imported video catalog, its bytes as given |
+//! | `catalog/CURRENT` | names the catalog in force |
 
 use std::sync::Arc;
 
@@ -99,6 +101,16 @@ pub fn manifest(run_id: &str) -> Path {
 /// A published state.
 pub fn published(seq: u64) -> Path {
     Path::from(format!("published/{seq:010}.json"))
+}
+
+/// A catalog file, by the SHA-256 of its bytes.
+pub fn catalog_file(sha256: &str) -> Path {
+    Path::from(format!("catalog/{sha256}.csv"))
+}
+
+/// The pointer to the catalog in force.
+pub fn catalog_current() -> Path {
+    Path::from("catalog/CURRENT")
 }
 
 /// The pointer to the latest published state.

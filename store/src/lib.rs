@@ -12,7 +12,9 @@
 //!   building and reading it.
 //! - [`progress`]: archive progress and the archive watermark.
 //! - [`sketch`]: the unique-viewer HyperLogLog with a fixed byte format.
+//! - [`catalog`]: the video catalog (video → creator, title) in force.
 
+pub mod catalog;
 pub mod layout;
 pub mod manifest;
 pub mod progress;
@@ -42,6 +44,9 @@ pub enum Error {
     /// Arrow failed building a table.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// A catalog file was refused (nothing imported).
+    #[error(transparent)]
+    Catalog(#[from] catalog::LineError),
     /// A Parquet file could not be written or read.
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
@@ -51,7 +56,7 @@ impl Error {
     /// What a caller can do about it.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::Config(_) => ErrorClass::Input,
+            Error::Config(_) | Error::Catalog(_) => ErrorClass::Input,
             Error::Corrupt(_) | Error::Parquet(_) => ErrorClass::Corrupt,
             Error::Store(e) => store_error_class(e),
             Error::Arrow(_) => ErrorClass::Bug,

@@ -21,6 +21,11 @@ pub(crate) struct Args {
     /// Write the ground truth (per video per hour, from accepted events) as JSON here.
     #[arg(long)]
     truth: Option<PathBuf>,
+    /// Write a video catalog (CSV for `viewcount catalog import`) matching
+    /// the generated videos here: creators own a Zipf-skewed number of them;
+    /// 1 in 20 (v00003 among them) is left out, so unattributed views occur.
+    #[arg(long)]
+    catalog: Option<PathBuf>,
     /// RNG seed: the same seed and --start give the same events.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -92,6 +97,12 @@ impl Args {
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let generator = Generator::new(a.gen_config()?)?;
+    if let Some(path) = &a.catalog {
+        write_catalog(path, a.videos, a.seed)?;
+        if a.target.is_none() && a.out.is_none() {
+            return Ok(());
+        }
+    }
     let mut truth = Truth::new(RuleSet::default());
     match (&a.target, &a.out) {
         (Some(target), None) => {
@@ -159,6 +170,30 @@ pub(crate) fn summary(r: &SendReport) -> String {
         by_field.join(" "),
         r.retries
     )
+}
+
+/// The catalog file matching `videos` generated videos, and how many
+/// videos and creators it lists.
+pub(crate) fn catalog_csv(videos: u32, seed: u64) -> anyhow::Result<(Vec<u8>, usize, usize)> {
+    let rows = loadgen::catalog(&loadgen::CatalogConfig::for_videos(videos, seed))?;
+    let bytes = store::catalog::to_csv(
+        rows.iter()
+            .map(|r| [r.video_id.as_str(), r.creator_id.as_str(), r.title.as_str()]),
+    );
+    let creators: std::collections::BTreeSet<&str> =
+        rows.iter().map(|r| r.creator_id.as_str()).collect();
+    Ok((bytes, rows.len(), creators.len()))
+}
+
+/// Writes the catalog matching `videos` generated videos to `path`.
+fn write_catalog(path: &PathBuf, videos: u32, seed: u64) -> anyhow::Result<()> {
+    let (bytes, listed, creators) = catalog_csv(videos, seed)?;
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!(
+        "catalog: {listed} of {videos} videos, {creators} creators, written to {} (import it with `viewcount catalog import`)",
+        path.display()
+    );
+    Ok(())
 }
 
 fn write_ndjson(out: &PathBuf, generator: Generator, truth: &mut Truth) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 //! (DESIGN §6).
 
 mod batch_cmd;
+mod catalog_cmd;
 mod gen_cmd;
 mod ingest_cmd;
 mod speed_cmd;
@@ -39,6 +40,9 @@ enum Command {
     Reconcile(batch_cmd::ReconcileArgs),
     /// Seeded synthetic traffic, to an ingest URL or to NDJSON.
     Gen(gen_cmd::Args),
+    /// The video catalog: which creator owns each video.
+    #[command(subcommand)]
+    Catalog(catalog_cmd::CatalogCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -63,6 +67,7 @@ fn main() -> std::process::ExitCode {
             Command::Batch(c) => batch_cmd::batch(c).await,
             Command::Reconcile(a) => batch_cmd::reconcile(a).await,
             Command::Gen(a) => gen_cmd::run(a).await,
+            Command::Catalog(c) => catalog_cmd::run(c).await,
         }
     });
     match result {

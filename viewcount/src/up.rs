@@ -393,6 +393,7 @@ async fn demo_batch(
     println!(
         "check: batch equals the truth per video per hour (views, billable, fraud-filtered, watch seconds)"
     );
+    demo_catalog(store.as_ref(), &views).await?;
     let mut conn = speed::conn::connect_reader(redis_url)
         .await
         .context("connecting to redis")?;
@@ -415,6 +416,47 @@ async fn demo_batch(
         "check: speed and batch agree on all {agree} video-hours (speed billable = batch billable + fraud-filtered)\nrerun it: viewcount batch run --store {store_url} --from {} --to {} --allow-incomplete",
         from.format("%Y-%m-%dT%H:%M:%SZ"),
         to.format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    Ok(())
+}
+
+/// Puts the generated videos' catalog in force and shows which views it
+/// attributes to creators; views of videos it leaves out are reported as
+/// unattributed, never dropped.
+async fn demo_catalog(
+    store: &dyn object_store::ObjectStore,
+    views: &store::ViewsTable,
+) -> anyhow::Result<()> {
+    let g = GenConfig::default();
+    let (bytes, _, _) = crate::gen_cmd::catalog_csv(g.videos, g.seed)?;
+    let (catalog, cur) = store::catalog::import(store, bytes.into()).await?;
+    let (mut attributed, mut unattributed) = (0u64, 0u64);
+    let mut missing: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for ((video, _), v) in views {
+        match catalog.creator_of(video) {
+            Some(_) => attributed += v[0],
+            None => {
+                unattributed += v[0];
+                missing.insert(video);
+            }
+        }
+    }
+    let total: u64 = views.values().map(|v| v[0]).sum();
+    if attributed + unattributed != total {
+        bail!("the catalog split lost views: {attributed} + {unattributed} != {total}");
+    }
+    let shown: Vec<&str> = missing.iter().copied().take(5).collect();
+    println!(
+        "catalog: {} ({} videos of {} creators) in force; of {total} batch views {attributed} are attributed to creators and {unattributed} unattributed (videos not in the catalog: {}{})",
+        cur.path,
+        cur.videos,
+        cur.creators,
+        shown.join(" "),
+        if missing.len() > shown.len() {
+            " ..."
+        } else {
+            ""
+        }
     );
     Ok(())
 }
