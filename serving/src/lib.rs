@@ -1,5 +1,32 @@
-//! The serving layer (not built yet).
+//! The serving layer (DESIGN §5.4), being built (issue 9): creators' queries
+//! answered by merging authoritative batch counts for hours before the batch
+//! watermark `W` with fresh speed counts from `W` on, saying which part came
+//! from where.
 //!
-//! It will answer creators' queries by merging batch counts for hours before the
-//! watermark with speed counts after it, saying which part came from where
-//! (DESIGN §5.4). Until then this crate holds no code, on purpose.
+//! Built so far, free of I/O but for loading:
+//! - [`split`]: the merge rule: `[from, to)` becomes a batch part
+//!   `[from, min(to, W))` and a speed part `[max(from, W), to)`, so every
+//!   hour is counted exactly once, whatever `W` is.
+//! - [`index`]: the batch part in memory: per video, hour-sorted prefix sums,
+//!   so the totals of any range cost two binary searches; loaded from the
+//!   published state (`CURRENT` → state → each owning run's views).
+//!
+//! Not yet: the HTTP API, the speed part's Redis reads, auth, hot reload
+//! and the dashboard.
+
+pub mod index;
+pub mod split;
+
+pub use index::{BatchIndex, Counts};
+pub use split::{Parts, split};
+
+/// Errors of the serving layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading the published state failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
