@@ -136,6 +136,9 @@ pub enum Error {
     /// A Redis read failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// A caller's value cannot name a key (e.g. a malformed video id).
+    #[error("{0}")]
+    BadInput(String),
     /// Shutdown came before the service was up.
     #[error("stopped before start-up finished")]
     Stopped,
@@ -151,7 +154,9 @@ impl Error {
     pub fn class(&self) -> schemas::ErrorClass {
         use schemas::ErrorClass;
         match self {
-            Error::Config(_) | Error::RulesNarrowerThanIngest { .. } => ErrorClass::Input,
+            Error::Config(_) | Error::BadInput(_) | Error::RulesNarrowerThanIngest { .. } => {
+                ErrorClass::Input
+            }
             Error::Kafka(e) => infra::kafka::error_class(e),
             Error::Redis(_) => ErrorClass::Unavailable,
             Error::Stopped => ErrorClass::Unavailable,

@@ -84,6 +84,72 @@ fn add_fields(
     }
 }
 
+/// The topic's partition count as the speed layer recorded it (`None`
+/// before it first ran). Retried after a transient error.
+pub async fn stored_partitions<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    keys: &KeySpace,
+) -> Result<Option<i32>> {
+    let mut retry = crate::conn::ReadRetry::new();
+    loop {
+        match conn
+            .hget::<_, _, Option<i32>>(keys.meta(), "partitions")
+            .await
+        {
+            Err(e) if retry.should(&e) => retry.wait(&e).await,
+            r => return Ok(r?),
+        }
+    }
+}
+
+/// One video's counts per hour in `[from, to)`, summed over `partitions`,
+/// read directly (no `SCAN`): one `HGETALL` per partition and day, all in
+/// one pipeline, so one round trip. Hours with no data are absent. The
+/// video id must be a valid one (it becomes part of a key). Retried after a
+/// transient error.
+pub async fn video_counts<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    keys: &KeySpace,
+    video: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    partitions: i32,
+) -> Result<BTreeMap<DateTime<Utc>, Counts>> {
+    schemas::validate::check_video_id(video).map_err(|v| crate::Error::BadInput(v.to_string()))?;
+    let mut days: Vec<NaiveDate> = Vec::new();
+    let mut day = from.date_naive();
+    while to > day.and_time(chrono::NaiveTime::MIN).and_utc() {
+        days.push(day);
+        let Some(next) = day.succ_opt() else { break };
+        day = next;
+    }
+    if days.is_empty() || partitions <= 0 {
+        return Ok(BTreeMap::new());
+    }
+    let mut pipe = redis::pipe();
+    for p in 0..partitions {
+        for d in &days {
+            pipe.hgetall(keys.counters(p, video, *d));
+        }
+    }
+    let mut retry = crate::conn::ReadRetry::new();
+    let replies: Vec<BTreeMap<String, u64>> = loop {
+        match pipe.query_async(conn).await {
+            Err(e) if retry.should(&e) => retry.wait(&e).await,
+            r => break r?,
+        }
+    };
+    let mut by_key: BTreeMap<(String, DateTime<Utc>), Counts> = BTreeMap::new();
+    for (i, fields) in replies.iter().enumerate() {
+        add_fields(&mut by_key, video, days[i % days.len()], fields);
+    }
+    Ok(by_key
+        .into_iter()
+        .map(|((_, h), c)| (h, c))
+        .filter(|(h, _)| from <= *h && *h < to)
+        .collect())
+}
+
 /// The stored next offset of each of `partitions` (None: nothing applied
 /// yet). Retried after a transient error.
 pub async fn stored_offsets<C: ConnectionLike + Send + Sync>(

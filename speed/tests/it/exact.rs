@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 
 use crate::harness::{PARTITIONS, Setup};
@@ -28,6 +29,43 @@ async fn generated_stream_with_duplicates_and_late_events_is_counted_exactly() {
     assert!(run.ready.get().is_ok());
     assert!(run.metric("viewcount_speed_freshness_seconds_count") > 0.0);
     run.stop().await;
+
+    // One video's hours read directly (what serving does) equal the same
+    // video's hours in the full scan, for ranges cutting through days.
+    let mut conn = s.redis_conn().await;
+    let keys = s.keys();
+    let partitions = speed::read::stored_partitions(&mut conn, &keys)
+        .await
+        .unwrap()
+        .expect("the speed layer records the partition count");
+    assert_eq!(partitions, PARTITIONS);
+    let all = s.counts().await;
+    let hours: Vec<DateTime<Utc>> = all.keys().map(|(_, h)| *h).collect();
+    let (first, last) = (*hours.iter().min().unwrap(), *hours.iter().max().unwrap());
+    for video in ["v00001", "v00002", "v00050"] {
+        for (from, to) in [
+            (first, last + chrono::Duration::hours(1)),
+            (
+                first + chrono::Duration::hours(5),
+                last - chrono::Duration::hours(3),
+            ),
+            (last, last + chrono::Duration::days(2)),
+        ] {
+            let direct = speed::read::video_counts(&mut conn, &keys, video, from, to, partitions)
+                .await
+                .unwrap();
+            let scanned: std::collections::BTreeMap<DateTime<Utc>, speed::Counts> = all
+                .iter()
+                .filter(|((v, h), _)| v == video && from <= *h && *h < to)
+                .map(|((_, h), c)| (*h, *c))
+                .collect();
+            assert_eq!(direct, scanned, "{video} [{from}, {to})");
+        }
+    }
+    let err = speed::read::video_counts(&mut conn, &keys, "v1}:c:x", first, last, partitions)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, speed::Error::BadInput(_)), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
