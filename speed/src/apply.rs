@@ -24,13 +24,14 @@ use schemas::{ReceivedEvent, RuleSet};
 
 use crate::keys::{KeySpace, day_end};
 
-/// The script. KEYS[1] is the offset key, KEYS[2..] the distinct data keys;
-/// ARGV[1] = record count n, ARGV[2] = the batch's first offset, ARGV[3] = its
-/// next offset, ARGV[4] = 1 to accept a gap, ARGV[5..5+k-1] = expiry (unix
-/// seconds, `+` first when it extends the day's usual one) per data key, then
-/// 10 values per record:
+/// The script. KEYS[1] is the offset key, KEYS[2] the applied-at key,
+/// KEYS[3..] the distinct data keys; ARGV[1] = record count n, ARGV[2] = the
+/// batch's first offset, ARGV[3] = its next offset, ARGV[4] = 1 to accept a
+/// gap, ARGV[5..5+k-1] = expiry (unix seconds, `+` first when it extends the
+/// day's usual one) per data key, then 10 values per record:
 /// offset, dedup key index, id field, fingerprint, counter key index, hour
-/// ("HH"), billable (0/1), watch seconds, viewer key index, user id.
+/// ("HH"), billable (0/1), watch seconds, viewer key index, user id;
+/// last, the newest `received_at` (µs) among the records.
 pub const SCRIPT: &str = r#"
 local stored_raw = redis.call('GET', KEYS[1])
 local stored = tonumber(stored_raw or '0')
@@ -41,7 +42,7 @@ local n = tonumber(ARGV[1])
 if stored_raw and tonumber(ARGV[2]) > stored and ARGV[4] ~= '1' then
   return {0, 0, 0, 0, stored, 1}
 end
-local nkeys = #KEYS - 1
+local nkeys = #KEYS - 2
 local base = 5 + nkeys
 local counted, dups, conflicts, skipped = 0, 0, 0, 0
 local incr = {}
@@ -90,7 +91,7 @@ end
 -- Expiry: set once when a key is new (NX); a '+' marks a key that a late
 -- record needs kept longer than its day's usual expiry (GT extends it).
 for k, _ in pairs(touched) do
-  local at = ARGV[5 + k - 2]
+  local at = ARGV[5 + k - 3]
   if string.sub(at, 1, 1) == '+' then
     at = string.sub(at, 2)
     redis.call('EXPIREAT', KEYS[k], at, 'NX')
@@ -101,6 +102,12 @@ for k, _ in pairs(touched) do
 end
 local next_offset = tonumber(ARGV[3])
 if next_offset > stored then redis.call('SET', KEYS[1], ARGV[3]) end
+-- Freshness, with the offset in the same atomic step: the newest receipt
+-- time this partition has applied (never moved back by a replay).
+local newest = tonumber(ARGV[base + n * 10])
+if n > 0 and newest > tonumber(redis.call('GET', KEYS[2]) or '0') then
+  redis.call('SET', KEYS[2], ARGV[base + n * 10])
+end
 return {counted, dups, conflicts, skipped, math.max(stored, next_offset), 0}
 "#;
 
@@ -201,7 +208,7 @@ impl PartitionBatch {
         rules: &RuleSet,
         retention: &Retention,
     ) -> Self {
-        let mut keys = vec![ks.offset(partition)];
+        let mut keys = vec![ks.offset(partition), ks.applied_at(partition)];
         // Per data key: (usual expiry of its day, expiry this batch needs).
         let mut expiry: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
         let mut dedup_index: HashMap<String, usize> = HashMap::new();
@@ -238,7 +245,8 @@ impl PartitionBatch {
                     i
                 }
             };
-            let slot = &mut expiry[dki - 2].1;
+            // Data keys start at KEYS[3].
+            let slot = &mut expiry[dki - 3].1;
             *slot = (*slot).max(need);
             let counters = end + retention.counters;
             let (cki, uki) = *video_index
@@ -290,6 +298,16 @@ impl PartitionBatch {
         let base = buf.len();
         buf.extend_from_slice(&per_record);
         ends.extend(per_ends.iter().map(|e| e + base));
+        let newest = records
+            .iter()
+            .map(|r| r.event.received_at.timestamp_micros())
+            .max()
+            .unwrap_or(0);
+        ArgWriter {
+            buf: &mut buf,
+            ends: &mut ends,
+        }
+        .num(newest);
         Self { keys, buf, ends }
     }
 
@@ -344,12 +362,22 @@ mod tests {
             counters: Duration::days(35),
         };
         let b = PartitionBatch::build(&ks, 2, &r, (10, 13), false, &RuleSet::default(), &ret);
-        // offset key + 2 dedup hashes + one counter hash + one viewer sketch.
-        assert_eq!(b.keys.len(), 5, "{:?}", b.keys);
+        // offset key + applied-at key + 2 dedup hashes + one counter hash +
+        // one viewer sketch.
+        assert_eq!(b.keys.len(), 6, "{:?}", b.keys);
         assert!(b.keys.iter().all(|k| k.contains("{p2}")));
-        let nkeys = b.keys.len() - 1;
+        assert_eq!(b.keys[1], ks.applied_at(2));
+        let nkeys = b.keys.len() - 2;
         let args: Vec<&[u8]> = b.args().collect();
-        assert_eq!(args.len(), 4 + nkeys + 3 * 10);
+        assert_eq!(args.len(), 4 + nkeys + 3 * 10 + 1);
+        // The record's data key indices point past the two fixed keys.
+        assert!(b.keys[2].contains(":dd:"), "{:?}", b.keys);
+        let newest = r
+            .iter()
+            .map(|x| x.event.received_at.timestamp_micros())
+            .max()
+            .unwrap();
+        assert_eq!(args[args.len() - 1], newest.to_string().as_bytes());
         assert_eq!(args[0], b"3");
         assert_eq!(args[1], b"10");
         assert_eq!(args[2], b"13");

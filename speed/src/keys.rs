@@ -48,6 +48,13 @@ impl KeySpace {
         format!("{}{{p{partition}}}:off", self.prefix)
     }
 
+    /// Key of the newest `received_at` (µs since the epoch) `partition` has
+    /// applied, written by the script with the offset: how fresh the
+    /// partition's counters are.
+    pub fn applied_at(&self, partition: i32) -> String {
+        format!("{}{{p{partition}}}:at", self.prefix)
+    }
+
     /// Dedup hash of `id` for events that occurred on `day`, and the field the
     /// id takes in it.
     pub fn dedup(&self, partition: i32, day: NaiveDate, id: &Uuid) -> (String, Vec<u8>) {

@@ -150,6 +150,31 @@ pub async fn video_counts<C: ConnectionLike + Send + Sync>(
         .collect())
 }
 
+/// The newest `received_at` each of `partitions` has applied (`None`:
+/// nothing yet), stored by the script atomically with the offset: the speed
+/// counters hold every record of the partition received up to then.
+pub async fn applied_at<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    keys: &KeySpace,
+    partitions: i32,
+) -> Result<Vec<Option<DateTime<Utc>>>> {
+    let mut pipe = redis::pipe();
+    for p in 0..partitions {
+        pipe.get(keys.applied_at(p));
+    }
+    let mut retry = crate::conn::ReadRetry::new();
+    let raw: Vec<Option<i64>> = loop {
+        match pipe.query_async(conn).await {
+            Err(e) if retry.should(&e) => retry.wait(&e).await,
+            r => break r?,
+        }
+    };
+    Ok(raw
+        .into_iter()
+        .map(|us| us.and_then(DateTime::from_timestamp_micros))
+        .collect())
+}
+
 /// The stored next offset of each of `partitions` (None: nothing applied
 /// yet). Retried after a transient error.
 pub async fn stored_offsets<C: ConnectionLike + Send + Sync>(

@@ -62,6 +62,31 @@ async fn generated_stream_with_duplicates_and_late_events_is_counted_exactly() {
             assert_eq!(direct, scanned, "{video} [{from}, {to})");
         }
     }
+    // Freshness: each partition's newest applied receipt time, written with
+    // its offset, is the newest received_at among its records.
+    let (bootstrap, topic) = (s.kafka.bootstrap_servers().to_owned(), s.topic.clone());
+    let records = tokio::task::spawn_blocking(move || {
+        infra::kafka::read_topic(&bootstrap, &topic, Duration::from_secs(30))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let mut newest = vec![None; PARTITIONS as usize];
+    for r in &records {
+        let e = schemas::ReceivedEvent::from_json_bytes(
+            r.payload.as_deref().unwrap(),
+            &schemas::ValidationContext::at(Utc::now()),
+        )
+        .unwrap();
+        let slot = &mut newest[r.partition as usize];
+        *slot = (*slot).max(Some(e.received_at));
+    }
+    assert_eq!(
+        speed::read::applied_at(&mut conn, &keys, PARTITIONS)
+            .await
+            .unwrap(),
+        newest
+    );
     let err = speed::read::video_counts(&mut conn, &keys, "v1}:c:x", first, last, partitions)
         .await
         .unwrap_err();
