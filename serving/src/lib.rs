@@ -10,12 +10,15 @@
 //! - [`index`]: the batch part in memory: per video, hour-sorted prefix sums,
 //!   so the totals of any range cost two binary searches; loaded from the
 //!   published state (`CURRENT` → state → each owning run's views).
+//! - [`tokens`]: bearer tokens from the tokens file (hashes only, compared
+//!   in constant time), roles and the creator scope.
 //!
-//! Not yet: the HTTP API, the speed part's Redis reads, auth, hot reload
-//! and the dashboard.
+//! Not yet: the HTTP API (with auth enforcement and rate limits), hot
+//! reload and the dashboard.
 
 pub mod index;
 pub mod split;
+pub mod tokens;
 
 pub use index::{BatchIndex, Counts};
 pub use split::{Parts, split};

@@ -7,6 +7,7 @@ mod catalog_cmd;
 mod gen_cmd;
 mod ingest_cmd;
 mod speed_cmd;
+mod token_cmd;
 mod up;
 mod util;
 
@@ -43,6 +44,9 @@ enum Command {
     /// The video catalog: which creator owns each video.
     #[command(subcommand)]
     Catalog(catalog_cmd::CatalogCommand),
+    /// Bearer tokens for serving.
+    #[command(subcommand)]
+    Token(token_cmd::TokenCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -68,6 +72,7 @@ fn main() -> std::process::ExitCode {
             Command::Reconcile(a) => batch_cmd::reconcile(a).await,
             Command::Gen(a) => gen_cmd::run(a).await,
             Command::Catalog(c) => catalog_cmd::run(c).await,
+            Command::Token(c) => token_cmd::run(c),
         }
     });
     match result {

@@ -1,5 +1,6 @@
-//! `viewcount gen --catalog` and `viewcount catalog import/show`, run as a
-//! user would: the built binary, a store directory, exit codes and output.
+//! The binary as a user runs it (`viewcount gen --catalog`, `viewcount
+//! catalog import/show`, `viewcount token create`): exit codes, output and
+//! the files it leaves.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -71,4 +72,49 @@ fn a_generated_catalog_imports_and_a_bad_one_changes_nothing() {
         "{}",
         text(&show.stdout)
     );
+}
+
+#[test]
+fn token_create_appends_a_hash_and_prints_the_secret_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.toml");
+    let f = file.to_str().unwrap();
+    let create = |args: &[&str]| {
+        let mut all = vec!["token", "create", "--tokens", f];
+        all.extend_from_slice(args);
+        viewcount(&all, dir.path())
+    };
+    let out = create(&["--role", "creator", "--creator", "alice", "--name", "alice"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let secret = text(&out.stdout).trim().to_owned();
+    assert!(secret.starts_with("vct_") && secret.len() == 68, "{secret}");
+    let out = create(&["--role", "admin", "--name", "ops"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let stored = std::fs::read_to_string(&file).unwrap();
+    assert!(!stored.contains(&secret), "the secret is never stored");
+    let tokens = serving::tokens::Tokens::parse(&stored).unwrap();
+    assert_eq!(tokens.len(), 2);
+    let t = tokens
+        .authenticate(&secret)
+        .expect("the printed secret works");
+    assert_eq!(t.creator_id.as_deref(), Some("alice"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "only the owner reads the tokens file");
+    }
+
+    // Refused: a creator token without a creator, a reused name. The file
+    // is left as it was.
+    for args in [
+        &["--role", "creator", "--name", "x"][..],
+        &["--role", "finance", "--name", "alice"][..],
+    ] {
+        let out = create(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(!text(&out.stderr).is_empty());
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), stored);
 }
