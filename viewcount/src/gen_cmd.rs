@@ -96,13 +96,13 @@ impl Args {
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
-    let generator = Generator::new(a.gen_config()?)?;
     if let Some(path) = &a.catalog {
         write_catalog(path, a.videos, a.seed)?;
         if a.target.is_none() && a.out.is_none() {
             return Ok(());
         }
     }
+    let generator = Generator::new(a.gen_config()?)?;
     let mut truth = Truth::new(RuleSet::default());
     match (&a.target, &a.out) {
         (Some(target), None) => {
