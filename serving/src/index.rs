@@ -136,9 +136,18 @@ impl BatchIndex {
     /// Loads the published state in force (`None` when nothing is
     /// published yet): each hour's counts from the run that owns it.
     pub async fn load(store: &dyn ObjectStore) -> Result<Option<Self>> {
-        let Some(state) = store::state::current(store).await? else {
-            return Ok(None);
-        };
+        match store::state::current(store).await? {
+            Some(state) => Ok(Some(Self::load_state(store, &state).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Loads the published state `state`: each hour's counts from the run
+    /// that owns it.
+    pub async fn load_state(
+        store: &dyn ObjectStore,
+        state: &store::state::Published,
+    ) -> Result<Self> {
         let mut runs: Vec<&String> = state.hours.values().collect();
         runs.sort();
         runs.dedup();
@@ -150,11 +159,11 @@ impl BatchIndex {
                 }
             }
         }
-        Ok(Some(Self::build(
+        Ok(Self::build(
             rows.iter().map(|(v, h, c)| (v.as_str(), *h, *c)),
             state.watermark,
             Some(state.seq),
-        )))
+        ))
     }
 
     /// The batch watermark `W` the index was built at.

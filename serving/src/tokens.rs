@@ -120,10 +120,10 @@ impl Tokens {
                         "{at}: a creator token needs creator_id"
                     )));
                 }
-                (Role::Creator, Some(c)) if !valid_creator_id(c) => {
-                    return Err(TokensError(format!(
-                        "{at}: creator_id must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'"
-                    )));
+                (Role::Creator, Some(c)) => {
+                    if let Err(e) = store::catalog::check_creator_id(c) {
+                        return Err(TokensError(format!("{at}: {e}")));
+                    }
                 }
                 (Role::Finance | Role::Admin, Some(_)) => {
                     return Err(TokensError(format!(
@@ -164,13 +164,6 @@ impl Tokens {
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }
-}
-
-fn valid_creator_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// A new secret (`vct_` and 64 hex digits from a cryptographically secure

@@ -102,11 +102,21 @@ pub async fn stored_partitions<C: ConnectionLike + Send + Sync>(
     }
 }
 
+/// The UTC days whose counters hold hours of `[from, to)`.
+fn days_of(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<NaiveDate> {
+    let mut days: Vec<NaiveDate> = Vec::new();
+    let mut day = from.date_naive();
+    while to > day.and_time(chrono::NaiveTime::MIN).and_utc() {
+        days.push(day);
+        let Some(next) = day.succ_opt() else { break };
+        day = next;
+    }
+    days
+}
+
 /// One video's counts per hour in `[from, to)`, summed over `partitions`,
-/// read directly (no `SCAN`): one `HGETALL` per partition and day, all in
-/// one pipeline, so one round trip. Hours with no data are absent. The
-/// video id must be a valid one (it becomes part of a key). Retried after a
-/// transient error.
+/// read directly (no `SCAN`) in one round trip ([`videos_once`]). Hours
+/// with no data are absent. Retried after a transient error.
 pub async fn video_counts<C: ConnectionLike + Send + Sync>(
     conn: &mut C,
     keys: &KeySpace,
@@ -115,39 +125,127 @@ pub async fn video_counts<C: ConnectionLike + Send + Sync>(
     to: DateTime<Utc>,
     partitions: i32,
 ) -> Result<BTreeMap<DateTime<Utc>, Counts>> {
-    schemas::validate::check_video_id(video).map_err(|v| crate::Error::BadInput(v.to_string()))?;
-    let mut days: Vec<NaiveDate> = Vec::new();
-    let mut day = from.date_naive();
-    while to > day.and_time(chrono::NaiveTime::MIN).and_utc() {
-        days.push(day);
-        let Some(next) = day.succ_opt() else { break };
-        day = next;
-    }
-    if days.is_empty() || partitions <= 0 {
-        return Ok(BTreeMap::new());
-    }
-    let mut pipe = redis::pipe();
-    for p in 0..partitions {
-        for d in &days {
-            pipe.hgetall(keys.counters(p, video, *d));
-        }
-    }
     let mut retry = crate::conn::ReadRetry::new();
-    let replies: Vec<BTreeMap<String, u64>> = loop {
-        match pipe.query_async(conn).await {
-            Err(e) if retry.should(&e) => retry.wait(&e).await,
-            r => break r?,
+    loop {
+        match videos_once(conn, keys, &[video], from, to, partitions, false).await {
+            Err(crate::Error::Redis(e)) if retry.should(&e) => retry.wait(&e).await,
+            r => return r.map(|mut read| read.hours.pop().unwrap_or_default()),
         }
-    };
-    let mut by_key: BTreeMap<(String, DateTime<Utc>), Counts> = BTreeMap::new();
-    for (i, fields) in replies.iter().enumerate() {
-        add_fields(&mut by_key, video, days[i % days.len()], fields);
     }
-    Ok(by_key
-        .into_iter()
-        .map(|((_, h), c)| (h, c))
-        .filter(|(h, _)| from <= *h && *h < to)
-        .collect())
+}
+
+/// What [`videos_once`] read.
+#[derive(Debug, Clone, Default)]
+pub struct VideosRead {
+    /// Per video asked for, in order: its counts per hour of the range,
+    /// summed over partitions (hours with no data absent).
+    pub hours: Vec<BTreeMap<DateTime<Utc>, Counts>>,
+    /// Per partition: the newest `received_at` it has applied (see
+    /// [`applied_at`]).
+    pub applied_at: Vec<Option<DateTime<Utc>>>,
+    /// Per video, when asked for: the HyperLogLog estimate of its distinct
+    /// viewers over the whole UTC days that hold the range (the speed
+    /// layer keeps viewers per day, not per hour).
+    pub viewers: Option<Vec<u64>>,
+}
+
+/// Reads `videos`' counters for `[from, to)` and every partition's
+/// applied-at time in **one** pipeline, so the counts and the freshness
+/// come from one moment: one `HGETALL` per video, partition and day, one
+/// `GET` per partition and, with `viewers`, one `PFCOUNT` per video over
+/// its viewer sets of every partition and day. Not retried: a caller
+/// answering a person decides how long to wait. Every video id must be a
+/// valid one (it becomes part of a key): [`crate::Error::BadInput`] if not.
+///
+/// `PFCOUNT` over several keys needs them on one server: on Redis Cluster
+/// ask without viewers.
+pub async fn videos_once<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    keys: &KeySpace,
+    videos: &[&str],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    partitions: i32,
+    viewers: bool,
+) -> Result<VideosRead> {
+    for v in videos {
+        schemas::validate::check_video_id(v).map_err(|e| crate::Error::BadInput(e.to_string()))?;
+    }
+    let days = if partitions > 0 {
+        days_of(from, to)
+    } else {
+        Vec::new()
+    };
+    let parts = partitions.max(0);
+    let mut pipe = redis::pipe();
+    for v in videos {
+        for p in 0..parts {
+            for d in &days {
+                pipe.hgetall(keys.counters(p, v, *d));
+            }
+        }
+    }
+    for p in 0..parts {
+        pipe.get(keys.applied_at(p));
+    }
+    let count_viewers = viewers && !days.is_empty();
+    if count_viewers {
+        for v in videos {
+            let mut cmd = redis::cmd("PFCOUNT");
+            for p in 0..parts {
+                for d in &days {
+                    cmd.arg(keys.viewers(p, v, *d));
+                }
+            }
+            pipe.add_command(cmd);
+        }
+    }
+    let replies: Vec<redis::Value> = if pipe.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(conn).await?
+    };
+    let mut it = replies.into_iter();
+    let mut next = || {
+        it.next().ok_or_else(|| {
+            crate::Error::Redis(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "pipeline answered fewer replies than it sent",
+            )))
+        })
+    };
+    let per_video = days.len() * parts as usize;
+    let mut out = VideosRead::default();
+    for v in videos {
+        let mut by_key: BTreeMap<(String, DateTime<Utc>), Counts> = BTreeMap::new();
+        for i in 0..per_video {
+            let fields: BTreeMap<String, u64> =
+                redis::from_redis_value(next()?).map_err(redis::RedisError::from)?;
+            add_fields(&mut by_key, v, days[i % days.len()], &fields);
+        }
+        out.hours.push(
+            by_key
+                .into_iter()
+                .map(|((_, h), c)| (h, c))
+                .filter(|(h, _)| from <= *h && *h < to)
+                .collect(),
+        );
+    }
+    for _ in 0..parts {
+        let us: Option<i64> = redis::from_redis_value(next()?).map_err(redis::RedisError::from)?;
+        out.applied_at
+            .push(us.and_then(DateTime::from_timestamp_micros));
+    }
+    if count_viewers {
+        let mut counts = Vec::with_capacity(videos.len());
+        for _ in videos {
+            counts.push(redis::from_redis_value(next()?).map_err(redis::RedisError::from)?);
+        }
+        out.viewers = Some(counts);
+    } else if viewers {
+        out.viewers = Some(vec![0; videos.len()]);
+    }
+    Ok(out)
 }
 
 /// The newest `received_at` each of `partitions` has applied (`None`:

@@ -203,7 +203,9 @@ pub fn to_csv<'a>(rows: impl IntoIterator<Item = [&'a str; 3]>) -> Vec<u8> {
     w.into_inner().unwrap_or_default()
 }
 
-fn check_creator_id(s: &str) -> std::result::Result<(), String> {
+/// Checks a creator id (DESIGN §6: `^[A-Za-z0-9_-]{1,64}$`); the error
+/// says the rule and shows the value (cut short).
+pub fn check_creator_id(s: &str) -> std::result::Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= MAX_CREATOR_ID_CHARS
         && s.bytes()
@@ -212,7 +214,8 @@ fn check_creator_id(s: &str) -> std::result::Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "creator_id must be 1 to {MAX_CREATOR_ID_CHARS} characters of A-Z, a-z, 0-9, '_' or '-', got {s:?}"
+            "creator_id must be 1 to {MAX_CREATOR_ID_CHARS} characters of A-Z, a-z, 0-9, '_' or '-', got {:?}",
+            s.chars().take(80).collect::<String>()
         ))
     }
 }
@@ -266,10 +269,16 @@ pub async fn import(store: &dyn ObjectStore, bytes: Bytes) -> Result<(Catalog, C
     Ok((catalog, current))
 }
 
+/// `catalog/CURRENT`: which catalog is in force (`None`: none imported), a
+/// small read to see whether it changed.
+pub async fn current_pointer(store: &dyn ObjectStore) -> Result<Option<Current>> {
+    layout::get_json::<Current>(store, &layout::catalog_current()).await
+}
+
 /// The catalog in force, if one was imported. Its bytes are checked
 /// against the hash `catalog/CURRENT` names.
 pub async fn current(store: &dyn ObjectStore) -> Result<Option<Catalog>> {
-    let Some(cur) = layout::get_json::<Current>(store, &layout::catalog_current()).await? else {
+    let Some(cur) = current_pointer(store).await? else {
         return Ok(None);
     };
     let bytes = match store.get(&layout::catalog_file(&cur.sha256)).await {

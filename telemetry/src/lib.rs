@@ -21,6 +21,16 @@ use serde_json::json;
 
 type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
+/// What a failing check means for the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Severity {
+    /// The service cannot do its job: `/readyz` answers 503.
+    Required,
+    /// The service still answers, with less: `/readyz` answers 200 and
+    /// says `degraded`, naming the check and why.
+    Degrading,
+}
+
 /// A readiness flag a service flips: ready, or not ready with a reason.
 #[derive(Debug, Clone)]
 pub struct ReadyFlag(Arc<Mutex<Option<String>>>);
@@ -53,7 +63,7 @@ impl ReadyFlag {
 /// Collects metrics and readiness checks before serving.
 pub struct OpsBuilder {
     registry: Registry,
-    checks: Vec<(String, CheckFn)>,
+    checks: Vec<(String, CheckFn, Severity)>,
 }
 
 impl Default for OpsBuilder {
@@ -87,6 +97,7 @@ impl OpsBuilder {
                 let r = f.get();
                 Box::pin(async move { r })
             }),
+            Severity::Required,
         ));
         flag
     }
@@ -97,8 +108,26 @@ impl OpsBuilder {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
-        self.checks
-            .push((name.to_owned(), Arc::new(move || Box::pin(f()))));
+        self.checks.push((
+            name.to_owned(),
+            Arc::new(move || Box::pin(f())),
+            Severity::Required,
+        ));
+    }
+
+    /// An async check named `name` whose failure leaves the service ready
+    /// but degraded (it still answers, with less): `/readyz` answers 200
+    /// with `"degraded"` naming it and why.
+    pub fn degrading_check<F, Fut>(&mut self, name: &str, f: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.checks.push((
+            name.to_owned(),
+            Arc::new(move || Box::pin(f())),
+            Severity::Degrading,
+        ));
     }
 
     /// Freezes the registry and checks.
@@ -113,7 +142,7 @@ impl OpsBuilder {
 
 struct Inner {
     registry: Registry,
-    checks: Vec<(String, CheckFn)>,
+    checks: Vec<(String, CheckFn, Severity)>,
     draining: AtomicBool,
 }
 
@@ -141,21 +170,25 @@ impl Ops {
         out
     }
 
-    /// `Ok` when every check passes, else each failing check with its reason.
-    pub async fn readiness(&self) -> Result<(), Vec<(String, String)>> {
+    /// Runs every check: `Ok` with the degrading checks that fail (each
+    /// with its reason) when no required check fails, else the failing
+    /// required checks.
+    pub async fn readiness(&self) -> Result<Vec<(String, String)>, Vec<(String, String)>> {
         if self.0.draining.load(Ordering::Relaxed) {
             return Err(vec![("service".into(), "shutting down".into())]);
         }
-        let results = futures::future::join_all(self.0.checks.iter().map(|(_, f)| f())).await;
-        let failing: Vec<(String, String)> = self
-            .0
-            .checks
-            .iter()
-            .zip(results)
-            .filter_map(|((name, _), r)| r.err().map(|why| (name.clone(), why)))
-            .collect();
+        let results = futures::future::join_all(self.0.checks.iter().map(|(_, f, _)| f())).await;
+        let (mut failing, mut degraded) = (Vec::new(), Vec::new());
+        for ((name, _, severity), r) in self.0.checks.iter().zip(results) {
+            if let Err(why) = r {
+                match severity {
+                    Severity::Required => failing.push((name.clone(), why)),
+                    Severity::Degrading => degraded.push((name.clone(), why)),
+                }
+            }
+        }
         if failing.is_empty() {
-            Ok(())
+            Ok(degraded)
         } else {
             Err(failing)
         }
@@ -223,7 +256,15 @@ pub async fn not_found() -> Response {
 
 async fn readyz(ops: &Ops) -> Response {
     match ops.readiness().await {
-        Ok(()) => axum::Json(json!({"ready": true})).into_response(),
+        Ok(degraded) if degraded.is_empty() => axum::Json(json!({"ready": true})).into_response(),
+        Ok(degraded) => {
+            let detail: serde_json::Map<String, serde_json::Value> = degraded
+                .into_iter()
+                .map(|(n, w)| (n, serde_json::Value::String(w)))
+                .collect();
+            axum::Json(json!({"ready": true, "status": "degraded", "degraded": detail}))
+                .into_response()
+        }
         Err(failing) => {
             let msg = failing
                 .iter()

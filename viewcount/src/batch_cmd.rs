@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use archive::{ArchiveConfig, ArchiveMetrics};
 use batch::run::{Engine, RunOptions, RunReport};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use telemetry::OpsBuilder;
 
@@ -65,30 +65,14 @@ pub(crate) enum BatchCommand {
     Run(RunArgs),
 }
 
-/// A UTC instant: RFC 3339, or a bare date meaning its midnight UTC.
-fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
-        .ok_or_else(|| {
-            format!(
-                "{s:?} is neither an RFC 3339 time (2026-11-21T13:00:00Z) nor a date (2026-11-21)"
-            )
-        })
-}
-
 /// `--from` and `--to`: hours `[from, to)`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct HourRange {
     /// First hour (inclusive).
-    #[arg(long, value_parser = parse_time)]
+    #[arg(long, value_parser = schemas::time::parse_instant)]
     from: DateTime<Utc>,
     /// End (exclusive).
-    #[arg(long, value_parser = parse_time)]
+    #[arg(long, value_parser = schemas::time::parse_instant)]
     to: DateTime<Utc>,
 }
 

@@ -6,6 +6,7 @@ mod batch_cmd;
 mod catalog_cmd;
 mod gen_cmd;
 mod ingest_cmd;
+mod serve_cmd;
 mod speed_cmd;
 mod token_cmd;
 mod up;
@@ -32,6 +33,8 @@ enum Command {
     Ingest(ingest_cmd::Args),
     /// The speed layer alone: Kafka -> deduplicated Redis counters.
     Speed(speed_cmd::Args),
+    /// The serving API alone: merged batch + speed answers, with bearer tokens.
+    Serve(serve_cmd::Args),
     /// The archive alone: Kafka -> raw Parquet by event hour.
     Archive(batch_cmd::ArchiveArgs),
     /// The batch layer: authoritative recomputation from the archive.
@@ -67,6 +70,7 @@ fn main() -> std::process::ExitCode {
             Command::Up(a) => up::run(a).await,
             Command::Ingest(a) => ingest_cmd::run(a).await,
             Command::Speed(a) => speed_cmd::run(a).await,
+            Command::Serve(a) => serve_cmd::run(a).await,
             Command::Archive(a) => batch_cmd::archive(a).await,
             Command::Batch(c) => batch_cmd::batch(c).await,
             Command::Reconcile(a) => batch_cmd::reconcile(a).await,

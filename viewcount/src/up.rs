@@ -1,9 +1,12 @@
 //! `viewcount up`: the whole pipeline in one process on embedded defaults.
 //!
-//! Today that is ingest and the speed layer, on an embedded mock-cluster Kafka
-//! and a child `redis-server`; later layers join here as they are built.
-//! `--demo N` pushes N generated events through ingest, then shows what reached
-//! Kafka and what the speed layer counted, each checked against the truth.
+//! Today that is ingest, the speed layer, the archive and the serving API on
+//! one listener, on an embedded mock-cluster Kafka and a child
+//! `redis-server`, with the demo catalog in force and dev tokens printed;
+//! later layers join here as they are built. `--demo N` pushes N generated
+//! events through ingest, then shows what reached Kafka, what the speed
+//! layer counted, what a batch run computed and what the API answers, each
+//! checked against the truth.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +22,7 @@ use speed::keys::KeySpace;
 use telemetry::OpsBuilder;
 
 use crate::ingest_cmd::IngestFlags;
+use crate::serve_cmd::ServeFlags;
 use crate::speed_cmd::SpeedFlags;
 use crate::util::{RuleFlags, Stop, bind, shutdown_signal};
 
@@ -52,10 +56,16 @@ pub(crate) struct Args {
     /// Kafka cluster), else file://$PWD/data.
     #[arg(long, env = "VIEWCOUNT_STORE")]
     store: Option<String>,
+    /// The tokens file of the serving API; default: dev tokens (admin,
+    /// finance, one creator) made at start and printed, valid while it runs.
+    #[arg(long, env = "VIEWCOUNT_TOKENS")]
+    tokens: Option<std::path::PathBuf>,
     #[command(flatten)]
     ingest: IngestFlags,
     #[command(flatten)]
     speed: SpeedFlags,
+    #[command(flatten)]
+    serve: ServeFlags,
     #[command(flatten)]
     rules: RuleFlags,
 }
@@ -122,6 +132,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     };
     let store = store::open(&store_url)?;
     println!("store: {store_url} (raw archive, batch views, manifests)");
+    let catalog = demo_catalog(store.as_ref()).await?;
 
     let producer = Arc::new(a.ingest.producer(&bootstrap, &a.topic)?);
     let speed_config = a.speed.config(&bootstrap, &a.topic, &redis_url, rules)?;
@@ -132,14 +143,44 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let speed_ready = ops.flag("redis");
     let archive_metrics = archive::ArchiveMetrics::register(ops.registry());
     let archive_ready = ops.flag("archive");
+    let stop = Stop::new();
+    let serving_metrics = serving::metrics::Metrics::register(ops.registry());
+    let (tokens, dev) = match &a.tokens {
+        Some(path) => (
+            serving::source::TokensFile::open(path.clone(), serving_metrics.clone())
+                .map_err(anyhow::Error::msg)?,
+            None,
+        ),
+        None => {
+            let dev = DevTokens::new(&catalog)?;
+            (
+                serving::source::TokensFile::fixed(dev.tokens()?, serving_metrics.clone()),
+                Some(dev),
+            )
+        }
+    };
+    let serve_options = a.serve.options(
+        &redis_url,
+        &speed_config.key_prefix,
+        a.tokens.clone().unwrap_or_default(),
+    );
+    let serving = serving::Serving::start_with(
+        &mut ops,
+        store.clone(),
+        serve_options,
+        Arc::new(tokens),
+        serving_metrics,
+        telemetry::cancel_on(stop.wait()),
+    )
+    .await?;
     let ops = ops.build();
     let app = ingest::server::router(a.ingest.config(rules), producer.clone(), ingest_metrics)
+        .merge(serving.router.clone())
         .merge(ops.router())
         .fallback(telemetry::not_found);
 
     let listener = bind(&a.listen).await?;
     let addr = listener.local_addr()?;
-    let stop = Stop::new();
     let server = tokio::spawn({
         let stop = stop.wait();
         async move {
@@ -168,6 +209,19 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     ));
     println!("ingest: http://{addr}/v1/events  (also /healthz /readyz /metrics)");
     println!(
+        "serve: http://{addr}/v1/videos/{{video_id}}/views and the rest of the API: http://{addr}/openapi.json"
+    );
+    match &dev {
+        Some(dev) => dev.print(&format!("http://{addr}")),
+        None => println!(
+            "serve: tokens from {}",
+            a.tokens
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        ),
+    }
+    println!(
         "speed: consuming {:?} into Redis keys {}*",
         a.topic,
         keys.prefix()
@@ -178,7 +232,13 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         outcome = async {
             let base = format!("http://{addr}");
             let truth = demo(&base, &bootstrap, &a.topic, &redis_url, &keys, n, rules).await?;
-            demo_batch(store.clone(), &store_url, &truth, &redis_url, &keys, rules).await
+            demo_batch(store.clone(), &store_url, &truth, &redis_url, &keys, rules).await?;
+            let check = match &dev {
+                Some(dev) => dev.admin.clone(),
+                None => return Ok(()),
+            };
+            serving.source.refresh().await?;
+            demo_serving(&base, &check, &truth, &catalog).await
         }
         .await;
     }
@@ -393,7 +453,7 @@ async fn demo_batch(
     println!(
         "check: batch equals the truth per video per hour (views, billable, fraud-filtered, watch seconds)"
     );
-    demo_catalog(store.as_ref(), &views).await?;
+    demo_attribution(store.as_ref(), &views).await?;
     let mut conn = speed::conn::connect_reader(redis_url)
         .await
         .context("connecting to redis")?;
@@ -420,16 +480,38 @@ async fn demo_batch(
     Ok(())
 }
 
-/// Puts the generated videos' catalog in force and shows which views it
-/// attributes to creators; views of videos it leaves out are reported as
-/// unattributed, never dropped.
+/// Puts the generated videos' catalog in force, unless the store has one.
 async fn demo_catalog(
     store: &dyn object_store::ObjectStore,
-    views: &store::ViewsTable,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<store::catalog::Catalog> {
+    if let Some(c) = store::catalog::current(store).await? {
+        println!(
+            "catalog: {} videos of {} creators in force",
+            c.len(),
+            c.creators()
+        );
+        return Ok(c);
+    }
     let g = GenConfig::default();
     let (bytes, _, _) = crate::gen_cmd::catalog_csv(g.videos, g.seed)?;
     let (catalog, cur) = store::catalog::import(store, bytes.into()).await?;
+    println!(
+        "catalog: the demo's {} ({} videos of {} creators; a few videos left out, so their views are unattributed)",
+        cur.path, cur.videos, cur.creators
+    );
+    Ok(catalog)
+}
+
+/// Shows which batch views the catalog in force attributes to creators;
+/// views of videos it leaves out are reported as unattributed, never
+/// dropped.
+async fn demo_attribution(
+    store: &dyn object_store::ObjectStore,
+    views: &store::ViewsTable,
+) -> anyhow::Result<()> {
+    let Some(catalog) = store::catalog::current(store).await? else {
+        return Ok(());
+    };
     let (mut attributed, mut unattributed) = (0u64, 0u64);
     let mut missing: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
     for ((video, _), v) in views {
@@ -444,16 +526,178 @@ async fn demo_catalog(
     let total = attributed + unattributed;
     let shown: Vec<&str> = missing.iter().copied().take(5).collect();
     println!(
-        "catalog: {} ({} videos of {} creators) in force; of {total} batch views {attributed} are attributed to creators and {unattributed} unattributed (videos not in the catalog: {}{})",
-        cur.path,
-        cur.videos,
-        cur.creators,
+        "catalog: of {total} batch views {attributed} are attributed to creators and {unattributed} unattributed (videos not in the catalog: {}{})",
         shown.join(" "),
         if missing.len() > shown.len() {
             " ..."
         } else {
             ""
         }
+    );
+    Ok(())
+}
+
+/// Tokens made at start when no tokens file is given: valid while this
+/// process runs, printed once.
+struct DevTokens {
+    admin: String,
+    finance: String,
+    creator: Option<(String, String)>,
+    tables: String,
+}
+
+impl DevTokens {
+    fn new(catalog: &store::catalog::Catalog) -> anyhow::Result<Self> {
+        use serving::tokens::{Role, new_token};
+        let (admin, t1) = new_token("dev-admin", Role::Admin, None)?;
+        let (finance, t2) = new_token("dev-finance", Role::Finance, None)?;
+        let mut tables = t1 + &t2;
+        // The creator of the most viewed video the catalog attributes.
+        let creator = (0..catalog.len() as u32)
+            .map(loadgen::Generator::video_id)
+            .find_map(|v| catalog.creator_of(&v).map(str::to_owned));
+        let creator = match creator {
+            Some(c) => {
+                let (secret, t) = new_token(&format!("dev-creator-{c}"), Role::Creator, Some(&c))?;
+                tables.push_str(&t);
+                Some((c, secret))
+            }
+            None => None,
+        };
+        Ok(Self {
+            admin,
+            finance,
+            creator,
+            tables,
+        })
+    }
+
+    fn tokens(&self) -> anyhow::Result<serving::tokens::Tokens> {
+        Ok(serving::tokens::Tokens::parse(&self.tables)?)
+    }
+
+    fn print(&self, base: &str) {
+        println!(
+            "serve: dev tokens (valid while this runs; use --tokens FILE for real ones):\n  admin    {}\n  finance  {}",
+            self.admin, self.finance
+        );
+        if let Some((c, secret)) = &self.creator {
+            println!(
+                "  creator {c}  {secret}\n  e.g. curl -s -H 'Authorization: Bearer {secret}' {base}/v1/creators/{c}/views"
+            );
+        }
+    }
+}
+
+/// Checks the API's answers against the truth: every creator's listing
+/// (with the admin token), every unattributed video, and that a creator
+/// token sees its own videos and nobody else's. A 429 is waited out as
+/// `Retry-After` says, as any client should.
+async fn demo_serving(
+    base: &str,
+    token: &str,
+    truth: &Truth,
+    catalog: &store::catalog::Catalog,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        let client = client.clone();
+        let url = format!("{base}{path}");
+        let token = token.to_owned();
+        async move {
+            loop {
+                let r = client.get(&url).bearer_auth(&token).send().await?;
+                if r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    let wait = r
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(1);
+                    tokio::time::sleep(Duration::from_secs(wait)).await;
+                    continue;
+                }
+                if !r.status().is_success() {
+                    bail!(
+                        "GET {url}: {} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    );
+                }
+                return Ok::<serde_json::Value, anyhow::Error>(r.json().await?);
+            }
+        }
+    };
+    // Per video: views, batch billable (after the fraud cap), watch seconds.
+    let mut want: BTreeMap<String, [u64; 3]> = BTreeMap::new();
+    for r in truth.rows() {
+        let w = want.entry(r.video_id.clone()).or_default();
+        w[0] += r.views;
+        w[1] += r.billable_views - r.fraud_filtered;
+        w[2] += r.watch_seconds;
+    }
+    let mut creators: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut unattributed = Vec::new();
+    for v in want.keys() {
+        match catalog.creator_of(v) {
+            Some(c) => creators.entry(c).or_default().push(v),
+            None => unattributed.push(v.as_str()),
+        }
+    }
+    let mut checked = 0usize;
+    let mut got_total = 0u64;
+    for (creator, videos) in &creators {
+        let answer = get(format!("/v1/creators/{creator}/views?limit=10000")).await?;
+        let rows = answer["rows"].as_array().cloned().unwrap_or_default();
+        for row in &rows {
+            let v = row["video_id"].as_str().unwrap_or_default();
+            let got = [
+                row["views"].as_u64().unwrap_or(0),
+                row["billable_views"].as_u64().unwrap_or(0),
+                row["watch_seconds"].as_u64().unwrap_or(0),
+            ];
+            let expected = want.get(v).copied().unwrap_or_default();
+            if got != expected {
+                bail!(
+                    "serving answers {got:?} for {v} (creator {creator}); the truth is {expected:?}"
+                );
+            }
+            got_total += got[0];
+        }
+        checked += videos.len();
+    }
+    for v in &unattributed {
+        let answer = get(format!("/v1/videos/{v}/views")).await?;
+        if !answer["creator_id"].is_null() {
+            bail!(
+                "serving attributes {v} to {}, the catalog does not",
+                answer["creator_id"]
+            );
+        }
+        let got = [
+            answer["views"].as_u64().unwrap_or(0),
+            answer["billable_views"].as_u64().unwrap_or(0),
+            answer["watch_seconds"].as_u64().unwrap_or(0),
+        ];
+        if got != want[*v] {
+            bail!(
+                "serving answers {got:?} for unattributed {v}; the truth is {:?}",
+                want[*v]
+            );
+        }
+        got_total += got[0];
+        checked += 1;
+    }
+    if got_total != truth.views() {
+        bail!(
+            "serving's answers sum to {got_total} views; the truth is {}",
+            truth.views()
+        );
+    }
+    println!(
+        "check: the serving API (bearer token) answers every one of {checked} videos equal to the truth ({} by creator listings, {} unattributed), {got_total} views in all",
+        checked - unattributed.len(),
+        unattributed.len()
     );
     Ok(())
 }

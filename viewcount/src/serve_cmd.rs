@@ -1,0 +1,80 @@
+//! `viewcount serve`: the serving API (DESIGN §6).
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serving::ServeOptions;
+use serving::api::ApiConfig;
+use serving::speed_part::SpeedConfig;
+
+use crate::batch_cmd::StoreFlag;
+use crate::util::{bind, shutdown_signal};
+
+/// Serving flags shared by `serve` and `up`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeFlags {
+    /// Requests per second each token may make (0: no limit).
+    #[arg(long, env = "VIEWCOUNT_RATE_LIMIT", default_value_t = ApiConfig::DEFAULT_RATE)]
+    pub(crate) rate_limit: u32,
+    /// Requests a token may make at once above its rate.
+    #[arg(long, env = "VIEWCOUNT_RATE_BURST", default_value_t = ApiConfig::DEFAULT_BURST)]
+    pub(crate) rate_burst: u32,
+    /// Open live streams each token may hold.
+    #[arg(long, env = "VIEWCOUNT_LIVE_PER_TOKEN", default_value_t = ApiConfig::DEFAULT_LIVE_PER_TOKEN)]
+    pub(crate) live_per_token: usize,
+    /// Longest wait for Redis on a request before answering from batch alone.
+    #[arg(long, env = "VIEWCOUNT_SPEED_TIMEOUT", default_value_t = SpeedConfig::DEFAULT_TIMEOUT.into())]
+    pub(crate) speed_timeout: humantime::Duration,
+    /// How often the published state, catalog and tokens file are checked for changes.
+    #[arg(long, env = "VIEWCOUNT_RELOAD_EVERY", default_value_t = ServeOptions::DEFAULT_RELOAD_EVERY.into())]
+    pub(crate) reload_every: humantime::Duration,
+}
+
+impl ServeFlags {
+    pub(crate) fn options(&self, redis_url: &str, prefix: &str, tokens: PathBuf) -> ServeOptions {
+        let api = ApiConfig {
+            rate_per_second: NonZeroU32::new(self.rate_limit),
+            burst: NonZeroU32::new(self.rate_burst).unwrap_or(NonZeroU32::MIN),
+            live_per_token: self.live_per_token,
+            ..ApiConfig::default()
+        };
+        let mut speed = SpeedConfig::new(redis_url);
+        speed.prefix = prefix.to_owned();
+        speed.timeout = self.speed_timeout.into();
+        ServeOptions {
+            api,
+            speed,
+            tokens,
+            reload_every: self.reload_every.into(),
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    store: StoreFlag,
+    /// Redis URL of the speed layer.
+    #[arg(long, env = "VIEWCOUNT_REDIS_URL")]
+    redis_url: String,
+    /// Prefix of the speed layer's Redis keys.
+    #[arg(long, env = "VIEWCOUNT_REDIS_PREFIX", default_value = speed::defaults::KEY_PREFIX)]
+    redis_prefix: String,
+    /// The tokens file (create tokens with `viewcount token create`).
+    #[arg(long, env = "VIEWCOUNT_TOKENS")]
+    tokens: PathBuf,
+    /// HTTP listen address.
+    #[arg(long, env = "VIEWCOUNT_LISTEN", default_value = crate::util::DEFAULT_LISTEN)]
+    listen: String,
+    #[command(flatten)]
+    flags: ServeFlags,
+}
+
+pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
+    let store = store::open(&a.store.url()).context("opening the object store")?;
+    let listener = bind(&a.listen).await?;
+    let options = a.flags.options(&a.redis_url, &a.redis_prefix, a.tokens);
+    serving::service::run(listener, store, options, shutdown_signal()).await?;
+    Ok(())
+}
