@@ -202,10 +202,11 @@ impl IntoResponse for ApiError {
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if let Some(s) = self.retry_after {
-            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let Some(v) = self
+            .retry_after
+            .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
         }
         r
     }
@@ -650,18 +651,18 @@ fn check_token(app: &App, req: &Request) -> ApiResult<Caller> {
             "the token is not valid (unknown or revoked)",
         ));
     };
-    if let Some(limiter) = &app.limiter {
-        if let Err(not_until) = limiter.check_key(&token.name) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return Err(ApiError::limited(
-                format!(
-                    "token {:?} is over its rate limit; retry after {} ms",
-                    token.name,
-                    wait.as_millis()
-                ),
-                wait.as_secs_f64().ceil() as u64,
-            ));
-        }
+    if let Some(limiter) = &app.limiter
+        && let Err(not_until) = limiter.check_key(&token.name)
+    {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        return Err(ApiError::limited(
+            format!(
+                "token {:?} is over its rate limit; retry after {} ms",
+                token.name,
+                wait.as_millis()
+            ),
+            wait.as_secs_f64().ceil() as u64,
+        ));
     }
     Ok(Caller(Arc::new(token.clone())))
 }

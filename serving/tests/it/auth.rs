@@ -1,0 +1,317 @@
+//! Who may read what: each role on each route, bad credentials, rate
+//! limits, live-stream bounds and the tokens file reloaded.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use serving::api::ApiConfig;
+use serving::tokens::{Role, new_token};
+
+use crate::world::{World, totals};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_role_reads_what_it_may_and_nothing_else() {
+    let w = World::new(1_500, 21).await;
+    w.publish(w.first, w.end).await;
+    let s = w
+        .serve(ApiConfig {
+            rate_per_second: None,
+            ..ApiConfig::default()
+        })
+        .await;
+    s.reload().await;
+    let (a, b, u) = (&w.video_a, &w.video_b, &w.unattributed);
+    let (ca, cb) = (&w.creator_a, &w.creator_b);
+    // Per route: (path, status for admin/finance, for creator A, for creator B).
+    let routes: Vec<(String, u16, u16, u16)> = vec![
+        (format!("/v1/videos/{a}/views"), 200, 200, 403),
+        (format!("/v1/videos/{b}/views"), 200, 403, 200),
+        (format!("/v1/videos/{u}/views"), 200, 403, 403),
+        (format!("/v1/videos/{a}/series"), 200, 200, 403),
+        (format!("/v1/videos/{u}/series"), 200, 403, 403),
+        (format!("/v1/videos/{a}"), 200, 200, 403),
+        (format!("/v1/videos/{b}"), 200, 403, 200),
+        (format!("/v1/videos/{u}"), 404, 403, 403),
+        (format!("/v1/creators/{ca}/views"), 200, 200, 403),
+        (format!("/v1/creators/{cb}/views"), 200, 403, 200),
+        (format!("/v1/creators/{ca}/series"), 200, 200, 403),
+        (format!("/v1/creators/{cb}/series"), 200, 403, 200),
+    ];
+    let secrets = &w.secrets;
+    for (path, staff, for_a, for_b) in &routes {
+        for (who, token, want) in [
+            ("admin", &secrets.admin, staff),
+            ("finance", &secrets.finance, staff),
+            ("creator A", &secrets.creator_a, for_a),
+            ("creator B", &secrets.creator_b, for_b),
+        ] {
+            let (status, _, body) = s.get(path, Some(token)).await;
+            assert_eq!(status, *want, "{who} GET {path}: {body}");
+            if status != 200 {
+                assert!(body["error"]["code"].is_string(), "{who} {path}: {body}");
+                assert!(body["error"]["message"].is_string(), "{who} {path}: {body}");
+            }
+        }
+        for (why, header) in [
+            ("no token", None),
+            ("a wrong token", Some("vct_0000")),
+            ("a token of another form", Some("Basic dXNlcjpwYXNz")),
+        ] {
+            let mut req = s.client.get(format!("{}{path}", s.base));
+            if let Some(h) = header {
+                req = req.header(
+                    "authorization",
+                    if h.starts_with("Basic") {
+                        h.to_owned()
+                    } else {
+                        format!("Bearer {h}")
+                    },
+                );
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 401, "{why}: GET {path}");
+            assert_eq!(
+                r.headers()
+                    .get("www-authenticate")
+                    .map(|v| v.to_str().unwrap()),
+                Some("Bearer"),
+                "{why}: GET {path}"
+            );
+        }
+    }
+    // A creator's own listing holds only their videos.
+    let own = s
+        .ok(&format!("/v1/creators/{ca}/views"), &secrets.creator_a)
+        .await;
+    for r in own["rows"].as_array().unwrap() {
+        let v = r["video_id"].as_str().unwrap();
+        assert_eq!(w.catalog.creator_of(v), Some(ca.as_str()), "{v}");
+    }
+    // The token never goes in a URL: a query token is an unknown parameter.
+    let (status, _, body) = s
+        .get(
+            &format!("/v1/videos/{a}/views?token={}", secrets.creator_a),
+            None,
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
+    // Auth failures are metrics.
+    let metrics = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("viewcount_serving_auth_failures_total{reason=\"scope\"}")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_over_its_rate_is_told_when_to_come_back() {
+    let w = World::new(500, 22).await;
+    let s = w
+        .serve(ApiConfig {
+            rate_per_second: NonZeroU32::new(1),
+            burst: NonZeroU32::new(3).unwrap(),
+            ..ApiConfig::default()
+        })
+        .await;
+    let path = format!("/v1/videos/{}", w.video_a);
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..6 {
+        let (status, headers, _) = s.get(&path, Some(&w.secrets.admin)).await;
+        statuses.push(status);
+        if status == 429 {
+            retry_after = headers
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+        }
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200], "the burst: {statuses:?}");
+    assert!(statuses[3..].contains(&429), "{statuses:?}");
+    assert!(
+        retry_after.is_some_and(|s| s >= 1),
+        "Retry-After: {retry_after:?}"
+    );
+    // Another token has its own budget.
+    let (status, _, _) = s.get(&path, Some(&w.secrets.finance)).await;
+    assert_eq!(status, 200);
+    let metrics = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("viewcount_serving_rate_limited_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_added_and_revoked_in_the_file_take_effect_without_a_restart() {
+    let w = World::new(300, 23).await;
+    let s = w.serve(ApiConfig::default()).await;
+    let path = format!("/v1/videos/{}", w.video_a);
+    let original = std::fs::read_to_string(w.tokens_path()).unwrap();
+    let (secret, table) = new_token("added-later", Role::Finance, None).unwrap();
+    assert_eq!(s.get(&path, Some(&secret)).await.0, 401);
+    std::fs::write(w.tokens_path(), original.clone() + &table).unwrap();
+    let wait_for = |want: u16| {
+        let (s, path, secret) = (&s, &path, &secret);
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let (status, _, _) = s.get(path, Some(secret)).await;
+                if status == want {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "never {want}: {status}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for(200).await;
+    // A broken file keeps the tokens in force.
+    std::fs::write(w.tokens_path(), "[[token]]\nname = 1\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        s.get(&path, Some(&secret)).await.0,
+        200,
+        "the previous tokens stay"
+    );
+    // Revoked: the file without it.
+    std::fs::write(w.tokens_path(), original).unwrap();
+    wait_for(401).await;
+    assert_eq!(s.get(&path, Some(&w.secrets.admin)).await.0, 200);
+}
+
+/// Reads one Server-Sent Event's data from a streaming response.
+async fn next_event(r: &mut reqwest::Response, buf: &mut String) -> serde_json::Value {
+    loop {
+        if let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) {
+                return serde_json::from_str(data).unwrap();
+            }
+            continue;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(20), r.chunk())
+            .await
+            .expect("an event within 20 s")
+            .unwrap()
+            .expect("the stream stays open");
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_streams_the_merged_total_and_are_bounded_per_token() {
+    let w = World::new(800, 24).await;
+    let s = w
+        .serve(ApiConfig {
+            live_per_token: 1,
+            live_every: Duration::from_millis(100),
+            ..ApiConfig::default()
+        })
+        .await;
+    let live = format!("{}/v1/videos/{}/live", s.base, w.video_a);
+    let mut r = s
+        .client
+        .get(&live)
+        .bearer_auth(&w.secrets.creator_a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut buf = String::new();
+    let first = next_event(&mut r, &mut buf).await;
+    let views = s
+        .ok(
+            &format!("/v1/videos/{}/views", w.video_a),
+            &w.secrets.creator_a,
+        )
+        .await;
+    assert_eq!(totals(&first), totals(&views), "{first}");
+    // A second stream for the same token is refused; another token's is not.
+    let second = s
+        .client
+        .get(&live)
+        .bearer_auth(&w.secrets.creator_a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status().as_u16(), 429);
+    assert!(second.headers().contains_key("retry-after"));
+    let other = s
+        .client
+        .get(&live)
+        .bearer_auth(&w.secrets.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 200);
+    drop(other);
+    // Another creator may not stream it.
+    let (status, _, _) = s
+        .get(
+            &format!("/v1/videos/{}/live", w.video_a),
+            Some(&w.secrets.creator_b),
+        )
+        .await;
+    assert_eq!(status, 403);
+    // New views arrive: the stream sends the new total.
+    let mut more = loadgen::Generator::new(loadgen::GenConfig {
+        events: 200,
+        seed: 99,
+        ..loadgen::GenConfig::default()
+    })
+    .unwrap()
+    .accepted_at(chrono::Utc::now());
+    more.retain(|e| e.event.video_id == w.video_a);
+    assert!(!more.is_empty());
+    w.producer
+        .produce_all(&more, &schemas::RuleSet::default())
+        .await
+        .unwrap();
+    let next = next_event(&mut r, &mut buf).await;
+    assert!(
+        next["views"].as_u64().unwrap() > first["views"].as_u64().unwrap(),
+        "{first} then {next}"
+    );
+    // Shutdown closes the stream cleanly.
+    s.cancel.cancel();
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match r.chunk().await {
+                Ok(Some(_)) => continue,
+                other => return other.is_ok(),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends on shutdown");
+    assert!(end, "a clean end of stream");
+}
