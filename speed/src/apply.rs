@@ -33,13 +33,13 @@ use crate::keys::{KeySpace, day_end};
 /// ("HH"), billable (0/1), watch seconds, viewer key index, user id;
 /// last, the newest `received_at` (µs) among the records.
 pub const SCRIPT: &str = r#"
-local stored_raw = redis.call('GET', KEYS[1])
-local stored = tonumber(stored_raw or '0')
+local stored = tonumber(redis.call('GET', KEYS[1]) or '0')
 local n = tonumber(ARGV[1])
 -- A batch that starts past the stored offset would skip records (Redis lost
--- its last writes, e.g. a crash before fsync): apply nothing, let the
--- consumer rewind to the stored offset.
-if stored_raw and tonumber(ARGV[2]) > stored and ARGV[4] ~= '1' then
+-- its last writes, e.g. a crash before fsync, or the consumer was moved past
+-- them): apply nothing, let the consumer rewind to the stored offset. No key
+-- yet means offset 0, so a first batch past 0 is a gap too.
+if tonumber(ARGV[2]) > stored and ARGV[4] ~= '1' then
   return {0, 0, 0, 0, stored, 1}
 end
 local nkeys = #KEYS - 2

@@ -326,35 +326,41 @@ impl Speed {
         let mut parts = Vec::with_capacity(by_partition.len());
         let mut dead = Vec::new();
         for (partition, msgs) in by_partition {
-            let mut records = Vec::with_capacity(msgs.len());
-            for m in &msgs {
-                match decode(m, &self.limits) {
-                    Ok(event) => records.push(Record {
-                        offset: m.offset(),
-                        event,
-                    }),
-                    Err((code, reason)) => dead.push((m.clone(), code, reason)),
+            // One part per run of consecutive offsets: after a seek or a
+            // reassignment a batch can hold records from before and after
+            // the jump, and a part's span must never claim records it does
+            // not hold (the script stores the span's end as applied).
+            for msgs in contiguous_runs(msgs, |m| m.offset()) {
+                let mut records = Vec::with_capacity(msgs.len());
+                for m in &msgs {
+                    match decode(m, &self.limits) {
+                        Ok(event) => records.push(Record {
+                            offset: m.offset(),
+                            event,
+                        }),
+                        Err((code, reason)) => dead.push((m.clone(), code, reason)),
+                    }
                 }
+                let span = (
+                    msgs.first().map_or(0, |m| m.offset()),
+                    msgs.last().map_or(0, |m| m.offset() + 1),
+                );
+                let call = PartitionBatch::build(
+                    &self.keys,
+                    partition,
+                    &records,
+                    span,
+                    false,
+                    &self.config.rules,
+                    &self.retention,
+                );
+                parts.push(Part {
+                    partition,
+                    records,
+                    span,
+                    call,
+                });
             }
-            let span = (
-                msgs.first().map_or(0, |m| m.offset()),
-                msgs.last().map_or(0, |m| m.offset() + 1),
-            );
-            let call = PartitionBatch::build(
-                &self.keys,
-                partition,
-                &records,
-                span,
-                false,
-                &self.config.rules,
-                &self.retention,
-            );
-            parts.push(Part {
-                partition,
-                records,
-                span,
-                call,
-            });
         }
         Prepared { parts, dead }
     }
@@ -381,29 +387,51 @@ impl Speed {
                 return false;
             }
         }
-        let parts: Vec<&Part> = p
-            .parts
-            .iter()
-            .filter(|part| match expected.get(&part.partition) {
-                Some(&want) if part.span.0 != want => false,
-                Some(_) => {
-                    expected.remove(&part.partition);
-                    true
-                }
-                None => true,
-            })
-            .collect();
-        let results = join_all(
-            parts
-                .iter()
-                .map(|part| self.invoke(part.partition, &part.call)),
-        )
+        // Partitions at once; each partition's runs one after another.
+        let mut by_partition: BTreeMap<i32, Vec<&Part>> = BTreeMap::new();
+        for part in &p.parts {
+            by_partition.entry(part.partition).or_default().push(part);
+        }
+        let results = join_all(by_partition.into_iter().map(|(partition, parts)| {
+            let want = expected.remove(&partition);
+            async move {
+                (
+                    partition,
+                    self.apply_partition(partition, parts, want).await,
+                )
+            }
+        }))
         .await;
-        for (part, result) in parts.iter().zip(results) {
-            let Some(applied) = result else {
-                return false;
-            };
-            let partition = part.partition;
+        let mut completed = true;
+        for (partition, result) in results {
+            match result {
+                Some(Some(want)) => {
+                    expected.insert(partition, want);
+                }
+                Some(None) => {}
+                None => completed = false,
+            }
+        }
+        completed
+    }
+
+    /// Applies one partition's parts in offset order. `want`: after a
+    /// rewind, the offset the partition's next part must start at (parts
+    /// read before the seek are stale and dropped). Returns the partition's
+    /// `want` afterwards, or `None` if shutdown interrupted the retries.
+    async fn apply_partition(
+        &self,
+        partition: i32,
+        parts: Vec<&Part>,
+        mut want: Option<i64>,
+    ) -> Option<Option<i64>> {
+        for part in parts {
+            match want {
+                Some(w) if part.span.0 != w => continue,
+                Some(_) => want = None,
+                None => {}
+            }
+            let applied = self.invoke(partition, &part.call).await?;
             if let Some(stored) = applied.gap_at {
                 // Redis is behind us. If the broker still has the records
                 // from `stored`, reread them; if retention deleted them,
@@ -417,16 +445,16 @@ impl Speed {
                         Offset::Offset(stored),
                         Timeout::After(Duration::from_secs(10)),
                     ) {
-                        Ok(()) => {
-                            expected.insert(partition, stored);
-                        }
+                        Ok(()) => want = Some(stored),
                         Err(e) => {
                             tracing::warn!(partition, error = %e, "speed: seek failed; the partition resumes from Redis's offset on the next assignment")
                         }
                     }
-                    continue;
+                    // The rest of this batch is past the gap: reread.
+                    return Some(want);
                 }
                 tracing::error!(partition, stored, low = ?low, "speed: records between the stored offset and the log start were deleted by retention before they were counted");
+                self.metrics.gap_accepted(partition, part.span.0 - stored);
                 let call = PartitionBatch::build(
                     &self.keys,
                     partition,
@@ -436,9 +464,7 @@ impl Speed {
                     &self.config.rules,
                     &self.retention,
                 );
-                if self.invoke(partition, &call).await.is_none() {
-                    return false;
-                }
+                self.invoke(partition, &call).await?;
             }
             let now = Utc::now();
             for r in &part.records {
@@ -450,7 +476,7 @@ impl Speed {
                 .consumer
                 .store_offset(&self.config.topic, partition, part.span.1 - 1);
         }
-        true
+        Some(want)
     }
 
     /// Runs one partition's script, retrying Redis errors with capped
@@ -561,6 +587,20 @@ impl Speed {
     }
 }
 
+/// Splits `items` (in arrival order) into runs of consecutive offsets.
+fn contiguous_runs<T>(items: Vec<T>, offset: impl Fn(&T) -> i64) -> Vec<Vec<T>> {
+    let mut runs: Vec<Vec<T>> = Vec::new();
+    for item in items {
+        match runs.last_mut() {
+            Some(run) if run.last().is_some_and(|l| offset(l) + 1 == offset(&item)) => {
+                run.push(item);
+            }
+            _ => runs.push(vec![item]),
+        }
+    }
+    runs
+}
+
 /// Decodes and re-validates one record; `Err((code, reason))` for poison.
 fn decode(
     m: &OwnedMessage,
@@ -594,5 +634,17 @@ async fn connect(
             () = cancel.cancelled() => return Err(Error::Stopped),
             () = tokio::time::sleep(backoff) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contiguous_runs;
+
+    #[test]
+    fn a_batch_splits_where_offsets_jump() {
+        let runs = contiguous_runs(vec![0, 1, 2, 5, 6, 3, 4, 9], |&o| o);
+        assert_eq!(runs, vec![vec![0, 1, 2], vec![5, 6], vec![3, 4], vec![9]]);
+        assert!(contiguous_runs(Vec::<i64>::new(), |&o| o).is_empty());
     }
 }

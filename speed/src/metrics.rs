@@ -42,6 +42,7 @@ pub struct Metrics {
     dead_lettered_total: Counter,
     redis_errors: Counter,
     rewinds: Counter,
+    gap_records: Counter,
     batch_size: Histogram,
     script_seconds: Histogram,
     freshness_seconds: Histogram,
@@ -62,6 +63,7 @@ impl Metrics {
             dead_lettered_total: Counter::default(),
             redis_errors: Counter::default(),
             rewinds: Counter::default(),
+            gap_records: Counter::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             script_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             freshness_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
@@ -102,6 +104,11 @@ impl Metrics {
             "rewinds",
             "Times a partition was rewound to Redis's stored offset (Redis lost recent writes)",
             m.rewinds.clone(),
+        );
+        r.register(
+            "gap_records",
+            "Records deleted by Kafka retention before the speed layer counted them (accepted gaps)",
+            m.gap_records.clone(),
         );
         r.register("batch_size", "Records per batch", m.batch_size.clone());
         r.register(
@@ -188,5 +195,18 @@ impl Metrics {
             "redis is behind this consumer (lost recent writes?); rewinding to its stored offset"
         );
         self.rewinds.inc();
+    }
+
+    /// Records `n` records of `partition` were deleted by retention before
+    /// the speed layer counted them: the gap is accepted (counts are low by
+    /// that many records; batch, from the archive, still has them if the
+    /// archive read them in time).
+    pub(crate) fn gap_accepted(&self, partition: i32, n: i64) {
+        tracing::error!(
+            partition,
+            records = n,
+            "speed: accepted a gap of records deleted before they were counted"
+        );
+        self.gap_records.inc_by(u64::try_from(n).unwrap_or(0));
     }
 }

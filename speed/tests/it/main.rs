@@ -4,3 +4,4 @@ mod exact;
 mod faults;
 mod harness;
 mod poison;
+mod script;
