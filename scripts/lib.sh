@@ -43,6 +43,17 @@ ensure_duckdb() {
   python3 -c 'import duckdb'
 }
 
+# schemathesis (PyPI) for scripts/schemathesis.
+ensure_schemathesis() {
+  ensure_duckdb  # python3 and pip
+  command -v st >/dev/null && st --version >/dev/null 2>&1 && return 0
+  echo "== installing schemathesis (pip)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check schemathesis 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages schemathesis
+  command -v st >/dev/null || export PATH="$HOME/.local/bin:$PATH"
+  st --version >/dev/null
+}
+
 # cargo-fuzz (libFuzzer driver) for scripts/fuzz; built from crates.io once.
 ensure_cargo_fuzz() {
   cargo fuzz --version >/dev/null 2>&1 && return 0

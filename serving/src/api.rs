@@ -546,6 +546,33 @@ impl Params {
     }
 }
 
+/// Steps of a series (for the document; parsed by [`Params::granularity`]).
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum Granularity {
+    /// Hourly points.
+    Hour,
+    /// Daily points, from midnight UTC.
+    Day,
+}
+
+/// Orders of a creator listing (for the document; parsed by
+/// [`Params::sort`]).
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum SortBy {
+    /// Most views first.
+    Views,
+    /// Most billable views first.
+    BillableViews,
+    /// Most watch time first.
+    WatchSeconds,
+    /// By video id.
+    VideoId,
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Sort {
     Views,
@@ -837,9 +864,9 @@ fn day_start(t: DateTime<Utc>) -> DateTime<Utc> {
     get,
     path = "/v1/videos/{video_id}/views",
     params(
-        ("video_id" = String, Path, description = "The video"),
-        ("from" = Option<String>, Query, description = "First hour (RFC 3339 UTC on the hour, or a date); default: all time"),
-        ("to" = Option<String>, Query, description = "End hour, exclusive; default: the end of the current hour"),
+        ("video_id" = String, Path, description = "The video", pattern = r"^[A-Za-z0-9_-]{1,64}$"),
+        ("from" = Option<String>, Query, description = "First hour (RFC 3339 UTC on the hour, or a date); default: all time", pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:00:00(\\.0+)?(Z|z|[+-][0-9]{2}:00))?$"),
+        ("to" = Option<String>, Query, description = "End hour, exclusive; default: the end of the current hour", pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:00:00(\\.0+)?(Z|z|[+-][0-9]{2}:00))?$"),
     ),
     responses(
         (status = 200, description = "The merged totals", body = VideoViews),
@@ -964,10 +991,10 @@ fn granularity_name(step: TimeDelta) -> &'static str {
     get,
     path = "/v1/videos/{video_id}/series",
     params(
-        ("video_id" = String, Path, description = "The video"),
-        ("granularity" = Option<String>, Query, description = "hour (default) or day"),
-        ("from" = Option<String>, Query, description = "First hour (daily: a midnight); default: 48 hours or 30 days back"),
-        ("to" = Option<String>, Query, description = "End, exclusive; default: the end of the current hour or day"),
+        ("video_id" = String, Path, description = "The video", pattern = r"^[A-Za-z0-9_-]{1,64}$"),
+        ("granularity" = Option<Granularity>, Query, description = "hour (default) or day"),
+        ("from" = Option<String>, Query, description = "First hour (daily: a midnight); default: 48 hours or 30 days back", pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:00:00(\\.0+)?(Z|z|[+-][0-9]{2}:00))?$"),
+        ("to" = Option<String>, Query, description = "End, exclusive; default: the end of the current hour or day", pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:00:00(\\.0+)?(Z|z|[+-][0-9]{2}:00))?$"),
     ),
     responses(
         (status = 200, description = "The series", body = Series),
@@ -1048,11 +1075,11 @@ fn creator_videos<'a>(
     get,
     path = "/v1/creators/{creator_id}/views",
     params(
-        ("creator_id" = String, Path, description = "The creator"),
-        ("from" = Option<String>, Query, description = "First hour; default: all time"),
-        ("to" = Option<String>, Query, description = "End hour, exclusive; default: the end of the current hour"),
-        ("sort" = Option<String>, Query, description = "views (default), billable_views, watch_seconds or video_id"),
-        ("limit" = Option<u32>, Query, description = "Rows to return, 1 to 10000; default 100"),
+        ("creator_id" = String, Path, description = "The creator", pattern = r"^[A-Za-z0-9_-]{1,64}$"),
+        ("from" = Option<String>, Query, description = "First hour; default: all time", pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:00:00(\\.0+)?(Z|z|[+-][0-9]{2}:00))?$"),
+        ("to" = Option<String>, Query, description = "End hour, exclusive; default: the end of the current hour", pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:00:00(\\.0+)?(Z|z|[+-][0-9]{2}:00))?$"),
+        ("sort" = Option<SortBy>, Query, description = "views (default), billable_views, watch_seconds or video_id"),
+        ("limit" = Option<u32>, Query, description = "Rows to return, 1 to 10000; default 100", minimum = 1, maximum = 10000),
     ),
     responses(
         (status = 200, description = "The listing", body = CreatorViews),
@@ -1144,10 +1171,10 @@ async fn creator_views(
     get,
     path = "/v1/creators/{creator_id}/series",
     params(
-        ("creator_id" = String, Path, description = "The creator"),
-        ("granularity" = Option<String>, Query, description = "hour (default) or day"),
-        ("from" = Option<String>, Query, description = "First hour (daily: a midnight); default: 48 hours or 30 days back"),
-        ("to" = Option<String>, Query, description = "End, exclusive; default: the end of the current hour or day"),
+        ("creator_id" = String, Path, description = "The creator", pattern = r"^[A-Za-z0-9_-]{1,64}$"),
+        ("granularity" = Option<Granularity>, Query, description = "hour (default) or day"),
+        ("from" = Option<String>, Query, description = "First hour (daily: a midnight); default: 48 hours or 30 days back", pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:00:00(\\.0+)?(Z|z|[+-][0-9]{2}:00))?$"),
+        ("to" = Option<String>, Query, description = "End, exclusive; default: the end of the current hour or day", pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:00:00(\\.0+)?(Z|z|[+-][0-9]{2}:00))?$"),
     ),
     responses(
         (status = 200, description = "The series", body = Series),
@@ -1195,7 +1222,7 @@ async fn creator_series(
 #[utoipa::path(
     get,
     path = "/v1/videos/{video_id}",
-    params(("video_id" = String, Path, description = "The video")),
+    params(("video_id" = String, Path, description = "The video", pattern = r"^[A-Za-z0-9_-]{1,64}$")),
     responses(
         (status = 200, description = "The entry", body = VideoEntry),
         (status = 400, description = "A bad video id", body = ErrorBody),
@@ -1249,6 +1276,17 @@ pub struct LiveTotal {
     freshness_seconds: Option<f64>,
 }
 
+/// One Server-Sent Event of a live stream, as a client's SSE parser sees
+/// it: `event` is `total` and `data` a [`LiveTotal`] in JSON.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LiveEvent {
+    /// Always `total`.
+    event: String,
+    /// A `LiveTotal`, as JSON text.
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
+
 /// Holds a live stream's slot and says when it closes.
 struct LiveGuard {
     _permit: OwnedSemaphorePermit,
@@ -1267,11 +1305,11 @@ impl Drop for LiveGuard {
     get,
     path = "/v1/videos/{video_id}/live",
     params(
-        ("video_id" = String, Path, description = "The video"),
-        ("from" = Option<String>, Query, description = "First hour counted; default: all time"),
+        ("video_id" = String, Path, description = "The video", pattern = r"^[A-Za-z0-9_-]{1,64}$"),
+        ("from" = Option<String>, Query, description = "First hour counted; default: all time", pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:00:00(\\.0+)?(Z|z|[+-][0-9]{2}:00))?$"),
     ),
     responses(
-        (status = 200, description = "`text/event-stream` of `total` events, each a LiveTotal", content_type = "text/event-stream", body = LiveTotal),
+        (status = 200, description = "`text/event-stream` of `total` events, each a LiveTotal", content_type = "text/event-stream", body = LiveEvent),
         (status = 400, description = "A bad parameter", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "Another creator's or an unattributed video", body = ErrorBody),
@@ -1419,7 +1457,7 @@ fn openapi_doc() {}
     ),
     components(schemas(
         VideoViews, BatchPart, SpeedPart, SpeedStatus, UniqueViewers, Series, Point, PointSource,
-        SpeedState, CreatorViews, CreatorRow, VideoEntry, LiveTotal, ErrorBody, ErrorDetail
+        SpeedState, CreatorViews, CreatorRow, VideoEntry, LiveTotal, LiveEvent, ErrorBody, ErrorDetail, Granularity, SortBy
     )),
     modifiers(&BearerAuth)
 )]
