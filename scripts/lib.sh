@@ -54,6 +54,21 @@ ensure_schemathesis() {
   st --version >/dev/null
 }
 
+# Headless Chromium and a DevTools-protocol client for the dashboard check.
+ensure_chromium() {
+  command -v chromium >/dev/null || {
+    echo "== installing chromium (apt-get)" >&2
+    need_root_or_sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    need_root_or_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  }
+  ensure_duckdb  # python3 and pip
+  python3 -c 'import websocket' 2>/dev/null && return 0
+  echo "== installing websocket-client (pip)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check websocket-client 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages websocket-client
+  python3 -c 'import websocket'
+}
+
 # cargo-fuzz (libFuzzer driver) for scripts/fuzz; built from crates.io once.
 ensure_cargo_fuzz() {
   cargo fuzz --version >/dev/null 2>&1 && return 0

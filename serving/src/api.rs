@@ -1262,6 +1262,44 @@ async fn video_entry(
     }))
 }
 
+/// The token a request came with.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    /// The token's name.
+    name: String,
+    /// `creator`, `finance` or `admin`.
+    role: String,
+    /// The creator a creator token is scoped to.
+    creator_id: Option<String>,
+}
+
+/// Who the token is: its name, role and creator (what the dashboard shows).
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    responses(
+        (status = 200, description = "The token", body = Me),
+        (status = 400, description = "A query parameter was given", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 429, description = "Over the token's rate limit", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn me(caller: Caller, QueryMap(q): QueryMap) -> ApiResult<axum::Json<Me>> {
+    Params::new(q, &[])?;
+    let t = &caller.0;
+    Ok(axum::Json(Me {
+        name: t.name.clone(),
+        role: match t.role {
+            crate::tokens::Role::Creator => "creator",
+            crate::tokens::Role::Finance => "finance",
+            crate::tokens::Role::Admin => "admin",
+        }
+        .to_owned(),
+        creator_id: t.creator_id.clone(),
+    }))
+}
+
 /// One live update of a video's merged total.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct LiveTotal {
@@ -1407,6 +1445,51 @@ async fn video_live(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
+// ---------------------------------------------------------------- the dashboard
+
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+const APP_JS: &str = include_str!("../assets/app.js");
+const UPLOT_JS: &str = include_str!("../assets/vendor/uplot/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("../assets/vendor/uplot/uPlot.min.css");
+
+/// The creator dashboard: a page embedded in the binary (no CDN); it asks
+/// for a token and keeps it in the tab's session storage.
+#[utoipa::path(get, path = "/", responses((status = 200, description = "The dashboard page", content_type = "text/html")))]
+async fn dashboard() -> Response {
+    page("text/html; charset=utf-8", INDEX_HTML)
+}
+
+/// The dashboard's script and its vendored chart library (uPlot, MIT).
+#[utoipa::path(
+    get,
+    path = "/dashboard/{file}",
+    params(("file" = String, Path, description = "app.js, uPlot.iife.min.js or uPlot.min.css")),
+    responses(
+        (status = 200, description = "The file", content_type = "text/javascript"),
+        (status = 404, description = "No such file", body = ErrorBody),
+    )
+)]
+async fn dashboard_file(PathParam(file): PathParam) -> Response {
+    match file.as_str() {
+        "app.js" => page("text/javascript; charset=utf-8", APP_JS),
+        "uPlot.iife.min.js" => page("text/javascript; charset=utf-8", UPLOT_JS),
+        "uPlot.min.css" => page("text/css; charset=utf-8", UPLOT_CSS),
+        _ => ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such dashboard file")
+            .into_response(),
+    }
+}
+
+fn page(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 // ---------------------------------------------------------------- the document
 
 struct BearerAuth;
@@ -1452,12 +1535,12 @@ fn openapi_doc() {}
         description = "Video views merged from the authoritative batch counts (hours before the watermark) and the speed layer (hours from it on)."
     ),
     paths(
-        video_views, video_series, video_live, video_entry, creator_views, creator_series,
-        healthz_doc, readyz_doc, metrics_doc, openapi_doc
+        video_views, video_series, video_live, video_entry, creator_views, creator_series, me,
+        dashboard, dashboard_file, healthz_doc, readyz_doc, metrics_doc, openapi_doc
     ),
     components(schemas(
         VideoViews, BatchPart, SpeedPart, SpeedStatus, UniqueViewers, Series, Point, PointSource,
-        SpeedState, CreatorViews, CreatorRow, VideoEntry, LiveTotal, LiveEvent, ErrorBody, ErrorDetail, Granularity, SortBy
+        SpeedState, CreatorViews, CreatorRow, VideoEntry, LiveTotal, LiveEvent, ErrorBody, ErrorDetail, Granularity, SortBy, Me
     )),
     modifiers(&BearerAuth)
 )]
@@ -1468,7 +1551,8 @@ pub struct ApiDoc;
 /// The API routes (behind authentication) and `/openapi.json`, and the
 /// list of paths routed, so a test can hold the document to the router.
 pub fn router(app: Arc<App>) -> (Router, Vec<&'static str>) {
-    let routes: [(&'static str, axum::routing::MethodRouter<Arc<App>>); 6] = [
+    let routes: [(&'static str, axum::routing::MethodRouter<Arc<App>>); 7] = [
+        ("/v1/me", get(me)),
         ("/v1/videos/{video_id}/views", get(video_views)),
         ("/v1/videos/{video_id}/series", get(video_series)),
         ("/v1/videos/{video_id}/live", get(video_live)),
@@ -1490,14 +1574,17 @@ pub fn router(app: Arc<App>) -> (Router, Vec<&'static str>) {
         .with_state(app);
     let doc_json =
         serde_json::to_string_pretty(&ApiDoc::openapi()).unwrap_or_else(|_| "{}".to_owned());
-    paths.push("/openapi.json");
-    let router = api.route(
-        "/openapi.json",
-        get(move || {
-            let body = doc_json.clone();
-            async move { ([(header::CONTENT_TYPE, "application/json")], body) }
-        }),
-    );
+    paths.extend(["/openapi.json", "/", "/dashboard/{file}"]);
+    let router = api
+        .route(
+            "/openapi.json",
+            get(move || {
+                let body = doc_json.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+            }),
+        )
+        .route("/", get(dashboard))
+        .route("/dashboard/{file}", get(dashboard_file));
     (router, paths)
 }
 

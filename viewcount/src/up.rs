@@ -238,7 +238,8 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
                 None => return Ok(()),
             };
             serving.source.refresh().await?;
-            demo_serving(&base, &check, &truth, &catalog).await
+            let w = serving.source.snapshot().index.watermark();
+            demo_serving(&base, &check, &truth, &catalog, w).await
         }
         .await;
     }
@@ -407,7 +408,17 @@ async fn demo_batch(
     ) else {
         return Ok(());
     };
-    let to = last + chrono::Duration::hours(1);
+    // Closed hours only: the current hour stays with the speed layer, so
+    // serving shows both parts and views sent after the demo keep counting.
+    let now = Utc::now();
+    let this_hour = now
+        - chrono::Duration::seconds(now.timestamp().rem_euclid(3600))
+        - chrono::Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos()));
+    let to = (last + chrono::Duration::hours(1)).min(this_hour);
+    if from >= to {
+        println!("\nbatch: every demo hour is still open; nothing to recompute yet");
+        return Ok(());
+    }
     // The archive flushes every 2 s; wait until it has every record.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -428,13 +439,14 @@ async fn demo_batch(
         ..batch::run::RunOptions::new(from, to)
     };
     println!(
-        "\nbatch: recomputing [{from}, {to}) from the raw archive (hours still open, so --allow-incomplete) ..."
+        "\nbatch: recomputing the closed hours [{from}, {to}) from the raw archive (the last may still get late data, so --allow-incomplete) ..."
     );
     let report = crate::batch_cmd::run_with_progress(store.clone(), &opts).await?;
     crate::batch_cmd::print_summary(&report, false);
     let views = store::views::load_views(store.as_ref(), &report.manifest.run_id).await?;
     let want: store::ViewsTable = rows
         .iter()
+        .filter(|r| r.hour < to)
         .map(|r| {
             (
                 (r.video_id.clone(), r.hour),
@@ -457,7 +469,8 @@ async fn demo_batch(
     let mut conn = speed::conn::connect_reader(redis_url)
         .await
         .context("connecting to redis")?;
-    let speed = speed::read::all_counts(&mut conn, keys).await?;
+    let mut speed = speed::read::all_counts(&mut conn, keys).await?;
+    speed.retain(|(_, hour), _| *hour < to);
     let agree = views
         .iter()
         .filter(|(k, v)| {
@@ -598,6 +611,7 @@ async fn demo_serving(
     token: &str,
     truth: &Truth,
     catalog: &store::catalog::Catalog,
+    watermark: Option<chrono::DateTime<Utc>>,
 ) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let get = |path: String| {
@@ -633,7 +647,12 @@ async fn demo_serving(
     for r in truth.rows() {
         let w = want.entry(r.video_id.clone()).or_default();
         w[0] += r.views;
-        w[1] += r.billable_views - r.fraud_filtered;
+        // Batch hours are billable after the fraud cap; speed hours before.
+        w[1] += if watermark.is_some_and(|w| r.hour < w) {
+            r.billable_views - r.fraud_filtered
+        } else {
+            r.billable_views
+        };
         w[2] += r.watch_seconds;
     }
     let mut creators: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -695,9 +714,10 @@ async fn demo_serving(
         );
     }
     println!(
-        "check: the serving API (bearer token) answers every one of {checked} videos equal to the truth ({} by creator listings, {} unattributed), {got_total} views in all",
+        "check: the serving API (bearer token) answers every one of {checked} videos equal to the truth ({} by creator listings, {} unattributed), {got_total} views in all, batch before the watermark {} and speed after it",
         checked - unattributed.len(),
-        unattributed.len()
+        unattributed.len(),
+        watermark.map_or("(none)".to_owned(), |w| w.to_string())
     );
     Ok(())
 }

@@ -92,11 +92,16 @@ async fn the_openapi_document_and_the_router_name_the_same_routes() {
     for path in &documented {
         let concrete = path
             .replace("{video_id}", &w.video_a)
-            .replace("{creator_id}", &w.creator_a);
+            .replace("{creator_id}", &w.creator_a)
+            .replace("{file}", "app.js");
         if concrete.ends_with("/live") {
             continue; // a stream: checked in auth::live_streams…
         }
         let (status, _, body) = s.get(&concrete, Some(&w.secrets.admin)).await;
+        if concrete == "/" || concrete.starts_with("/dashboard/") {
+            assert_eq!(status, 200, "{concrete}");
+            continue;
+        }
         assert!(
             status == 200 || status == 503,
             "documented {path} answers {status}: {body}"
