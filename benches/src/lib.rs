@@ -7,6 +7,8 @@
 //!   under steady load, dedup memory per remembered id.
 //! - `batch-bench`: the batch job's throughput vs DuckDB over the same
 //!   archive.
+//! - `serve-bench`: the serving API's latency under open-loop load vs the
+//!   `/healthz` floor, the batch index's memory, a reload under load.
 //!
 //! This library holds what the harnesses share: statistics, machine facts and
 //! rewriting their section of `BENCHMARKS.md`.

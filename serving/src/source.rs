@@ -112,9 +112,17 @@ impl Source {
         }
         let index = match (&state, state_changed) {
             (Some(s), true) => {
-                let index = BatchIndex::load_state(store, s)
-                    .await
-                    .inspect_err(|_| self.metrics.reloaded("state", "failed"))?;
+                // Decoding the views and building the index is seconds of
+                // CPU for millions of video-hours: off the request workers,
+                // on a blocking thread, so answers keep flowing meanwhile.
+                let (st, state) = (self.store.clone(), s.clone());
+                let rt = tokio::runtime::Handle::current();
+                let index = tokio::task::spawn_blocking(move || {
+                    rt.block_on(BatchIndex::load_state(st.as_ref(), &state))
+                })
+                .await
+                .map_err(|e| crate::Error::Config(format!("the index load stopped: {e}")))?
+                .inspect_err(|_| self.metrics.reloaded("state", "failed"))?;
                 self.metrics.reloaded("state", "ok");
                 tracing::info!(
                     seq = s.seq,
