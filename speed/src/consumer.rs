@@ -150,7 +150,25 @@ struct Speed {
     ready: ReadyFlag,
     cancel: CancellationToken,
     limits: ValidationContext,
+    /// True while the applier works on a batch.
+    applying: std::sync::atomic::AtomicBool,
 }
+
+/// How long the reader waits for a record before it reports the caught-up
+/// partitions fresh ([`Speed::heartbeat`]).
+const IDLE_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Marks a partition fresh as of ARGV[2] (µs) if Redis has applied every
+/// record before ARGV[1], the consumer's fetch position: then its counters
+/// hold every record received until now. Never moves the time back.
+const HEARTBEAT: &str = r#"
+local applied = tonumber(redis.call('GET', KEYS[1]) or '0')
+if applied >= tonumber(ARGV[1]) and tonumber(ARGV[2]) > tonumber(redis.call('GET', KEYS[2]) or '0') then
+  redis.call('SET', KEYS[2], ARGV[2])
+  return 1
+end
+return 0
+"#;
 
 impl Speed {
     async fn start(
@@ -213,6 +231,7 @@ impl Speed {
             cancel,
             limits,
             config,
+            applying: std::sync::atomic::AtomicBool::new(false),
         };
         speed.record_partition_count().await;
         Ok(speed)
@@ -278,6 +297,12 @@ impl Speed {
                 () = self.cancel.cancelled() => break,
                 () = tx.closed() => break,
                 m = self.consumer.recv() => m,
+                () = tokio::time::sleep(IDLE_HEARTBEAT) => {
+                    if tx.capacity() == tx.max_capacity() {
+                        self.heartbeat().await;
+                    }
+                    continue;
+                }
             };
             match first {
                 Ok(m) => batch.push(m.detach()),
@@ -370,8 +395,64 @@ impl Speed {
         // target; parts read before the seek are stale and dropped.
         let mut expected: BTreeMap<i32, i64> = BTreeMap::new();
         while let Some(p) = rx.recv().await {
-            if !self.process(p, &mut expected).await {
+            self.applying
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let go_on = self.process(p, &mut expected).await;
+            self.applying
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            if !go_on {
                 break; // shutdown while retrying: nothing advanced
+            }
+        }
+    }
+
+    /// Nothing arrived for [`IDLE_HEARTBEAT`] and nothing waits to be
+    /// applied: every assigned partition that Redis has applied up to the
+    /// consumer's fetch position holds every record received until about
+    /// now (a record produced during the last fetch wait may still be on
+    /// its way), so its applied-at time moves to now. Without this an idle partition's counters would look
+    /// as stale as its last record is old. Best effort: an error only
+    /// leaves the time where it was.
+    async fn heartbeat(&self) {
+        if self.applying.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        // The fetch position (next offset to fetch) is known locally; with
+        // nothing received for a second, the consumer has fetched all the
+        // broker had, so a Redis offset at the position means caught up.
+        let Ok(list) = self.consumer.position() else {
+            return;
+        };
+        // (partition, position) of those consumed from (the list itself
+        // may not be held across an await).
+        let positions: Vec<(i32, i64)> = list
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect();
+        drop(list);
+        let now = Utc::now().timestamp_micros();
+        let script = redis::Script::new(HEARTBEAT);
+        for (p, position) in positions {
+            let mut conn = self.redis.clone();
+            let mut call = script.key(self.keys.offset(p));
+            call.key(self.keys.applied_at(p)).arg(position).arg(now);
+            // Never hold the reader up: a slow or absent Redis ends this
+            // round (the applier reports Redis trouble, not the heartbeat).
+            let r = tokio::select! {
+                () = self.cancel.cancelled() => return,
+                r = tokio::time::timeout(IDLE_HEARTBEAT, call.invoke_async::<i64>(&mut conn)) => r,
+            };
+            match r {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(partition = p, error = %e, "speed: heartbeat not written");
+                    return;
+                }
+                Err(_) => return,
             }
         }
     }

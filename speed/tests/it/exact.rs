@@ -170,3 +170,28 @@ async fn a_second_instance_joining_mid_stream_neither_drops_nor_double_counts() 
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_caught_up_partitions_report_their_counters_fresh() {
+    let s = Setup::new().await;
+    let _truth = s.produce_generated(500, 5).await;
+    let running = s.start(s.config());
+    s.wait_caught_up(Duration::from_secs(60)).await;
+    // Every record was received before this; nothing arrives after it.
+    let caught_up = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut conn = s.redis_conn().await;
+    let at = speed::read::applied_at(&mut conn, &s.keys(), PARTITIONS)
+        .await
+        .unwrap();
+    assert!(at.iter().any(Option::is_some), "{at:?}");
+    for (p, t) in at.iter().enumerate() {
+        if let Some(t) = t {
+            assert!(
+                *t >= caught_up,
+                "partition {p}: applied-at {t} is older than {caught_up}, though nothing was left to apply"
+            );
+        }
+    }
+    running.stop().await;
+}
