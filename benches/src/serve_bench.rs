@@ -15,7 +15,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::Parser;
 use infra::redis::RedisServer;
@@ -83,8 +82,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let store = store::layout::open(&format!("file://{}", dir.path().display()))?;
     let now = Utc::now();
-    let this_hour = DateTime::from_timestamp(now.timestamp() - now.timestamp().rem_euclid(3600), 0)
-        .context("time")?;
+    let this_hour = schemas::rules::hour_bucket(now);
     let w = this_hour - TimeDelta::hours(3);
     let first = w - TimeDelta::days(args.days);
     let video_hours = build_state(store.as_ref(), &args, first, w).await?;

@@ -27,6 +27,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures::Stream;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use schemas::rules::{day_bucket, hour_bucket};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -438,16 +439,7 @@ impl Params {
             (None, Some(span)) => to - span,
             (None, None) => DateTime::<Utc>::UNIX_EPOCH,
         };
-        if from >= to {
-            return Err(ApiError::bad(
-                "to",
-                format!("must be after from ({from} .. {to} is empty)"),
-            ));
-        }
-        if from < DateTime::<Utc>::UNIX_EPOCH {
-            return Err(ApiError::bad("from", "must not be before 1970-01-01"));
-        }
-        Ok((from, to))
+        check_range(from, to)
     }
 
     fn granularity(&self) -> ApiResult<TimeDelta> {
@@ -486,15 +478,7 @@ impl Params {
         } else {
             self.range(Some(TimeDelta::hours(48)))?
         };
-        if from >= to {
-            return Err(ApiError::bad(
-                "to",
-                format!("must be after from ({from} .. {to} is empty)"),
-            ));
-        }
-        if from < DateTime::<Utc>::UNIX_EPOCH {
-            return Err(ApiError::bad("from", "must not be before 1970-01-01"));
-        }
+        check_range(from, to)?;
         if daily && from.timestamp().rem_euclid(86_400) != 0 {
             return Err(ApiError::bad(
                 "from",
@@ -573,6 +557,23 @@ pub enum SortBy {
     VideoId,
 }
 
+/// `[from, to)` is a range the API answers: not empty, not before 1970.
+fn check_range(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> ApiResult<(DateTime<Utc>, DateTime<Utc>)> {
+    if from >= to {
+        return Err(ApiError::bad(
+            "to",
+            format!("must be after from ({from} .. {to} is empty)"),
+        ));
+    }
+    if from < DateTime::<Utc>::UNIX_EPOCH {
+        return Err(ApiError::bad("from", "must not be before 1970-01-01"));
+    }
+    Ok((from, to))
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Sort {
     Views,
@@ -581,14 +582,13 @@ enum Sort {
     VideoId,
 }
 
+/// The end of the hour (or day) holding `t`.
 fn next_hour(t: DateTime<Utc>) -> DateTime<Utc> {
-    let s = t.timestamp();
-    DateTime::from_timestamp(s - s.rem_euclid(3600) + 3600, 0).unwrap_or(t)
+    hour_bucket(t) + TimeDelta::hours(1)
 }
 
 fn next_day(t: DateTime<Utc>) -> DateTime<Utc> {
-    let s = t.timestamp();
-    DateTime::from_timestamp(s - s.rem_euclid(86_400) + 86_400, 0).unwrap_or(t)
+    day_bucket(t) + TimeDelta::days(1)
 }
 
 fn check_video(video: &str) -> ApiResult<()> {
@@ -814,7 +814,7 @@ impl App {
         // The speed layer keeps counters for a limited time, and nothing
         // is counted far in the future: read only the days that can hold
         // data, and say what neither layer covers.
-        let floor = day_start(now - speed::defaults::COUNTER_RETENTION);
+        let floor = day_bucket(now - speed::defaults::COUNTER_RETENTION);
         let read_from = sf.max(floor);
         let read_to = st.min(next_day(now) + TimeDelta::days(1));
         if sf < floor {
@@ -833,7 +833,7 @@ impl App {
                 m.viewers = r.viewers.map(|v| {
                     (
                         v,
-                        day_start(read_from),
+                        day_bucket(read_from),
                         next_day(read_to - TimeDelta::seconds(1)),
                     )
                 });
@@ -849,11 +849,6 @@ impl App {
         }
         m
     }
-}
-
-fn day_start(t: DateTime<Utc>) -> DateTime<Utc> {
-    let s = t.timestamp();
-    DateTime::from_timestamp(s - s.rem_euclid(86_400), 0).unwrap_or(t)
 }
 
 // ---------------------------------------------------------------- handlers
@@ -892,17 +887,7 @@ async fn video_views(
     authorize(&caller, owner, "this video")?;
     let m = app.merge(&snap, &[&video_id], from, to, true).await;
     let speed = m.speed_total(0);
-    if owner.is_none()
-        && !snap.index.has_video(&video_id)
-        && m.speed_hours[0].is_empty()
-        && m.status == SpeedStatus::Ok
-    {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no video {video_id:?}: it has no views and no catalog entry"),
-        ));
-    }
+    known(&snap, &video_id, &m)?;
     let (views, billable_views, watch_seconds) = add(m.batch[0], speed);
     let viewers = m.viewers.as_ref().map(|(v, a, b)| UniqueViewers {
         estimate: v[0],
@@ -925,6 +910,23 @@ async fn video_views(
         speed: m.speed_part(speed, viewers),
         warnings: m.warnings,
     }))
+}
+
+/// 404 for a video with no catalog entry, no batch hours and no speed
+/// counts in the range read (when the speed layer answered).
+fn known(snap: &Snapshot, video: &str, m: &Merged) -> ApiResult<()> {
+    if snap.owner(video).is_none()
+        && !snap.index.has_video(video)
+        && m.speed_hours[0].is_empty()
+        && m.status == SpeedStatus::Ok
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no video {video:?}: it has no views and no catalog entry"),
+        ));
+    }
+    Ok(())
 }
 
 /// The points of `videos` summed, per `step` over `[from, to)`.
@@ -978,6 +980,32 @@ async fn series_of(
     (m, points)
 }
 
+impl Series {
+    fn new(
+        video_id: Option<String>,
+        creator_id: Option<String>,
+        step: TimeDelta,
+        m: Merged,
+        points: Vec<Point>,
+    ) -> Self {
+        Self {
+            video_id,
+            creator_id,
+            granularity: granularity_name(step).to_owned(),
+            from: m.from,
+            to: m.to,
+            provisional: m.provisional(),
+            watermark: m.watermark,
+            speed: SpeedState {
+                status: m.status,
+                freshness_seconds: m.freshness,
+            },
+            points,
+            warnings: m.warnings,
+        }
+    }
+}
+
 fn granularity_name(step: TimeDelta) -> &'static str {
     if step == TimeDelta::days(1) {
         "day"
@@ -1020,32 +1048,14 @@ async fn video_series(
     let owner = snap.owner(&video_id);
     authorize(&caller, owner, "this video")?;
     let (m, points) = series_of(&app, &snap, &[&video_id], from, to, step).await;
-    if owner.is_none()
-        && !snap.index.has_video(&video_id)
-        && m.speed_hours[0].is_empty()
-        && m.status == SpeedStatus::Ok
-    {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no video {video_id:?}: it has no views and no catalog entry"),
-        ));
-    }
-    Ok(axum::Json(Series {
-        video_id: Some(video_id.clone()),
-        creator_id: owner.map(str::to_owned),
-        granularity: granularity_name(step).to_owned(),
-        from,
-        to,
-        provisional: m.provisional(),
-        watermark: m.watermark,
-        speed: SpeedState {
-            status: m.status,
-            freshness_seconds: m.freshness,
-        },
+    known(&snap, &video_id, &m)?;
+    Ok(axum::Json(Series::new(
+        Some(video_id.clone()),
+        owner.map(str::to_owned),
+        step,
+        m,
         points,
-        warnings: m.warnings,
-    }))
+    )))
 }
 
 /// The creator's videos by the catalog; 403/404 as the caller may see.
@@ -1201,21 +1211,13 @@ async fn creator_series(
         .map(String::as_str)
         .collect();
     let (m, points) = series_of(&app, &snap, &videos, from, to, step).await;
-    Ok(axum::Json(Series {
-        video_id: None,
-        creator_id: Some(creator_id.clone()),
-        granularity: granularity_name(step).to_owned(),
-        from,
-        to,
-        provisional: m.provisional(),
-        watermark: m.watermark,
-        speed: SpeedState {
-            status: m.status,
-            freshness_seconds: m.freshness,
-        },
+    Ok(axum::Json(Series::new(
+        None,
+        Some(creator_id.clone()),
+        step,
+        m,
         points,
-        warnings: m.warnings,
-    }))
+    )))
 }
 
 /// A video's catalog entry: who owns it and its title.
@@ -1290,12 +1292,7 @@ async fn me(caller: Caller, QueryMap(q): QueryMap) -> ApiResult<axum::Json<Me>> 
     let t = &caller.0;
     Ok(axum::Json(Me {
         name: t.name.clone(),
-        role: match t.role {
-            crate::tokens::Role::Creator => "creator",
-            crate::tokens::Role::Finance => "finance",
-            crate::tokens::Role::Admin => "admin",
-        }
-        .to_owned(),
+        role: t.role.name().to_owned(),
         creator_id: t.creator_id.clone(),
     }))
 }

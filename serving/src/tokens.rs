@@ -35,6 +35,17 @@ pub enum Role {
     Admin,
 }
 
+impl Role {
+    /// The role's name in the tokens file and in answers.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Creator => "creator",
+            Role::Finance => "finance",
+            Role::Admin => "admin",
+        }
+    }
+}
+
 /// One token of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
@@ -179,11 +190,7 @@ pub fn new_token(
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let secret = format!("vct_{}", hex::encode(bytes));
-    let role_name = match role {
-        Role::Creator => "creator",
-        Role::Finance => "finance",
-        Role::Admin => "admin",
-    };
+    let role_name = role.name();
     let mut table = format!(
         "\n[[token]]\nname = {}\nsha256 = \"{}\"\nrole = \"{role_name}\"\n",
         toml_string(name),

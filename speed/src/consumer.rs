@@ -152,6 +152,7 @@ struct Speed {
     limits: ValidationContext,
     /// True while the applier works on a batch.
     applying: std::sync::atomic::AtomicBool,
+    heartbeat_script: redis::Script,
 }
 
 /// How long the reader waits for a record before it reports the caught-up
@@ -232,6 +233,7 @@ impl Speed {
             limits,
             config,
             applying: std::sync::atomic::AtomicBool::new(false),
+            heartbeat_script: redis::Script::new(HEARTBEAT),
         };
         speed.record_partition_count().await;
         Ok(speed)
@@ -435,10 +437,9 @@ impl Speed {
             .collect();
         drop(list);
         let now = Utc::now().timestamp_micros();
-        let script = redis::Script::new(HEARTBEAT);
         for (p, position) in positions {
             let mut conn = self.redis.clone();
-            let mut call = script.key(self.keys.offset(p));
+            let mut call = self.heartbeat_script.key(self.keys.offset(p));
             call.key(self.keys.applied_at(p)).arg(position).arg(now);
             // Never hold the reader up: a slow or absent Redis ends this
             // round (the applier reports Redis trouble, not the heartbeat).

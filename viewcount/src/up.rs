@@ -410,10 +410,7 @@ async fn demo_batch(
     };
     // Closed hours only: the current hour stays with the speed layer, so
     // serving shows both parts and views sent after the demo keep counting.
-    let now = Utc::now();
-    let this_hour = now
-        - chrono::Duration::seconds(now.timestamp().rem_euclid(3600))
-        - chrono::Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos()));
+    let this_hour = schemas::rules::hour_bucket(Utc::now());
     let to = (last + chrono::Duration::hours(1)).min(this_hour);
     if from >= to {
         println!("\nbatch: every demo hour is still open; nothing to recompute yet");

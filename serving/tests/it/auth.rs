@@ -96,15 +96,7 @@ async fn each_role_reads_what_it_may_and_nothing_else() {
         .await;
     assert_eq!(status, 401, "{body}");
     // Auth failures are metrics.
-    let metrics = s
-        .client
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics
             .lines()
@@ -144,15 +136,7 @@ async fn a_token_over_its_rate_is_told_when_to_come_back() {
     // Another token has its own budget.
     let (status, _, _) = s.get(&path, Some(&w.secrets.finance)).await;
     assert_eq!(status, 200);
-    let metrics = s
-        .client
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics
             .lines()

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use schemas::rules::day_bucket;
 use serving::api::ApiConfig;
 
 use crate::world::{World, q, totals};
@@ -35,11 +36,6 @@ fn middle(w: &World) -> DateTime<Utc> {
         }
     }
     w.end
-}
-
-fn day(t: DateTime<Utc>) -> DateTime<Utc> {
-    let s = t.timestamp();
-    DateTime::from_timestamp(s - s.rem_euclid(86_400), 0).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -143,8 +139,8 @@ async fn answers_equal_the_truth_on_both_sides_of_the_watermark() {
     }
     // Daily series over every day with data: the days sum to the total.
     let (dfrom, dto) = (
-        day(w.first),
-        day(w.end - TimeDelta::hours(1)) + TimeDelta::days(1),
+        day_bucket(w.first),
+        day_bucket(w.end - TimeDelta::hours(1)) + TimeDelta::days(1),
     );
     let daily = s
         .ok(

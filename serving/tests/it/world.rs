@@ -407,6 +407,12 @@ impl Served {
         )
     }
 
+    /// The `/metrics` text.
+    pub(crate) async fn metrics(&self) -> String {
+        let r = self.client.get(format!("{}/metrics", self.base)).send();
+        r.await.unwrap().text().await.unwrap()
+    }
+
     /// GET `path` with `token`, expecting 200.
     pub(crate) async fn ok(&self, path: &str, token: &str) -> serde_json::Value {
         let (status, _, body) = self.get(path, Some(token)).await;
