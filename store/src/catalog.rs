@@ -281,29 +281,29 @@ pub async fn current(store: &dyn ObjectStore) -> Result<Option<Catalog>> {
     let Some(cur) = current_pointer(store).await? else {
         return Ok(None);
     };
-    let bytes = match store.get(&layout::catalog_file(&cur.sha256)).await {
+    load(store, &cur.sha256).await.map(Some)
+}
+
+/// The catalog with this SHA-256 (one in force now or earlier: imports are
+/// kept), its bytes checked against the hash.
+pub async fn load(store: &dyn ObjectStore, sha256: &str) -> Result<Catalog> {
+    let path = layout::catalog_file(sha256);
+    let bytes = match store.get(&path).await {
         Ok(r) => r.bytes().await?,
         Err(object_store::Error::NotFound { .. }) => {
             return Err(Error::Corrupt(format!(
-                "catalog/CURRENT names {} which does not exist; import the catalog again",
-                cur.path
+                "catalog {path} does not exist; import the catalog again"
             )));
         }
         Err(e) => return Err(e.into()),
     };
-    if layout::sha256(&bytes) != cur.sha256 {
+    if layout::sha256(&bytes) != sha256 {
         return Err(Error::Corrupt(format!(
-            "{} does not hash to the SHA-256 in its name; it was changed after import: import the catalog again",
-            cur.path
+            "{path} does not hash to the SHA-256 in its name; it was changed after import: import the catalog again"
         )));
     }
-    let catalog = Catalog::parse(&bytes).map_err(|e| {
-        Error::Corrupt(format!(
-            "{} no longer parses ({e}); import it again",
-            cur.path
-        ))
-    })?;
-    Ok(Some(catalog))
+    Catalog::parse(&bytes)
+        .map_err(|e| Error::Corrupt(format!("{path} no longer parses ({e}); import it again")))
 }
 
 #[cfg(test)]

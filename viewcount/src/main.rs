@@ -3,6 +3,7 @@
 //! (DESIGN §6).
 
 mod batch_cmd;
+mod billing_cmd;
 mod catalog_cmd;
 mod gen_cmd;
 mod ingest_cmd;
@@ -50,6 +51,12 @@ enum Command {
     /// Bearer tokens for serving.
     #[command(subcommand)]
     Token(token_cmd::TokenCommand),
+    /// Creator payment statements from the batch numbers.
+    #[command(subcommand)]
+    Billing(billing_cmd::BillingCommand),
+    /// The audit ledger: keys, verification, proofs.
+    #[command(subcommand)]
+    Ledger(billing_cmd::LedgerCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,6 +84,8 @@ fn main() -> std::process::ExitCode {
             Command::Gen(a) => gen_cmd::run(a).await,
             Command::Catalog(c) => catalog_cmd::run(c).await,
             Command::Token(c) => token_cmd::run(c),
+            Command::Billing(c) => billing_cmd::billing(c).await,
+            Command::Ledger(c) => billing_cmd::ledger(c).await,
         }
     });
     match result {

@@ -1,0 +1,1045 @@
+//! Statements (DESIGN §5.6, §6): a period's batch billable views × the rate
+//! card, as files under `statements/<YYYY-MM>/<statement_id>/`, recorded in
+//! the ledger.
+//!
+//! A statement is a pure function of its inputs — the run owning each hour
+//! of the period (and of every finalized period it adjusts), the catalog,
+//! the rate card and the code version — and its id is the hash of them, so
+//! the same inputs give the same id and the same bytes. Speed numbers never
+//! reach it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Decimal128Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use bytes::Bytes;
+use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use store::catalog::Catalog;
+use store::state::Published;
+
+use crate::ledger::{self, Appended, Entry, Inputs, Kind, Ledger, LogKey, NewEntry, Totals};
+use crate::money::{self, format_amount, format_cpm};
+use crate::rates::RateCard;
+use crate::{Error, Result};
+
+/// Code version recorded in statements (part of the id).
+pub const CODE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The statement CSV's header (DESIGN §6).
+pub const CSV_HEADER: [&str; 9] = [
+    "creator_id",
+    "video_id",
+    "title",
+    "billable_views",
+    "cpm",
+    "amount",
+    "currency",
+    "kind",
+    "reference",
+];
+
+/// A billing period: one calendar month, UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Period {
+    first: NaiveDate,
+}
+
+impl Period {
+    /// Parses `YYYY-MM`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::Input(format!(
+                "period {s:?} is not a month: write it as YYYY-MM, like 2026-10"
+            ))
+        };
+        if s.len() != 7 || s.as_bytes()[4] != b'-' {
+            return Err(bad());
+        }
+        let first = NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d").map_err(|_| bad())?;
+        Ok(Self { first })
+    }
+
+    /// `YYYY-MM`.
+    pub fn label(&self) -> String {
+        self.first.format("%Y-%m").to_string()
+    }
+
+    /// First instant.
+    pub fn start(&self) -> DateTime<Utc> {
+        self.first
+            .and_hms_opt(0, 0, 0)
+            .unwrap_or_default()
+            .and_utc()
+    }
+
+    /// End (exclusive): the next month's first instant.
+    pub fn end(&self) -> DateTime<Utc> {
+        let (y, m) = if self.first.month() == 12 {
+            (self.first.year() + 1, 1)
+        } else {
+            (self.first.year(), self.first.month() + 1)
+        };
+        NaiveDate::from_ymd_opt(y, m, 1)
+            .unwrap_or(self.first)
+            .and_hms_opt(0, 0, 0)
+            .unwrap_or_default()
+            .and_utc()
+    }
+}
+
+impl std::fmt::Display for Period {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.label())
+    }
+}
+
+/// `views` or `adjustment`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LineKind {
+    /// Billable views of the period.
+    Views,
+    /// A correction of a finalized period.
+    Adjustment,
+}
+
+impl LineKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            LineKind::Views => "views",
+            LineKind::Adjustment => "adjustment",
+        }
+    }
+}
+
+/// One statement line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Line {
+    /// The creator paid (`None`: unattributed, not paid).
+    pub creator_id: Option<String>,
+    /// The video.
+    pub video_id: String,
+    /// Its title from the catalog.
+    pub title: String,
+    /// Billable views (negative in an adjustment that takes views back).
+    pub billable_views: i64,
+    /// The rate in force (`None`: unattributed).
+    #[serde(serialize_with = "opt_cpm")]
+    pub cpm: Option<Decimal>,
+    /// What it pays (`None`: unattributed).
+    #[serde(serialize_with = "opt_amount")]
+    pub amount: Option<Decimal>,
+    /// `views` or `adjustment`.
+    pub kind: LineKind,
+    /// For an adjustment: the ledger entry of the statement it corrects.
+    pub reference: Option<u64>,
+}
+
+fn opt_cpm<S: serde::Serializer>(
+    v: &Option<Decimal>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match v {
+        Some(d) => s.serialize_str(&format_cpm(*d)),
+        None => s.serialize_none(),
+    }
+}
+
+fn opt_amount<S: serde::Serializer>(
+    v: &Option<Decimal>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match v {
+        Some(d) => s.serialize_str(&format_amount(*d)),
+        None => s.serialize_none(),
+    }
+}
+
+/// (creator, video, rate) → billable views: what a period pays.
+pub type Lines = BTreeMap<(String, String, Decimal), i64>;
+
+/// A period counted from batch numbers.
+#[derive(Debug, Clone, Default)]
+pub struct Counted {
+    /// Paid lines.
+    pub lines: Lines,
+    /// Unattributed video → billable views.
+    pub unattributed: BTreeMap<String, i64>,
+    /// Each hour of the period the batch owns → its run.
+    pub hours: BTreeMap<DateTime<Utc>, String>,
+}
+
+/// Counts `period` from the batch runs `published` names: per (creator,
+/// video, rate in force that day), the billable views.
+pub async fn count(
+    store: &dyn ObjectStore,
+    published: &Published,
+    period: Period,
+    catalog: Option<&Catalog>,
+    rates: &RateCard,
+) -> Result<Counted> {
+    let hours: BTreeMap<DateTime<Utc>, String> = published
+        .hours
+        .range(period.start()..period.end())
+        .map(|(h, r)| (*h, r.clone()))
+        .collect();
+    let mut by_run: BTreeMap<&str, BTreeSet<DateTime<Utc>>> = BTreeMap::new();
+    for (h, r) in &hours {
+        by_run.entry(r.as_str()).or_default().insert(*h);
+    }
+    let mut out = Counted {
+        hours: hours.clone(),
+        ..Counted::default()
+    };
+    for (run, owned) in by_run {
+        let table = store::views::load_views(store, run).await?;
+        for ((video, hour), counts) in table {
+            if !owned.contains(&hour) || counts[1] == 0 {
+                continue;
+            }
+            let billable = i64::try_from(counts[1])
+                .map_err(|_| Error::Bug(format!("{video} {hour}: billable views out of range")))?;
+            match catalog.and_then(|c| c.creator_of(&video)) {
+                Some(creator) => {
+                    let cpm = rates.cpm(creator, hour.date_naive());
+                    *out.lines
+                        .entry((creator.to_owned(), video, cpm))
+                        .or_default() += billable;
+                }
+                None => *out.unattributed.entry(video).or_default() += billable,
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A statement, computed, before its files are written.
+#[derive(Debug, Clone)]
+pub struct Statement {
+    /// The hash of its inputs.
+    pub id: String,
+    /// The month.
+    pub period: Period,
+    /// Labelled provisional everywhere.
+    pub provisional: bool,
+    /// ISO 4217.
+    pub currency: String,
+    /// Paid lines, sorted by creator, video, kind, reference, rate.
+    pub lines: Vec<Line>,
+    /// Unattributed videos (not paid).
+    pub unattributed: Vec<Line>,
+    /// Inputs.
+    pub manifest_inputs: ManifestInputs,
+}
+
+/// The inputs a statement manifest records (all part of the id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestInputs {
+    /// The run owning each hour of the period.
+    pub hours: BTreeMap<DateTime<Utc>, String>,
+    /// Catalog SHA-256, if one was in force.
+    pub catalog_sha256: Option<String>,
+    /// Rate card SHA-256 (its bytes are `rates.toml` beside the statement).
+    pub rate_card_sha256: String,
+    /// Counting rules versions of the runs.
+    pub rules_versions: Vec<u32>,
+    /// This code's version.
+    pub code_version: String,
+    /// Finalized periods whose changes this statement's adjustments carry:
+    /// the statement entry corrected and the run owning each of its hours.
+    pub adjusts: Vec<Adjusted>,
+}
+
+/// A finalized period an adjustment was computed for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adjusted {
+    /// `YYYY-MM`.
+    pub period: String,
+    /// The ledger entry of its final statement.
+    pub entry: u64,
+    /// The run owning each of its hours now.
+    pub hours: BTreeMap<DateTime<Utc>, String>,
+    /// Earlier adjustments of it (ledger entries of finalized statements).
+    pub earlier: Vec<u64>,
+}
+
+impl Statement {
+    /// Σ of each creator's total (each a Σ of rounded lines).
+    pub fn total(&self) -> Decimal {
+        let by_creator = self.creator_totals();
+        money::sum(by_creator.values()).unwrap_or_default()
+    }
+
+    /// Each creator's total: the sum of their rounded lines.
+    pub fn creator_totals(&self) -> BTreeMap<String, Decimal> {
+        let mut out: BTreeMap<String, Vec<Decimal>> = BTreeMap::new();
+        for l in &self.lines {
+            if let (Some(c), Some(a)) = (&l.creator_id, l.amount) {
+                out.entry(c.clone()).or_default().push(a);
+            }
+        }
+        out.into_iter()
+            .map(|(c, a)| (c, money::sum(&a).unwrap_or_default()))
+            .collect()
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> String {
+        format!("statements/{}/{}", self.period, self.id)
+    }
+
+    /// The totals a ledger entry records.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            currency: self.currency.clone(),
+            amount: format_amount(self.total()),
+            billable_views: self.lines.iter().map(|l| l.billable_views).sum(),
+            creators: self.creator_totals().len() as u64,
+            lines: self.lines.len() as u64,
+            unattributed_billable_views: self
+                .unattributed
+                .iter()
+                .map(|l| l.billable_views.max(0) as u64)
+                .sum(),
+        }
+    }
+
+    /// `statement.csv` (or, with `unattributed`, `unattributed.csv`).
+    pub fn csv(&self, unattributed: bool) -> Result<Vec<u8>> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(CSV_HEADER).map_err(csv_err)?;
+        let lines = if unattributed {
+            &self.unattributed
+        } else {
+            &self.lines
+        };
+        for l in lines {
+            let views = l.billable_views.to_string();
+            let cpm = l.cpm.map(format_cpm).unwrap_or_default();
+            let amount = l.amount.map(format_amount).unwrap_or_default();
+            let reference = l.reference.map(|r| r.to_string()).unwrap_or_default();
+            w.write_record([
+                l.creator_id.as_deref().unwrap_or(""),
+                &l.video_id,
+                &l.title,
+                &views,
+                &cpm,
+                &amount,
+                &self.currency,
+                l.kind.as_str(),
+                &reference,
+            ])
+            .map_err(csv_err)?;
+        }
+        w.into_inner().map_err(|e| Error::Bug(format!("csv: {e}")))
+    }
+
+    /// `statement.json`.
+    pub fn json(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Creator<'a> {
+            creator_id: &'a str,
+            total: String,
+            billable_views: i64,
+            lines: Vec<&'a Line>,
+        }
+        #[derive(Serialize)]
+        struct Unattributed {
+            videos: usize,
+            billable_views: i64,
+        }
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            statement_id: &'a str,
+            period: String,
+            provisional: bool,
+            currency: &'a str,
+            total: String,
+            billable_views: i64,
+            creators: Vec<Creator<'a>>,
+            unattributed: Unattributed,
+        }
+        let totals = self.creator_totals();
+        let mut creators: Vec<Creator<'_>> = Vec::new();
+        for l in &self.lines {
+            let Some(c) = l.creator_id.as_deref() else {
+                continue;
+            };
+            if creators.last().is_none_or(|x| x.creator_id != c) {
+                creators.push(Creator {
+                    creator_id: c,
+                    total: format_amount(totals.get(c).copied().unwrap_or_default()),
+                    billable_views: 0,
+                    lines: Vec::new(),
+                });
+            }
+            if let Some(last) = creators.last_mut() {
+                last.billable_views += l.billable_views;
+                last.lines.push(l);
+            }
+        }
+        let doc = Doc {
+            statement_id: &self.id,
+            period: self.period.label(),
+            provisional: self.provisional,
+            currency: &self.currency,
+            total: format_amount(self.total()),
+            billable_views: self.lines.iter().map(|l| l.billable_views).sum(),
+            creators,
+            unattributed: Unattributed {
+                videos: self.unattributed.len(),
+                billable_views: self.unattributed.iter().map(|l| l.billable_views).sum(),
+            },
+        };
+        pretty(&doc)
+    }
+
+    /// `statement.parquet`: the paid lines, money as exact decimals.
+    pub fn parquet(&self) -> Result<Bytes> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("creator_id", DataType::Utf8, false),
+            Field::new("video_id", DataType::Utf8, false),
+            Field::new("title", DataType::Utf8, false),
+            Field::new("billable_views", DataType::Int64, false),
+            Field::new(
+                "cpm",
+                DataType::Decimal128(38, money::CPM_MAX_SCALE as i8),
+                false,
+            ),
+            Field::new(
+                "amount",
+                DataType::Decimal128(38, money::AMOUNT_SCALE as i8),
+                false,
+            ),
+            Field::new("currency", DataType::Utf8, false),
+            Field::new("kind", DataType::Utf8, false),
+            Field::new("reference", DataType::Int64, true),
+        ]));
+        let scaled = |d: Decimal, scale: u32| {
+            let mut d = d;
+            d.rescale(scale);
+            d.mantissa()
+        };
+        let l = &self.lines;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                l.iter().map(|x| x.creator_id.clone().unwrap_or_default()),
+            )),
+            Arc::new(StringArray::from_iter_values(l.iter().map(|x| &x.video_id))),
+            Arc::new(StringArray::from_iter_values(l.iter().map(|x| &x.title))),
+            Arc::new(Int64Array::from_iter_values(
+                l.iter().map(|x| x.billable_views),
+            )),
+            Arc::new(
+                Decimal128Array::from_iter_values(
+                    l.iter()
+                        .map(|x| scaled(x.cpm.unwrap_or_default(), money::CPM_MAX_SCALE)),
+                )
+                .with_precision_and_scale(38, money::CPM_MAX_SCALE as i8)?,
+            ),
+            Arc::new(
+                Decimal128Array::from_iter_values(
+                    l.iter()
+                        .map(|x| scaled(x.amount.unwrap_or_default(), money::AMOUNT_SCALE)),
+                )
+                .with_precision_and_scale(38, money::AMOUNT_SCALE as i8)?,
+            ),
+            Arc::new(StringArray::from_iter_values(
+                l.iter().map(|_| &self.currency),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                l.iter().map(|x| x.kind.as_str()),
+            )),
+            Arc::new(Int64Array::from_iter(
+                l.iter()
+                    .map(|x| x.reference.and_then(|r| i64::try_from(r).ok())),
+            )),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
+        Ok(store::layout::parquet_bytes(schema, &[batch])?)
+    }
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementManifest {
+    /// The statement.
+    pub statement_id: String,
+    /// `YYYY-MM`.
+    pub period: String,
+    /// Labelled provisional.
+    pub provisional: bool,
+    /// Its inputs.
+    pub inputs: ManifestInputs,
+    /// Its totals.
+    pub totals: Totals,
+    /// File name → hex SHA-256 of every other file in the directory.
+    pub files: BTreeMap<String, String>,
+}
+
+fn pretty<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut b = serde_json::to_vec_pretty(v).unwrap_or_default();
+    b.push(b'\n');
+    b
+}
+
+fn csv_err(e: csv::Error) -> Error {
+    Error::Bug(format!("csv: {e}"))
+}
+
+/// How to report.
+#[derive(Debug, Clone)]
+pub struct ReportOptions {
+    /// The month.
+    pub period: Period,
+    /// Issue before the watermark passed the period end plus the grace.
+    pub provisional: bool,
+    /// How long after the period end late data may still arrive.
+    pub grace: TimeDelta,
+    /// Who runs it (recorded in the ledger).
+    pub operator: String,
+}
+
+impl ReportOptions {
+    /// The default grace: 72 hours.
+    pub const DEFAULT_GRACE: TimeDelta = TimeDelta::hours(72);
+}
+
+/// What a report did.
+#[derive(Debug, Clone)]
+pub struct Reported {
+    /// The statement.
+    pub statement: Statement,
+    /// Its ledger entry, new or found.
+    pub entry: Appended,
+    /// The files written (store paths).
+    pub files: BTreeMap<String, String>,
+}
+
+/// Issues the statement of a period: checks the watermark, counts, adds
+/// adjustments of earlier finalized periods, writes the files and records
+/// them in the ledger. Re-running with the same inputs writes nothing and
+/// returns the entry that holds it.
+pub async fn report(
+    store: Arc<dyn ObjectStore>,
+    key: &LogKey,
+    rate_card: &[u8],
+    opts: &ReportOptions,
+) -> Result<Reported> {
+    let rates = RateCard::parse(rate_card)?;
+    let period = opts.period;
+    let published = store::state::current(store.as_ref())
+        .await?
+        .ok_or_else(|| {
+            Error::NotReady(
+                "nothing is published yet: run `viewcount batch run --from … --to …` first".into(),
+            )
+        })?;
+    let need = period.end() + opts.grace;
+    let w = published.watermark;
+    if !opts.provisional && w.is_none_or(|w| w < need) {
+        let missing = w.map_or_else(
+            || "no hour is published".to_owned(),
+            |w| {
+                format!(
+                    "the batch watermark is {}, {} hours short",
+                    w.to_rfc3339(),
+                    (need - w).num_hours()
+                )
+            },
+        );
+        return Err(Error::NotReady(format!(
+            "{period} cannot be billed yet: {missing} of {} (the period's end plus the {}h grace). \
+             Run `viewcount batch run --from {} --to {}` once the archive has those hours, \
+             or pass --provisional for a statement labelled provisional",
+            need.to_rfc3339(),
+            opts.grace.num_hours(),
+            w.unwrap_or(period.start()).format("%Y-%m-%dT%H:%M:%SZ"),
+            need.format("%Y-%m-%dT%H:%M:%SZ"),
+        )));
+    }
+    let ledger = Ledger::new(store.clone());
+    let log = ledger.read().await?;
+    if let Some(f) = log.finalized(&period.label()) {
+        return Err(Error::Input(format!(
+            "{period} was finalized in ledger entry {}: it is never reissued; later changes to it \
+             appear as adjustment lines in a later period's statement",
+            f.seq
+        )));
+    }
+    let catalog = store::catalog::current(store.as_ref()).await?;
+    let counted = count(store.as_ref(), &published, period, catalog.as_ref(), &rates).await?;
+    let (adjust_lines, adjusts) = adjustments(store.as_ref(), &published, period, &log).await?;
+    let mut rules_versions = BTreeSet::new();
+    for run in counted.hours.values().collect::<BTreeSet<_>>() {
+        if let Some(m) = store::layout::get_json::<store::Manifest>(
+            store.as_ref(),
+            &store::layout::manifest(run),
+        )
+        .await?
+        {
+            rules_versions.insert(m.rules_version);
+        }
+    }
+    let inputs = ManifestInputs {
+        hours: counted.hours.clone(),
+        catalog_sha256: catalog.as_ref().map(|c| c.sha256.clone()),
+        rate_card_sha256: rates.sha256.clone(),
+        rules_versions: rules_versions.into_iter().collect(),
+        code_version: CODE_VERSION.to_owned(),
+        adjusts,
+    };
+    let id = statement_id(&period, opts.provisional, &inputs);
+    let statement = build(
+        id,
+        period,
+        opts.provisional,
+        &rates,
+        catalog.as_ref(),
+        &counted,
+        adjust_lines,
+        inputs,
+    )?;
+    if let Some(e) = log.statement(&statement.id) {
+        return Ok(Reported {
+            files: e.files.clone(),
+            statement,
+            entry: Appended::Existing(e.seq),
+        });
+    }
+    let files = write_files(store.as_ref(), &statement, rate_card).await?;
+    let mut runs: Vec<String> = statement
+        .manifest_inputs
+        .hours
+        .values()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    runs.sort();
+    let references: Vec<u64> = statement
+        .manifest_inputs
+        .adjusts
+        .iter()
+        .filter(|a| statement.lines.iter().any(|l| l.reference == Some(a.entry)))
+        .map(|a| a.entry)
+        .collect();
+    let entry = Entry {
+        seq: 0,
+        prev: String::new(),
+        kind: Kind::Statement,
+        period: period.label(),
+        statement_id: statement.id.clone(),
+        provisional: statement.provisional,
+        files: files.clone(),
+        totals: statement.totals(),
+        inputs: Inputs {
+            published_seq: published.seq,
+            watermark: published.watermark,
+            runs,
+            catalog_sha256: statement.manifest_inputs.catalog_sha256.clone(),
+            rate_card_sha256: rates.sha256.clone(),
+        },
+        references,
+        operator: opts.operator.clone(),
+        recorded_at: Utc::now(),
+    };
+    let id = statement.id.clone();
+    let appended = ledger
+        .append(key, NewEntry { entry }, |log| {
+            log.statement(&id).map(|e| e.seq)
+        })
+        .await?;
+    Ok(Reported {
+        statement,
+        entry: appended,
+        files,
+    })
+}
+
+/// The id: SHA-256 (first 32 hex digits) of every input.
+fn statement_id(period: &Period, provisional: bool, inputs: &ManifestInputs) -> String {
+    #[derive(Serialize)]
+    struct Id<'a> {
+        period: String,
+        provisional: bool,
+        inputs: &'a ManifestInputs,
+    }
+    let bytes = serde_json::to_vec(&Id {
+        period: period.label(),
+        provisional,
+        inputs,
+    })
+    .unwrap_or_default();
+    store::layout::sha256(&bytes)[..32].to_owned()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    id: String,
+    period: Period,
+    provisional: bool,
+    rates: &RateCard,
+    catalog: Option<&Catalog>,
+    counted: &Counted,
+    adjust_lines: Vec<Line>,
+    manifest_inputs: ManifestInputs,
+) -> Result<Statement> {
+    let title = |video: &str| {
+        catalog
+            .and_then(|c| c.entry(video))
+            .map(|e| e.title.clone())
+            .unwrap_or_default()
+    };
+    let mut lines = Vec::with_capacity(counted.lines.len() + adjust_lines.len());
+    for ((creator, video, cpm), &views) in &counted.lines {
+        lines.push(Line {
+            creator_id: Some(creator.clone()),
+            video_id: video.clone(),
+            title: title(video),
+            billable_views: views,
+            cpm: Some(*cpm),
+            amount: Some(amount(views, *cpm)?),
+            kind: LineKind::Views,
+            reference: None,
+        });
+    }
+    lines.extend(adjust_lines);
+    lines.sort_by(|a, b| {
+        (&a.creator_id, &a.video_id, a.kind, a.reference, a.cpm).cmp(&(
+            &b.creator_id,
+            &b.video_id,
+            b.kind,
+            b.reference,
+            b.cpm,
+        ))
+    });
+    let unattributed = counted
+        .unattributed
+        .iter()
+        .map(|(video, &views)| Line {
+            creator_id: None,
+            video_id: video.clone(),
+            title: String::new(),
+            billable_views: views,
+            cpm: None,
+            amount: None,
+            kind: LineKind::Views,
+            reference: None,
+        })
+        .collect();
+    Ok(Statement {
+        id,
+        period,
+        provisional,
+        currency: rates.currency.clone(),
+        lines,
+        unattributed,
+        manifest_inputs,
+    })
+}
+
+fn amount(views: i64, cpm: Decimal) -> Result<Decimal> {
+    money::line_amount(views, cpm)
+        .ok_or_else(|| Error::Input(format!("{views} views at {cpm} overflow the decimal range")))
+}
+
+/// Adjustment lines for every finalized period before `period` whose
+/// billable views changed since its final statement: the difference per
+/// (creator, video, rate) beyond what earlier adjustments already paid,
+/// at the rate in force for the original period.
+async fn adjustments(
+    store: &dyn ObjectStore,
+    published: &Published,
+    period: Period,
+    log: &ledger::Log,
+) -> Result<(Vec<Line>, Vec<Adjusted>)> {
+    let label = period.label();
+    // Adjustment lines already issued, by the entry they correct: only
+    // those in finalized statements count (a provisional or superseded
+    // statement paid nothing).
+    let mut issued: BTreeMap<u64, (Lines, Vec<u64>)> = BTreeMap::new();
+    let finals: Vec<&Entry> = log
+        .entries
+        .iter()
+        .filter(|e| e.kind == Kind::Finalize && e.period < label)
+        .collect();
+    let mut final_statements = Vec::new();
+    for f in &finals {
+        let seq = *f.references.first().ok_or_else(|| {
+            Error::Tampered(format!("finalize entry {} names no statement entry", f.seq))
+        })?;
+        let s = log.entries.get(seq as usize).ok_or_else(|| {
+            Error::Tampered(format!(
+                "finalize entry {} names entry {seq}, which does not exist",
+                f.seq
+            ))
+        })?;
+        let lines = read_lines(store, s).await?;
+        for (l, reference) in &lines {
+            if let Some(r) = reference {
+                let slot = issued.entry(*r).or_default();
+                *slot.0.entry(l.0.clone()).or_default() += l.1;
+                if !slot.1.contains(&s.seq) {
+                    slot.1.push(s.seq);
+                }
+            }
+        }
+        final_statements.push((f, s, lines));
+    }
+    let mut out = Vec::new();
+    let mut adjusted = Vec::new();
+    for (_, s, lines) in final_statements {
+        let original_period = Period::parse(&s.period)?;
+        let dir = format!("statements/{}/{}", s.period, s.statement_id);
+        let rate_bytes = get(store, &Path::from(format!("{dir}/rates.toml"))).await?;
+        let rates = RateCard::parse(&rate_bytes)?;
+        let catalog = match &s.inputs.catalog_sha256 {
+            Some(sha) => Some(store::catalog::load(store, sha).await?),
+            None => None,
+        };
+        let now = count(store, published, original_period, catalog.as_ref(), &rates).await?;
+        let mut paid: Lines = BTreeMap::new();
+        for ((k, v), reference) in &lines {
+            if reference.is_none() {
+                *paid.entry(k.clone()).or_default() += v;
+            }
+        }
+        let (earlier_lines, earlier) = issued.remove(&s.seq).unwrap_or_default();
+        for (k, v) in earlier_lines {
+            *paid.entry(k).or_default() += v;
+        }
+        let keys: BTreeSet<_> = paid.keys().chain(now.lines.keys()).cloned().collect();
+        let mut any = false;
+        for k in keys {
+            let delta =
+                now.lines.get(&k).copied().unwrap_or(0) - paid.get(&k).copied().unwrap_or(0);
+            if delta == 0 {
+                continue;
+            }
+            any = true;
+            let (creator, video, cpm) = k;
+            out.push(Line {
+                creator_id: Some(creator),
+                title: catalog
+                    .as_ref()
+                    .and_then(|c| c.entry(&video))
+                    .map(|e| e.title.clone())
+                    .unwrap_or_default(),
+                video_id: video,
+                billable_views: delta,
+                cpm: Some(cpm),
+                amount: Some(amount(delta, cpm)?),
+                kind: LineKind::Adjustment,
+                reference: Some(s.seq),
+            });
+        }
+        if any {
+            adjusted.push(Adjusted {
+                period: s.period.clone(),
+                entry: s.seq,
+                hours: now.hours,
+                earlier,
+            });
+        }
+    }
+    Ok((out, adjusted))
+}
+
+/// A recorded statement's lines: ((creator, video, cpm), views) and the
+/// reference of adjustment lines.
+type RecordedLine = ((String, String, Decimal), i64);
+
+async fn read_lines(
+    store: &dyn ObjectStore,
+    e: &Entry,
+) -> Result<Vec<(RecordedLine, Option<u64>)>> {
+    let path = Path::from(format!(
+        "statements/{}/{}/statement.csv",
+        e.period, e.statement_id
+    ));
+    let bytes = get(store, &path).await?;
+    if let Some(want) = e.files.get(path.as_ref())
+        && store::layout::sha256(&bytes) != *want
+    {
+        return Err(Error::Tampered(format!(
+            "{path} does not have the SHA-256 ledger entry {} recorded; run `viewcount ledger verify`",
+            e.seq
+        )));
+    }
+    let mut r = csv::Reader::from_reader(bytes.as_ref());
+    let mut out = Vec::new();
+    for (i, row) in r.records().enumerate() {
+        let row = row.map_err(|err| Error::Tampered(format!("{path} line {}: {err}", i + 2)))?;
+        let field = |n: usize| row.get(n).unwrap_or_default();
+        let bad = |what: &str| Error::Tampered(format!("{path} line {}: bad {what}", i + 2));
+        let views: i64 = field(3).parse().map_err(|_| bad("billable_views"))?;
+        let cpm = Decimal::from_str(field(4)).map_err(|_| bad("cpm"))?;
+        let reference = match field(8) {
+            "" => None,
+            s => Some(s.parse::<u64>().map_err(|_| bad("reference"))?),
+        };
+        out.push((
+            (
+                (field(0).to_owned(), field(1).to_owned(), cpm.normalize()),
+                views,
+            ),
+            reference,
+        ));
+    }
+    Ok(out)
+}
+
+async fn get(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
+    match store.get(path).await {
+        Ok(r) => Ok(r.bytes().await?),
+        Err(object_store::Error::NotFound { .. }) => Err(Error::Tampered(format!(
+            "{path} is missing from the store; run `viewcount ledger verify`"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes a statement's files create-only (identical bytes already there
+/// are fine: a rerun or a racing writer of the same statement), manifest
+/// last. Returns store path → SHA-256 of each.
+async fn write_files(
+    store: &dyn ObjectStore,
+    s: &Statement,
+    rate_card: &[u8],
+) -> Result<BTreeMap<String, String>> {
+    let dir = s.dir();
+    let mut named: Vec<(&str, Bytes)> = vec![
+        ("statement.csv", Bytes::from(s.csv(false)?)),
+        ("unattributed.csv", Bytes::from(s.csv(true)?)),
+        ("statement.json", Bytes::from(s.json())),
+        ("statement.parquet", s.parquet()?),
+        ("rates.toml", Bytes::copy_from_slice(rate_card)),
+    ];
+    let files: BTreeMap<String, String> = named
+        .iter()
+        .map(|(n, b)| ((*n).to_owned(), store::layout::sha256(b)))
+        .collect();
+    let manifest = StatementManifest {
+        statement_id: s.id.clone(),
+        period: s.period.label(),
+        provisional: s.provisional,
+        inputs: s.manifest_inputs.clone(),
+        totals: s.totals(),
+        files,
+    };
+    named.push(("manifest.json", Bytes::from(pretty(&manifest))));
+    let mut out = BTreeMap::new();
+    for (name, bytes) in named {
+        let path = Path::from(format!("{dir}/{name}"));
+        put_create(store, &path, bytes.clone()).await?;
+        out.insert(path.to_string(), store::layout::sha256(&bytes));
+    }
+    Ok(out)
+}
+
+async fn put_create(store: &dyn ObjectStore, path: &Path, bytes: Bytes) -> Result<()> {
+    match store
+        .put_opts(
+            path,
+            PutPayload::from(bytes.clone()),
+            PutOptions::from(PutMode::Create),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            let have = get(store, path).await?;
+            if have == bytes {
+                Ok(())
+            } else {
+                Err(Error::Tampered(format!(
+                    "{path} exists with other bytes than this statement's: it was edited; run `viewcount ledger verify`"
+                )))
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What finalize did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finalized {
+    /// Finalized now in this entry, locking the statement of entry `statement`.
+    New {
+        /// The finalize entry.
+        entry: u64,
+        /// The statement entry locked.
+        statement: u64,
+    },
+    /// It already was, in this entry.
+    Already(u64),
+}
+
+/// Locks a period: records a final entry for its latest non-provisional
+/// statement. After it the period is never reissued.
+pub async fn finalize(
+    store: Arc<dyn ObjectStore>,
+    key: &LogKey,
+    period: Period,
+    operator: &str,
+) -> Result<Finalized> {
+    let ledger = Ledger::new(store);
+    let log = ledger.read().await?;
+    let label = period.label();
+    if let Some(f) = log.finalized(&label) {
+        return Ok(Finalized::Already(f.seq));
+    }
+    let latest = log.of(&label, Kind::Statement).last().ok_or_else(|| {
+        Error::Input(format!(
+            "{period} has no statement yet: run `viewcount billing report --period {period} --rates FILE` first"
+        ))
+    })?;
+    if latest.provisional {
+        return Err(Error::Input(format!(
+            "the latest statement of {period} (ledger entry {}) is provisional and cannot be finalized: \
+             once the batch watermark has passed the period's end plus the grace, run \
+             `viewcount billing report --period {period} --rates FILE` without --provisional, then finalize",
+            latest.seq
+        )));
+    }
+    let mut entry = latest.clone();
+    entry.kind = Kind::Finalize;
+    entry.references = vec![latest.seq];
+    entry.operator = operator.to_owned();
+    entry.recorded_at = Utc::now();
+    let statement = latest.seq;
+    let appended = ledger
+        .append(key, NewEntry { entry }, |log| {
+            log.finalized(&label).map(|e| e.seq)
+        })
+        .await?;
+    Ok(match appended {
+        Appended::New(seq) => Finalized::New {
+            entry: seq,
+            statement,
+        },
+        Appended::Existing(seq) => Finalized::Already(seq),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_are_months() {
+        let p = Period::parse("2026-12").unwrap();
+        assert_eq!(p.start().to_rfc3339(), "2026-12-01T00:00:00+00:00");
+        assert_eq!(p.end().to_rfc3339(), "2027-01-01T00:00:00+00:00");
+        for bad in ["2026-13", "2026-1", "26-10", "2026/10", "2026-10-01", ""] {
+            assert!(Period::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! `billing report` / `finalize` end to end: archive → batch → statement →
+//! ledger, checked against the generator's truth × the rates.
+
+use std::collections::BTreeMap;
+
+use billing::Error;
+use billing::ledger::{Appended, Kind, Ledger};
+use billing::statement::{self, Finalized, LineKind, Period, ReportOptions};
+use chrono::{Duration, NaiveDate, TimeDelta};
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+
+use crate::world::{RATES, World, at, parse_csv};
+
+fn opts(period: &str, provisional: bool) -> ReportOptions {
+    ReportOptions {
+        period: Period::parse(period).unwrap(),
+        provisional,
+        grace: ReportOptions::DEFAULT_GRACE,
+        operator: "test".into(),
+    }
+}
+
+async fn read(w: &World, path: &str) -> Vec<u8> {
+    w.store
+        .get(&Path::from(path))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
+}
+
+/// Events from Oct 28 to Nov 2, published through Nov 2.
+async fn october() -> World {
+    let mut w = World::new().await;
+    w.archive(
+        6_000,
+        1,
+        at("2026-10-28T00:00:00Z"),
+        Duration::days(5),
+        at("2026-11-02T00:30:00Z"),
+    )
+    .await;
+    w.batch(at("2026-10-28T00:00:00Z"), at("2026-11-02T00:00:00Z"))
+        .await;
+    w
+}
+
+#[tokio::test]
+async fn a_statement_is_truth_times_rates_and_is_recorded_once() {
+    let w = october().await;
+    let october = NaiveDate::from_ymd_opt(2026, 10, 1).unwrap();
+
+    // The watermark (Nov 2 00:00) has not passed Nov 1 + 72 h.
+    let err = statement::report(
+        w.store.clone(),
+        &w.key,
+        RATES.as_bytes(),
+        &opts("2026-10", false),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::NotReady(_)), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("2026-11-02T00:00:00+00:00")
+            && msg.contains("48 hours short")
+            && msg.contains("--provisional"),
+        "{msg}"
+    );
+    assert!(
+        Ledger::new(w.store.clone())
+            .read()
+            .await
+            .unwrap()
+            .entries
+            .is_empty()
+    );
+
+    // With a grace of 0 the month is billable.
+    let final_opts = ReportOptions {
+        grace: TimeDelta::zero(),
+        ..opts("2026-10", false)
+    };
+    let r = statement::report(w.store.clone(), &w.key, RATES.as_bytes(), &final_opts)
+        .await
+        .unwrap();
+    assert_eq!(r.entry, Appended::New(0));
+    let dir = r.statement.dir();
+    let csv = read(&w, &format!("{dir}/statement.csv")).await;
+    let got: BTreeMap<(String, String, i64), (i64, i64)> = parse_csv(&csv)
+        .into_iter()
+        .map(|(c, v, cpm, views, cents, kind, reference)| {
+            assert_eq!((kind.as_str(), reference.as_str()), ("views", ""));
+            ((c, v, cpm), (views, cents))
+        })
+        .collect();
+    let want = w.expected(october);
+    assert!(want.len() > 20, "a real statement: {} lines", want.len());
+    assert!(
+        want.keys().any(|k| k.2 == 4_125_000)
+            && want
+                .keys()
+                .any(|k| k.0 == "creator-0001" && k.2 == 2_500_000),
+        "the mid-month rate change gives two lines for creator-0001"
+    );
+    assert_eq!(got, want);
+
+    // Totals: creator totals are sums of rounded lines, the total their sum.
+    let json: serde_json::Value =
+        serde_json::from_slice(&read(&w, &format!("{dir}/statement.json")).await).unwrap();
+    let total_cents: i64 = want.values().map(|v| v.1).sum();
+    assert_eq!(
+        json["total"],
+        format!("{}.{:02}", total_cents / 100, total_cents % 100)
+    );
+    assert_eq!(json["provisional"], false);
+    for c in json["creators"].as_array().unwrap() {
+        let id = c["creator_id"].as_str().unwrap();
+        let cents: i64 = want
+            .iter()
+            .filter(|(k, _)| k.0 == id)
+            .map(|(_, v)| v.1)
+            .sum();
+        assert_eq!(
+            c["total"],
+            format!("{}.{:02}", cents / 100, cents % 100),
+            "{id}"
+        );
+    }
+    // Unattributed videos are listed, not paid.
+    let un = parse_csv(&read(&w, &format!("{dir}/unattributed.csv")).await);
+    let un: BTreeMap<String, i64> = un
+        .into_iter()
+        .map(|r| {
+            assert_eq!((r.0.as_str(), r.2, r.4), ("", 0, 0));
+            (r.1, r.3)
+        })
+        .collect();
+    assert_eq!(un, w.expected_unattributed(october));
+    assert!(!un.is_empty());
+
+    // The manifest names every file's hash, and the ledger entry each path's.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&read(&w, &format!("{dir}/manifest.json")).await).unwrap();
+    assert_eq!(manifest["provisional"], false);
+    for (name, sha) in manifest["files"].as_object().unwrap() {
+        let bytes = read(&w, &format!("{dir}/{name}")).await;
+        assert_eq!(
+            store::layout::sha256(&bytes),
+            sha.as_str().unwrap(),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        manifest["inputs"]["hours"].as_object().unwrap().len(),
+        4 * 24
+    );
+    let log = Ledger::new(w.store.clone()).read().await.unwrap();
+    assert_eq!(log.entries.len(), 1);
+    assert_eq!(log.entries[0].files.len(), 6);
+    assert!(!log.entries[0].provisional);
+    assert_eq!(
+        log.entries[0].totals.amount,
+        json["total"].as_str().unwrap()
+    );
+
+    // Same inputs: same id, nothing new written.
+    let again = statement::report(w.store.clone(), &w.key, RATES.as_bytes(), &final_opts)
+        .await
+        .unwrap();
+    assert_eq!(again.statement.id, r.statement.id);
+    assert_eq!(again.entry, Appended::Existing(0));
+    assert_eq!(again.statement.csv(false).unwrap(), csv);
+    assert_eq!(
+        Ledger::new(w.store.clone())
+            .read()
+            .await
+            .unwrap()
+            .entries
+            .len(),
+        1
+    );
+
+    let v = Ledger::new(w.store.clone())
+        .verify(None, None)
+        .await
+        .unwrap();
+    assert_eq!((v.entries, v.files), (1, 6));
+}
+
+#[tokio::test]
+async fn provisional_is_labelled_everywhere_and_cannot_be_finalized() {
+    let w = october().await;
+    let r = statement::report(
+        w.store.clone(),
+        &w.key,
+        RATES.as_bytes(),
+        &opts("2026-10", true),
+    )
+    .await
+    .unwrap();
+    let dir = r.statement.dir();
+    for file in ["statement.json", "manifest.json"] {
+        let v: serde_json::Value =
+            serde_json::from_slice(&read(&w, &format!("{dir}/{file}")).await).unwrap();
+        assert_eq!(v["provisional"], true, "{file}");
+    }
+    let log = Ledger::new(w.store.clone()).read().await.unwrap();
+    assert!(log.entries[0].provisional);
+    // Provisional and final statements of the same numbers are different statements.
+    let f = statement::report(
+        w.store.clone(),
+        &w.key,
+        RATES.as_bytes(),
+        &ReportOptions {
+            grace: TimeDelta::zero(),
+            ..opts("2026-10", false)
+        },
+    )
+    .await
+    .unwrap();
+    assert_ne!(f.statement.id, r.statement.id);
+    assert_eq!(f.entry, Appended::New(1));
+    // Finalize takes the latest; a provisional latest is refused.
+    let p2 = statement::report(
+        w.store.clone(),
+        &w.key,
+        b"currency = \"USD\"\ndefault_cpm = \"3\"\n",
+        &opts("2026-10", true),
+    )
+    .await
+    .unwrap();
+    assert_eq!(p2.entry, Appended::New(2));
+    let err = statement::finalize(
+        w.store.clone(),
+        &w.key,
+        Period::parse("2026-10").unwrap(),
+        "t",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("is provisional and cannot be finalized"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_reports_record_one_statement() {
+    let w = october().await;
+    let o = ReportOptions {
+        grace: TimeDelta::zero(),
+        ..opts("2026-10", false)
+    };
+    let runs = (0..4).map(|_| statement::report(w.store.clone(), &w.key, RATES.as_bytes(), &o));
+    let results = futures::future::join_all(runs).await;
+    let mut new = 0;
+    for r in &results {
+        let r = r.as_ref().unwrap();
+        if matches!(r.entry, Appended::New(_)) {
+            new += 1;
+        }
+        assert_eq!(r.statement.id, results[0].as_ref().unwrap().statement.id);
+    }
+    assert_eq!(new, 1);
+    let log = Ledger::new(w.store.clone()).read().await.unwrap();
+    assert_eq!(log.entries.len(), 1);
+    Ledger::new(w.store.clone())
+        .verify(None, None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn late_events_after_finalization_become_adjustments() {
+    let mut w = october().await;
+    let oct = Period::parse("2026-10").unwrap();
+    let final_opts = ReportOptions {
+        grace: TimeDelta::zero(),
+        ..opts("2026-10", false)
+    };
+    let first = statement::report(w.store.clone(), &w.key, RATES.as_bytes(), &final_opts)
+        .await
+        .unwrap();
+    let fin = statement::finalize(w.store.clone(), &w.key, oct, "finance")
+        .await
+        .unwrap();
+    assert_eq!(
+        fin,
+        Finalized::New {
+            entry: 1,
+            statement: 0
+        }
+    );
+    assert_eq!(
+        statement::finalize(w.store.clone(), &w.key, oct, "finance")
+            .await
+            .unwrap(),
+        Finalized::Already(1)
+    );
+    let before = w.expected(NaiveDate::from_ymd_opt(2026, 10, 1).unwrap());
+
+    // Late views for Oct 31 arrive on Nov 3; the batch recomputes that day.
+    w.archive(
+        1_500,
+        2,
+        at("2026-10-31T00:00:00Z"),
+        Duration::hours(24),
+        at("2026-11-03T00:00:00Z"),
+    )
+    .await;
+    w.batch(at("2026-10-31T00:00:00Z"), at("2026-11-02T00:00:00Z"))
+        .await;
+
+    // October is never reissued.
+    let err = statement::report(w.store.clone(), &w.key, RATES.as_bytes(), &final_opts)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("was finalized in ledger entry 1"),
+        "{err}"
+    );
+
+    // November's statement carries the difference at October's rates.
+    let nov = statement::report(
+        w.store.clone(),
+        &w.key,
+        RATES.as_bytes(),
+        &opts("2026-11", true),
+    )
+    .await
+    .unwrap();
+    let after = w.expected(NaiveDate::from_ymd_opt(2026, 10, 1).unwrap());
+    let mut want: BTreeMap<(String, String, i64), i64> = BTreeMap::new();
+    for (k, (v, _)) in &after {
+        want.insert(k.clone(), *v);
+    }
+    for (k, (v, _)) in &before {
+        *want.entry(k.clone()).or_default() -= v;
+    }
+    want.retain(|_, v| *v != 0);
+    assert!(!want.is_empty(), "late views changed October");
+    let adjustments: BTreeMap<(String, String, i64), i64> =
+        parse_csv(&nov.statement.csv(false).unwrap())
+            .into_iter()
+            .filter(|r| r.5 == "adjustment")
+            .map(|r| {
+                assert_eq!(r.6, "0", "references October's statement entry");
+                let cents =
+                    crate::world::half_even_div(i128::from(r.3) * i128::from(r.2), 10_000_000);
+                assert_eq!(r.4, cents, "amount = delta × October's rate");
+                ((r.0, r.1, r.2), r.3)
+            })
+            .collect();
+    assert_eq!(adjustments, want);
+    assert!(
+        nov.statement
+            .lines
+            .iter()
+            .any(|l| l.kind == LineKind::Views),
+        "November's own views"
+    );
+    let log = Ledger::new(w.store.clone()).read().await.unwrap();
+    let entry = &log.entries[2];
+    assert_eq!(
+        (entry.kind, entry.references.clone()),
+        (Kind::Statement, vec![0])
+    );
+
+    // Adjustments sum back: October as paid plus the adjustments is October now.
+    let paid: i64 = before.values().map(|v| v.0).sum::<i64>() + want.values().sum::<i64>();
+    assert_eq!(paid, after.values().map(|v| v.0).sum::<i64>());
+    assert_ne!(first.statement.id, nov.statement.id);
+    Ledger::new(w.store.clone())
+        .verify(None, None)
+        .await
+        .unwrap();
+}
