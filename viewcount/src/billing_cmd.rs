@@ -279,7 +279,7 @@ pub(crate) async fn ledger(c: LedgerCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn pub_path(key: &Path) -> PathBuf {
+pub(crate) fn pub_path(key: &Path) -> PathBuf {
     let mut s = key.as_os_str().to_owned();
     s.push(".pub");
     PathBuf::from(s)

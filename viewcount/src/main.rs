@@ -11,6 +11,7 @@ mod serve_cmd;
 mod speed_cmd;
 mod token_cmd;
 mod up;
+mod up_billing;
 mod util;
 
 use clap::{Parser, Subcommand};

@@ -24,6 +24,7 @@ use telemetry::OpsBuilder;
 use crate::ingest_cmd::IngestFlags;
 use crate::serve_cmd::ServeFlags;
 use crate::speed_cmd::SpeedFlags;
+use crate::up_billing::{BillingFiles, demo_billing};
 use crate::util::{RuleFlags, Stop, bind, shutdown_signal};
 
 #[derive(Debug, clap::Args)]
@@ -60,6 +61,14 @@ pub(crate) struct Args {
     /// finance, one creator) made at start and printed, valid while it runs.
     #[arg(long, env = "VIEWCOUNT_TOKENS")]
     tokens: Option<std::path::PathBuf>,
+    /// The ledger's signing key; default: a dev key kept beside a file://
+    /// store (`<store dir>.dev-ledger.key`), made on first use.
+    #[arg(long, env = "VIEWCOUNT_LEDGER_KEY")]
+    ledger_key: Option<std::path::PathBuf>,
+    /// The rate card the demo bills with; default: a demo card written
+    /// beside a file:// store (`<store dir>.rates.toml`).
+    #[arg(long)]
+    rates: Option<std::path::PathBuf>,
     #[command(flatten)]
     ingest: IngestFlags,
     #[command(flatten)]
@@ -133,6 +142,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let store = store::open(&store_url)?;
     println!("store: {store_url} (raw archive, batch views, manifests)");
     let catalog = demo_catalog(store.as_ref()).await?;
+    let billing_files = BillingFiles::prepare(&store_url, a.ledger_key.clone(), a.rates.clone())?;
 
     let producer = Arc::new(a.ingest.producer(&bootstrap, &a.topic)?);
     let speed_config = a.speed.config(&bootstrap, &a.topic, &redis_url, rules)?;
@@ -232,14 +242,20 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         outcome = async {
             let base = format!("http://{addr}");
             let truth = demo(&base, &bootstrap, &a.topic, &redis_url, &keys, n, rules).await?;
-            demo_batch(store.clone(), &store_url, &truth, &redis_url, &keys, rules).await?;
-            let check = match &dev {
-                Some(dev) => dev.admin.clone(),
-                None => return Ok(()),
-            };
-            serving.source.refresh().await?;
-            let w = serving.source.snapshot().index.watermark();
-            demo_serving(&base, &check, &truth, &catalog, w).await
+            let closed =
+                demo_batch(store.clone(), &store_url, &truth, &redis_url, &keys, rules).await?;
+            if let Some(dev) = &dev {
+                serving.source.refresh().await?;
+                let w = serving.source.snapshot().index.watermark();
+                demo_serving(&base, &dev.admin, &truth, &catalog, w).await?;
+            }
+            match closed {
+                Some(to) => {
+                    demo_billing(store.clone(), &store_url, &billing_files, &truth, &catalog, to)
+                        .await
+                }
+                None => Ok(()),
+            }
         }
         .await;
     }
@@ -400,13 +416,13 @@ async fn demo_batch(
     redis_url: &str,
     keys: &KeySpace,
     rules: RuleSet,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<chrono::DateTime<Utc>>> {
     let rows = truth.rows();
     let (Some(from), Some(last)) = (
         rows.iter().map(|r| r.hour).min(),
         rows.iter().map(|r| r.hour).max(),
     ) else {
-        return Ok(());
+        return Ok(None);
     };
     // Closed hours only: the current hour stays with the speed layer, so
     // serving shows both parts and views sent after the demo keep counting.
@@ -414,7 +430,7 @@ async fn demo_batch(
     let to = (last + chrono::Duration::hours(1)).min(this_hour);
     if from >= to {
         println!("\nbatch: every demo hour is still open; nothing to recompute yet");
-        return Ok(());
+        return Ok(None);
     }
     // The archive flushes every 2 s; wait until it has every record.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -487,7 +503,7 @@ async fn demo_batch(
         from.format("%Y-%m-%dT%H:%M:%SZ"),
         to.format("%Y-%m-%dT%H:%M:%SZ")
     );
-    Ok(())
+    Ok(Some(to))
 }
 
 /// Puts the generated videos' catalog in force, unless the store has one.
