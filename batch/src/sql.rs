@@ -84,6 +84,98 @@ pub fn payload_fp_udf(rules: RuleSet) -> ScalarUDF {
 
 /// The columns every UDF over raw rows takes, in schema order.
 pub const RAW_COLUMNS: &str = "event_id, video_id, user_id, session_id, occurred_at, watch_seconds, device, country, referrer, quality, revenue_eligible, ad_impressions, schema_version, received_at, kafka_partition, kafka_offset";
+/// The fraud cap's numbering: each (user, video, UTC day)'s billable views
+/// in (occurred_at, event_id) order; past the cap they are filtered.
+const CAPPED: &str = "capped AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id, video_id, date_trunc('day', occurred_at), billable ORDER BY occurred_at, event_id) AS brn FROM firsts)";
+
+/// One pass over the raw rows: re-validate, fingerprint payloads, number
+/// each event id's copies (the UUID's value is the key, so case does not
+/// matter). Materialized once as the table `ranked`; returns the `firsts`
+/// CTE (the winning copy of each event, with its billable flag).
+async fn rank(ctx: &datafusion::prelude::SessionContext, rules: &RuleSet) -> Result<String> {
+    let ranked_sql = format!(
+        "SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY {SQL_COPY_ORDER}) AS occ
+         FROM (SELECT {SQL_EVENT_KEY} AS event_id, video_id, user_id, occurred_at, watch_seconds, revenue_eligible,
+                      received_at, kafka_partition, kafka_offset, vc_payload_fp({RAW_COLUMNS}) AS fp
+               FROM raw WHERE vc_valid({RAW_COLUMNS}))"
+    );
+    let ranked = ctx.sql(&ranked_sql).await?.cache().await?;
+    ctx.register_table("ranked", ranked.into_view())?;
+    Ok(format!(
+        "firsts AS (SELECT video_id, user_id, occurred_at, watch_seconds, event_id,
+                           (revenue_eligible AND watch_seconds >= {min}) AS billable
+                    FROM ranked WHERE occ = 1)",
+        min = rules.billable_min_watch_seconds
+    ))
+}
+
+/// A billable view as the rules decide it: which event, and whether the
+/// fraud cap filtered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillableEvent {
+    /// The event id (lower case).
+    pub event_id: String,
+    /// The video.
+    pub video_id: String,
+    /// `occurred_at`, microseconds since the epoch.
+    pub occurred_at_us: i64,
+    /// Filtered by the fraud cap (not paid).
+    pub fraud_filtered: bool,
+}
+
+/// The billable views of `videos` occurring in `[from, to)` that a run over
+/// `inputs` with `rules` decides, each event once: the evidence behind a
+/// statement line. Sorted by video, occurred_at, event id.
+pub async fn billable_events(
+    store: Arc<dyn ObjectStore>,
+    inputs: &[Input],
+    videos: &[String],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    rules: &RuleSet,
+) -> Result<Vec<BillableEvent>> {
+    if inputs.is_empty() || videos.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ctx = crate::session::raw_session(store, inputs.iter().map(|i| i.path.as_str())).await?;
+    ctx.register_udf(valid_udf(*rules));
+    ctx.register_udf(payload_fp_udf(*rules));
+    let firsts = rank(&ctx, rules).await?;
+    let list = videos
+        .iter()
+        .map(|v| format!("'{}'", v.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "WITH {firsts}, {CAPPED}
+         SELECT event_id, video_id, CAST(occurred_at AS BIGINT) AS occurred_us, brn > {cap} AS filtered
+         FROM capped
+         WHERE billable AND video_id IN ({list})
+           AND CAST(occurred_at AS BIGINT) >= {from_us} AND CAST(occurred_at AS BIGINT) < {to_us}
+         ORDER BY video_id, occurred_at, event_id",
+        cap = rules.fraud_cap_per_user_video_day,
+        from_us = from.timestamp_micros(),
+        to_us = to.timestamp_micros(),
+    );
+    let mut out = Vec::new();
+    let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
+    while let Some(b) = stream.try_next().await? {
+        let id = b.column(0).as_string::<i32>();
+        let v = b.column(1).as_string::<i32>();
+        let t = b.column(2).as_primitive::<Int64Type>();
+        let f = b.column(3).as_boolean();
+        for i in 0..b.num_rows() {
+            out.push(BillableEvent {
+                event_id: id.value(i).to_owned(),
+                video_id: v.value(i).to_owned(),
+                occurred_at_us: t.value(i),
+                fraud_filtered: f.value(i),
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Counts hours `[from, to)` of `inputs` with `rules`.
 pub(crate) async fn compute(
     store: Arc<dyn ObjectStore>,
@@ -101,26 +193,10 @@ pub(crate) async fn compute(
     ctx.register_udf(payload_fp_udf(*rules));
 
     let (from_us, to_us) = (from.timestamp_micros(), to.timestamp_micros());
-    // One pass over the raw rows: re-validate, fingerprint payloads, number
-    // each event id's copies (the UUID's value is the key, so case does not
-    // matter). Materialized once; every later query reads it.
-    let ranked_sql = format!(
-        "SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY {SQL_COPY_ORDER}) AS occ
-         FROM (SELECT {SQL_EVENT_KEY} AS event_id, video_id, user_id, occurred_at, watch_seconds, revenue_eligible,
-                      received_at, kafka_partition, kafka_offset, vc_payload_fp({RAW_COLUMNS}) AS fp
-               FROM raw WHERE vc_valid({RAW_COLUMNS}))"
-    );
-    let ranked = ctx.sql(&ranked_sql).await?.cache().await?;
-    ctx.register_table("ranked", ranked.into_view())?;
-    let firsts = format!(
-        "firsts AS (SELECT video_id, user_id, occurred_at, watch_seconds, event_id,
-                           (revenue_eligible AND watch_seconds >= {min}) AS billable
-                    FROM ranked WHERE occ = 1)",
-        min = rules.billable_min_watch_seconds
-    );
+    let firsts = rank(&ctx, rules).await?;
     let counts_sql = format!(
         "WITH {firsts},
-         capped AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id, video_id, date_trunc('day', occurred_at), billable ORDER BY occurred_at, event_id) AS brn FROM firsts)
+         {CAPPED}
          SELECT video_id, CAST(date_trunc('hour', occurred_at) AS BIGINT) AS hour_us,
                 COUNT(*) AS views,
                 SUM(CASE WHEN billable AND brn <= {cap} THEN 1 ELSE 0 END) AS billable_views,

@@ -8,6 +8,8 @@
 //! - [`statement`]: `billing report` and `billing finalize`: counting a month
 //!   from the published batch runs, adjustments for finalized months, the
 //!   statement files.
+//! - [`explain`]: a payout traced to the runs, raw files and event ids
+//!   behind it.
 //! - [`ledger`]: the transparency log: create-only entries, RFC 6962 Merkle
 //!   tree, signed C2SP checkpoints, `verify`, inclusion and consistency
 //!   proofs.
@@ -16,6 +18,7 @@
 //! are integers.
 #![deny(clippy::float_arithmetic)]
 
+pub mod explain;
 pub mod ledger;
 pub mod money;
 pub mod rates;

@@ -16,6 +16,8 @@ pub(crate) enum BillingCommand {
     Report(ReportArgs),
     /// Lock a month: its latest statement becomes final; later changes become adjustments.
     Finalize(FinalizeArgs),
+    /// Trace a creator's payout to lines, hours, runs, raw files and event ids (NDJSON).
+    Explain(ExplainArgs),
 }
 
 /// Ledger subcommands.
@@ -73,6 +75,24 @@ pub(crate) struct FinalizeArgs {
     operator: String,
     #[command(flatten)]
     key: KeyFlag,
+    #[command(flatten)]
+    store: StoreFlag,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ExplainArgs {
+    /// The creator.
+    #[arg(long)]
+    creator: String,
+    /// The month, `YYYY-MM`.
+    #[arg(long)]
+    period: String,
+    /// Only this video.
+    #[arg(long)]
+    video: Option<String>,
+    /// List every event id (default: a sample of each line's).
+    #[arg(long)]
+    all: bool,
     #[command(flatten)]
     store: StoreFlag,
 }
@@ -192,6 +212,31 @@ pub(crate) async fn billing(c: BillingCommand) -> anyhow::Result<()> {
                     println!("{period} was already finalized in ledger entry {seq}")
                 }
             }
+        }
+        BillingCommand::Explain(a) => {
+            let store = store::open(&a.store.url())?;
+            let opts = billing::explain::ExplainOptions {
+                creator: a.creator,
+                period: Period::parse(&a.period)?,
+                video: a.video,
+                all: a.all,
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let e = billing::explain::explain(store, &opts, &mut out).await?;
+            std::io::Write::flush(&mut out)?;
+            eprintln!(
+                "explained ledger entry {}: {} lines, {} billable views, {} event ids found behind them{}",
+                e.entry,
+                e.lines,
+                e.billable_views,
+                e.events,
+                if opts.all {
+                    ""
+                } else {
+                    " (a sample of each line's listed; --all lists every one)"
+                }
+            );
         }
     }
     Ok(())

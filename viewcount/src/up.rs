@@ -251,8 +251,15 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
             }
             match closed {
                 Some(to) => {
-                    demo_billing(store.clone(), &store_url, &billing_files, &truth, &catalog, to)
-                        .await
+                    demo_billing(
+                        store.clone(),
+                        &store_url,
+                        &billing_files,
+                        &truth,
+                        &catalog,
+                        to,
+                    )
+                    .await
                 }
                 None => Ok(()),
             }

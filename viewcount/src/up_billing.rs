@@ -32,7 +32,10 @@ impl BillingFiles {
     ) -> anyhow::Result<Self> {
         let beside = |suffix: &str| -> anyhow::Result<PathBuf> {
             match store_url.strip_prefix("file://") {
-                Some(dir) => Ok(PathBuf::from(format!("{}{suffix}", dir.trim_end_matches('/')))),
+                Some(dir) => Ok(PathBuf::from(format!(
+                    "{}{suffix}",
+                    dir.trim_end_matches('/')
+                ))),
                 None => bail!(
                     "the store {store_url} is not a local directory: pass --ledger-key and --rates"
                 ),
@@ -162,7 +165,12 @@ pub(crate) async fn demo_billing(
         .lines
         .iter()
         .filter(|l| l.kind == LineKind::Views)
-        .filter_map(|l| Some(((l.creator_id.clone()?, l.video_id.clone(), l.cpm?), l.billable_views)))
+        .filter_map(|l| {
+            Some((
+                (l.creator_id.clone()?, l.video_id.clone(), l.cpm?),
+                l.billable_views,
+            ))
+        })
         .collect();
     if got != want {
         bail!(

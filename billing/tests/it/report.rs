@@ -380,3 +380,97 @@ async fn late_events_after_finalization_become_adjustments() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn explain_lists_exactly_the_billable_events_of_each_line() {
+    let w = october().await;
+    let o = ReportOptions {
+        grace: TimeDelta::zero(),
+        ..opts("2026-10", false)
+    };
+    statement::report(w.store.clone(), &w.key, RATES.as_bytes(), &o)
+        .await
+        .unwrap();
+    let want = w.expected(NaiveDate::from_ymd_opt(2026, 10, 1).unwrap());
+    let creators: std::collections::BTreeSet<String> = want.keys().map(|k| k.0.clone()).collect();
+    let mut all_ids = std::collections::BTreeSet::new();
+    for creator in &creators {
+        let mut out = Vec::new();
+        let e = billing::explain::explain(
+            w.store.clone(),
+            &billing::explain::ExplainOptions {
+                creator: creator.clone(),
+                period: Period::parse("2026-10").unwrap(),
+                video: None,
+                all: true,
+            },
+            &mut out,
+        )
+        .await
+        .unwrap();
+        let mut events: BTreeMap<(String, String), i64> = BTreeMap::new();
+        let mut kinds = std::collections::BTreeSet::new();
+        for line in out.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+            kinds.insert(v["record"].as_str().unwrap().to_owned());
+            if v["record"] == "event" {
+                *events
+                    .entry((
+                        v["video_id"].as_str().unwrap().to_owned(),
+                        v["cpm"].as_str().unwrap().to_owned(),
+                    ))
+                    .or_default() += 1;
+                assert!(
+                    all_ids.insert(v["event_id"].as_str().unwrap().to_owned()),
+                    "each event once"
+                );
+            }
+        }
+        for k in ["statement", "line", "hour", "run", "input", "event"] {
+            assert!(kinds.contains(k), "{creator}: a {k} record");
+        }
+        let mine: BTreeMap<(String, String), i64> = want
+            .iter()
+            .filter(|(k, _)| &k.0 == creator)
+            .map(|(k, v)| {
+                let cpm = if k.2 == 4_125_000 { "4.125" } else { "2.50" };
+                ((k.1.clone(), cpm.to_owned()), v.0)
+            })
+            .collect();
+        assert_eq!(events, mine, "{creator}");
+        assert_eq!(e.events as i64, mine.values().sum::<i64>());
+    }
+    // Without --all: a sample, the same totals.
+    let creator = creators.iter().next().unwrap();
+    let mut out = Vec::new();
+    let e = billing::explain::explain(
+        w.store.clone(),
+        &billing::explain::ExplainOptions {
+            creator: creator.clone(),
+            period: Period::parse("2026-10").unwrap(),
+            video: None,
+            all: false,
+        },
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let listed = String::from_utf8(out)
+        .unwrap()
+        .matches("\"record\":\"event\"")
+        .count() as u64;
+    assert!(listed <= e.events && listed > 0);
+    let err = billing::explain::explain(
+        w.store.clone(),
+        &billing::explain::ExplainOptions {
+            creator: "nobody".into(),
+            period: Period::parse("2026-10").unwrap(),
+            video: None,
+            all: false,
+        },
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("no line for creator"), "{err}");
+}

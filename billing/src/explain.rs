@@ -1,0 +1,253 @@
+//! `billing explain`: a payout traced to the events behind it.
+//!
+//! Payout → the creator's statement lines → the per-hour batch rows of each
+//! line's video → the runs owning those hours (their manifests: rules, code,
+//! inputs) → the raw files of those hours → the event ids the rules counted
+//! as billable. The event ids are decided again by the counting rules as SQL
+//! ([`batch::sql::billable_events`]) over exactly the inputs each run
+//! recorded, with the rules it recorded; the count per line must equal the
+//! line's billable views, and explain fails loudly if it does not.
+//!
+//! Output is NDJSON, one record per line, each with a `"record"` field:
+//! `statement`, `line`, `hour`, `run`, `input`, `event`. By default each line
+//! lists a sample of its event ids; `--all` lists every one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use crate::ledger::{Kind, Ledger};
+use crate::money::format_cpm;
+use crate::rates::RateCard;
+use crate::statement::{Period, StatementManifest};
+use crate::{Error, Result};
+
+/// Event ids listed per line without `--all`.
+pub const SAMPLE: usize = 10;
+
+/// What to explain.
+#[derive(Debug, Clone)]
+pub struct ExplainOptions {
+    /// The creator.
+    pub creator: String,
+    /// The month.
+    pub period: Period,
+    /// Only this video.
+    pub video: Option<String>,
+    /// Every event id, not a sample.
+    pub all: bool,
+}
+
+/// What explain found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Explained {
+    /// The ledger entry of the statement explained.
+    pub entry: u64,
+    /// Lines explained.
+    pub lines: u64,
+    /// Billable views on them.
+    pub billable_views: i64,
+    /// Event ids found behind them (equal to `billable_views`).
+    pub events: u64,
+}
+
+fn emit(out: &mut dyn Write, v: serde_json::Value) -> Result<()> {
+    writeln!(out, "{v}").map_err(|e| Error::Input(format!("writing the output: {e}")))
+}
+
+/// Explains a creator's payout for a period (the finalized statement, or
+/// else the latest), writing NDJSON records to `out`.
+pub async fn explain(
+    store: Arc<dyn ObjectStore>,
+    opts: &ExplainOptions,
+    out: &mut dyn Write,
+) -> Result<Explained> {
+    let label = opts.period.label();
+    let log = Ledger::new(store.clone()).read().await?;
+    let entry = match log.finalized(&label) {
+        Some(f) => f.references.first().and_then(|&s| log.entries.get(s as usize)),
+        None => log.of(&label, Kind::Statement).last(),
+    }
+    .ok_or_else(|| {
+        Error::Input(format!(
+            "{label} has no statement in the ledger: run `viewcount billing report --period {label}` first"
+        ))
+    })?;
+    let dir = format!("statements/{}/{}", entry.period, entry.statement_id);
+    let manifest: StatementManifest =
+        store::layout::get_json(store.as_ref(), &Path::from(format!("{dir}/manifest.json")))
+            .await?
+            .ok_or_else(|| Error::Tampered(format!("{dir}/manifest.json is missing")))?;
+    let rates = RateCard::parse(&read(store.as_ref(), &format!("{dir}/rates.toml")).await?)?;
+    let csv = read(store.as_ref(), &format!("{dir}/statement.csv")).await?;
+    emit(
+        out,
+        json!({"record": "statement", "statement_id": entry.statement_id, "period": label,
+               "ledger_entry": entry.seq, "provisional": entry.provisional,
+               "finalized": log.finalized(&label).map(|f| f.seq), "directory": dir}),
+    )?;
+
+    // The creator's lines.
+    let mut lines: Vec<(String, Decimal, i64, String, String)> = Vec::new();
+    let mut reader = csv::Reader::from_reader(csv.as_ref());
+    for row in reader.records() {
+        let row = row.map_err(|e| Error::Tampered(format!("{dir}/statement.csv: {e}")))?;
+        let f = |n: usize| row.get(n).unwrap_or_default().to_owned();
+        if f(0) != opts.creator || opts.video.as_ref().is_some_and(|v| *v != f(1)) {
+            continue;
+        }
+        let cpm = Decimal::from_str(&f(4))
+            .map_err(|_| Error::Tampered(format!("{dir}/statement.csv: bad cpm {:?}", f(4))))?;
+        let views = f(3)
+            .parse::<i64>()
+            .map_err(|_| Error::Tampered(format!("{dir}/statement.csv: bad billable_views")))?;
+        lines.push((f(1), cpm, views, f(7), f(8)));
+        emit(
+            out,
+            json!({"record": "line", "creator_id": opts.creator, "video_id": f(1), "title": f(2),
+                   "billable_views": views, "cpm": f(4), "amount": f(5), "currency": f(6),
+                   "kind": f(7), "reference": f(8)}),
+        )?;
+    }
+    if lines.is_empty() {
+        return Err(Error::Input(format!(
+            "statement {} of {label} has no line for creator {:?}{}",
+            entry.statement_id,
+            opts.creator,
+            opts.video
+                .as_ref()
+                .map(|v| format!(" and video {v:?}"))
+                .unwrap_or_default()
+        )));
+    }
+    let videos: BTreeSet<String> = lines
+        .iter()
+        .filter(|l| l.3 == "views")
+        .map(|l| l.0.clone())
+        .collect();
+
+    // Per-hour batch rows of those videos, by owning run.
+    let mut by_run: BTreeMap<&str, BTreeSet<DateTime<Utc>>> = BTreeMap::new();
+    for (h, r) in &manifest.inputs.hours {
+        by_run.entry(r.as_str()).or_default().insert(*h);
+    }
+    let mut hours_with_views: BTreeSet<DateTime<Utc>> = BTreeSet::new();
+    let mut found: BTreeMap<(String, Decimal), u64> = BTreeMap::new();
+    let mut sampled: BTreeMap<(String, Decimal), usize> = BTreeMap::new();
+    let mut events_total = 0u64;
+    for (run, owned) in &by_run {
+        let table = store::views::load_views(store.as_ref(), run).await?;
+        let mut used = false;
+        for ((video, hour), c) in &table {
+            if videos.contains(video) && owned.contains(hour) && c[1] + c[2] > 0 {
+                used = true;
+                hours_with_views.insert(*hour);
+                emit(
+                    out,
+                    json!({"record": "hour", "video_id": video, "hour": hour, "run_id": run,
+                           "views": c[0], "billable_views": c[1], "fraud_filtered": c[2],
+                           "watch_seconds": c[3]}),
+                )?;
+            }
+        }
+        if !used {
+            continue;
+        }
+        let m: store::Manifest =
+            store::layout::get_json(store.as_ref(), &store::layout::manifest(run))
+                .await?
+                .ok_or_else(|| {
+                    Error::Tampered(format!("{} is missing", store::layout::manifest(run)))
+                })?;
+        emit(
+            out,
+            json!({"record": "run", "run_id": run, "rules_version": m.rules_version, "rules": m.rules,
+                   "code_version": m.code_version, "engine": m.engine.as_str(),
+                   "from": m.from, "to": m.to, "inputs": m.inputs.len(),
+                   "outputs": m.outputs}),
+        )?;
+        for i in &m.inputs {
+            let hour = store::layout::raw_file_hour(&Path::from(i.path.as_str()));
+            if hour.is_some_and(|h| hours_with_views.contains(&h) && owned.contains(&h)) {
+                emit(
+                    out,
+                    json!({"record": "input", "run_id": run, "path": i.path, "size": i.size, "sha256": i.sha256}),
+                )?;
+            }
+        }
+        // The events the run counted, decided again from its inputs.
+        let (Some(&from), Some(&last)) = (owned.first(), owned.last()) else {
+            continue;
+        };
+        let videos: Vec<String> = videos.iter().cloned().collect();
+        let events = batch::sql::billable_events(
+            store.clone(),
+            &m.inputs,
+            &videos,
+            from,
+            last + chrono::Duration::hours(1),
+            &m.rules,
+        )
+        .await
+        .map_err(|e| Error::Input(format!("re-deciding the events of run {run}: {e}")))?;
+        for e in events {
+            let at = DateTime::<Utc>::from_timestamp_micros(e.occurred_at_us).unwrap_or_default();
+            if e.fraud_filtered || !owned.contains(&schemas::rules::hour_bucket(at)) {
+                continue;
+            }
+            let cpm = rates.cpm(&opts.creator, at.date_naive());
+            let key = (e.video_id.clone(), cpm);
+            *found.entry(key.clone()).or_default() += 1;
+            events_total += 1;
+            let n = sampled.entry(key).or_default();
+            if opts.all || *n < SAMPLE {
+                *n += 1;
+                emit(
+                    out,
+                    json!({"record": "event", "video_id": e.video_id, "event_id": e.event_id,
+                           "occurred_at": schemas::event::format_timestamp(&at),
+                           "cpm": format_cpm(cpm), "run_id": run}),
+                )?;
+            }
+        }
+    }
+    // Exact: the events behind each line are as many as its billable views.
+    let mut explained = Explained {
+        entry: entry.seq,
+        ..Explained::default()
+    };
+    for (video, cpm, views, kind, _) in &lines {
+        if kind != "views" {
+            continue;
+        }
+        let n = found.get(&(video.clone(), *cpm)).copied().unwrap_or(0);
+        if n != *views as u64 {
+            return Err(Error::Tampered(format!(
+                "the line for {video} at {} pays {views} billable views but the runs' inputs hold {n} such events: \
+                 an input changed since the run; run `viewcount ledger verify` and rerun the batch for its hours",
+                format_cpm(*cpm)
+            )));
+        }
+        explained.lines += 1;
+        explained.billable_views += views;
+    }
+    explained.events = events_total;
+    Ok(explained)
+}
+
+async fn read(store: &dyn ObjectStore, path: &str) -> Result<bytes::Bytes> {
+    match store.get(&Path::from(path)).await {
+        Ok(r) => Ok(r.bytes().await?),
+        Err(object_store::Error::NotFound { .. }) => Err(Error::Tampered(format!(
+            "{path} is missing; run `viewcount ledger verify`"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
