@@ -139,6 +139,10 @@ pub struct Entry {
     pub totals: Totals,
     /// Inputs of the statement.
     pub inputs: Inputs,
+    /// Root (base64) of the RFC 6962 tree whose leaves are the statement
+    /// CSV's lines (without the header and the newline), so one creator's
+    /// line can be proven in the log without showing the others.
+    pub lines_root: Option<String>,
     /// Entries this one refers to: for `finalize`, the statement entry; for
     /// a statement with adjustment lines, the entries they correct.
     pub references: Vec<u64>,
@@ -921,6 +925,23 @@ pub enum Proven {
         /// Its bytes.
         entry: Vec<u8>,
     },
+    /// A statement line is in entry `entry` of the log of `size` entries.
+    Line {
+        /// The log's name.
+        origin: String,
+        /// Tree size of the checkpoint.
+        size: u64,
+        /// The statement's ledger entry.
+        entry: u64,
+        /// The period.
+        period: String,
+        /// The statement.
+        statement_id: String,
+        /// Whether the statement is provisional.
+        provisional: bool,
+        /// The CSV line.
+        line: String,
+    },
     /// The tree of `old` entries is a prefix of the tree of `size`.
     Consistency {
         /// The log's name.
@@ -932,12 +953,125 @@ pub enum Proven {
     },
 }
 
+/// The leaves of a statement's line tree: each line of its CSV after the
+/// header, without the newline (titles never hold one: the catalog refuses
+/// control characters).
+pub fn line_leaves(csv: &[u8]) -> Vec<&[u8]> {
+    let mut lines: Vec<&[u8]> = csv.split(|&b| b == b'\n').skip(1).collect();
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    lines
+}
+
+/// The root (base64) of a statement's line tree.
+pub fn lines_root(csv: &[u8]) -> Result<String> {
+    let leaves = line_leaves(csv);
+    let tree = Tree::of(leaves.iter().copied())?;
+    Ok(tree.root(tree.size())?.to_string())
+}
+
+/// A proof that one statement line is in the log: the line, its place in
+/// the statement's line tree (whose root the entry records), and the
+/// entry's inclusion proof against a signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineProof {
+    /// The CSV line, exactly.
+    pub line: String,
+    /// Its index among the statement's lines (0 = first after the header).
+    pub index: u64,
+    /// Lines in the statement.
+    pub lines: u64,
+    /// The inclusion proof in the line tree (base64 hashes).
+    pub hashes: Vec<String>,
+    /// The entry's inclusion proof (C2SP tlog-proof; its extra is the entry).
+    pub entry_proof: String,
+}
+
+/// The line-tree part of a [`LineProof`] for line `index` of `csv`.
+pub fn prove_line(csv: &[u8], index: u64) -> Result<(String, u64, Vec<String>)> {
+    let leaves = line_leaves(csv);
+    let n = leaves.len() as u64;
+    if index >= n {
+        return Err(Error::Input(format!(
+            "line {index} does not exist: the statement has {n} lines"
+        )));
+    }
+    let tree = Tree::of(leaves.iter().copied())?;
+    let proof = tlog_tiles::prove_record(n, index, &tree)
+        .map_err(|e| Error::Bug(format!("line proof: {e}")))?;
+    Ok((
+        String::from_utf8_lossy(leaves[index as usize]).into_owned(),
+        n,
+        proof.iter().map(ToString::to_string).collect(),
+    ))
+}
+
+fn check_line_proof(p: &LineProof, vkey: &str) -> Result<Proven> {
+    let bad = |why: String| Error::Tampered(format!("the line proof does not hold: {why}"));
+    let Proven::Inclusion {
+        origin,
+        size,
+        index,
+        entry,
+    } = check_proof(p.entry_proof.as_bytes(), vkey, None)?
+    else {
+        return Err(bad("its entry_proof is not an inclusion proof".into()));
+    };
+    let e: Entry = serde_json::from_slice(&entry)
+        .map_err(|err| bad(format!("its entry is not a ledger entry: {err}")))?;
+    let root = e
+        .lines_root
+        .as_deref()
+        .ok_or_else(|| bad(format!("entry {index} records no line tree")))?;
+    let root = Hash::parse_hash(root).map_err(|_| bad("the entry's lines_root is not a hash".into()))?;
+    let hashes = p
+        .hashes
+        .iter()
+        .map(|h| Hash::parse_hash(h).map_err(|_| bad(format!("{h:?} is not a base64 hash"))))
+        .collect::<Result<Vec<_>>>()?;
+    if p.index >= p.lines || hashes.len() > 64 || e.totals.lines != p.lines {
+        return Err(bad(format!(
+            "line {} of {} does not fit the entry's {} lines",
+            p.index, p.lines, e.totals.lines
+        )));
+    }
+    tlog_tiles::check_record(
+        &hashes,
+        p.lines,
+        root,
+        p.index,
+        tlog_tiles::record_hash(p.line.as_bytes()),
+    )
+    .map_err(|_| {
+        bad(format!(
+            "line {} as given is not in the statement entry {index} records",
+            p.index
+        ))
+    })?;
+    Ok(Proven::Line {
+        origin,
+        size,
+        entry: index,
+        period: e.period,
+        statement_id: e.statement_id,
+        provisional: e.provisional,
+        line: p.line.clone(),
+    })
+}
+
 /// Checks a proof printed by [`Ledger::prove`] or
 /// [`Ledger::prove_consistency`] with nothing but the verifier key (and, for
 /// a consistency proof, the older checkpoint the checker holds). Never
 /// panics on input: every problem is an error saying what is wrong.
 pub fn check_proof(text: &[u8], vkey: &str, old_checkpoint: Option<&[u8]>) -> Result<Proven> {
     let bad = |why: String| Error::Tampered(format!("the proof does not hold: {why}"));
+    if text.first() == Some(&b'{') {
+        let p: LineProof = serde_json::from_slice(text)
+            .map_err(|e| bad(format!("it is not a line proof: {e}")))?;
+        return check_line_proof(&p, vkey);
+    }
     let verifier = LogVerifier::parse(vkey)?;
     let text = std::str::from_utf8(text).map_err(|_| bad("it is not UTF-8 text".into()))?;
     let (head, note) = text

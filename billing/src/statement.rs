@@ -646,6 +646,7 @@ pub async fn report(
             catalog_sha256: statement.manifest_inputs.catalog_sha256.clone(),
             rate_card_sha256: rates.sha256.clone(),
         },
+        lines_root: Some(ledger::lines_root(&statement.csv(false)?)?),
         references,
         operator: opts.operator.clone(),
         recorded_at: Utc::now(),

@@ -315,6 +315,19 @@ pub(crate) async fn ledger(c: LedgerCommand) -> anyhow::Result<()> {
                     );
                     print!("{}", String::from_utf8_lossy(&entry));
                 }
+                Proven::Line {
+                    origin,
+                    size,
+                    entry,
+                    period,
+                    statement_id,
+                    provisional,
+                    line,
+                } => println!(
+                    "proof holds: this line is in statement {statement_id} of {period}{} recorded in entry {entry} \
+                     of {origin}'s log of {size} entries (checkpoint signed by its key):\n{line}",
+                    if provisional { " (PROVISIONAL)" } else { "" }
+                ),
                 Proven::Consistency { origin, old, size } => println!(
                     "proof holds: {origin}'s log of {size} entries extends your checkpoint of {old}: history was only appended to"
                 ),

@@ -49,6 +49,7 @@ fn entry(n: u64) -> NewEntry {
                 catalog_sha256: None,
                 rate_card_sha256: "00".into(),
             },
+            lines_root: None,
             references: vec![],
             operator: "test".into(),
             recorded_at: Utc::now(),
