@@ -1025,7 +1025,8 @@ fn check_line_proof(p: &LineProof, vkey: &str) -> Result<Proven> {
         .lines_root
         .as_deref()
         .ok_or_else(|| bad(format!("entry {index} records no line tree")))?;
-    let root = Hash::parse_hash(root).map_err(|_| bad("the entry's lines_root is not a hash".into()))?;
+    let root =
+        Hash::parse_hash(root).map_err(|_| bad("the entry's lines_root is not a hash".into()))?;
     let hashes = p
         .hashes
         .iter()

@@ -120,6 +120,13 @@ impl App {
     }
 }
 
+impl App {
+    /// The object store served from.
+    pub(crate) fn store(&self) -> Arc<dyn object_store::ObjectStore> {
+        self.source.store()
+    }
+}
+
 // ---------------------------------------------------------------- errors
 
 /// An error answer: `{"error": {"code", "message", "parameter"?}}`.
@@ -152,7 +159,7 @@ pub struct ErrorDetail {
 }
 
 impl ApiError {
-    fn bad(parameter: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad(parameter: &'static str, message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             code: "bad_parameter",
@@ -162,7 +169,7 @@ impl ApiError {
         }
     }
 
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -172,7 +179,7 @@ impl ApiError {
         }
     }
 
-    fn forbidden(what: &str) -> Self {
+    pub(crate) fn forbidden(what: &str) -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -213,7 +220,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 // ---------------------------------------------------------------- answers
 
@@ -400,10 +407,10 @@ pub struct VideoEntry {
 
 /// Query parameters, checked by name: an unknown one is a 400 (a typo
 /// such as `form=` must not silently mean "all time").
-struct Params(HashMap<String, String>);
+pub(crate) struct Params(HashMap<String, String>);
 
 impl Params {
-    fn new(q: HashMap<String, String>, allowed: &[&'static str]) -> ApiResult<Self> {
+    pub(crate) fn new(q: HashMap<String, String>, allowed: &[&'static str]) -> ApiResult<Self> {
         if let Some(k) = q.keys().find(|k| !allowed.contains(&k.as_str())) {
             let shown: String = k.chars().take(40).collect();
             return Err(ApiError {
@@ -418,6 +425,11 @@ impl Params {
             });
         }
         Ok(Self(q))
+    }
+
+    /// A parameter's value.
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
     }
 
     fn hour(&self, name: &'static str) -> ApiResult<Option<DateTime<Utc>>> {
@@ -603,7 +615,7 @@ fn check_creator(creator: &str) -> ApiResult<()> {
 
 /// The authenticated token of a request (put there by [`authenticate`]).
 #[derive(Debug, Clone)]
-pub struct Caller(Arc<Token>);
+pub struct Caller(pub(crate) Arc<Token>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
@@ -1533,11 +1545,14 @@ fn openapi_doc() {}
     ),
     paths(
         video_views, video_series, video_live, video_entry, creator_views, creator_series, me,
+        crate::billing_api::statements, crate::billing_api::statement, crate::billing_api::entries,
+        crate::billing_api::entry_proof, crate::billing_api::checkpoint,
         dashboard, dashboard_file, healthz_doc, readyz_doc, metrics_doc, openapi_doc
     ),
     components(schemas(
         VideoViews, BatchPart, SpeedPart, SpeedStatus, UniqueViewers, Series, Point, PointSource,
-        SpeedState, CreatorViews, CreatorRow, VideoEntry, LiveTotal, LiveEvent, ErrorBody, ErrorDetail, Granularity, SortBy, Me
+        SpeedState, CreatorViews, CreatorRow, VideoEntry, LiveTotal, LiveEvent, ErrorBody, ErrorDetail, Granularity, SortBy, Me,
+        crate::billing_api::StatementSummary, crate::billing_api::CreatorStatement, crate::billing_api::CreatorLine
     )),
     modifiers(&BearerAuth)
 )]
@@ -1548,7 +1563,8 @@ pub struct ApiDoc;
 /// The API routes (behind authentication) and `/openapi.json`, and the
 /// list of paths routed, so a test can hold the document to the router.
 pub fn router(app: Arc<App>) -> (Router, Vec<&'static str>) {
-    let routes: [(&'static str, axum::routing::MethodRouter<Arc<App>>); 7] = [
+    use crate::billing_api as b;
+    let routes: [(&'static str, axum::routing::MethodRouter<Arc<App>>); 12] = [
         ("/v1/me", get(me)),
         ("/v1/videos/{video_id}/views", get(video_views)),
         ("/v1/videos/{video_id}/series", get(video_series)),
@@ -1556,6 +1572,11 @@ pub fn router(app: Arc<App>) -> (Router, Vec<&'static str>) {
         ("/v1/videos/{video_id}", get(video_entry)),
         ("/v1/creators/{creator_id}/views", get(creator_views)),
         ("/v1/creators/{creator_id}/series", get(creator_series)),
+        ("/v1/statements", get(b::statements)),
+        ("/v1/statements/{statement_id}", get(b::statement)),
+        ("/v1/ledger/entries", get(b::entries)),
+        ("/v1/ledger/entries/{seq}/proof", get(b::entry_proof)),
+        ("/v1/ledger/checkpoint", get(b::checkpoint)),
     ];
     let mut paths = Vec::new();
     let mut api: Router<Arc<App>> = Router::new();
@@ -1589,7 +1610,7 @@ pub fn router(app: Arc<App>) -> (Router, Vec<&'static str>) {
 
 /// The query string as name → value, a malformed one a 400 in the API's
 /// error shape.
-struct QueryMap(HashMap<String, String>);
+pub(crate) struct QueryMap(pub(crate) HashMap<String, String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
     type Rejection = ApiError;
@@ -1609,7 +1630,7 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
 }
 
 /// The one path parameter, a malformed one a 400 in the API's error shape.
-struct PathParam(String);
+pub(crate) struct PathParam(pub(crate) String);
 
 impl<S: Send + Sync> FromRequestParts<S> for PathParam {
     type Rejection = ApiError;

@@ -18,9 +18,12 @@
 //!   roles and the creator scope.
 //! - [`api`]: the routes, authentication, per-token rate limits, live
 //!   streams and the OpenAPI document.
+//! - [`billing_api`]: statements and the ledger (finance; creators see
+//!   their own lines, each with a proof).
 //! - [`service`]: `viewcount serve`: all of it on one listener.
 
 pub mod api;
+pub mod billing_api;
 pub mod index;
 pub mod metrics;
 pub mod service;

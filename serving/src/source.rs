@@ -59,6 +59,11 @@ pub struct Source {
 }
 
 impl Source {
+    /// The store read.
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
     /// A source over `store`, empty until the first [`Source::refresh`].
     pub fn new(store: Arc<dyn ObjectStore>, metrics: Metrics) -> Self {
         Self {

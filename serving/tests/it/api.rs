@@ -93,7 +93,9 @@ async fn the_openapi_document_and_the_router_name_the_same_routes() {
         let concrete = path
             .replace("{video_id}", &w.video_a)
             .replace("{creator_id}", &w.creator_a)
-            .replace("{file}", "app.js");
+            .replace("{file}", "app.js")
+            .replace("{statement_id}", "00000000000000000000000000000000")
+            .replace("{seq}", "0");
         if concrete.ends_with("/live") {
             continue; // a stream: checked in auth::live_streams…
         }
@@ -102,8 +104,10 @@ async fn the_openapi_document_and_the_router_name_the_same_routes() {
             assert_eq!(status, 200, "{concrete}");
             continue;
         }
+        // The ledger is empty here: its routes answer 404 (statements::… covers them full).
+        let empty_ledger = concrete.contains("/statements/") || concrete.contains("/ledger/");
         assert!(
-            status == 200 || status == 503,
+            status == 200 || status == 503 || (empty_ledger && status == 404),
             "documented {path} answers {status}: {body}"
         );
         assert_ne!(

@@ -1,0 +1,397 @@
+//! Statements and the ledger over HTTP (finance and admin; creators see only
+//! their own lines, each with a proof they can check offline).
+//!
+//! | route | who | what |
+//! |---|---|---|
+//! | `GET /v1/statements` | all | statements in the ledger (totals for finance/admin only) |
+//! | `GET /v1/statements/{id}` | all | finance/admin: the statement (`?format=csv`: its CSV); creator: their lines, each with a line proof |
+//! | `GET /v1/ledger/entries` | finance/admin | every ledger entry |
+//! | `GET /v1/ledger/entries/{seq}/proof` | finance/admin | the entry's inclusion proof (C2SP tlog-proof) |
+//! | `GET /v1/ledger/checkpoint` | all | the latest signed checkpoint |
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use billing::ledger::{Kind, Ledger, LineProof, Log};
+use chrono::{DateTime, Utc};
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::api::{ApiError, ApiResult, App, Caller, ErrorBody, Params, PathParam, QueryMap};
+use crate::tokens::Role;
+
+fn ledger_error(e: billing::Error) -> ApiError {
+    match e.class() {
+        schemas::ErrorClass::Unavailable => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the store is unavailable: {e}"),
+        ),
+        schemas::ErrorClass::Corrupt => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ledger_corrupt",
+            format!("{e}; an operator should run `viewcount ledger verify`"),
+        ),
+        _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+async fn read_log(app: &App) -> ApiResult<Log> {
+    Ledger::new(app.store()).read().await.map_err(ledger_error)
+}
+
+fn finance_only(caller: &Caller) -> ApiResult<()> {
+    match caller.0.role {
+        Role::Finance | Role::Admin => Ok(()),
+        Role::Creator => Err(ApiError::forbidden("the ledger (finance and admin only)")),
+    }
+}
+
+fn text(content_type: &'static str, body: impl Into<axum::body::Body>) -> Response {
+    let mut r = Response::new(body.into());
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// A statement as listed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatementSummary {
+    /// Its ledger entry.
+    ledger_entry: u64,
+    /// `YYYY-MM`.
+    period: String,
+    statement_id: String,
+    /// Issued before the period could be billed; never paid as is.
+    provisional: bool,
+    /// The period was finalized with this statement.
+    #[serde(rename = "final")]
+    is_final: bool,
+    #[schema(value_type = String, format = DateTime)]
+    recorded_at: DateTime<Utc>,
+    currency: String,
+    /// The statement total (finance and admin only).
+    total: Option<String>,
+    /// Creators paid (finance and admin only).
+    creators: Option<u64>,
+}
+
+/// Every statement in the ledger, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/statements",
+    responses(
+        (status = 200, description = "The statements", body = [StatementSummary]),
+        (status = 400, description = "A query parameter was given", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 429, description = "Over the token's rate limit", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn statements(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    QueryMap(q): QueryMap,
+) -> ApiResult<axum::Json<Vec<StatementSummary>>> {
+    Params::new(q, &[])?;
+    let log = read_log(&app).await?;
+    let money = caller.0.role != Role::Creator;
+    Ok(axum::Json(
+        log.entries
+            .iter()
+            .filter(|e| e.kind == Kind::Statement)
+            .map(|e| StatementSummary {
+                ledger_entry: e.seq,
+                period: e.period.clone(),
+                statement_id: e.statement_id.clone(),
+                provisional: e.provisional,
+                is_final: log
+                    .finalized(&e.period)
+                    .is_some_and(|f| f.references.first() == Some(&e.seq)),
+                recorded_at: e.recorded_at,
+                currency: e.totals.currency.clone(),
+                total: money.then(|| e.totals.amount.clone()),
+                creators: money.then_some(e.totals.creators),
+            })
+            .collect(),
+    ))
+}
+
+/// A creator's lines of a statement, each provable alone.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatorStatement {
+    statement_id: String,
+    period: String,
+    provisional: bool,
+    #[serde(rename = "final")]
+    is_final: bool,
+    ledger_entry: u64,
+    currency: String,
+    creator_id: String,
+    /// Σ of the lines' amounts.
+    total: String,
+    lines: Vec<CreatorLine>,
+}
+
+/// One line and its proof.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatorLine {
+    video_id: String,
+    title: String,
+    billable_views: i64,
+    cpm: String,
+    amount: String,
+    /// `views` or `adjustment`.
+    kind: String,
+    /// For an adjustment: the ledger entry it corrects.
+    reference: Option<u64>,
+    /// Check it offline: save it to a file and run
+    /// `viewcount ledger check-proof FILE --pubkey log.pub`.
+    #[schema(value_type = Object)]
+    proof: LineProof,
+}
+
+/// A statement: finance and admin get all of it (JSON, or `?format=csv`);
+/// a creator gets their own lines, each with a proof.
+#[utoipa::path(
+    get,
+    path = "/v1/statements/{statement_id}",
+    params(
+        ("statement_id" = String, Path, description = "The statement", pattern = r"^[0-9a-f]{32}$"),
+        ("format" = Option<String>, Query, description = "`json` (default) or `csv`", pattern = r"^(json|csv)$"),
+    ),
+    responses(
+        (status = 200, description = "The statement. Finance and admin: statement.json with `ledger_entry` and `final` added; a creator: a CreatorStatement", body = Object),
+        (status = 200, description = "The statement's CSV (a creator's: their lines)", content_type = "text/csv"),
+        (status = 400, description = "A bad id or format", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such statement in the ledger", body = ErrorBody),
+        (status = 429, description = "Over the token's rate limit", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn statement(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParam(id): PathParam,
+    QueryMap(q): QueryMap,
+) -> ApiResult<Response> {
+    if id.len() != 32 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(ApiError::bad(
+            "statement_id",
+            "a statement id is 32 lower-case hex digits",
+        ));
+    }
+    let params = Params::new(q, &["format"])?;
+    let csv = match params.get("format") {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(ApiError::bad("format", "use json or csv")),
+    };
+    let log = read_log(&app).await?;
+    let e = log.statement(&id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no statement {id} in the ledger"),
+        )
+    })?;
+    let is_final = log
+        .finalized(&e.period)
+        .is_some_and(|f| f.references.first() == Some(&e.seq));
+    let dir = format!("statements/{}/{}", e.period, e.statement_id);
+    let store = app.store();
+    let read = |name: &'static str| {
+        let store = store.clone();
+        let path = Path::from(format!("{dir}/{name}"));
+        async move {
+            let b = store
+                .get(&path)
+                .await
+                .map_err(|err| ledger_error(err.into()))?
+                .bytes()
+                .await
+                .map_err(|err| ledger_error(err.into()))?;
+            Ok::<_, ApiError>(b)
+        }
+    };
+    let statement_csv = read("statement.csv").await?;
+    let creator = match caller.0.role {
+        Role::Creator => caller.0.creator_id.clone().unwrap_or_default(),
+        Role::Finance | Role::Admin => {
+            if csv {
+                return Ok(text("text/csv; charset=utf-8", statement_csv));
+            }
+            let mut v: serde_json::Value = serde_json::from_slice(&read("statement.json").await?)
+                .map_err(|err| {
+                ledger_error(billing::Error::Tampered(format!(
+                    "{dir}/statement.json: {err}"
+                )))
+            })?;
+            v["ledger_entry"] = e.seq.into();
+            v["final"] = is_final.into();
+            return Ok(axum::Json(v).into_response());
+        }
+    };
+    let leaves = billing::ledger::line_leaves(&statement_csv);
+    let mine: Vec<(u64, csv::StringRecord)> = leaves
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let rec = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .from_reader(*l)
+                .records()
+                .next()?
+                .ok()?;
+            (rec.get(0) == Some(creator.as_str())).then_some((i as u64, rec))
+        })
+        .collect();
+    if csv {
+        let mut out = statement_csv
+            .split(|&b| b == b'\n')
+            .next()
+            .unwrap_or_default()
+            .to_vec();
+        out.push(b'\n');
+        for (i, _) in &mine {
+            out.extend_from_slice(leaves[*i as usize]);
+            out.push(b'\n');
+        }
+        return Ok(text("text/csv; charset=utf-8", out));
+    }
+    let ledger = Ledger::new(store.clone());
+    let entry_proof = ledger.prove(e.seq).await.map_err(ledger_error)?;
+    let mut lines = Vec::with_capacity(mine.len());
+    let mut amounts = Vec::with_capacity(mine.len());
+    for (i, rec) in mine {
+        let (line, n, hashes) =
+            billing::ledger::prove_line(&statement_csv, i).map_err(ledger_error)?;
+        let f = |k: usize| rec.get(k).unwrap_or_default().to_owned();
+        if let Ok(a) = f(5).parse::<rust_decimal::Decimal>() {
+            amounts.push(a);
+        }
+        lines.push(CreatorLine {
+            video_id: f(1),
+            title: f(2),
+            billable_views: f(3).parse().unwrap_or_default(),
+            cpm: f(4),
+            amount: f(5),
+            kind: f(7),
+            reference: f(8).parse().ok(),
+            proof: LineProof {
+                line,
+                index: i,
+                lines: n,
+                hashes,
+                entry_proof: entry_proof.clone(),
+            },
+        });
+    }
+    Ok(axum::Json(CreatorStatement {
+        statement_id: e.statement_id.clone(),
+        period: e.period.clone(),
+        provisional: e.provisional,
+        is_final,
+        ledger_entry: e.seq,
+        currency: e.totals.currency.clone(),
+        creator_id: creator,
+        total: billing::money::format_amount(billing::money::sum(&amounts).unwrap_or_default()),
+        lines,
+    })
+    .into_response())
+}
+
+/// Every ledger entry, by seq.
+#[utoipa::path(
+    get,
+    path = "/v1/ledger/entries",
+    responses(
+        (status = 200, description = "The entries (each as stored)", body = [Object]),
+        (status = 400, description = "A query parameter was given", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "A creator token", body = ErrorBody),
+        (status = 429, description = "Over the token's rate limit", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn entries(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    QueryMap(q): QueryMap,
+) -> ApiResult<axum::Json<Vec<billing::ledger::Entry>>> {
+    Params::new(q, &[])?;
+    finance_only(&caller)?;
+    Ok(axum::Json(read_log(&app).await?.entries))
+}
+
+/// An entry's inclusion proof against the latest checkpoint (C2SP
+/// tlog-proof; its `extra` line is the entry's bytes).
+#[utoipa::path(
+    get,
+    path = "/v1/ledger/entries/{seq}/proof",
+    params(("seq" = u64, Path, description = "The entry", minimum = 0)),
+    responses(
+        (status = 200, description = "The proof", content_type = "text/plain"),
+        (status = 400, description = "A bad seq", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "A creator token", body = ErrorBody),
+        (status = 404, description = "No such entry", body = ErrorBody),
+        (status = 429, description = "Over the token's rate limit", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn entry_proof(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParam(seq): PathParam,
+    QueryMap(q): QueryMap,
+) -> ApiResult<Response> {
+    let seq: u64 = seq
+        .parse()
+        .map_err(|_| ApiError::bad("seq", "an entry number: 0, 1, 2, ..."))?;
+    Params::new(q, &[])?;
+    finance_only(&caller)?;
+    match Ledger::new(app.store()).prove(seq).await {
+        Ok(p) => Ok(text("text/plain; charset=utf-8", p)),
+        Err(billing::Error::Input(m)) => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", m)),
+        Err(e) => Err(ledger_error(e)),
+    }
+}
+
+/// The latest signed checkpoint (C2SP tlog-checkpoint in a signed note).
+#[utoipa::path(
+    get,
+    path = "/v1/ledger/checkpoint",
+    responses(
+        (status = 200, description = "The checkpoint", content_type = "text/plain"),
+        (status = 400, description = "A query parameter was given", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "The ledger is empty", body = ErrorBody),
+        (status = 429, description = "Over the token's rate limit", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn checkpoint(
+    State(app): State<Arc<App>>,
+    _caller: Caller,
+    QueryMap(q): QueryMap,
+) -> ApiResult<Response> {
+    Params::new(q, &[])?;
+    match Ledger::new(app.store())
+        .latest_checkpoint()
+        .await
+        .map_err(ledger_error)?
+    {
+        Some(b) => Ok(text("text/plain; charset=utf-8", b)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the ledger is empty: no statement was reported yet",
+        )),
+    }
+}
