@@ -9,6 +9,8 @@
 //!   archive.
 //! - `serve-bench`: the serving API's latency under open-loop load vs the
 //!   `/healthz` floor, the batch index's memory, a reload under load.
+//! - `billing-bench`: a month's report over a million video-hours, `ledger
+//!   verify` over ten thousand entries, proof checks, each beside a floor.
 //!
 //! This library holds what the harnesses share: statistics, machine facts and
 //! rewriting their section of `BENCHMARKS.md`.

@@ -571,6 +571,65 @@ impl Ledger {
         }
     }
 
+    /// Appends many entries after one read of the log (a backfill, or a
+    /// benchmark's log of thousands): each written create-only and signed by
+    /// its own checkpoint, as [`Ledger::append`] does one at a time. A racing
+    /// writer makes it stop with an error (what it appended stays, signed).
+    pub async fn append_all(&self, key: &LogKey, news: Vec<NewEntry>) -> Result<Vec<u64>> {
+        self.publish_key(key).await?;
+        let log = self.read().await?;
+        if self.signed_size().await? < log.entries.len() as u64 {
+            return Err(Error::Tampered(
+                "the log has an entry without a signed checkpoint; run `viewcount ledger verify`"
+                    .into(),
+            ));
+        }
+        let mut tree = Tree::of(log.bytes.iter().map(|b| b.as_ref()))?;
+        let mut prev = log
+            .bytes
+            .last()
+            .map_or_else(|| GENESIS_PREV.to_owned(), |b| store::layout::sha256(b));
+        let mut seqs = Vec::with_capacity(news.len());
+        let mut last = None;
+        for new in news {
+            let n = tree.size();
+            let mut entry = new.entry;
+            entry.seq = n;
+            entry.prev = prev;
+            let bytes = entry.to_bytes();
+            self.store
+                .put_opts(
+                    &entry_path(n),
+                    PutPayload::from(bytes.clone()),
+                    PutOptions::from(PutMode::Create),
+                )
+                .await
+                .map_err(|e| match e {
+                    object_store::Error::AlreadyExists { .. } => Error::Input(format!(
+                        "another writer appended entry {n} meanwhile; {} entries of this batch were appended",
+                        seqs.len()
+                    )),
+                    e => e.into(),
+                })?;
+            tree.push(&bytes)?;
+            let note = key.sign(n + 1, tree.root(n + 1)?)?;
+            self.store
+                .put_opts(
+                    &checkpoint_path(n + 1),
+                    PutPayload::from(note.clone()),
+                    PutOptions::from(PutMode::Create),
+                )
+                .await?;
+            prev = store::layout::sha256(&bytes);
+            seqs.push(n);
+            last = Some((n + 1, note));
+        }
+        if let Some((size, note)) = last {
+            self.publish_latest(size, note).await?;
+        }
+        Ok(seqs)
+    }
+
     /// Writes `ledger/checkpoint`, then follows newer checkpoints a racing
     /// writer may have stored meanwhile, so the latest never goes back.
     async fn publish_latest(&self, size: u64, note: Vec<u8>) -> Result<()> {

@@ -165,8 +165,10 @@ pub struct CreatorLine {
         ("format" = Option<String>, Query, description = "`json` (default) or `csv`", pattern = r"^(json|csv)$"),
     ),
     responses(
-        (status = 200, description = "The statement. Finance and admin: statement.json with `ledger_entry` and `final` added; a creator: a CreatorStatement", body = Object),
-        (status = 200, description = "The statement's CSV (a creator's: their lines)", content_type = "text/csv"),
+        (status = 200, description = "The statement. JSON: for finance and admin, statement.json with `ledger_entry` and `final` added; for a creator, a CreatorStatement. CSV (`format=csv`): the statement's CSV (a creator's: their lines)", content(
+            (Object = "application/json"),
+            (String = "text/csv")
+        )),
         (status = 400, description = "A bad id or format", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 404, description = "No such statement in the ledger", body = ErrorBody),
