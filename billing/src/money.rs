@@ -16,10 +16,16 @@ pub fn line_amount(views: i64, cpm: Decimal) -> Option<Decimal> {
     let exact = Decimal::from(views)
         .checked_mul(cpm)?
         .checked_div(Decimal::ONE_THOUSAND)?;
+    Some(round_cents(exact))
+}
+
+/// `exact` rounded half-even to cents, written with two decimals: the one
+/// rounding rule.
+pub fn round_cents(exact: Decimal) -> Decimal {
     let mut cents =
         exact.round_dp_with_strategy(AMOUNT_SCALE, RoundingStrategy::MidpointNearestEven);
     cents.rescale(AMOUNT_SCALE);
-    Some(cents)
+    cents
 }
 
 /// Sum of amounts, written with two decimals.

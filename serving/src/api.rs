@@ -56,6 +56,9 @@ pub struct ApiConfig {
     pub max_points: usize,
     /// Most rows a creator listing may return.
     pub max_limit: usize,
+    /// The rate card for creators' *estimated* earnings (`None`: estimates
+    /// are not offered). Statements never use it: billing reads its own.
+    pub rates: Option<Arc<billing::RateCard>>,
 }
 
 impl ApiConfig {
@@ -76,6 +79,7 @@ impl Default for ApiConfig {
             live_every: Duration::from_secs(1),
             max_points: 10_000,
             max_limit: 10_000,
+            rates: None,
         }
     }
 }
@@ -121,6 +125,16 @@ impl App {
 }
 
 impl App {
+    /// The published state and catalog being served.
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.source.snapshot()
+    }
+
+    /// The rate card for estimates, if configured.
+    pub(crate) fn rates(&self) -> Option<&billing::RateCard> {
+        self.config.rates.as_deref()
+    }
+
     /// The object store served from.
     pub(crate) fn store(&self) -> Arc<dyn object_store::ObjectStore> {
         self.source.store()
@@ -719,25 +733,25 @@ fn authorize(caller: &Caller, owner: Option<&str>, what: &str) -> ApiResult<()> 
 
 /// The batch and speed parts of one range for some videos, from one
 /// snapshot and one Redis round trip.
-struct Merged {
+pub(crate) struct Merged {
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-    watermark: Option<DateTime<Utc>>,
+    pub(crate) watermark: Option<DateTime<Utc>>,
     seq: Option<u64>,
     /// The speed part's range, if not empty.
     speed_range: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// Per video.
-    batch: Vec<Counts>,
+    pub(crate) batch: Vec<Counts>,
     /// Per video, per hour of the speed part.
     speed_hours: Vec<BTreeMap<DateTime<Utc>, speed::Counts>>,
     status: SpeedStatus,
     freshness: Option<f64>,
     viewers: Option<(Vec<u64>, DateTime<Utc>, DateTime<Utc>)>,
-    warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 impl Merged {
-    fn speed_total(&self, i: usize) -> speed::Counts {
+    pub(crate) fn speed_total(&self, i: usize) -> speed::Counts {
         let mut c = speed::Counts::default();
         for h in self.speed_hours[i].values() {
             c.views += h.views;
@@ -789,7 +803,7 @@ fn add(a: Counts, b: speed::Counts) -> (u64, u64, u64) {
 
 impl App {
     /// Merges `videos` over `[from, to)` from `snap` and the speed layer.
-    async fn merge(
+    pub(crate) async fn merge(
         &self,
         snap: &Snapshot,
         videos: &[&str],
@@ -1071,7 +1085,7 @@ async fn video_series(
 }
 
 /// The creator's videos by the catalog; 403/404 as the caller may see.
-fn creator_videos<'a>(
+pub(crate) fn creator_videos<'a>(
     snap: &'a Snapshot,
     caller: &Caller,
     creator_id: &str,
@@ -1546,13 +1560,14 @@ fn openapi_doc() {}
     paths(
         video_views, video_series, video_live, video_entry, creator_views, creator_series, me,
         crate::billing_api::statements, crate::billing_api::statement, crate::billing_api::entries,
-        crate::billing_api::entry_proof, crate::billing_api::checkpoint,
+        crate::billing_api::entry_proof, crate::billing_api::checkpoint, crate::billing_api::earnings,
         dashboard, dashboard_file, healthz_doc, readyz_doc, metrics_doc, openapi_doc
     ),
     components(schemas(
         VideoViews, BatchPart, SpeedPart, SpeedStatus, UniqueViewers, Series, Point, PointSource,
         SpeedState, CreatorViews, CreatorRow, VideoEntry, LiveTotal, LiveEvent, ErrorBody, ErrorDetail, Granularity, SortBy, Me,
-        crate::billing_api::StatementSummary, crate::billing_api::CreatorStatement, crate::billing_api::CreatorLine
+        crate::billing_api::StatementSummary, crate::billing_api::CreatorStatement, crate::billing_api::CreatorLine,
+        crate::billing_api::Earnings, crate::billing_api::VideoEarnings, crate::billing_api::Earned, crate::billing_api::StatementRef
     )),
     modifiers(&BearerAuth)
 )]
@@ -1564,7 +1579,7 @@ pub struct ApiDoc;
 /// list of paths routed, so a test can hold the document to the router.
 pub fn router(app: Arc<App>) -> (Router, Vec<&'static str>) {
     use crate::billing_api as b;
-    let routes: [(&'static str, axum::routing::MethodRouter<Arc<App>>); 12] = [
+    let routes: [(&'static str, axum::routing::MethodRouter<Arc<App>>); 13] = [
         ("/v1/me", get(me)),
         ("/v1/videos/{video_id}/views", get(video_views)),
         ("/v1/videos/{video_id}/series", get(video_series)),
@@ -1577,6 +1592,7 @@ pub fn router(app: Arc<App>) -> (Router, Vec<&'static str>) {
         ("/v1/ledger/entries", get(b::entries)),
         ("/v1/ledger/entries/{seq}/proof", get(b::entry_proof)),
         ("/v1/ledger/checkpoint", get(b::checkpoint)),
+        ("/v1/creators/{creator_id}/earnings", get(b::earnings)),
     ];
     let mut paths = Vec::new();
     let mut api: Router<Arc<App>> = Router::new();

@@ -8,6 +8,7 @@
 //! | `GET /v1/ledger/entries` | finance/admin | every ledger entry |
 //! | `GET /v1/ledger/entries/{seq}/proof` | finance/admin | the entry's inclusion proof (C2SP tlog-proof) |
 //! | `GET /v1/ledger/checkpoint` | all | the latest signed checkpoint |
+//! | `GET /v1/creators/{id}/earnings?period` | the creator, finance/admin | per video: statement figures beside estimated ones (merged batch + speed × the rate card) until the month is final |
 
 use std::sync::Arc;
 
@@ -396,4 +397,229 @@ pub(crate) async fn checkpoint(
             "the ledger is empty: no statement was reported yet",
         )),
     }
+}
+
+/// A statement an answer comes from.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatementRef {
+    statement_id: String,
+    ledger_entry: u64,
+    /// Not payable as is.
+    provisional: bool,
+    /// The period was finalized with it: this is what is paid.
+    #[serde(rename = "final")]
+    is_final: bool,
+}
+
+/// Billable views and what they earn.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Earned {
+    billable_views: i64,
+    /// Two decimals, in the rate card's currency.
+    amount: String,
+}
+
+/// One video's earnings in the period.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VideoEarnings {
+    video_id: String,
+    title: String,
+    /// From the period's statement (the final one once finalized).
+    statement: Option<Earned>,
+    /// Until the period is finalized: the merged batch + speed billable
+    /// views × the rate card. An estimate: speed numbers are not yet
+    /// filtered for fraud, and it is never recorded or paid.
+    estimated: Option<Earned>,
+}
+
+/// A creator's earnings in a period: statement figures beside estimates.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Earnings {
+    creator_id: String,
+    /// `YYYY-MM`.
+    period: String,
+    currency: Option<String>,
+    /// The statement the `statement` figures come from (`null`: none yet).
+    statement: Option<StatementRef>,
+    /// Σ of the statement figures.
+    statement_total: Option<String>,
+    /// Σ of the estimates (`null` once finalized, or without a rate card).
+    estimated_total: Option<String>,
+    videos: Vec<VideoEarnings>,
+    warnings: Vec<String>,
+}
+
+/// A creator's earnings per video in a month: *finalized* (or latest
+/// statement) figures from the ledger's statements beside *estimated* ones
+/// (merged batch + speed × the rate card) until the month is finalized.
+#[utoipa::path(
+    get,
+    path = "/v1/creators/{creator_id}/earnings",
+    params(
+        ("creator_id" = String, Path, description = "The creator", pattern = r"^[A-Za-z0-9_-]{1,64}$"),
+        ("period" = Option<String>, Query, description = "The month, YYYY-MM; default: the current one", pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$"),
+    ),
+    responses(
+        (status = 200, description = "Statement and estimated earnings per video", body = Earnings),
+        (status = 400, description = "A bad parameter", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Another creator", body = ErrorBody),
+        (status = 404, description = "The catalog gives the creator no videos", body = ErrorBody),
+        (status = 429, description = "Over the token's rate limit", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn earnings(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParam(creator_id): PathParam,
+    QueryMap(q): QueryMap,
+) -> ApiResult<axum::Json<Earnings>> {
+    use billing::money::{format_amount, round_cents, sum};
+    use billing::statement::Period;
+    use rust_decimal::Decimal;
+
+    let q = Params::new(q, &["period"])?;
+    let period = match q.get("period") {
+        Some(p) => Period::parse(p).map_err(|e| ApiError::bad("period", e.to_string()))?,
+        None => Period::parse(&crate::source::now().format("%Y-%m").to_string()).map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?,
+    };
+    let snap = app.snapshot();
+    let videos: Vec<String> = crate::api::creator_videos(&snap, &caller, &creator_id)?.to_vec();
+    let label = period.label();
+    let log = read_log(&app).await?;
+    let finalized = log.finalized(&label);
+    let entry = match finalized {
+        Some(f) => f
+            .references
+            .first()
+            .and_then(|&s| log.entries.get(s as usize)),
+        None => log.of(&label, Kind::Statement).last(),
+    };
+    let mut warnings = Vec::new();
+    // Statement figures: the creator's lines, per video.
+    let mut from_statement: std::collections::BTreeMap<String, (i64, Vec<Decimal>)> =
+        Default::default();
+    if let Some(e) = entry {
+        let path = Path::from(format!(
+            "statements/{}/{}/statement.csv",
+            e.period, e.statement_id
+        ));
+        let bytes = app
+            .store()
+            .get(&path)
+            .await
+            .map_err(|err| ledger_error(err.into()))?
+            .bytes()
+            .await
+            .map_err(|err| ledger_error(err.into()))?;
+        let mut r = csv::Reader::from_reader(bytes.as_ref());
+        for rec in r.records().flatten() {
+            if rec.get(0) != Some(creator_id.as_str()) {
+                continue;
+            }
+            let slot = from_statement
+                .entry(rec.get(1).unwrap_or_default().to_owned())
+                .or_default();
+            slot.0 += rec.get(3).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+            if let Some(a) = rec.get(5).and_then(|v| v.parse::<Decimal>().ok()) {
+                slot.1.push(a);
+            }
+        }
+    }
+    // Estimates until the period is final: merged billable views per
+    // stretch of constant rate × that rate, rounded once per video.
+    let mut estimates: Option<Vec<(i64, Decimal)>> = None;
+    match (finalized, app.rates()) {
+        (Some(_), _) => {}
+        (None, None) => warnings.push(
+            "no rate card is configured on this server (serve --rates FILE): estimates are not offered".into(),
+        ),
+        (None, Some(rates)) => {
+            let (start, end) = (period.start(), period.end());
+            let mut cuts: Vec<DateTime<Utc>> = vec![start, end];
+            for o in rates.overrides_of(&creator_id) {
+                for d in [Some(o.effective_from), o.effective_to].into_iter().flatten() {
+                    let t = d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+                    if t > start && t < end {
+                        cuts.push(t);
+                    }
+                }
+            }
+            cuts.sort();
+            cuts.dedup();
+            let refs: Vec<&str> = videos.iter().map(String::as_str).collect();
+            let mut per_video = vec![(0i64, Decimal::ZERO); videos.len()];
+            for w in cuts.windows(2) {
+                let (a, b) = (w[0], w[1]);
+                let cpm = rates.cpm(&creator_id, a.date_naive());
+                let m = app.merge(&snap, &refs, a, b, false).await;
+                for (i, slot) in per_video.iter_mut().enumerate() {
+                    let views = (m.batch[i].billable_views + m.speed_total(i).billable_views) as i64;
+                    slot.0 += views;
+                    slot.1 += Decimal::from(views) * cpm / Decimal::ONE_THOUSAND;
+                }
+                for w in m.warnings {
+                    if !warnings.contains(&w) {
+                        warnings.push(w);
+                    }
+                }
+            }
+            estimates = Some(per_video);
+        }
+    }
+    let mut rows = Vec::with_capacity(videos.len());
+    let (mut statement_amounts, mut estimated_amounts) = (Vec::new(), Vec::new());
+    for (i, v) in videos.iter().enumerate() {
+        let statement = entry.map(|_| {
+            let (views, amounts) = from_statement.remove(v).unwrap_or_default();
+            let amount = sum(&amounts).unwrap_or_default();
+            statement_amounts.push(amount);
+            Earned {
+                billable_views: views,
+                amount: format_amount(amount),
+            }
+        });
+        let estimated = estimates.as_ref().map(|e| {
+            let (views, exact) = e[i];
+            let amount = round_cents(exact);
+            estimated_amounts.push(amount);
+            Earned {
+                billable_views: views,
+                amount: format_amount(amount),
+            }
+        });
+        rows.push(VideoEarnings {
+            video_id: v.clone(),
+            title: snap
+                .catalog
+                .as_ref()
+                .and_then(|c| c.entry(v))
+                .map(|e| e.title.clone())
+                .unwrap_or_default(),
+            statement,
+            estimated,
+        });
+    }
+    Ok(axum::Json(Earnings {
+        creator_id,
+        period: label.clone(),
+        currency: entry
+            .map(|e| e.totals.currency.clone())
+            .or_else(|| app.rates().map(|r| r.currency.clone())),
+        statement: entry.map(|e| StatementRef {
+            statement_id: e.statement_id.clone(),
+            ledger_entry: e.seq,
+            provisional: e.provisional,
+            is_final: finalized.is_some(),
+        }),
+        statement_total: entry.map(|_| format_amount(sum(&statement_amounts).unwrap_or_default())),
+        estimated_total: estimates
+            .as_ref()
+            .map(|_| format_amount(sum(&estimated_amounts).unwrap_or_default())),
+        videos: rows,
+        warnings,
+    }))
 }

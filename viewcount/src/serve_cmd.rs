@@ -67,14 +67,28 @@ pub(crate) struct Args {
     /// HTTP listen address.
     #[arg(long, env = "VIEWCOUNT_LISTEN", default_value = crate::util::DEFAULT_LISTEN)]
     listen: String,
+    /// A rate card for creators' estimated earnings (statements never use it).
+    #[arg(long, env = "VIEWCOUNT_RATES")]
+    rates: Option<PathBuf>,
     #[command(flatten)]
     flags: ServeFlags,
+}
+
+/// Reads and checks a rate card for serving's estimates.
+pub(crate) fn rate_card(
+    path: &std::path::Path,
+) -> anyhow::Result<std::sync::Arc<billing::RateCard>> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading the rate card {}", path.display()))?;
+    let card = billing::RateCard::parse(&bytes).with_context(|| path.display().to_string())?;
+    Ok(std::sync::Arc::new(card))
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let store = store::open(&a.store.url()).context("opening the object store")?;
     let listener = bind(&a.listen).await?;
-    let options = a.flags.options(&a.redis_url, &a.redis_prefix, a.tokens);
+    let mut options = a.flags.options(&a.redis_url, &a.redis_prefix, a.tokens);
+    options.api.rates = a.rates.as_deref().map(rate_card).transpose()?;
     serving::service::run(listener, store, options, shutdown_signal()).await?;
     Ok(())
 }

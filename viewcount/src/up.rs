@@ -169,11 +169,12 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
             )
         }
     };
-    let serve_options = a.serve.options(
+    let mut serve_options = a.serve.options(
         &redis_url,
         &speed_config.key_prefix,
         a.tokens.clone().unwrap_or_default(),
     );
+    serve_options.api.rates = Some(billing_files.rate_card()?);
     let serving = serving::Serving::start_with(
         &mut ops,
         store.clone(),

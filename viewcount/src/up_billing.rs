@@ -89,6 +89,13 @@ impl BillingFiles {
     }
 }
 
+impl BillingFiles {
+    /// The rate card, for serving's estimated earnings.
+    pub(crate) fn rate_card(&self) -> anyhow::Result<Arc<RateCard>> {
+        Ok(Arc::new(RateCard::parse(&self.rates)?))
+    }
+}
+
 /// The demo's rate card: one rate for everyone but the demo catalog's
 /// first creator.
 const DEMO_RATES: &str = r#"# The demo rate card (DESIGN §6): currency units per 1 000 billable views.

@@ -118,3 +118,119 @@ fn token_create_appends_a_hash_and_prints_the_secret_once() {
     }
     assert_eq!(std::fs::read_to_string(&file).unwrap(), stored);
 }
+
+#[test]
+fn ledger_keygen_billing_errors_and_an_empty_ledger_as_a_user_sees_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let key = dir.path().join("ledger.key");
+    let k = key.to_str().unwrap();
+
+    let out = viewcount(&["ledger", "keygen", "--out", k], &store);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let public = std::fs::read_to_string(format!("{k}.pub")).unwrap();
+    assert!(public.starts_with("viewcount.local/ledger+"), "{public}");
+    assert!(text(&out.stdout).contains(public.trim()));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let before = std::fs::read(&key).unwrap();
+    let again = viewcount(&["ledger", "keygen", "--out", k], &store);
+    assert!(!again.status.success());
+    assert!(text(&again.stderr).contains("never overwritten"));
+    assert_eq!(std::fs::read(&key).unwrap(), before, "the key is kept");
+
+    let rates = dir.path().join("rates.toml");
+    std::fs::write(&rates, "currency = \"USD\"\ndefault_cpm = 2.5\n").unwrap();
+    let r = rates.to_str().unwrap();
+    for (args, says) in [
+        (
+            vec![
+                "billing",
+                "report",
+                "--period",
+                "2026-13",
+                "--rates",
+                r,
+                "--ledger-key",
+                k,
+            ],
+            "is not a month",
+        ),
+        (
+            vec![
+                "billing",
+                "report",
+                "--period",
+                "2026-10",
+                "--rates",
+                r,
+                "--ledger-key",
+                k,
+            ],
+            "rate card line 2: default_cpm must be a decimal string",
+        ),
+        (
+            vec![
+                "billing",
+                "finalize",
+                "--period",
+                "2026-10",
+                "--ledger-key",
+                k,
+            ],
+            "has no statement yet",
+        ),
+        (
+            vec![
+                "billing",
+                "report",
+                "--period",
+                "2026-10",
+                "--rates",
+                r,
+                "--ledger-key",
+                "/nonexistent",
+            ],
+            "viewcount ledger keygen",
+        ),
+        (
+            vec!["ledger", "prove", "--entry", "0"],
+            "the ledger is empty",
+        ),
+    ] {
+        let out = viewcount(&args, &store);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    std::fs::write(&rates, "currency = \"USD\"\ndefault_cpm = \"2.50\"\n").unwrap();
+    let out = viewcount(
+        &[
+            "billing",
+            "report",
+            "--period",
+            "2026-10",
+            "--rates",
+            r,
+            "--ledger-key",
+            k,
+        ],
+        &store,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("nothing is published yet"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = viewcount(&["ledger", "verify"], &store);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ledger is empty"));
+}

@@ -32,6 +32,9 @@ async fn statements_by_role_and_creator_lines_with_proofs() {
     let s = w
         .serve(ApiConfig {
             rate_per_second: None,
+            rates: Some(std::sync::Arc::new(
+                billing::RateCard::parse(RATES.as_bytes()).unwrap(),
+            )),
             ..ApiConfig::default()
         })
         .await;
@@ -181,6 +184,86 @@ async fn statements_by_role_and_creator_lines_with_proofs() {
     }
     let (status, _, _) = s.get("/v1/statements", None).await;
     assert_eq!(status, 401);
+
+    // Earnings: the statement's figures beside estimates (merged batch +
+    // speed × the rate card), per video.
+    let p = period.label();
+    let (ca, cb) = (&w.creator_a, &w.creator_b);
+    let e = s
+        .ok(
+            &format!("/v1/creators/{ca}/earnings?period={p}"),
+            &secrets.creator_a,
+        )
+        .await;
+    assert_eq!(e["statement"]["statement_id"], id.as_str());
+    assert_eq!(e["statement"]["provisional"], true);
+    let own = s
+        .ok(&format!("/v1/statements/{id}"), &secrets.creator_a)
+        .await;
+    let listing = s
+        .ok(
+            &format!(
+                "/v1/creators/{ca}/views?from={}&to={}&limit=10000",
+                period.start().format("%Y-%m-%dT%H:%M:%SZ"),
+                period.end().format("%Y-%m-%dT%H:%M:%SZ")
+            ),
+            &secrets.creator_a,
+        )
+        .await;
+    assert_eq!(e["statement_total"], own["total"]);
+    for v in e["videos"].as_array().unwrap() {
+        let video = v["video_id"].as_str().unwrap();
+        let lines: i64 = own["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["video_id"] == video)
+            .map(|l| l["billable_views"].as_i64().unwrap())
+            .sum();
+        assert_eq!(
+            v["statement"]["billable_views"].as_i64(),
+            Some(lines),
+            "{video}"
+        );
+        let merged = listing["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["video_id"] == video)
+            .map_or(0, |r| r["billable_views"].as_i64().unwrap());
+        assert_eq!(
+            v["estimated"]["billable_views"].as_i64(),
+            Some(merged),
+            "{video}"
+        );
+        // 2.50 per 1 000, half-even to cents, in integers.
+        let cents = crate::world::half_even(merged * 250, 1000);
+        assert_eq!(
+            v["estimated"]["amount"],
+            format!("{}.{:02}", cents / 100, cents % 100),
+            "{video}"
+        );
+    }
+    let (status, _, body) = s
+        .get(
+            &format!("/v1/creators/{ca}/earnings?period={p}"),
+            Some(&secrets.creator_b),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    s.ok(&format!("/v1/creators/{cb}/earnings"), &secrets.finance)
+        .await;
+    let (status, _, body) = s
+        .get(
+            &format!("/v1/creators/{ca}/earnings?period=2026-13"),
+            Some(&secrets.finance),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["parameter"].as_str()),
+        (400, Some("period")),
+        "{body}"
+    );
 }
 
 async fn r_statement_csv(w: &World, id: &str) -> Vec<u8> {

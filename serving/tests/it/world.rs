@@ -439,3 +439,13 @@ pub(crate) fn totals(v: &serde_json::Value) -> [u64; 3] {
 pub(crate) fn q(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
+
+/// n / d rounded half to even (n, d ≥ 0).
+pub(crate) fn half_even(n: i64, d: i64) -> i64 {
+    let (q, r) = (n / d, n % d);
+    match (2 * r).cmp(&d) {
+        std::cmp::Ordering::Greater => q + 1,
+        std::cmp::Ordering::Equal if q % 2 == 1 => q + 1,
+        _ => q,
+    }
+}
