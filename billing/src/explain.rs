@@ -5,8 +5,9 @@
 //! inputs) → the raw files of those hours → the event ids the rules counted
 //! as billable. The event ids are decided again by the counting rules as SQL
 //! ([`batch::sql::billable_events`]) over exactly the inputs each run
-//! recorded, with the rules it recorded; the count per line must equal the
-//! line's billable views, and explain fails loudly if it does not.
+//! recorded (each checked against the SHA-256 the run recorded), with the
+//! rules it recorded; the count per line must equal the line's billable
+//! views, and explain fails loudly if it does not.
 //!
 //! Output is NDJSON, one record per line, each with a `"record"` field:
 //! `statement`, `line`, `hour`, `run`, `input`, `event`. By default each line
@@ -182,10 +183,21 @@ pub async fn explain(
                 )?;
             }
         }
-        // The events the run counted, decided again from its inputs.
+        // The events the run counted, decided again from its inputs — the
+        // very bytes it read: each input is checked against the manifest.
         let (Some(&from), Some(&last)) = (owned.first(), owned.last()) else {
             continue;
         };
+        for i in &m.inputs {
+            let bytes = read(store.as_ref(), &i.path).await?;
+            if store::layout::sha256(&bytes) != i.sha256 {
+                return Err(Error::Tampered(format!(
+                    "{} no longer has the SHA-256 run {run} recorded for it: the raw archive was changed after the run; \
+                     its counts cannot be traced to events until the batch reruns those hours",
+                    i.path
+                )));
+            }
+        }
         let videos: Vec<String> = videos.iter().cloned().collect();
         let events = batch::sql::billable_events(
             store.clone(),

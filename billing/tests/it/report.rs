@@ -473,4 +473,43 @@ async fn explain_lists_exactly_the_billable_events_of_each_line() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("no line for creator"), "{err}");
+
+    // A raw file changed after the run: explain refuses to trace through it.
+    let run = store::state::current(w.store.as_ref())
+        .await
+        .unwrap()
+        .unwrap()
+        .hours
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    let m: store::Manifest =
+        store::layout::get_json(w.store.as_ref(), &store::layout::manifest(&run))
+            .await
+            .unwrap()
+            .unwrap();
+    let victim = &m.inputs[m.inputs.len() / 2].path;
+    let mut bytes = read(&w, victim).await;
+    bytes.extend_from_slice(b"trailing");
+    store::layout::put(w.store.as_ref(), &Path::from(victim.as_str()), bytes.into())
+        .await
+        .unwrap();
+    let err = billing::explain::explain(
+        w.store.clone(),
+        &billing::explain::ExplainOptions {
+            creator: creator.clone(),
+            period: Period::parse("2026-10").unwrap(),
+            video: None,
+            all: false,
+        },
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains(victim.as_str())
+            && err.to_string().contains("changed after the run"),
+        "{err}"
+    );
 }
