@@ -21,7 +21,7 @@ use schemas::archive::to_record_batch;
 use schemas::rules::hour_bucket;
 use schemas::{ArchivedEvent, ReceivedEvent, ValidationContext};
 
-use benches::{machine, median, replace_section, spread};
+use benches::{machine, median, peak_rss_mib, replace_section, spread};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -63,18 +63,6 @@ fn main() -> anyhow::Result<()> {
         Some(Cmd::MeasureBatch { dir, from, to }) => rt.block_on(measure_batch(&dir, from, to)),
         None => rt.block_on(run(args)),
     }
-}
-
-/// Peak resident set of this process, in MiB.
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 async fn measure_batch(dir: &Path, from: DateTime<Utc>, to: DateTime<Utc>) -> anyhow::Result<()> {

@@ -20,7 +20,7 @@ use clap::Parser;
 use object_store::ObjectStore;
 use store::views::{ViewRow, views_batch};
 
-use benches::{machine, median, replace_section, spread};
+use benches::{machine, median, peak_rss_mib, replace_section, spread};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -42,17 +42,6 @@ struct Args {
 }
 
 const RATES: &str = "currency = \"USD\"\ndefault_cpm = \"2.50\"\n\n[[override]]\ncreator_id = \"creator-0001\"\ncpm = \"4.125\"\neffective_from = 2026-10-15\n\n[[override]]\ncreator_id = \"creator-0002\"\ncpm = \"3.10\"\neffective_from = 2026-01-01\neffective_to = 2026-10-20\n";
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
 
 fn open(dir: &std::path::Path) -> anyhow::Result<Arc<dyn ObjectStore>> {
     Ok(store::layout::open(&format!("file://{}", dir.display()))?)
