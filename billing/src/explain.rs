@@ -19,8 +19,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use object_store::ObjectStore;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 use rust_decimal::Decimal;
 use serde_json::json;
 
@@ -255,11 +255,5 @@ pub async fn explain(
 }
 
 async fn read(store: &dyn ObjectStore, path: &str) -> Result<bytes::Bytes> {
-    match store.get(&Path::from(path)).await {
-        Ok(r) => Ok(r.bytes().await?),
-        Err(object_store::Error::NotFound { .. }) => Err(Error::Tampered(format!(
-            "{path} is missing; run `viewcount ledger verify`"
-        ))),
-        Err(e) => Err(e.into()),
-    }
+    crate::statement::get(store, &Path::from(path)).await
 }

@@ -539,36 +539,43 @@ impl Ledger {
                 .bytes
                 .last()
                 .map_or_else(|| GENESIS_PREV.to_owned(), |b| store::layout::sha256(b));
-            let bytes = entry.to_bytes();
-            let put = self
-                .store
-                .put_opts(
-                    &entry_path(n),
-                    PutPayload::from(bytes.clone()),
-                    PutOptions::from(PutMode::Create),
-                )
-                .await;
-            match put {
-                Ok(_) => {}
-                Err(object_store::Error::AlreadyExists { .. }) => {
+            let mut tree = Tree::of(log.bytes.iter().map(|b| b.as_ref()))?;
+            let note = match self.write_signed(key, &mut tree, &entry.to_bytes()).await {
+                Ok(note) => note,
+                Err(Error::ObjectStore(object_store::Error::AlreadyExists { .. })) => {
                     tracing::info!(seq = n, "another writer appended first; appending after it");
                     continue;
                 }
-                Err(e) => return Err(e.into()),
-            }
-            let mut tree = Tree::of(log.bytes.iter().map(|b| b.as_ref()))?;
-            tree.push(&bytes)?;
-            let note = key.sign(n + 1, tree.root(n + 1)?)?;
-            self.store
-                .put_opts(
-                    &checkpoint_path(n + 1),
-                    PutPayload::from(note.clone()),
-                    PutOptions::from(PutMode::Create),
-                )
-                .await?;
+                Err(e) => return Err(e),
+            };
             self.publish_latest(n + 1, note).await?;
             return Ok(Appended::New(n));
         }
+    }
+
+    /// Writes `bytes` as the entry after `tree`'s last, create-only, then
+    /// the signed checkpoint of the grown tree (create-only too); returns the
+    /// checkpoint. An entry already there (a racing writer) is
+    /// `Error::ObjectStore(AlreadyExists)`, and nothing was written.
+    async fn write_signed(&self, key: &LogKey, tree: &mut Tree, bytes: &[u8]) -> Result<Vec<u8>> {
+        let n = tree.size();
+        self.store
+            .put_opts(
+                &entry_path(n),
+                PutPayload::from(bytes.to_vec()),
+                PutOptions::from(PutMode::Create),
+            )
+            .await?;
+        tree.push(bytes)?;
+        let note = key.sign(n + 1, tree.root(n + 1)?)?;
+        self.store
+            .put_opts(
+                &checkpoint_path(n + 1),
+                PutPayload::from(note.clone()),
+                PutOptions::from(PutMode::Create),
+            )
+            .await?;
+        Ok(note)
     }
 
     /// Appends many entries after one read of the log (a backfill, or a
@@ -597,29 +604,18 @@ impl Ledger {
             entry.seq = n;
             entry.prev = prev;
             let bytes = entry.to_bytes();
-            self.store
-                .put_opts(
-                    &entry_path(n),
-                    PutPayload::from(bytes.clone()),
-                    PutOptions::from(PutMode::Create),
-                )
+            let note = self
+                .write_signed(key, &mut tree, &bytes)
                 .await
                 .map_err(|e| match e {
-                    object_store::Error::AlreadyExists { .. } => Error::Input(format!(
-                        "another writer appended entry {n} meanwhile; {} entries of this batch were appended",
-                        seqs.len()
-                    )),
-                    e => e.into(),
+                    Error::ObjectStore(object_store::Error::AlreadyExists { .. }) => {
+                        Error::Input(format!(
+                            "another writer appended entry {n} meanwhile; {} entries of this batch were appended",
+                            seqs.len()
+                        ))
+                    }
+                    e => e,
                 })?;
-            tree.push(&bytes)?;
-            let note = key.sign(n + 1, tree.root(n + 1)?)?;
-            self.store
-                .put_opts(
-                    &checkpoint_path(n + 1),
-                    PutPayload::from(note.clone()),
-                    PutOptions::from(PutMode::Create),
-                )
-                .await?;
             prev = store::layout::sha256(&bytes);
             seqs.push(n);
             last = Some((n + 1, note));
@@ -847,8 +843,13 @@ impl Ledger {
         }
         // Every recorded file still has its hash.
         let mut files = 0;
+        let mut checked = std::collections::BTreeSet::new();
         for e in &log.entries {
             for (path, sha) in &e.files {
+                // A finalize entry repeats its statement's files.
+                if !checked.insert((path, sha)) {
+                    continue;
+                }
                 let p = Path::from(path.as_str());
                 let Some(b) = self.get(&p).await? else {
                     return Err(Error::Tampered(format!(
@@ -880,7 +881,12 @@ impl Ledger {
     /// An inclusion proof of entry `seq` against the latest checkpoint, as a
     /// C2SP `tlog-proof` whose `extra` is the entry's bytes.
     pub async fn prove(&self, seq: u64) -> Result<String> {
-        let (log, note, size) = self.signed_state().await?;
+        self.prove_in(&self.read().await?, seq).await
+    }
+
+    /// [`Ledger::prove`] over a log the caller has already read.
+    pub async fn prove_in(&self, log: &Log, seq: u64) -> Result<String> {
+        let (note, size) = self.signed_state(log).await?;
         if seq >= size {
             return Err(Error::Input(format!(
                 "entry {seq} does not exist: the log has {size} signed entries (0..={})",
@@ -905,7 +911,8 @@ impl Ledger {
     /// A consistency proof from the tree of `old` entries to the latest
     /// checkpoint.
     pub async fn prove_consistency(&self, old: u64) -> Result<String> {
-        let (log, note, size) = self.signed_state().await?;
+        let log = self.read().await?;
+        let (note, size) = self.signed_state(&log).await?;
         if old == 0 || old > size {
             return Err(Error::Input(format!(
                 "--consistency {old}: give a tree size from 1 to {size} (the latest checkpoint's)"
@@ -923,8 +930,9 @@ impl Ledger {
         Ok(out)
     }
 
-    async fn signed_state(&self) -> Result<(Log, Bytes, u64)> {
-        let log = self.read().await?;
+    /// The latest checkpoint, checked against the log's key, and its size
+    /// (never more than `log` holds).
+    async fn signed_state(&self, log: &Log) -> Result<(Bytes, u64)> {
         let note = self
             .latest_checkpoint()
             .await?
@@ -943,7 +951,7 @@ impl Ledger {
                 log.entries.len()
             )));
         }
-        Ok((log, note, size))
+        Ok((note, size))
     }
 }
 

@@ -897,7 +897,8 @@ async fn read_lines(
     Ok(out)
 }
 
-async fn get(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
+/// A recorded object's bytes; missing is an error (it was recorded).
+pub(crate) async fn get(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
     match store.get(path).await {
         Ok(r) => Ok(r.bytes().await?),
         Err(object_store::Error::NotFound { .. }) => Err(Error::Tampered(format!(
