@@ -45,6 +45,15 @@ async fn read_log(app: &App) -> ApiResult<Log> {
     Ledger::new(app.store()).read().await.map_err(ledger_error)
 }
 
+/// A recorded object of the store (a statement file).
+async fn read_object(app: &App, path: String) -> ApiResult<axum::body::Bytes> {
+    let get = async {
+        let path = Path::from(path);
+        app.store().get(&path).await?.bytes().await
+    };
+    get.await.map_err(|err| ledger_error(err.into()))
+}
+
 fn finance_only(caller: &Caller) -> ApiResult<()> {
     match caller.0.role {
         Role::Finance | Role::Admin => Ok(()),
@@ -207,21 +216,7 @@ pub(crate) async fn statement(
         .finalized(&e.period)
         .is_some_and(|f| f.references.first() == Some(&e.seq));
     let dir = format!("statements/{}/{}", e.period, e.statement_id);
-    let store = app.store();
-    let read = |name: &'static str| {
-        let store = store.clone();
-        let path = Path::from(format!("{dir}/{name}"));
-        async move {
-            let b = store
-                .get(&path)
-                .await
-                .map_err(|err| ledger_error(err.into()))?
-                .bytes()
-                .await
-                .map_err(|err| ledger_error(err.into()))?;
-            Ok::<_, ApiError>(b)
-        }
-    };
+    let read = |name: &str| read_object(&app, format!("{dir}/{name}"));
     let statement_csv = read("statement.csv").await?;
     let creator = match caller.0.role {
         Role::Creator => caller.0.creator_id.clone().unwrap_or_default(),
@@ -267,8 +262,10 @@ pub(crate) async fn statement(
         }
         return Ok(text("text/csv; charset=utf-8", out));
     }
-    let ledger = Ledger::new(store.clone());
-    let entry_proof = ledger.prove(e.seq).await.map_err(ledger_error)?;
+    let entry_proof = Ledger::new(app.store())
+        .prove_in(&log, e.seq)
+        .await
+        .map_err(ledger_error)?;
     let mut lines = Vec::with_capacity(mine.len());
     let mut amounts = Vec::with_capacity(mine.len());
     for (i, rec) in mine {
@@ -503,18 +500,11 @@ pub(crate) async fn earnings(
     let mut from_statement: std::collections::BTreeMap<String, (i64, Vec<Decimal>)> =
         Default::default();
     if let Some(e) = entry {
-        let path = Path::from(format!(
-            "statements/{}/{}/statement.csv",
-            e.period, e.statement_id
-        ));
-        let bytes = app
-            .store()
-            .get(&path)
-            .await
-            .map_err(|err| ledger_error(err.into()))?
-            .bytes()
-            .await
-            .map_err(|err| ledger_error(err.into()))?;
+        let bytes = read_object(
+            &app,
+            format!("statements/{}/{}/statement.csv", e.period, e.statement_id),
+        )
+        .await?;
         let mut r = csv::Reader::from_reader(bytes.as_ref());
         for rec in r.records().flatten() {
             if rec.get(0) != Some(creator_id.as_str()) {
