@@ -5,6 +5,8 @@
 //!   per hour counts and viewer sketches; deterministic output and a
 //!   manifest. Computed by [`count`] (the native engine) or [`sql`] (the
 //!   same rules as DataFusion SQL; byte-identical output).
+//! - [`dirty`]: which hours the scheduled run (`batch run --dirty`) recomputes.
+//! - [`schedule`]: the dirty run at a fixed interval (`batch schedule`, `up`).
 //! - [`publish`]: how runs compose into the published state and `CURRENT`.
 //! - [`session`]: DataFusion over the store's raw files (the SQL engine and
 //!   reconcile).
@@ -15,8 +17,10 @@
 //! crate and reconciliation the `reconcile` crate.
 
 pub mod count;
+pub mod dirty;
 pub mod publish;
 pub mod run;
+pub mod schedule;
 pub mod session;
 pub mod sql;
 

@@ -88,6 +88,11 @@ impl Metrics {
         }
     }
 
+    /// Events accepted and rejected so far, for a summary.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.accepted.get(), self.rejected.get())
+    }
+
     /// A request was answered with `status`.
     pub fn request_answered(&self, status: u16) {
         self.requests

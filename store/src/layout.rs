@@ -27,8 +27,59 @@ use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
 
-/// Opens `file:///abs/dir` (created if missing).
+/// Opens `file:///abs/dir` (created if missing) or `s3://bucket[/prefix]`,
+/// the latter configured by the standard `AWS_*` variables of the process
+/// (see [`open_with`]).
 pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>> {
+    open_with(url, std::env::vars())
+}
+
+/// Opens `url` like [`open`], taking `AWS_*` settings from `vars` instead
+/// of the process environment: `AWS_ENDPOINT` (an S3-compatible server),
+/// `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`, `AWS_ALLOW_HTTP` (`true` for an `http://`
+/// endpoint), and the rest `object_store` knows.
+///
+/// Create-only writes (published states, ledger entries) stay create-only
+/// on S3: `PutMode::Create` is sent as `If-None-Match: *`, which AWS S3,
+/// MinIO and R2 honour (a store that ignores it would let two publishers
+/// both win; `AWS_CONDITIONAL_PUT=disabled` makes such writes fail instead).
+pub fn open_with(
+    url: &str,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Arc<dyn ObjectStore>> {
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::Config(format!(
+                "store URL {url:?} names no bucket; use s3://bucket or s3://bucket/prefix"
+            )));
+        }
+        let mut builder = object_store::aws::AmazonS3Builder::new().with_bucket_name(bucket);
+        for (key, value) in vars {
+            if !key.starts_with("AWS_") {
+                continue;
+            }
+            if let Ok(k) = key
+                .to_ascii_lowercase()
+                .parse::<object_store::aws::AmazonS3ConfigKey>()
+            {
+                builder = builder.with_config(k, value);
+            }
+        }
+        // The bucket comes from the URL, whatever the environment says.
+        builder = builder.with_bucket_name(bucket);
+        let s3 = builder.build().map_err(|e| {
+            Error::Config(format!(
+                "store {url:?}: {e}; set AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT with AWS_ALLOW_HTTP=true for a local S3-compatible server)"
+            ))
+        })?;
+        let prefix = prefix.trim_matches('/');
+        if prefix.is_empty() {
+            return Ok(Arc::new(s3));
+        }
+        return Ok(Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)));
+    }
     if let Some(path) = url.strip_prefix("file://") {
         if !path.starts_with('/') {
             return Err(Error::Config(format!(
@@ -42,7 +93,7 @@ pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>> {
         return Ok(Arc::new(fs));
     }
     Err(Error::Config(format!(
-        "store URL {url:?} is not supported by this build; use file:///absolute/dir"
+        "store URL {url:?} is not supported; use file:///absolute/dir or s3://bucket/prefix"
     )))
 }
 

@@ -22,7 +22,7 @@ pub mod sketch;
 pub mod state;
 pub mod views;
 
-pub use layout::open;
+pub use layout::{open, open_with};
 pub use manifest::Manifest;
 pub use state::Published;
 pub use views::ViewsTable;

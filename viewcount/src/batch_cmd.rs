@@ -61,8 +61,12 @@ pub(crate) async fn archive(a: ArchiveArgs) -> anyhow::Result<()> {
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum BatchCommand {
-    /// Recompute hours [from, to) from the raw archive and publish them.
+    /// Recompute hours [from, to) from the raw archive and publish them, or
+    /// with --dirty exactly the hours that got data since the batch covered them.
     Run(RunArgs),
+    /// Run `batch run --dirty` on a schedule until stopped, serving
+    /// /healthz, /readyz and /metrics.
+    Schedule(ScheduleArgs),
 }
 
 /// `--from` and `--to`: hours `[from, to)`.
@@ -76,24 +80,14 @@ pub(crate) struct HourRange {
     to: DateTime<Utc>,
 }
 
+/// How a batch run computes: shared by `batch run` and `batch schedule`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct RunArgs {
-    #[command(flatten)]
-    range: HourRange,
+pub(crate) struct ComputeFlags {
     #[command(flatten)]
     store: StoreFlag,
     /// Events for an hour received later than this after its end are late data.
     #[arg(long, env = "VIEWCOUNT_LATENESS", default_value_t = RunOptions::DEFAULT_LATENESS.to_std().unwrap_or_default().into())]
     lateness: humantime::Duration,
-    /// Also compute hours the archive has not completed (past its watermark).
-    #[arg(long)]
-    allow_incomplete: bool,
-    /// Show what would be read and written, compute nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Print the manifest as JSON instead of a summary.
-    #[arg(long)]
-    json: bool,
     /// How to compute: `native` (the default) or `sql` (the rules as
     /// DataFusion SQL, slower; gives the same bytes, to cross-check a run).
     #[arg(long, default_value = "native", value_parser = |s: &str| Engine::parse(s).map_err(|e| e.to_string()))]
@@ -102,20 +96,101 @@ pub(crate) struct RunArgs {
     rules: RuleFlags,
 }
 
+impl ComputeFlags {
+    /// Run options for `[from, to)` (the dirty planner sets its own ranges).
+    fn options(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> anyhow::Result<RunOptions> {
+        Ok(RunOptions {
+            from,
+            to,
+            rules: self.rules.rules()?,
+            lateness: chrono::Duration::from_std(self.lateness.into())
+                .context("--lateness is out of range")?,
+            allow_incomplete: false,
+            dry_run: false,
+            engine: self.engine,
+        })
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// First hour (inclusive).
+    #[arg(long, value_parser = schemas::time::parse_instant, required_unless_present = "dirty", requires = "to")]
+    from: Option<DateTime<Utc>>,
+    /// End (exclusive).
+    #[arg(long, value_parser = schemas::time::parse_instant, required_unless_present = "dirty", requires = "from")]
+    to: Option<DateTime<Utc>>,
+    /// Recompute exactly the hours that received data since the batch last
+    /// covered them, and the complete hours never published (the scheduled run).
+    #[arg(long, conflicts_with_all = ["from", "to", "allow_incomplete"])]
+    dirty: bool,
+    #[command(flatten)]
+    compute: ComputeFlags,
+    /// Also compute hours the archive has not completed (past its watermark).
+    #[arg(long)]
+    allow_incomplete: bool,
+    /// Show what would be read and written, compute nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the manifest as JSON instead of a summary (with --dirty: the
+    /// plan and every run's manifest).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ScheduleArgs {
+    /// Time between the starts of two dirty runs.
+    #[arg(long, env = "VIEWCOUNT_BATCH_EVERY", default_value = "5m")]
+    every: humantime::Duration,
+    #[command(flatten)]
+    compute: ComputeFlags,
+    /// Listen address of /healthz, /readyz, /metrics.
+    #[arg(long, env = "VIEWCOUNT_LISTEN", default_value = crate::util::DEFAULT_LISTEN)]
+    listen: String,
+}
+
 pub(crate) async fn batch(cmd: BatchCommand) -> anyhow::Result<()> {
     match cmd {
+        BatchCommand::Run(a) if a.dirty => {
+            let store = store::open(&a.compute.store.url())?;
+            let now = Utc::now();
+            let mut opts = a.compute.options(now, now)?;
+            opts.dry_run = a.dry_run;
+            if a.dry_run {
+                let plan = batch::dirty::plan(store.as_ref(), &opts).await?;
+                if a.json {
+                    println!("{}", serde_json::to_string_pretty(&plan)?);
+                } else {
+                    print_plan(&plan);
+                }
+                return Ok(());
+            }
+            let (plan, reports) = run_dirty_with_progress(store, &opts).await?;
+            if a.json {
+                let manifests: Vec<_> = reports.iter().map(|r| &r.manifest).collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"plan": plan, "runs": manifests})
+                    )?
+                );
+            } else {
+                print_plan(&plan);
+                for r in &reports {
+                    print_summary(r, false);
+                }
+            }
+            Ok(())
+        }
         BatchCommand::Run(a) => {
-            let store = store::open(&a.store.url())?;
-            let opts = RunOptions {
-                from: a.range.from,
-                to: a.range.to,
-                rules: a.rules.rules()?,
-                lateness: chrono::Duration::from_std(a.lateness.into())
-                    .context("lateness out of range")?,
-                allow_incomplete: a.allow_incomplete,
-                dry_run: a.dry_run,
-                engine: a.engine,
+            let (Some(from), Some(to)) = (a.from, a.to) else {
+                anyhow::bail!("give --from and --to, or --dirty");
             };
+            let store = store::open(&a.compute.store.url())?;
+            let mut opts = a.compute.options(from, to)?;
+            opts.allow_incomplete = a.allow_incomplete;
+            opts.dry_run = a.dry_run;
             let report = run_with_progress(store, &opts).await?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&report.manifest)?);
@@ -124,7 +199,72 @@ pub(crate) async fn batch(cmd: BatchCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        BatchCommand::Schedule(a) => schedule(a).await,
     }
+}
+
+/// Prints what a dirty run found to do.
+pub(crate) fn print_plan(plan: &batch::dirty::Plan) {
+    let show = |t: Option<DateTime<Utc>>| t.map_or("none".to_owned(), |t| t.to_string());
+    println!(
+        "dirty: archive watermark {}, batch watermark {}; {} dirty hour(s), {} new complete hour(s); {} run(s)",
+        show(plan.archive_watermark),
+        show(plan.batch_watermark),
+        plan.dirty.len(),
+        plan.new_hours,
+        plan.runs.len()
+    );
+    for d in &plan.dirty {
+        let why = match d.why {
+            batch::dirty::Why::LateData { files } => {
+                format!("late data: {files} raw file(s) its run did not read")
+            }
+            batch::dirty::Why::Uncovered => "raw data no run covers".to_owned(),
+            batch::dirty::Why::New => "new".to_owned(),
+        };
+        println!("  {}  {why}", d.hour.format("%Y-%m-%dT%H:%MZ"));
+    }
+    for (from, to) in &plan.runs {
+        println!(
+            "  run [{}, {})",
+            from.format("%Y-%m-%dT%H:%MZ"),
+            to.format("%Y-%m-%dT%H:%MZ")
+        );
+    }
+}
+
+/// `batch run --dirty` with the progress display of [`run_with_progress`].
+pub(crate) async fn run_dirty_with_progress(
+    store: Arc<dyn object_store::ObjectStore>,
+    opts: &RunOptions,
+) -> anyhow::Result<(batch::dirty::Plan, Vec<RunReport>)> {
+    let progress = Progress::new();
+    let out = batch::dirty::run_dirty(store, opts, &|s, d, t| progress.show(s, d, t)).await?;
+    progress.finish();
+    Ok(out)
+}
+
+async fn schedule(a: ScheduleArgs) -> anyhow::Result<()> {
+    let every: std::time::Duration = a.every.into();
+    if every.is_zero() {
+        anyhow::bail!("--every must be longer than zero, like 5m");
+    }
+    let store = store::open(&a.compute.store.url())?;
+    let now = Utc::now();
+    let opts = a.compute.options(now, now)?;
+    let mut ops = OpsBuilder::new();
+    let metrics = batch::schedule::Metrics::register(ops.registry());
+    let ready = ops.flag("scheduler");
+    let ops = ops.build();
+    tracing::info!(every = %a.every, "batch scheduler: a dirty run at start and then at every tick");
+    run_service(&a.listen, ops, |stop| async move {
+        ready.set_ready();
+        batch::schedule::Scheduler::new(store, opts, every, metrics)
+            .run(stop)
+            .await;
+        Ok::<(), anyhow::Error>(())
+    })
+    .await
 }
 
 /// Runs batch with a progress bar on a terminal, plain log lines otherwise.
@@ -132,42 +272,69 @@ pub(crate) async fn run_with_progress(
     store: Arc<dyn object_store::ObjectStore>,
     opts: &RunOptions,
 ) -> anyhow::Result<RunReport> {
-    let tty = std::io::stderr().is_terminal();
-    let bar = ProgressBar::new(0);
-    if tty {
-        bar.set_style(
-            ProgressStyle::with_template("{msg:24} {bar:30} {pos}/{len} {elapsed}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-    } else {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    let progress = Progress::new();
+    let report = batch::run::run(store, opts, &|s, d, t| progress.show(s, d, t)).await?;
+    progress.finish();
+    Ok(report)
+}
+
+/// A batch run's progress: a bar on a terminal, one log line per step
+/// otherwise.
+struct Progress {
+    tty: bool,
+    bar: ProgressBar,
+    bytes_style: ProgressStyle,
+    count_style: ProgressStyle,
+    last_step: std::sync::Mutex<String>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let tty = std::io::stderr().is_terminal();
+        let bar = ProgressBar::new(0);
+        if tty {
+            bar.set_style(
+                ProgressStyle::with_template("{msg:24} {bar:30} {pos}/{len} {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+        } else {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        let bytes_style = ProgressStyle::with_template(
+            "{msg:24} {bar:30} {binary_bytes}/{binary_total_bytes} {elapsed}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let count_style = bar.style();
+        Self {
+            tty,
+            bar,
+            bytes_style,
+            count_style,
+            last_step: std::sync::Mutex::new(String::new()),
+        }
     }
-    let last_step = std::sync::Mutex::new(String::new());
-    let bytes_style = ProgressStyle::with_template(
-        "{msg:24} {bar:30} {binary_bytes}/{binary_total_bytes} {elapsed}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let count_style = bar.style();
-    let progress = |step: &str, done: u64, total: u64| {
-        if tty && bar.message() != step {
-            bar.set_style(if step == "reading inputs" {
-                bytes_style.clone()
+
+    fn show(&self, step: &str, done: u64, total: u64) {
+        if self.tty && self.bar.message() != step {
+            self.bar.set_style(if step == "reading inputs" {
+                self.bytes_style.clone()
             } else {
-                count_style.clone()
+                self.count_style.clone()
             });
         }
-        bar.set_message(step.to_owned());
-        bar.set_length(total);
-        bar.set_position(done);
-        let mut last = last_step.lock().unwrap_or_else(|p| p.into_inner());
-        if !tty && *last != step {
+        self.bar.set_message(step.to_owned());
+        self.bar.set_length(total);
+        self.bar.set_position(done);
+        let mut last = self.last_step.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.tty && *last != step {
             tracing::info!(step, total, "batch");
             *last = step.to_owned();
         }
-    };
-    let report = batch::run::run(store, opts, &progress).await?;
-    bar.finish_and_clear();
-    Ok(report)
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
 }
 
 pub(crate) fn print_summary(r: &RunReport, dry_run: bool) {

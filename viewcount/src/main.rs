@@ -9,6 +9,7 @@ mod gen_cmd;
 mod ingest_cmd;
 mod serve_cmd;
 mod speed_cmd;
+mod status_cmd;
 mod token_cmd;
 mod up;
 mod up_billing;
@@ -30,7 +31,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Everything in one process on embedded defaults (mock-cluster Kafka, child redis-server).
-    Up(up::Args),
+    Up(Box<up::Args>),
     /// The ingest service alone: POST /v1/events into Kafka.
     Ingest(ingest_cmd::Args),
     /// The speed layer alone: Kafka -> deduplicated Redis counters.
@@ -58,6 +59,8 @@ enum Command {
     /// The audit ledger: keys, verification, proofs.
     #[command(subcommand)]
     Ledger(billing_cmd::LedgerCommand),
+    /// The pipeline's health: lag, freshness, watermarks, dirty hours, last run, ledger head.
+    Status(status_cmd::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -75,7 +78,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Command::Up(a) => up::run(a).await,
+            Command::Up(a) => up::run(*a).await,
             Command::Ingest(a) => ingest_cmd::run(a).await,
             Command::Speed(a) => speed_cmd::run(a).await,
             Command::Serve(a) => serve_cmd::run(a).await,
@@ -87,6 +90,7 @@ fn main() -> std::process::ExitCode {
             Command::Token(c) => token_cmd::run(c),
             Command::Billing(c) => billing_cmd::billing(c).await,
             Command::Ledger(c) => billing_cmd::ledger(c).await,
+            Command::Status(a) => status_cmd::run(a).await,
         }
     });
     match result {

@@ -1,12 +1,17 @@
-//! `viewcount up`: the whole pipeline in one process on embedded defaults.
+//! `viewcount up`: the whole product in one process on embedded defaults.
 //!
-//! Today that is ingest, the speed layer, the archive and the serving API on
-//! one listener, on an embedded mock-cluster Kafka and a child
-//! `redis-server`, with the demo catalog in force and dev tokens printed;
-//! later layers join here as they are built. `--demo N` pushes N generated
-//! events through ingest, then shows what reached Kafka, what the speed
-//! layer counted, what a batch run computed and what the API answers, each
-//! checked against the truth.
+//! Ingest and the serving API on one listener, the speed layer, the
+//! archive and the scheduled batch (dirty runs), on an embedded
+//! mock-cluster Kafka, a child `redis-server` and a local store, with the
+//! demo catalog, a demo rate card, a dev ledger key and dev tokens.
+//!
+//! `--demo N` sends N generated events through ingest and checks every
+//! layer against the generator's truth: Kafka, the speed layer, the
+//! scheduled batch run, reconcile, the serving API (with a token), a
+//! provisional statement (truth × rates) and the ledger. Then, unless
+//! `--exit-after-demo`, traffic goes on at `--demo-rate` with a live summary
+//! every few seconds until Ctrl-C, which stops in order: ingest first, then
+//! everything acknowledged is archived and applied before the rest stops.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,9 +54,19 @@ pub(crate) struct Args {
     /// reached Kafka and what the speed layer counted.
     #[arg(long, value_name = "EVENTS", num_args = 0..=1, default_missing_value = "20000")]
     demo: Option<u64>,
-    /// Stop after the demo instead of serving until Ctrl-C.
+    /// Stop after the demo's checks instead of running until Ctrl-C.
     #[arg(long, requires = "demo")]
     exit_after_demo: bool,
+    /// After the demo's checks, keep sending generated traffic (duplicates,
+    /// late and invalid events included) at this many events per second.
+    #[arg(long, default_value_t = 50.0)]
+    demo_rate: f64,
+    /// Time between scheduled batch runs (dirty hours and new complete hours).
+    #[arg(long, env = "VIEWCOUNT_BATCH_EVERY", default_value = "1m")]
+    batch_every: humantime::Duration,
+    /// Time between live summaries.
+    #[arg(long, default_value = "5s")]
+    summary_every: humantime::Duration,
     /// Object store URL; default with the embedded Kafka: a fresh
     /// file://$PWD/data/up-<time> per run (archive progress belongs to one
     /// Kafka cluster), else file://$PWD/data.
@@ -146,13 +161,19 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
 
     let producer = Arc::new(a.ingest.producer(&bootstrap, &a.topic)?);
     let speed_config = a.speed.config(&bootstrap, &a.topic, &redis_url, rules)?;
+    let speed_dedup_window = speed_config.dedup_window;
     let keys = KeySpace::new(&speed_config.key_prefix, speed_config.dedup_bucket_bits);
     let mut ops = OpsBuilder::new();
     let ingest_metrics = ingest::server::register(&mut ops, &producer);
+    let ingest_metrics_view = ingest_metrics.clone();
     let speed_metrics = speed::Metrics::register(ops.registry());
     let speed_ready = ops.flag("redis");
     let archive_metrics = archive::ArchiveMetrics::register(ops.registry());
     let archive_ready = ops.flag("archive");
+    let batch_metrics = batch::schedule::Metrics::register(ops.registry());
+    // Stopping is ordered: the HTTP server (no new acknowledgements) first,
+    // the pipeline once it has everything acknowledged.
+    let stop_http = Stop::new();
     let stop = Stop::new();
     let serving_metrics = serving::metrics::Metrics::register(ops.registry());
     let (tokens, dev) = match &a.tokens {
@@ -193,7 +214,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let listener = bind(&a.listen).await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn({
-        let stop = stop.wait();
+        let stop = stop_http.wait();
         async move {
             let served = telemetry::serve(listener, app, ops, stop).await;
             if let Err(e) = producer.flush().await {
@@ -218,6 +239,17 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         archive_ready,
         stop.wait(),
     ));
+    let now = Utc::now();
+    let scheduler = batch::schedule::Scheduler::new(
+        store.clone(),
+        batch::run::RunOptions {
+            rules,
+            ..batch::run::RunOptions::new(now, now)
+        },
+        a.batch_every.into(),
+        batch_metrics,
+    );
+    let scheduler_task = tokio::spawn(scheduler.clone().run(stop.wait()));
     println!("ingest: http://{addr}/v1/events  (also /healthz /readyz /metrics)");
     println!(
         "serve: http://{addr}/v1/videos/{{video_id}}/views and the rest of the API: http://{addr}/openapi.json"
@@ -237,72 +269,336 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         a.topic,
         keys.prefix()
     );
+    println!(
+        "batch: a dirty run every {} (hours with late data, and new complete hours); see them with: viewcount status --store {store_url}",
+        a.batch_every
+    );
 
+    let base = format!("http://{addr}");
     let mut outcome = Ok(());
     if let Some(n) = a.demo {
         outcome = async {
-            let base = format!("http://{addr}");
-            let truth = demo(&base, &bootstrap, &a.topic, &redis_url, &keys, n, rules).await?;
-            let closed =
-                demo_batch(store.clone(), &store_url, &truth, &redis_url, &keys, rules).await?;
+            let demo_truth = demo(&base, &bootstrap, &a.topic, &redis_url, &keys, n, rules).await?;
+            let w = demo_batch(
+                store.clone(),
+                &scheduler,
+                &demo_truth,
+                &redis_url,
+                &keys,
+                speed_dedup_window,
+            )
+            .await?;
             if let Some(dev) = &dev {
                 serving.source.refresh().await?;
                 let w = serving.source.snapshot().index.watermark();
-                demo_serving(&base, &dev.admin, &truth, &catalog, w).await?;
+                demo_serving(&base, &dev.admin, &demo_truth, &catalog, w).await?;
             }
-            match closed {
-                Some(to) => {
-                    demo_billing(
-                        store.clone(),
-                        &store_url,
-                        &billing_files,
-                        &truth,
-                        &catalog,
-                        to,
-                    )
-                    .await
-                }
-                None => Ok(()),
+            if let Some(w) = w {
+                demo_billing(
+                    store.clone(),
+                    &store_url,
+                    &billing_files,
+                    &demo_truth,
+                    &catalog,
+                    w,
+                )
+                .await?;
             }
+            println!(
+                "
+demo: every check passed"
+            );
+            Ok::<(), anyhow::Error>(())
         }
         .await;
     }
     if outcome.is_ok() && !a.exit_after_demo {
-        println!(
-            "\nup. Send events with:\n  curl -s -H 'content-type: application/json' http://{addr}/v1/events -d '{{\"event_id\":\"{}\",\"video_id\":\"v1\",\"user_id\":\"u1\",\"occurred_at\":\"{}\",\"watch_seconds\":42,\"revenue_eligible\":true}}'\nCtrl-C to stop. Live totals every 5 s:",
-            uuid::Uuid::new_v4(),
-            schemas::event::format_timestamp(&Utc::now())
-        );
-        let live = async {
-            let mut last = speed_metrics.snapshot();
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let s = speed_metrics.snapshot();
-                if s != last {
-                    println!(
-                        "speed: {} views counted (+{}), {} duplicates dropped ({} conflicting), {} dead-lettered",
-                        s.counted,
-                        s.counted - last.counted,
-                        s.duplicates,
-                        s.conflicts,
-                        s.dead_lettered
-                    );
-                    last = s;
-                }
+        let traffic = match a.demo {
+            Some(_) => {
+                println!(
+                    "
+up. Generated traffic goes on at {} events/s (duplicates, late and invalid ones included); send your own with:",
+                    a.demo_rate
+                );
+                Some(tokio::spawn(demo_traffic(base.clone(), a.demo_rate)))
             }
+            None => {
+                println!(
+                    "
+up. Send events with:"
+                );
+                None
+            }
+        };
+        println!(
+            "  curl -s -H 'content-type: application/json' {base}/v1/events -d '{{\"event_id\":\"{}\",\"video_id\":\"v1\",\"user_id\":\"u1\",\"occurred_at\":\"{}\",\"watch_seconds\":42,\"revenue_eligible\":true}}'\nCtrl-C to stop. A summary every {}:",
+            uuid::Uuid::new_v4(),
+            schemas::event::format_timestamp(&Utc::now()),
+            a.summary_every
+        );
+        let live = Live {
+            store: store.clone(),
+            store_url: &store_url,
+            redis_url: &redis_url,
+            keys: &keys,
+            ingest: &ingest_metrics_view,
+            speed: &speed_metrics,
+            scheduler: &scheduler,
         };
         tokio::select! {
             () = shutdown_signal() => {},
-            () = live => {},
+            () = live.run(a.summary_every.into()) => {},
         }
+        if let Some(t) = traffic {
+            t.abort();
+        }
+        println!(
+            "
+stopping: ingest first, then everything it acknowledged into the archive and the speed layer ..."
+        );
     }
-    stop.stop();
+    // Ordered stop: no new acknowledgements, then every acknowledged
+    // record archived and applied, then the rest.
+    stop_http.stop();
     server.await.context("ingest task")??;
+    let drained = drain(store.as_ref(), &bootstrap, &a.topic, &redis_url, &keys).await;
+    stop.stop();
     speed_task.await.context("speed task")??;
     archive_task.await.context("archive task")??;
-    outcome
+    scheduler_task.await.context("batch scheduler task")?;
+    match &drained {
+        Ok(n) => println!(
+            "stopped: all {n} records in Kafka are archived in {store_url} and applied by the speed layer"
+        ),
+        Err(e) => eprintln!("stopping: {e:#}"),
+    }
+    outcome.and(drained.map(|_| ()))
+}
+
+/// Generated traffic at `rate` events per second until aborted: current
+/// views, with the generator's share of re-sends, late (1 to 72 hours old,
+/// so the scheduled batch has dirty hours to heal) and invalid events.
+async fn demo_traffic(base: String, rate: f64) {
+    let chunk = Duration::from_secs(5);
+    let mut cfg = SendConfig::new(format!("{base}/v1/events"));
+    cfg.rate = Some(rate.max(0.1));
+    cfg.batch_size = 100;
+    for seed in 1_000u64.. {
+        let now = Utc::now();
+        let span = chrono::Duration::from_std(chunk).unwrap_or_default();
+        let generator = Generator::new(GenConfig {
+            events: ((rate * chunk.as_secs_f64()).ceil() as u64).max(1),
+            seed,
+            start: now - span,
+            span,
+            now,
+            ..GenConfig::default()
+        });
+        let sent = match generator {
+            Ok(g) => {
+                let mut truth = Truth::new(RuleSet::default());
+                loadgen::send(g, &cfg, &mut truth, |_| {}).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "demo traffic: sending failed; trying again in 5 s");
+            tokio::time::sleep(chunk).await;
+        }
+    }
+}
+
+/// The live summary of `up`.
+struct Live<'a> {
+    store: Arc<dyn object_store::ObjectStore>,
+    store_url: &'a str,
+    redis_url: &'a str,
+    keys: &'a KeySpace,
+    ingest: &'a ingest::metrics::Metrics,
+    speed: &'a speed::Metrics,
+    scheduler: &'a batch::schedule::Scheduler,
+}
+
+impl Live<'_> {
+    /// Prints a summary every `every`, forever.
+    async fn run(&self, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        let mut verified: Option<(u64, String)> = None;
+        loop {
+            tick.tick().await;
+            match self.summary(&mut verified).await {
+                Ok(text) => println!("{text}"),
+                Err(e) => println!("[summary unavailable: {e:#}]"),
+            }
+        }
+    }
+
+    /// One summary; `verified` caches the ledger check by size.
+    async fn summary(&self, verified: &mut Option<(u64, String)>) -> anyhow::Result<String> {
+        use std::fmt::Write;
+        let now = Utc::now();
+        let opts = batch::run::RunOptions::new(now, now);
+        let status = crate::status_cmd::gather(&crate::status_cmd::Sources {
+            store: self.store.clone(),
+            store_url: self.store_url,
+            kafka: None,
+            redis: Some((self.redis_url, self.keys)),
+            opts: &opts,
+        })
+        .await?;
+        let (accepted, rejected) = self.ingest.totals();
+        let sp = self.speed.snapshot();
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "── {} ──\nevents   {} in: {accepted} accepted, {rejected} rejected",
+            now.format("%H:%M:%S"),
+            accepted + rejected
+        );
+        let _ = writeln!(
+            o,
+            "speed    {} views counted, {} duplicates dropped ({} conflicting), {} dead-lettered; freshness {}",
+            sp.counted,
+            sp.duplicates,
+            sp.conflicts,
+            sp.dead_lettered,
+            status
+                .speed
+                .as_ref()
+                .and_then(|s| s.freshness_seconds)
+                .map_or("-".to_owned(), |f| format!("{f:.1} s"))
+        );
+        let rounds = self.scheduler.rounds();
+        let last = status
+            .batch
+            .last_run
+            .as_ref()
+            .map_or("none yet".to_owned(), |r| {
+                format!(
+                    "{} [{}, {}) in {:.1} s",
+                    r.run_id,
+                    r.from.format("%d %H:%M"),
+                    r.to.format("%d %H:%M"),
+                    r.seconds
+                )
+            });
+        let _ = writeln!(
+            o,
+            "batch    watermark {}, last run {last}; {} scheduled round(s){}; dirty hours pending: {}",
+            status.batch.watermark.map_or("none".to_owned(), |w| w
+                .format("%Y-%m-%dT%H:%MZ")
+                .to_string()),
+            rounds.finished,
+            rounds
+                .last_error
+                .as_deref()
+                .map_or(String::new(), |e| format!(" (last failed: {e})")),
+            status.dirty.dirty.len()
+        );
+        let mut conn = speed::conn::connect_reader(self.redis_url).await?;
+        let mut per_video: BTreeMap<String, u64> = BTreeMap::new();
+        for ((video, _), c) in speed::read::all_counts(&mut conn, self.keys).await? {
+            *per_video.entry(video).or_default() += c.views;
+        }
+        let mut top: Vec<(String, u64)> = per_video.into_iter().collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let top: Vec<String> = top
+            .iter()
+            .take(5)
+            .map(|(v, n)| format!("{v}={n}"))
+            .collect();
+        let _ = writeln!(o, "top      {}", top.join(" "));
+        let ledger = billing::ledger::Ledger::new(self.store.clone());
+        let size = status.ledger.size;
+        if verified.as_ref().is_none_or(|(n, _)| *n != size) {
+            let result = match ledger.verify(None, None).await {
+                Ok(v) => format!(
+                    "verifies ({} entries, {} files re-hashed)",
+                    v.entries, v.files
+                ),
+                Err(e) => format!("DOES NOT VERIFY: {e}"),
+            };
+            *verified = Some((size, result));
+        }
+        let log = ledger.read().await?;
+        let statement = log
+            .entries
+            .iter()
+            .rev()
+            .find(|e| e.kind == billing::ledger::Kind::Statement)
+            .map_or("none yet".to_owned(), |e| {
+                format!(
+                    "{} {}{}: {} {} to {} creators (entry {})",
+                    e.period,
+                    &e.statement_id[..e.statement_id.len().min(12)],
+                    if e.provisional { " PROVISIONAL" } else { "" },
+                    e.totals.amount,
+                    e.totals.currency,
+                    e.totals.creators,
+                    e.seq
+                )
+            });
+        let _ = write!(
+            o,
+            "billing  latest statement {statement}; ledger {}",
+            verified.as_ref().map_or("", |(_, r)| r.as_str())
+        );
+        Ok(o)
+    }
+}
+
+/// Waits until the archive and the speed layer hold every record the topic
+/// has (after ingest stopped, that is everything acknowledged); the number
+/// of records.
+async fn drain(
+    store: &dyn object_store::ObjectStore,
+    bootstrap: &str,
+    topic: &str,
+    redis_url: &str,
+    keys: &KeySpace,
+) -> anyhow::Result<i64> {
+    let (meta, _) = store::progress::load(store).await?;
+    let Some(partitions) = meta.map(|m| m.partitions) else {
+        return Ok(0);
+    };
+    let (b, t) = (bootstrap.to_owned(), topic.to_owned());
+    let ends = tokio::task::spawn_blocking(move || {
+        infra::kafka::high_watermarks(&b, &t, partitions, Duration::from_secs(10))
+    })
+    .await??;
+    let total: i64 = ends.iter().sum();
+    let mut conn = speed::conn::connect_reader(redis_url)
+        .await
+        .context("connecting to redis")?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, progress) = store::progress::load(store).await?;
+        let applied = speed::read::stored_offsets(&mut conn, keys, partitions).await?;
+        let behind: Vec<String> = (0..partitions)
+            .filter_map(|p| {
+                let end = ends[p as usize];
+                let archived = progress
+                    .iter()
+                    .find(|x| x.partition == p)
+                    .map_or(0, |x| x.next_offset);
+                let speed = applied.get(p as usize).copied().flatten().unwrap_or(0);
+                (archived < end || speed < end).then(|| {
+                    format!("partition {p}: end {end}, archived {archived}, applied {speed}")
+                })
+            })
+            .collect();
+        if behind.is_empty() {
+            return Ok(total);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "after 120 s the archive or the speed layer still lacks acknowledged records ({}); the embedded Kafka holds them only while this process runs",
+                behind.join("; ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Sends `n` generated events through ingest, then checks what reached Kafka
@@ -415,31 +711,22 @@ async fn demo(
     Ok(truth)
 }
 
-/// Waits for the archive, runs batch over the demo's hours, and checks it
-/// against the truth and against the speed layer.
+/// Waits for the archive, asks the scheduler for a dirty run (which
+/// publishes every complete hour), and checks the published numbers
+/// against the truth and, through reconcile, against the speed layer.
+/// Returns the batch watermark.
 async fn demo_batch(
     store: Arc<dyn object_store::ObjectStore>,
-    store_url: &str,
+    scheduler: &batch::schedule::Scheduler,
     truth: &Truth,
     redis_url: &str,
     keys: &KeySpace,
-    rules: RuleSet,
+    dedup_window: chrono::Duration,
 ) -> anyhow::Result<Option<chrono::DateTime<Utc>>> {
     let rows = truth.rows();
-    let (Some(from), Some(last)) = (
-        rows.iter().map(|r| r.hour).min(),
-        rows.iter().map(|r| r.hour).max(),
-    ) else {
+    let Some(from) = rows.iter().map(|r| r.hour).min() else {
         return Ok(None);
     };
-    // Closed hours only: the current hour stays with the speed layer, so
-    // serving shows both parts and views sent after the demo keep counting.
-    let this_hour = schemas::rules::hour_bucket(Utc::now());
-    let to = (last + chrono::Duration::hours(1)).min(this_hour);
-    if from >= to {
-        println!("\nbatch: every demo hour is still open; nothing to recompute yet");
-        return Ok(None);
-    }
     // The archive flushes every 2 s; wait until it has every record.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -453,21 +740,40 @@ async fn demo_batch(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let opts = batch::run::RunOptions {
-        // The demo's hours are still open: compute them anyway, to show.
-        allow_incomplete: true,
-        rules,
-        ..batch::run::RunOptions::new(from, to)
-    };
     println!(
-        "\nbatch: recomputing the closed hours [{from}, {to}) from the raw archive (the last may still get late data, so --allow-incomplete) ..."
+        "\nbatch: the archive holds every record; a scheduled dirty run now computes every complete hour (the current one, and the last until 10 min past it, stay with the speed layer) ..."
     );
-    let report = crate::batch_cmd::run_with_progress(store.clone(), &opts).await?;
-    crate::batch_cmd::print_summary(&report, false);
-    let views = store::views::load_views(store.as_ref(), &report.manifest.run_id).await?;
+    tokio::time::timeout(Duration::from_secs(300), scheduler.run_now())
+        .await
+        .context("the scheduled batch run did not finish within 5 minutes")?
+        .map_err(|e| anyhow::anyhow!("the scheduled batch run failed: {e}"))?;
+    let Some(published) = store::state::current(store.as_ref()).await? else {
+        println!("batch: no complete hour yet; serving answers from the speed layer alone");
+        return Ok(None);
+    };
+    let Some(w) = published.watermark else {
+        return Ok(None);
+    };
+    if let Some(plan) = scheduler.rounds().last_plan {
+        crate::batch_cmd::print_plan(&plan);
+    }
+    let mut runs: BTreeMap<&str, Vec<chrono::DateTime<Utc>>> = BTreeMap::new();
+    for (h, run) in &published.hours {
+        runs.entry(run.as_str()).or_default().push(*h);
+    }
+    let mut views = store::ViewsTable::new();
+    for (run, hours) in &runs {
+        let table = store::views::load_views(store.as_ref(), run).await?;
+        views.extend(table.into_iter().filter(|((_, h), _)| hours.contains(h)));
+    }
+    println!(
+        "batch: published state #{} from {} run(s); batch watermark {w}",
+        published.seq,
+        runs.len()
+    );
     let want: store::ViewsTable = rows
         .iter()
-        .filter(|r| r.hour < to)
+        .filter(|r| r.hour < w)
         .map(|r| {
             (
                 (r.video_id.clone(), r.hour),
@@ -481,37 +787,45 @@ async fn demo_batch(
         })
         .collect();
     if views != want {
-        bail!("batch counts differ from the generator's truth");
+        let differ = want
+            .iter()
+            .filter(|(k, v)| views.get(*k) != Some(*v))
+            .count()
+            + views.keys().filter(|k| !want.contains_key(*k)).count();
+        bail!("batch counts differ from the generator's truth in {differ} video-hours");
     }
     println!(
-        "check: batch equals the truth per video per hour (views, billable, fraud-filtered, watch seconds)"
+        "check: batch equals the truth in all {} video-hours before the watermark (views, billable, fraud-filtered, watch seconds)",
+        views.len()
     );
     demo_attribution(store.as_ref(), &views).await?;
     let mut conn = speed::conn::connect_reader(redis_url)
         .await
         .context("connecting to redis")?;
-    let mut speed = speed::read::all_counts(&mut conn, keys).await?;
-    speed.retain(|(_, hour), _| *hour < to);
-    let agree = views
-        .iter()
-        .filter(|(k, v)| {
-            speed.get(*k).is_some_and(|c| {
-                c.views == v[0] && c.billable_views == v[1] + v[2] && c.watch_seconds == v[3]
-            })
-        })
-        .count();
-    if agree != views.len() || speed.len() != views.len() {
+    let speed: reconcile::SpeedTable = speed::read::all_counts(&mut conn, keys)
+        .await?
+        .into_iter()
+        .map(|(k, c)| (k, [c.views, c.billable_views, c.watch_seconds]))
+        .collect();
+    let r = reconcile::reconcile(store.clone(), &speed, from, w, dedup_window).await?;
+    if r.has_unexplained() {
         bail!(
-            "speed and batch disagree on {} video-hours",
-            views.len() - agree
+            "reconcile: speed and batch differ without a known cause: {:?}",
+            r.totals
         );
     }
+    let causes: Vec<String> = r.totals.iter().map(|(c, n)| format!("{c:?}={n}")).collect();
     println!(
-        "check: speed and batch agree on all {agree} video-hours (speed billable = batch billable + fraud-filtered)\nrerun it: viewcount batch run --store {store_url} --from {} --to {} --allow-incomplete",
-        from.format("%Y-%m-%dT%H:%M:%SZ"),
-        to.format("%Y-%m-%dT%H:%M:%SZ")
+        "check: reconcile is clean: {} of {} video-hours agree, every other difference explained ({})",
+        r.agreeing,
+        r.video_hours,
+        if causes.is_empty() {
+            "none".to_owned()
+        } else {
+            causes.join(" ")
+        }
     );
-    Ok(Some(to))
+    Ok(Some(w))
 }
 
 /// Puts the generated videos' catalog in force, unless the store has one.

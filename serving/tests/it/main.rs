@@ -5,6 +5,7 @@
 
 mod api;
 mod auth;
+mod dirty;
 mod merge;
 mod statements;
 mod world;
