@@ -55,7 +55,13 @@ impl RedisServer {
                 Some(p) => p,
                 None => free_port()?,
             };
-            let mut child = Command::new(&binary)
+            let mut command = Command::new(&binary);
+            // Its own process group: a Ctrl-C at the terminal reaches the
+            // parent only, which still needs this server to stop in order
+            // (it is killed when its handle drops).
+            #[cfg(unix)]
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+            let mut child = command
                 .arg("--port")
                 .arg(port.to_string())
                 .args([

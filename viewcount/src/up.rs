@@ -476,7 +476,7 @@ impl Live<'_> {
             .as_ref()
             .map_or("none yet".to_owned(), |r| {
                 format!(
-                    "{} [{}, {}) in {:.1} s",
+                    "{} [{}, {}) in {:.2} s",
                     r.run_id,
                     r.from.format("%d %H:%M"),
                     r.to.format("%d %H:%M"),
