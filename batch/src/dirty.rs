@@ -56,6 +56,18 @@ pub enum Why {
     New,
 }
 
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::LateData { files } => {
+                write!(f, "late data: {files} raw file(s) its run did not read")
+            }
+            Why::Uncovered => f.write_str("raw data no run covers"),
+            Why::New => f.write_str("complete, never published"),
+        }
+    }
+}
+
 /// One hour the next scheduled run recomputes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PendingHour {

@@ -203,6 +203,9 @@ pub(crate) async fn batch(cmd: BatchCommand) -> anyhow::Result<()> {
     }
 }
 
+/// How many dirty hours a summary lists.
+pub(crate) const SHOWN: usize = 12;
+
 /// Prints what a dirty run found to do.
 pub(crate) fn print_plan(plan: &batch::dirty::Plan) {
     let show = |t: Option<DateTime<Utc>>| t.map_or("none".to_owned(), |t| t.to_string());
@@ -214,15 +217,11 @@ pub(crate) fn print_plan(plan: &batch::dirty::Plan) {
         plan.new_hours,
         plan.runs.len()
     );
-    for d in &plan.dirty {
-        let why = match d.why {
-            batch::dirty::Why::LateData { files } => {
-                format!("late data: {files} raw file(s) its run did not read")
-            }
-            batch::dirty::Why::Uncovered => "raw data no run covers".to_owned(),
-            batch::dirty::Why::New => "new".to_owned(),
-        };
-        println!("  {}  {why}", d.hour.format("%Y-%m-%dT%H:%MZ"));
+    for d in plan.dirty.iter().take(SHOWN) {
+        println!("  {}  {}", d.hour.format("%Y-%m-%dT%H:%MZ"), d.why);
+    }
+    if plan.dirty.len() > SHOWN {
+        println!("  ... and {} more dirty hours", plan.dirty.len() - SHOWN);
     }
     for (from, to) in &plan.runs {
         println!(

@@ -356,7 +356,7 @@ pub(crate) fn render(s: &Status) -> String {
     if let Some(r) = &s.batch.last_run {
         let _ = writeln!(
             o,
-            "         last run {} [{}, {}) started {} took {:.1} s, {} views",
+            "         last run {} [{}, {}) started {} took {:.2} s, {} views",
             r.run_id,
             t(Some(r.from)),
             t(Some(r.to)),
@@ -372,8 +372,15 @@ pub(crate) fn render(s: &Status) -> String {
         s.dirty.new_hours,
         s.dirty.runs.len()
     );
-    for d in &s.dirty.dirty {
-        let _ = writeln!(o, "         {}  {:?}", t(Some(d.hour)), d.why);
+    for d in s.dirty.dirty.iter().take(crate::batch_cmd::SHOWN) {
+        let _ = writeln!(o, "         {}  {}", t(Some(d.hour)), d.why);
+    }
+    if s.dirty.dirty.len() > crate::batch_cmd::SHOWN {
+        let _ = writeln!(
+            o,
+            "         ... and {} more (--json lists them all)",
+            s.dirty.dirty.len() - crate::batch_cmd::SHOWN
+        );
     }
     let _ = writeln!(
         o,

@@ -4,15 +4,31 @@ use std::time::Duration;
 
 use schemas::RuleSet;
 
-/// Logs to stderr; `RUST_LOG` overrides the default `info` level.
+/// Logs to stderr: readable lines on a terminal, one JSON object per line
+/// otherwise (for a log collector; `VIEWCOUNT_LOG_FORMAT=text|json`
+/// overrides). `RUST_LOG` overrides the default `info` level.
 pub(crate) fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
     });
-    tracing_subscriber::fmt()
+    let json = match std::env::var("VIEWCOUNT_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        _ => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
+    } else {
+        builder.init();
+    }
 }
 
 /// `--kafka` and `--topic` of a service that needs a broker.
