@@ -241,8 +241,10 @@ fn take<T: Default>(slot: &Mutex<T>) -> T {
 }
 
 /// Reads `files` (sorted) and counts hours `[from_us, to_us)` with `rules`.
-/// Blocking: call it from a blocking thread.
+/// Blocking: call it from a blocking thread. Reads run on `io`, the runtime
+/// the store was opened on: a remote store's connection pool belongs to it.
 pub(crate) fn count(
+    io: &tokio::runtime::Handle,
     store: Arc<dyn ObjectStore>,
     files: &[ObjectMeta],
     from_us: i64,
@@ -255,7 +257,7 @@ pub(crate) fn count(
     let mut steps = Vec::new();
 
     let clock = Instant::now();
-    let read = read(store, files, threads, &state, rules, progress)?;
+    let read = read(io, store, files, threads, &state, rules, progress)?;
     steps.push(("reading".to_owned(), clock.elapsed().as_secs_f64()));
 
     let clock = Instant::now();
@@ -330,6 +332,7 @@ struct Read {
 
 /// Phase 1: every file fetched, checksummed, decoded and re-validated once.
 fn read(
+    io: &tokio::runtime::Handle,
     store: Arc<dyn ObjectStore>,
     files: &[ObjectMeta],
     threads: usize,
@@ -352,23 +355,11 @@ fn read(
         }
     };
     let readers = parallel(threads.min(files.len().max(1)), threads, |index| {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                fail(Error::Bug(format!(
-                    "cannot start a reader's I/O runtime: {e}"
-                )));
-                return None;
-            }
-        };
         let mut reader = Reader {
             store: store.clone(),
             state,
             rules,
-            rt,
+            io,
             index: index as u16,
             videos: Dict::default(),
             user_ids: &user_ids,
@@ -391,7 +382,7 @@ fn read(
             }
         }
         input_rows.fetch_add(reader.input_rows, Ordering::Relaxed);
-        Some(reader)
+        reader
     });
     if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
@@ -405,13 +396,8 @@ fn read(
         .collect::<Result<Vec<_>>>()?;
     let mut shards: Vec<Vec<Blocks>> = (0..SHARDS).map(|_| Vec::new()).collect();
     let mut dicts = Vec::new();
-    // Reader numbers are task indices; a reader that could not start has
-    // no rows (and the run has failed above).
+    // Reader numbers are task indices.
     for (index, reader) in readers.into_iter().enumerate() {
-        let Some(reader) = reader else {
-            dicts.push(Dict::default());
-            continue;
-        };
         debug_assert_eq!(usize::from(reader.index), index);
         for (s, rows) in reader.shards.into_iter().enumerate() {
             shards[s].push(rows);
@@ -432,8 +418,8 @@ struct Reader<'a> {
     state: &'a RandomState,
     /// Which rows are valid.
     rules: &'a RuleSet,
-    /// Drives this thread's object store reads.
-    rt: tokio::runtime::Runtime,
+    /// The runtime that drives object store reads.
+    io: &'a tokio::runtime::Handle,
     index: u16,
     videos: Dict,
     user_ids: &'a Mutex<Vec<StringArray>>,
@@ -447,7 +433,7 @@ impl Reader<'_> {
     /// Fetches, checksums, decodes and shards one file.
     fn file(&mut self, meta: &ObjectMeta) -> Result<Input> {
         let path = meta.location.to_string();
-        let bytes = self.rt.block_on(async {
+        let bytes = self.io.block_on(async {
             Ok::<_, Error>(self.store.get(&meta.location).await?.bytes().await?)
         })?;
         let input = Input {

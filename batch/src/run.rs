@@ -213,9 +213,10 @@ pub async fn run(
         // through a channel so the caller's callback stays on this task.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let (rules, files) = (opts.rules, inputs_meta.clone());
+        let io = tokio::runtime::Handle::current();
         let task = tokio::task::spawn_blocking({
             let store = store.clone();
-            move || count::count(store, &files, from_us, to_us, &rules, &tx)
+            move || count::count(&io, store, &files, from_us, to_us, &rules, &tx)
         });
         while let Some((step, done, total)) = rx.recv().await {
             progress(step, done, total);

@@ -7,12 +7,15 @@
 //!   not `Send`), with fault injection (brokers down/up).
 //! - [`redis::RedisServer`]: a child `redis-server` on a free port with a
 //!   temporary directory, stopped on drop.
+//! - [`s3::S3Server`]: a child S3-compatible server (`moto`) on a free port
+//!   with one bucket, stopped on drop.
 //! - [`test`]: what tests share: a Kafka that is the external broker named by
 //!   `VIEWCOUNT_TEST_KAFKA` when set and an embedded one otherwise, and unique
 //!   topic names so tests run in parallel.
 
 pub mod kafka;
 pub mod redis;
+pub mod s3;
 pub mod test;
 
 /// Errors starting or driving infrastructure.
@@ -32,6 +35,9 @@ pub enum Error {
     /// `redis-server` did not come up.
     #[error("redis-server did not start: {0}")]
     RedisStart(String),
+    /// The S3 server did not come up.
+    #[error("S3 server (moto) did not start: {0}")]
+    S3Start(String),
     /// Any other I/O failure.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

@@ -58,10 +58,15 @@ impl Archive {
 
 impl Setup {
     pub(crate) async fn new() -> Self {
-        let kafka = TestKafka::start().expect("kafka");
-        let topic = kafka.topic("batch-it", PARTITIONS).await.expect("topic");
         let dir = tempfile::tempdir().unwrap();
         let store = store::layout::open(&format!("file://{}", dir.path().display())).unwrap();
+        Self::on(store, dir).await
+    }
+
+    /// A topic and producer over `store` (the directory is kept alive only).
+    pub(crate) async fn on(store: Arc<dyn ObjectStore>, dir: tempfile::TempDir) -> Self {
+        let kafka = TestKafka::start().expect("kafka");
+        let topic = kafka.topic("batch-it", PARTITIONS).await.expect("topic");
         let producer =
             EventProducer::new(&ProducerConfig::new(kafka.bootstrap_servers(), &topic)).unwrap();
         Self {

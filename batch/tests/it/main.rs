@@ -8,3 +8,4 @@ mod harness;
 mod pipeline;
 mod reconcile;
 mod rules;
+mod s3;
