@@ -75,3 +75,14 @@ ensure_cargo_fuzz() {
   echo "== installing cargo-fuzz (cargo install)" >&2
   cargo install --locked cargo-fuzz >/dev/null
 }
+
+# moto (PyPI) in server mode: the S3-compatible server the S3 tests start on
+# loopback (infra::s3::S3Server runs `python3 -m moto.server`).
+ensure_moto() {
+  ensure_duckdb  # python3 and pip
+  python3 -c 'import moto.server, flask' 2>/dev/null && return 0
+  echo "== installing moto[server] (pip)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]' 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'moto[server]'
+  python3 -c 'import moto.server, flask'
+}
