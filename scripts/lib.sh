@@ -86,3 +86,15 @@ ensure_moto() {
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'moto[server]'
   python3 -c 'import moto.server, flask'
 }
+
+# promtool (Debian's prometheus package): lints every service's /metrics in
+# the tests and checks deploy/prometheus.yml.
+ensure_promtool() {
+  command -v promtool >/dev/null && return 0
+  echo "== installing promtool (apt-get install prometheus)" >&2
+  need_root_or_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || {
+    need_root_or_sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    need_root_or_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  }
+  command -v promtool >/dev/null
+}

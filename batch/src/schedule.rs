@@ -29,27 +29,27 @@ impl Metrics {
     pub fn register(r: &mut Registry) -> Self {
         let m = Self::default();
         r.register(
-            "viewcount_batch_scheduled_runs",
+            "batch_scheduled_runs",
             "Batch runs the scheduler completed and published",
             m.runs.clone(),
         );
         r.register(
-            "viewcount_batch_schedule_failures",
+            "batch_schedule_failures",
             "Scheduled rounds that failed (retried at the next tick)",
             m.failures.clone(),
         );
         r.register(
-            "viewcount_batch_dirty_hours",
-            "Dirty hours (late or uncovered data) found at the start of the last round",
+            "batch_dirty_pending",
+            "Hours with late or uncovered data found at the start of the last round",
             m.dirty_hours.clone(),
         );
         r.register(
-            "viewcount_batch_last_success_timestamp_seconds",
+            "batch_last_success_timestamp_seconds",
             "Unix time the last scheduled round finished without error",
             m.last_success.clone(),
         );
         r.register(
-            "viewcount_batch_last_round_seconds",
+            "batch_last_round_seconds",
             "How long the last scheduled round took",
             m.last_seconds.clone(),
         );

@@ -98,7 +98,7 @@ impl Metrics {
             m.live_streams.clone(),
         );
         r.register(
-            "index_video_hours",
+            "index_rows",
             "Video-hours in the batch index",
             m.index_video_hours.clone(),
         );

@@ -212,20 +212,71 @@ impl Ops {
             )
             .route(
                 "/metrics",
-                get(move || {
+                get(move |headers: axum::http::HeaderMap| {
                     let ops = metrics.clone();
                     async move {
-                        (
-                            [(
-                                header::CONTENT_TYPE,
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            )],
-                            ops.render_metrics(),
-                        )
+                        // OpenMetrics to a scraper that asks for it (Prometheus
+                        // does), the classic text format to anyone else
+                        // (curl, `promtool check metrics`).
+                        let open_metrics = headers
+                            .get_all(header::ACCEPT)
+                            .iter()
+                            .filter_map(|v| v.to_str().ok())
+                            .any(|v| v.contains("application/openmetrics-text"));
+                        if open_metrics {
+                            (
+                                [(
+                                    header::CONTENT_TYPE,
+                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                )],
+                                ops.render_metrics(),
+                            )
+                        } else {
+                            (
+                                [(
+                                    header::CONTENT_TYPE,
+                                    "text/plain; version=0.0.4; charset=utf-8",
+                                )],
+                                classic_text(&ops.render_metrics()),
+                            )
+                        }
                     }
                 }),
             )
     }
+}
+
+/// OpenMetrics text as the classic Prometheus text format (0.0.4): a
+/// counter family is named with its `_total` suffix there, and there is no
+/// `# UNIT` or `# EOF`.
+pub fn classic_text(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len() + 64);
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((p, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(name) {
+                    out.push_str(&format!("{p}{name}_total {tail}"));
+                } else {
+                    out.push_str(line);
+                }
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Serves `app` on `listener` until `shutdown`, then drains: `/readyz` turns
@@ -296,4 +347,16 @@ pub fn cancel_on(
         c.cancel();
     });
     cancel
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counters_take_their_total_name_and_open_metrics_lines_go() {
+        let om = "# HELP x_requests Requests.\n# TYPE x_requests counter\nx_requests_total{a=\"b\"} 3\n# HELP x_depth Depth.\n# TYPE x_depth gauge\n# UNIT x_depth bytes\nx_depth 1\n# EOF\n";
+        assert_eq!(
+            super::classic_text(om),
+            "# HELP x_requests_total Requests.\n# TYPE x_requests_total counter\nx_requests_total{a=\"b\"} 3\n# HELP x_depth Depth.\n# TYPE x_depth gauge\nx_depth 1\n"
+        );
+    }
 }
