@@ -98,3 +98,14 @@ ensure_promtool() {
   }
   command -v promtool >/dev/null
 }
+
+# jsonschema and PyYAML (PyPI) for scripts/py/check_deploy.py.
+ensure_deploy_check() {
+  ensure_duckdb  # python3 and pip
+  ensure_promtool
+  python3 -c 'import jsonschema, yaml' 2>/dev/null && return 0
+  echo "== installing jsonschema and pyyaml (pip)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check jsonschema pyyaml 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages jsonschema pyyaml
+  python3 -c 'import jsonschema, yaml'
+}
