@@ -286,6 +286,13 @@ impl Archiver {
             .map(|bytes| ReceivedEvent::from_json_bytes(bytes, &limits))
         {
             Some(Ok(received)) => {
+                tracing::trace!(
+                    trace_id = infra::kafka::trace_id(m).as_deref(),
+                    event_id = %received.event.event_id,
+                    partition = p,
+                    offset = m.offset(),
+                    "archive: archiving"
+                );
                 b.rows.push(ArchivedEvent {
                     received,
                     kafka_partition: p,
@@ -297,6 +304,7 @@ impl Archiver {
                 tracing::debug!(
                     partition = p,
                     offset = m.offset(),
+                    trace_id = infra::kafka::trace_id(m).as_deref(),
                     "archive: skipping an invalid record"
                 );
                 self.metrics.skipped_invalid.inc();

@@ -141,6 +141,8 @@ pub struct KafkaRecord {
     pub key: Option<Vec<u8>>,
     /// Payload bytes, if any.
     pub payload: Option<Vec<u8>>,
+    /// Headers (key, value) in order.
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// Reads every record a topic holds right now (up to each partition's high
@@ -202,6 +204,15 @@ pub fn read_topic(
                     offset: m.offset(),
                     key: m.key().map(<[u8]>::to_vec),
                     payload: m.payload().map(<[u8]>::to_vec),
+                    headers: m
+                        .headers()
+                        .map(|h| {
+                            use rdkafka::message::Headers;
+                            h.iter()
+                                .map(|x| (x.key.to_owned(), x.value.unwrap_or_default().to_vec()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 });
             }
             Some(Err(e)) => return Err(e.into()),
@@ -227,18 +238,25 @@ pub struct NarrowerThanIngest {
     pub reason: String,
 }
 
+/// A record's header `key`, if present with a value.
+pub fn header<'a, M: rdkafka::Message>(m: &'a M, key: &str) -> Option<&'a [u8]> {
+    use rdkafka::message::Headers;
+    m.headers()?.iter().find(|h| h.key == key)?.value
+}
+
+/// The trace id of the W3C `traceparent` a record carries (set by ingest;
+/// see [`schemas::trace`]), for logs that follow one event across services.
+pub fn trace_id<M: rdkafka::Message>(m: &M) -> Option<String> {
+    schemas::trace::trace_id_of(header(m, schemas::trace::TRACE_HEADER))
+}
+
 /// Checks a record's limits header against `rules`. Records without one
 /// (not from ingest: tools, tests) pass: the consumer's rules decide.
 pub fn check_limits<M: rdkafka::Message>(
     rules: &schemas::RuleSet,
     m: &M,
 ) -> Result<(), NarrowerThanIngest> {
-    use rdkafka::message::Headers;
-    let Some(value) = m.headers().and_then(|h| {
-        h.iter()
-            .find(|h| h.key == schemas::rules::LIMITS_HEADER)
-            .and_then(|h| h.value)
-    }) else {
+    let Some(value) = header(m, schemas::rules::LIMITS_HEADER) else {
         return Ok(());
     };
     rules

@@ -10,6 +10,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use schemas::rules::LIMITS_HEADER;
+use schemas::trace::TRACE_HEADER;
 use schemas::{ReceivedEvent, RuleSet};
 
 use crate::{Error, Result};
@@ -132,14 +133,31 @@ impl EventProducer {
         events: &[ReceivedEvent],
         rules: &RuleSet,
     ) -> Result<(), ProduceFailure> {
+        self.produce_traced(events, rules, None).await
+    }
+
+    /// [`EventProducer::produce_all`], each record also carrying
+    /// `traceparent` (W3C) in its [`TRACE_HEADER`].
+    pub async fn produce_traced(
+        &self,
+        events: &[ReceivedEvent],
+        rules: &RuleSet,
+        traceparent: Option<&str>,
+    ) -> Result<(), ProduceFailure> {
         let limits = rules.limits_header();
         let mut pending = Vec::with_capacity(events.len());
         for e in events {
             let payload = e.to_json_bytes();
-            let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+            let mut headers = OwnedHeaders::new_with_capacity(2).insert(Header {
                 key: LIMITS_HEADER,
                 value: Some(limits.as_str()),
             });
+            if let Some(t) = traceparent {
+                headers = headers.insert(Header {
+                    key: TRACE_HEADER,
+                    value: Some(t),
+                });
+            }
             let record = FutureRecord::to(&self.topic)
                 .key(e.event.video_id.as_str())
                 .payload(&payload)

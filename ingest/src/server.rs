@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 use crate::producer::{EventProducer, ProduceFailure};
+use schemas::trace::{TRACE_HEADER, TraceParent};
 use schemas::wire::{DecodeError, body_format, decode_body};
 use schemas::{ReceivedEvent, RuleSet, ValidationContext};
 
@@ -128,8 +129,23 @@ async fn post_events(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let response = handle_events(&st, &headers, body).await;
+    // The caller's trace continues here (or one starts): its `traceparent`
+    // goes on every record of the request and back in the answer.
+    let trace = headers
+        .get(TRACE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
+        .map_or_else(TraceParent::start, |t| t.child());
+    let mut response = handle_events(&st, &headers, body, &trace).await;
     st.metrics.request_answered(response.status().as_u16());
+    tracing::debug!(
+        trace_id = %trace.trace_id(),
+        status = response.status().as_u16(),
+        "ingest: POST /v1/events answered"
+    );
+    if let Ok(v) = HeaderValue::from_str(&trace.to_string()) {
+        response.headers_mut().insert(TRACE_HEADER, v);
+    }
     response
 }
 
@@ -137,6 +153,7 @@ async fn handle_events(
     st: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    trace: &TraceParent,
 ) -> Response {
     let ct = headers
         .get(header::CONTENT_TYPE)
@@ -242,7 +259,12 @@ async fn handle_events(
     }
 
     let started = Instant::now();
-    match st.producer.produce_all(&accepted, &st.config.rules).await {
+    let traceparent = trace.to_string();
+    match st
+        .producer
+        .produce_traced(&accepted, &st.config.rules, Some(&traceparent))
+        .await
+    {
         Ok(()) => {
             st.metrics
                 .events_accepted(accepted.len(), started.elapsed());
@@ -253,7 +275,7 @@ async fn handle_events(
                 .into_response()
         }
         Err(ProduceFailure::QueueFull { enqueued }) => {
-            tracing::warn!(enqueued, "ingest: producer queue full, answering 503");
+            tracing::warn!(enqueued, trace_id = %trace.trace_id(), "ingest: producer queue full, answering 503");
             unavailable(
                 "producer_queue_full",
                 format!(
@@ -266,7 +288,7 @@ async fn handle_events(
             failed,
             first_error,
         }) => {
-            tracing::warn!(delivered, failed, error = %first_error, "ingest: Kafka did not acknowledge, answering 503");
+            tracing::warn!(delivered, failed, error = %first_error, trace_id = %trace.trace_id(), "ingest: Kafka did not acknowledge, answering 503");
             unavailable(
                 "kafka_unavailable",
                 format!(

@@ -29,6 +29,7 @@ pub mod dedup;
 pub mod event;
 pub mod rules;
 pub mod time;
+pub mod trace;
 pub mod validate;
 pub mod wire;
 

@@ -361,10 +361,19 @@ impl Speed {
                 let mut records = Vec::with_capacity(msgs.len());
                 for m in &msgs {
                     match decode(m, &self.limits) {
-                        Ok(event) => records.push(Record {
-                            offset: m.offset(),
-                            event,
-                        }),
+                        Ok(event) => {
+                            tracing::trace!(
+                                trace_id = infra::kafka::trace_id(m).as_deref(),
+                                event_id = %event.event.event_id,
+                                partition,
+                                offset = m.offset(),
+                                "speed: counting"
+                            );
+                            records.push(Record {
+                                offset: m.offset(),
+                                event,
+                            })
+                        }
                         Err((code, reason)) => dead.push((m.clone(), code, reason)),
                     }
                 }
@@ -625,6 +634,15 @@ impl Speed {
                         key: "source_offset",
                         value: Some(&m.offset().to_string()),
                     });
+                // The event's trace goes on with it into the dead-letter topic.
+                let traceparent = infra::kafka::header(*m, schemas::trace::TRACE_HEADER);
+                let headers = match traceparent {
+                    Some(t) => headers.insert(Header {
+                        key: schemas::trace::TRACE_HEADER,
+                        value: Some(t),
+                    }),
+                    None => headers,
+                };
                 let mut rec = FutureRecord::<[u8], [u8]>::to(&self.config.dlq_topic)
                     .payload(m.payload().unwrap_or_default())
                     .headers(headers);
@@ -637,8 +655,13 @@ impl Speed {
             match results.into_iter().find_map(|r| r.err()) {
                 None => {
                     for (m, code, reason) in dead {
-                        self.metrics
-                            .dead_lettered(m.partition(), m.offset(), reason, code);
+                        self.metrics.dead_lettered(
+                            m.partition(),
+                            m.offset(),
+                            reason,
+                            code,
+                            infra::kafka::trace_id(*m).as_deref(),
+                        );
                     }
                     return true;
                 }

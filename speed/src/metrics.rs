@@ -153,11 +153,19 @@ impl Metrics {
         self.freshness_seconds.observe(seconds.max(0.0));
     }
 
-    pub(crate) fn dead_lettered(&self, partition: i32, offset: i64, reason: &str, code: &str) {
+    pub(crate) fn dead_lettered(
+        &self,
+        partition: i32,
+        offset: i64,
+        reason: &str,
+        code: &str,
+        trace_id: Option<&str>,
+    ) {
         tracing::warn!(
             partition,
             offset,
             reason,
+            trace_id,
             "record sent to the dead-letter topic"
         );
         self.dead_lettered

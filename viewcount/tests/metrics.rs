@@ -57,17 +57,17 @@ fn scrape(port: u16, service: &mut Service) -> String {
                 "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
             );
             let mut answer = String::new();
-            if s.write_all(req.as_bytes()).is_ok() && s.read_to_string(&mut answer).is_ok() {
-                if let Some((head, body)) = answer.split_once("\r\n\r\n") {
-                    if head.starts_with("HTTP/1.1 200") {
-                        assert!(
-                            head.to_ascii_lowercase()
-                                .contains("text/plain; version=0.0.4"),
-                            "{head}"
-                        );
-                        return body.to_owned();
-                    }
-                }
+            if s.write_all(req.as_bytes()).is_ok()
+                && s.read_to_string(&mut answer).is_ok()
+                && let Some((head, body)) = answer.split_once("\r\n\r\n")
+                && head.starts_with("HTTP/1.1 200")
+            {
+                assert!(
+                    head.to_ascii_lowercase()
+                        .contains("text/plain; version=0.0.4"),
+                    "{head}"
+                );
+                return body.to_owned();
             }
         }
         assert!(Instant::now() < deadline, "no /metrics on port {port}");

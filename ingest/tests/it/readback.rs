@@ -136,3 +136,54 @@ async fn ndjson_bodies_are_accepted_line_by_line() {
     );
     assert_eq!(ing.records().await.len(), 2);
 }
+
+/// The caller's W3C `traceparent` continues through ingest: every record
+/// of the request carries the same trace (with ingest's own span), and the
+/// answer names it; a request without one starts a trace of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_trace_travels_in_every_record_header() {
+    let ing = Ingest::start().await;
+    let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let body = json!([event("vTrace"), event("vTrace"),]);
+    let r = reqwest::Client::new()
+        .post(&ing.url)
+        .header("traceparent", incoming)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let answered = r.headers()["traceparent"].to_str().unwrap().to_owned();
+    let t = schemas::trace::TraceParent::parse(&answered).expect("a valid traceparent");
+    assert_eq!(t.trace_id(), "0af7651916cd43dd8448eb211c80319c");
+    assert_ne!(answered, incoming, "ingest adds its own span");
+    // Without one (or with a malformed one), ingest starts a trace.
+    let r = reqwest::Client::new()
+        .post(&ing.url)
+        .header("traceparent", "garbage")
+        .json(&json!(event("vTrace")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let started = r.headers()["traceparent"].to_str().unwrap().to_owned();
+    let started = schemas::trace::TraceParent::parse(&started).expect("a fresh trace");
+    assert_ne!(started.trace_id(), t.trace_id());
+
+    let records = ing.records().await;
+    assert_eq!(records.len(), 3);
+    let traces: Vec<String> = records
+        .iter()
+        .map(|r| {
+            let (_, v) = r
+                .headers
+                .iter()
+                .find(|(k, _)| k == "traceparent")
+                .expect("every record carries a traceparent");
+            schemas::trace::trace_id_of(Some(v)).expect("valid")
+        })
+        .collect();
+    let of = |id: &str| traces.iter().filter(|t| *t == id).count();
+    assert_eq!(of("0af7651916cd43dd8448eb211c80319c"), 2, "{traces:?}");
+    assert_eq!(of(&started.trace_id()), 1, "{traces:?}");
+}

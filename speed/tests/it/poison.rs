@@ -44,13 +44,20 @@ async fn poison_records_are_dead_lettered_and_neighbours_counted() {
         b"{\"event_id\": 1}".to_vec(),
         good2.to_json_bytes(),
     ];
-    for p in &payloads {
-        raw.send(
-            FutureRecord::to(&s.topic).key("pv").payload(p),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
+    // The unreadable record came through ingest with a trace: the trace
+    // goes on with it into the dead-letter topic.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for (i, p) in payloads.iter().enumerate() {
+        let mut record = FutureRecord::to(&s.topic).key("pv").payload(p);
+        if i == 1 {
+            record = record.headers(rdkafka::message::OwnedHeaders::new().insert(
+                rdkafka::message::Header {
+                    key: schemas::trace::TRACE_HEADER,
+                    value: Some(traceparent),
+                },
+            ));
+        }
+        raw.send(record, Duration::from_secs(10)).await.unwrap();
     }
     let run = s.start(s.config());
     s.wait_caught_up(Duration::from_secs(60)).await;
@@ -91,6 +98,15 @@ async fn poison_records_are_dead_lettered_and_neighbours_counted() {
         "{headers:?}"
     );
     assert!(headers[0].iter().any(|(k, _)| k == "source_partition"));
+    assert!(
+        headers[0].iter().any(|(k, v)| k == "traceparent"
+            && v == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        "{headers:?}"
+    );
+    assert!(
+        !headers[1].iter().any(|(k, _)| k == "traceparent"),
+        "no trace where none came in: {headers:?}"
+    );
 }
 
 fn dlq_headers(bootstrap: &str, topic: &str) -> Vec<Vec<(String, String)>> {
