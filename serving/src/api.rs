@@ -1541,7 +1541,10 @@ fn healthz_doc() {}
 fn readyz_doc() {}
 
 /// Prometheus / OpenMetrics text.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Metrics", content_type = "application/openmetrics-text")))]
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Metrics: OpenMetrics when the Accept header asks for it (Prometheus does), else the classic Prometheus text format", content(
+    (String = "text/plain"),
+    (String = "application/openmetrics-text")
+))))]
 #[allow(dead_code)]
 fn metrics_doc() {}
 

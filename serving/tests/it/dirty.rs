@@ -70,7 +70,7 @@ async fn a_late_event_dirties_its_hour_and_the_next_scheduled_round_heals_only_t
         "the watermark reached the archive's"
     );
     let again = batch::dirty::plan(w.store.as_ref(), &opts()).await.unwrap();
-    assert!(again.is_empty(), "nothing is left to do: {again:#?}");
+    assert!(again.dirty.is_empty(), "nothing is left to do: {again:#?}");
     let before = owners(&w).await;
 
     // A late view of video A for a published hour mid-day, received now.
@@ -118,7 +118,14 @@ async fn a_late_event_dirties_its_hour_and_the_next_scheduled_round_heals_only_t
         }]
     );
     let day_end = late_hour.duration_trunc(TimeDelta::days(1)).unwrap() + TimeDelta::days(1);
-    assert_eq!(plan.runs, [(late_hour, day_end.min(aw))]);
+    // If the archive watermark moved on meanwhile (an hour boundary passed),
+    // the newly complete hours come after, as new hours.
+    let aw_now = plan.archive_watermark.unwrap();
+    assert_eq!(plan.runs[0], (late_hour, day_end.min(aw_now)), "{plan:#?}");
+    assert!(
+        plan.runs[1..].iter().all(|(from, _)| *from >= aw),
+        "besides the dirty day only new hours: {plan:#?}"
+    );
 
     // The scheduler's next round recomputes it (and the rest of its day).
     let stop = tokio_util::sync::CancellationToken::new();
@@ -146,7 +153,7 @@ async fn a_late_event_dirties_its_hour_and_the_next_scheduled_round_heals_only_t
     let after = owners(&w).await;
     let new_run = after[&late_hour].clone();
     for (hour, run) in &after {
-        if *hour >= late_hour && *hour < day_end.min(aw) {
+        if *hour >= late_hour && *hour < day_end.min(aw_now) {
             assert_eq!(run, &new_run, "{hour} recomputed with its day");
         } else if before.contains_key(hour) {
             assert_eq!(Some(run), before.get(hour), "{hour} was not recomputed");
@@ -168,7 +175,7 @@ async fn a_late_event_dirties_its_hour_and_the_next_scheduled_round_heals_only_t
     let api = w.serve(ApiConfig::default()).await;
     api.source.refresh().await.unwrap();
     let watermark = api.source.snapshot().index.watermark();
-    assert_eq!(watermark, Some(aw));
+    assert!(watermark >= Some(aw), "{watermark:?}");
     let path = format!(
         "/v1/videos/{}/views?from={}&to={}",
         w.video_a,
