@@ -58,8 +58,9 @@ pub(crate) struct Args {
     #[arg(long, requires = "demo")]
     exit_after_demo: bool,
     /// After the demo's checks, keep sending generated traffic (duplicates,
-    /// late and invalid events included) at this many events per second.
-    #[arg(long, default_value_t = 50.0)]
+    /// late and invalid events included) at this many events per second
+    /// (0: none, the numbers stay still).
+    #[arg(long, default_value_t = 50.0, value_parser = parse_rate)]
     demo_rate: f64,
     /// Time between scheduled batch runs (dirty hours and new complete hours).
     #[arg(long, env = "VIEWCOUNT_BATCH_EVERY", default_value = "1m")]
@@ -304,29 +305,22 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
                 )
                 .await?;
             }
-            println!(
-                "
-demo: every check passed"
-            );
+            println!("\ndemo: every check passed");
             Ok::<(), anyhow::Error>(())
         }
         .await;
     }
     if outcome.is_ok() && !a.exit_after_demo {
         let traffic = match a.demo {
-            Some(_) => {
+            Some(_) if a.demo_rate > 0.0 => {
                 println!(
-                    "
-up. Generated traffic goes on at {} events/s (duplicates, late and invalid ones included); send your own with:",
+                    "\nup. Generated traffic goes on at {} events/s (duplicates, late and invalid ones included); send your own with:",
                     a.demo_rate
                 );
                 Some(tokio::spawn(demo_traffic(base.clone(), a.demo_rate)))
             }
-            None => {
-                println!(
-                    "
-up. Send events with:"
-                );
+            _ => {
+                println!("\nup. Send events with:");
                 None
             }
         };
@@ -353,8 +347,7 @@ up. Send events with:"
             t.abort();
         }
         println!(
-            "
-stopping: ingest first, then everything it acknowledged into the archive and the speed layer ..."
+            "\nstopping: ingest first, then everything it acknowledged into the archive and the speed layer ..."
         );
     }
     // Ordered stop: no new acknowledgements, then every acknowledged
@@ -375,13 +368,23 @@ stopping: ingest first, then everything it acknowledged into the archive and the
     outcome.and(drained.map(|_| ()))
 }
 
+/// `--demo-rate`: a finite, non-negative number of events per second.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a rate: give events per second, like 50 (0: no traffic after the demo)"
+        )),
+    }
+}
+
 /// Generated traffic at `rate` events per second until aborted: current
 /// views, with the generator's share of re-sends, late (1 to 72 hours old,
 /// so the scheduled batch has dirty hours to heal) and invalid events.
 async fn demo_traffic(base: String, rate: f64) {
     let chunk = Duration::from_secs(5);
     let mut cfg = SendConfig::new(format!("{base}/v1/events"));
-    cfg.rate = Some(rate.max(0.1));
+    cfg.rate = Some(rate);
     cfg.batch_size = 100;
     for seed in 1_000u64.. {
         let now = Utc::now();
