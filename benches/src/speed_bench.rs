@@ -535,8 +535,12 @@ async fn memory(args: &Args) -> anyhow::Result<String> {
 async fn fill(keys: &KeySpace, n: u64, day: NaiveDate, bucketed: bool) -> anyhow::Result<f64> {
     use rand::{Rng, SeedableRng};
     let redis = RedisServer::start()?;
+    // 10 000-command pipelines: a slow machine can take longer than the
+    // client's default response timeout to answer one.
+    let config =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(120)));
     let mut conn = redis::Client::open(redis.url())?
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await?;
     let used = |info: String| -> u64 {
         info.lines()
