@@ -155,8 +155,7 @@ pub(crate) async fn batch(cmd: BatchCommand) -> anyhow::Result<()> {
         BatchCommand::Run(a) if a.dirty => {
             let store = store::open(&a.compute.store.url())?;
             let now = Utc::now();
-            let mut opts = a.compute.options(now, now)?;
-            opts.dry_run = a.dry_run;
+            let opts = a.compute.options(now, now)?;
             if a.dry_run {
                 let plan = batch::dirty::plan(store.as_ref(), &opts).await?;
                 if a.json {

@@ -239,12 +239,14 @@ async fn last_run(
     store: &dyn ObjectStore,
     p: &store::state::Published,
 ) -> anyhow::Result<Option<LastRun>> {
-    let before: Option<store::state::Published> =
-        store::layout::get_json(store, &store::layout::published(p.seq.saturating_sub(1))).await?;
+    let before: Option<store::state::Published> = match p.seq {
+        1 => None,
+        seq => store::layout::get_json(store, &store::layout::published(seq - 1)).await?,
+    };
     let changed = p.hours.iter().find(|(h, run)| {
         before
             .as_ref()
-            .is_none_or(|b| p.seq == 1 || b.hours.get(*h) != Some(*run))
+            .is_none_or(|b| b.hours.get(*h) != Some(*run))
     });
     let Some((_, run_id)) = changed else {
         return Ok(None);

@@ -500,18 +500,8 @@ impl Live<'_> {
             status.dirty.dirty.len()
         );
         let mut conn = speed::conn::connect_reader(self.redis_url).await?;
-        let mut per_video: BTreeMap<String, u64> = BTreeMap::new();
-        for ((video, _), c) in speed::read::all_counts(&mut conn, self.keys).await? {
-            *per_video.entry(video).or_default() += c.views;
-        }
-        let mut top: Vec<(String, u64)> = per_video.into_iter().collect();
-        top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let top: Vec<String> = top
-            .iter()
-            .take(5)
-            .map(|(v, n)| format!("{v}={n}"))
-            .collect();
-        let _ = writeln!(o, "top      {}", top.join(" "));
+        let counted = speed::read::all_counts(&mut conn, self.keys).await?;
+        let _ = writeln!(o, "top      {}", top_videos(&counted));
         let ledger = billing::ledger::Ledger::new(self.store.clone());
         let size = status.ledger.size;
         if verified.as_ref().is_none_or(|(n, _)| *n != size) {
@@ -699,19 +689,24 @@ async fn demo(
         "speed: Redis holds {speed_views} views in {} video-hours: equal to the truth per video per hour (views, billable views, watch seconds)",
         counted.len()
     );
-    let mut top: BTreeMap<String, u64> = BTreeMap::new();
-    for ((video, _), c) in &counted {
-        *top.entry(video.clone()).or_default() += c.views;
+    println!("top videos: {}", top_videos(&counted));
+    Ok(truth)
+}
+
+/// The five most viewed videos in the speed layer's counters, `v=views`.
+fn top_videos<H>(counted: &BTreeMap<(String, H), speed::read::Counts>) -> String {
+    let mut per_video: BTreeMap<&str, u64> = BTreeMap::new();
+    for ((video, _), c) in counted {
+        *per_video.entry(video).or_default() += c.views;
     }
-    let mut top: Vec<(String, u64)> = top.into_iter().collect();
-    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut top: Vec<(&str, u64)> = per_video.into_iter().collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     let top: Vec<String> = top
         .iter()
         .take(5)
         .map(|(v, n)| format!("{v}={n}"))
         .collect();
-    println!("top videos: {}", top.join(" "));
-    Ok(truth)
+    top.join(" ")
 }
 
 /// Waits for the archive, asks the scheduler for a dirty run (which
