@@ -34,15 +34,24 @@
 //! - per video and hour of `occurred_at` within the range: views, billable
 //!   views, fraud-filtered views, watch seconds, and a viewer sketch.
 //!
-//! Memory: about 160 bytes of peak RSS per valid row of the days read (its
-//! keys, and its user id in the decoded arrays), plus the distinct video ids.
+//! Memory ([`crate::memory`]): in memory, about 160 bytes of peak RSS per
+//! valid row of the days read (its keys, and its user id in the decoded
+//! arrays), plus the distinct video ids. When the rows read pass half the
+//! limit, the readers spill them ([`crate::spill`]) with their user ids to
+//! local files by event id hash (each shard split further if the days
+//! would not fit otherwise), and so does every reader at the end; dedup
+//! then takes one partition at a time from disk and spills its winners by
+//! (video, day), and counting takes one of those at a time. Every partition
+//! holds whole event ids, and whole (video, day)s, so the output is the same
+//! bytes as in memory; as many partitions are worked on at once as the
+//! limit holds (at least one).
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use arrow::array::{RecordBatch, StringArray};
+use arrow::array::{Array, RecordBatch, StringArray};
 use foldhash::fast::RandomState;
 use hashbrown::{HashMap, HashTable};
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
@@ -51,8 +60,10 @@ use schemas::RuleSet;
 use schemas::archive::RawColumns;
 use schemas::dedup::{CopyOrder, event_key};
 
+use crate::memory::{Budget, Memory, peak_rss, reset_peak_rss};
+use crate::spill::{Spill, Stage, encode};
 use crate::{Error, Result};
-use store::manifest::{Input, Rows};
+use store::manifest::{Input, Rows, Step};
 use store::sketch::{Sketch, value_hash};
 use store::views::{ViewRow, views_batch};
 
@@ -60,7 +71,7 @@ const HOUR_US: i64 = 3_600_000_000;
 const DAY_US: i64 = 24 * HOUR_US;
 
 /// Rows per decoded batch (a row's index in it must fit a `u16`).
-const BATCH_ROWS: usize = 8192;
+pub(crate) const BATCH_ROWS: usize = 8192;
 /// Dedup tasks (by event id).
 pub const SHARDS: usize = 64;
 /// Count tasks (by video id).
@@ -75,8 +86,8 @@ pub(crate) struct Counted {
     pub views: RecordBatch,
     /// Row counts.
     pub rows: Rows,
-    /// Wall seconds of each phase.
-    pub steps: Vec<(String, f64)>,
+    /// Each phase: wall time, memory, spill.
+    pub steps: Vec<Step>,
 }
 
 /// Progress of a count: `(step, done, total)`.
@@ -84,25 +95,37 @@ pub(crate) type ProgressTx = tokio::sync::mpsc::UnboundedSender<(&'static str, u
 
 /// What counting needs of one valid row.
 #[derive(Debug, Clone, Copy)]
-struct Row {
-    id: [u64; 2],
-    fp: u64,
-    received_at: i64,
-    offset: i64,
-    occurred_at: i64,
-    partition: i32,
-    watch_seconds: i32,
+pub(crate) struct Row {
+    pub(crate) id: [u64; 2],
+    pub(crate) fp: u64,
+    pub(crate) received_at: i64,
+    pub(crate) offset: i64,
+    pub(crate) occurred_at: i64,
+    pub(crate) partition: i32,
+    pub(crate) watch_seconds: i32,
     /// Video number: in the reader's dictionary until dedup, global after.
-    video: u32,
+    pub(crate) video: u32,
     /// The user id's [`value_hash`]: the sketch's hash, and how users are
     /// grouped (equal ids are compared where it matters).
-    user_hash: u64,
-    /// Where the user id is: decoded chunk, and row in it.
-    chunk: u32,
-    row: u16,
-    reader: u16,
-    eligible: bool,
+    pub(crate) user_hash: u64,
+    /// Where the user id is: decoded chunk, and row in it (the readers'
+    /// chunks in memory, a partition's own when read back from a spill).
+    pub(crate) chunk: u32,
+    pub(crate) row: u16,
+    pub(crate) reader: u16,
+    pub(crate) eligible: bool,
 }
+
+/// Bytes a row holds in [`Blocks`].
+const ROW_BYTES: u64 = std::mem::size_of::<Row>() as u64;
+/// Bytes per row a dedup task holds beyond its rows: its table, and the
+/// winners' copies.
+const DEDUP_BYTES: u64 = ROW_BYTES + 12;
+/// Bytes per row a count task holds beyond its rows: groups, ranks, marks.
+const COUNT_BYTES: u64 = 40;
+/// Bytes per valid row of a partition being worked on (rows, user ids and
+/// the task's own), to size partitions when spilling.
+const WORKING_BYTES: u64 = ROW_BYTES + 24 + DEDUP_BYTES;
 
 impl Row {
     /// The dedup winner order ([`schemas::dedup::CopyOrder`]).
@@ -126,28 +149,38 @@ const BLOCK: usize = 1 << 16;
 /// appending never moves rows (a `Vec` doubling would copy, and touch twice
 /// the memory), and a short list stays small.
 #[derive(Debug, Default)]
-struct Blocks {
+pub(crate) struct Blocks {
     blocks: Vec<Vec<Row>>,
 }
 
 impl Blocks {
-    fn push(&mut self, r: Row) {
+    /// Appends a row; returns the bytes allocated for it (a new block's).
+    pub(crate) fn push(&mut self, r: Row) -> usize {
         match self.blocks.last_mut() {
-            Some(b) if b.len() < b.capacity() => b.push(r),
+            Some(b) if b.len() < b.capacity() => {
+                b.push(r);
+                0
+            }
             last => {
                 let size = last.map_or(FIRST_BLOCK, |b| (b.len() * 2).min(BLOCK));
                 let mut b = Vec::with_capacity(size);
                 b.push(r);
                 self.blocks.push(b);
+                size * ROW_BYTES as usize
             }
         }
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.blocks.iter().map(Vec::len).sum()
     }
 
-    fn iter(&self) -> impl Iterator<Item = &Row> {
+    /// Bytes allocated.
+    fn bytes(&self) -> u64 {
+        self.blocks.iter().map(|b| b.capacity() as u64).sum::<u64>() * ROW_BYTES
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Row> {
         self.blocks.iter().flatten()
     }
 }
@@ -240,9 +273,11 @@ fn take<T: Default>(slot: &Mutex<T>) -> T {
     std::mem::take(&mut *slot.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
-/// Reads `files` (sorted) and counts hours `[from_us, to_us)` with `rules`.
-/// Blocking: call it from a blocking thread. Reads run on `io`, the runtime
-/// the store was opened on: a remote store's connection pool belongs to it.
+/// Reads `files` (sorted) and counts hours `[from_us, to_us)` with `rules`,
+/// within `memory`. Blocking: call it from a blocking thread. Reads run on
+/// `io`, the runtime the store was opened on: a remote store's connection
+/// pool belongs to it.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn count(
     io: &tokio::runtime::Handle,
     store: Arc<dyn ObjectStore>,
@@ -250,56 +285,46 @@ pub(crate) fn count(
     from_us: i64,
     to_us: i64,
     rules: &RuleSet,
+    memory: &Memory,
     progress: &ProgressTx,
 ) -> Result<Counted> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let state = RandomState::default();
-    let mut steps = Vec::new();
+    let budget = Budget::new(memory.limit);
+    let spill = Spill::new(memory.spill_dir.as_deref(), SHARDS);
+    let mut steps = Steps::start(&budget, &spill);
+    let work = Work {
+        budget: &budget,
+        spill: &spill,
+        state: &state,
+        threads,
+        progress,
+    };
 
-    let clock = Instant::now();
-    let read = read(io, store, files, threads, &state, rules, progress)?;
-    steps.push(("reading".to_owned(), clock.elapsed().as_secs_f64()));
+    let read = read(io, store, files, rules, &work)?;
+    steps.done("reading");
 
-    let clock = Instant::now();
     let ids = Ids::merge(read.dicts, read.user_ids, &state);
-    let shards: Vec<Mutex<Vec<Blocks>>> = read.shards.into_iter().map(Mutex::new).collect();
-    let shards_done = AtomicU64::new(0);
-    let deduped = parallel(threads, SHARDS, |s| {
-        let out = dedup(take(&shards[s]), &ids, &state);
-        let n = shards_done.fetch_add(1, Ordering::Relaxed) + 1;
-        let _ = progress.send(("deduplicating", n, SHARDS as u64));
-        out
-    });
-    drop(shards);
-    let (mut valid, mut winners, mut conflicting) = (0u64, 0u64, 0u64);
-    let mut buckets: Vec<Vec<Blocks>> = (0..BUCKETS).map(|_| Vec::new()).collect();
-    for d in deduped {
-        valid += d.valid;
-        winners += d.winners;
-        conflicting += d.conflicting;
-        for (b, rows) in d.buckets.into_iter().enumerate() {
-            buckets[b].push(rows);
-        }
-    }
-    steps.push(("deduplicating".to_owned(), clock.elapsed().as_secs_f64()));
-
-    let clock = Instant::now();
-    let buckets: Vec<Mutex<Vec<Blocks>>> = buckets.into_iter().map(Mutex::new).collect();
-    let buckets_done = AtomicU64::new(0);
-    let counted = parallel(threads, BUCKETS, |b| {
-        let out = count_bucket(take(&buckets[b]), &ids, from_us, to_us, rules, &state);
-        let n = buckets_done.fetch_add(1, Ordering::Relaxed) + 1;
-        let _ = progress.send(("counting", n, BUCKETS as u64));
-        out
-    });
-    let mut out: Vec<(u32, ViewRow<'_>)> = counted.into_iter().flatten().collect();
+    let (tally, out) = if spill.active() {
+        let tally = work.dedup_spilled(&ids)?;
+        steps.done("deduplicating");
+        (tally, work.count_spilled(&ids, from_us, to_us, rules)?)
+    } else {
+        let (tally, buckets) = work.dedup_in_memory(read.shards, &ids);
+        steps.done("deduplicating");
+        (
+            tally,
+            work.count_in_memory(buckets, &ids, from_us, to_us, rules),
+        )
+    };
+    let mut out: Vec<(u32, ViewRow<'_>)> = out.into_iter().flatten().collect();
     out.sort_unstable_by_key(|(rank, r)| (*rank, r.hour_us));
     let out: Vec<ViewRow<'_>> = out.into_iter().map(|(_, r)| r).collect();
     let mut rows = Rows {
         input: read.input_rows,
-        invalid: read.input_rows - valid,
-        duplicates: valid - winners,
-        conflicting_ids: conflicting,
+        invalid: read.input_rows - tally.valid,
+        duplicates: tally.valid - tally.winners,
+        conflicting_ids: tally.conflicting,
         ..Rows::default()
     };
     for r in &out {
@@ -309,25 +334,238 @@ pub(crate) fn count(
         rows.output += 1;
     }
     let views = views_batch(out.into_iter())?;
-    steps.push(("counting".to_owned(), clock.elapsed().as_secs_f64()));
+    steps.done("counting");
     Ok(Counted {
         inputs: read.inputs,
         views,
         rows,
-        steps,
+        steps: steps.list,
     })
+}
+
+/// The engine's steps as they finish: wall time, the process's peak RSS
+/// and the engine's accounted peak during each, and what each spilled.
+struct Steps<'a> {
+    budget: &'a Budget,
+    spill: &'a Spill,
+    clock: Instant,
+    spilled: u64,
+    list: Vec<Step>,
+}
+
+impl<'a> Steps<'a> {
+    fn start(budget: &'a Budget, spill: &'a Spill) -> Self {
+        reset_peak_rss();
+        budget.take_peak();
+        Self {
+            budget,
+            spill,
+            clock: Instant::now(),
+            spilled: 0,
+            list: Vec::new(),
+        }
+    }
+
+    fn done(&mut self, name: &str) {
+        let spilled = self.spill.written();
+        self.list.push(Step {
+            peak_rss_bytes: peak_rss(),
+            memory_bytes: Some(self.budget.take_peak()),
+            spilled_bytes: Some(spilled - self.spilled),
+            ..Step::timed(name, self.clock.elapsed().as_secs_f64())
+        });
+        self.spilled = spilled;
+        reset_peak_rss();
+        self.clock = Instant::now();
+    }
+}
+
+/// Row counts of dedup.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    valid: u64,
+    winners: u64,
+    conflicting: u64,
+}
+
+impl std::ops::Add for Tally {
+    type Output = Tally;
+    fn add(self, o: Tally) -> Tally {
+        Tally {
+            valid: self.valid + o.valid,
+            winners: self.winners + o.winners,
+            conflicting: self.conflicting + o.conflicting,
+        }
+    }
+}
+
+/// What every phase shares.
+struct Work<'a> {
+    budget: &'a Budget,
+    spill: &'a Spill,
+    state: &'a RandomState,
+    threads: usize,
+    progress: &'a ProgressTx,
+}
+
+impl Work<'_> {
+    /// Phase 2 with every row in memory.
+    fn dedup_in_memory(&self, shards: Vec<Vec<Blocks>>, ids: &Ids) -> (Tally, Vec<Vec<Blocks>>) {
+        let shards: Vec<Mutex<Vec<Blocks>>> = shards.into_iter().map(Mutex::new).collect();
+        let done = AtomicU64::new(0);
+        let deduped = parallel(self.threads, SHARDS, |s| {
+            let parts = take(&shards[s]);
+            let held: u64 = parts.iter().map(Blocks::bytes).sum();
+            let valid: u64 = parts.iter().map(|p| p.len() as u64).sum();
+            self.budget.add(valid * DEDUP_BYTES);
+            let out = dedup(parts, ids, self.state, BUCKETS, |r, n| r.video as usize % n);
+            let kept: u64 = out.buckets.iter().map(Blocks::bytes).sum();
+            self.budget.add(kept);
+            self.budget.sub(held + valid * DEDUP_BYTES);
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            let _ = self.progress.send(("deduplicating", n, SHARDS as u64));
+            out
+        });
+        let mut tally = Tally::default();
+        let mut buckets: Vec<Vec<Blocks>> = (0..BUCKETS).map(|_| Vec::new()).collect();
+        for d in deduped {
+            tally = tally + d.tally;
+            for (b, rows) in d.buckets.into_iter().enumerate() {
+                buckets[b].push(rows);
+            }
+        }
+        (tally, buckets)
+    }
+
+    /// Phase 3 with every winner in memory.
+    fn count_in_memory<'s>(
+        &self,
+        buckets: Vec<Vec<Blocks>>,
+        ids: &'s Ids,
+        from_us: i64,
+        to_us: i64,
+        rules: &RuleSet,
+    ) -> Vec<Vec<(u32, ViewRow<'s>)>> {
+        let buckets: Vec<Mutex<Vec<Blocks>>> = buckets.into_iter().map(Mutex::new).collect();
+        let done = AtomicU64::new(0);
+        parallel(self.threads, BUCKETS, |b| {
+            let parts = take(&buckets[b]);
+            let held: u64 = parts.iter().map(Blocks::bytes).sum();
+            let rows: u64 = parts.iter().map(|p| p.len() as u64).sum();
+            self.budget.add(rows * COUNT_BYTES);
+            let out = count_bucket(parts, &ids.user_ids, ids, from_us, to_us, rules, self.state);
+            self.budget.sub(held + rows * COUNT_BYTES);
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            let _ = self.progress.send(("counting", n, BUCKETS as u64));
+            out
+        })
+    }
+
+    /// Phase 2 from spill files: a shard partition at a time, its winners
+    /// spilled by (video, day).
+    fn dedup_spilled(&self, ids: &Ids) -> Result<Tally> {
+        let parts = SHARDS * self.spill.split();
+        let buckets = BUCKETS * self.spill.split();
+        // Its rows and user ids (about the file's size), its table and the
+        // winners' copies (about as much again), and room to spare.
+        let threads = self.threads_for(Stage::Shards, parts, 3);
+        let done = AtomicU64::new(0);
+        let results = parallel(threads, parts, |p| -> Result<Tally> {
+            let (rows, users, held) = self.spill.load(Stage::Shards, p, self.budget)?;
+            let extra = rows.len() as u64 * DEDUP_BYTES;
+            self.budget.add(extra);
+            let d = dedup(vec![rows], ids, self.state, buckets, bucket_of_video_day);
+            let mut records = Vec::new();
+            for (b, rows) in d.buckets.iter().enumerate() {
+                for r in rows.iter() {
+                    encode(
+                        r,
+                        users[r.chunk as usize].value(usize::from(r.row)),
+                        &mut records,
+                    );
+                }
+                self.spill.append(Stage::Buckets, b, &records)?;
+                records.clear();
+            }
+            self.budget.sub(held + extra);
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            let _ = self.progress.send(("deduplicating", n, parts as u64));
+            Ok(d.tally)
+        });
+        results
+            .into_iter()
+            .try_fold(Tally::default(), |sum, t| Ok(sum + t?))
+    }
+
+    /// Phase 3 from spill files: a (video, day) partition at a time.
+    fn count_spilled<'s>(
+        &self,
+        ids: &'s Ids,
+        from_us: i64,
+        to_us: i64,
+        rules: &RuleSet,
+    ) -> Result<Vec<Vec<(u32, ViewRow<'s>)>>> {
+        let buckets = BUCKETS * self.spill.split();
+        let threads = self.threads_for(Stage::Buckets, buckets, 2);
+        let done = AtomicU64::new(0);
+        parallel(threads, buckets, |b| {
+            let (rows, users, held) = self.spill.load(Stage::Buckets, b, self.budget)?;
+            let extra = rows.len() as u64 * COUNT_BYTES;
+            self.budget.add(extra);
+            let out = count_bucket(vec![rows], &users, ids, from_us, to_us, rules, self.state);
+            self.budget.sub(held + extra);
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            let _ = self.progress.send(("counting", n, buckets as u64));
+            Ok(out)
+        })
+        .into_iter()
+        .collect()
+    }
+
+    /// How many partitions of `stage` fit in the limit at once: a task
+    /// holds about `factor` times its file's size.
+    fn threads_for(&self, stage: Stage, parts: usize, factor: u64) -> usize {
+        let largest = (0..parts)
+            .map(|p| self.spill.size(stage, p))
+            .max()
+            .unwrap_or(0);
+        let each = largest.saturating_mul(factor).max(1);
+        usize::try_from(self.budget.limit() / each)
+            .unwrap_or(usize::MAX)
+            .clamp(1, self.threads)
+    }
+}
+
+/// The spilled winners' partition: every row of a (video, UTC day) in one,
+/// so the fraud cap and the hours of a video-day are counted together, and
+/// a popular video's days spread out.
+fn bucket_of_video_day(r: &Row, buckets: usize) -> usize {
+    let day = r.occurred_at.div_euclid(DAY_US) as u64;
+    let mixed =
+        (u64::from(r.video) << 32 | (day & 0xffff_ffff)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (mixed >> 32) as usize % buckets
 }
 
 /// Phase 1's result.
 struct Read {
     inputs: Vec<Input>,
-    /// Per shard, the rows of each reader.
+    /// Per shard, the rows of each reader (empty if they were spilled).
     shards: Vec<Vec<Blocks>>,
     /// Per reader, its video dictionary.
     dicts: Vec<Dict>,
-    /// Every decoded `user_id` column, by chunk number.
+    /// Every decoded `user_id` column, by chunk number (empty if spilled).
     user_ids: Vec<StringArray>,
     input_rows: u64,
+}
+
+/// How far the readers are: to estimate the days' rows at the first spill.
+struct Totals {
+    /// Bytes of every input.
+    bytes: u64,
+    /// Bytes of the files opened so far.
+    opened: AtomicU64,
+    /// Rows of the files opened so far (from their footers).
+    rows: AtomicU64,
 }
 
 /// Phase 1: every file fetched, checksummed, decoded and re-validated once.
@@ -335,12 +573,15 @@ fn read(
     io: &tokio::runtime::Handle,
     store: Arc<dyn ObjectStore>,
     files: &[ObjectMeta],
-    threads: usize,
-    state: &RandomState,
     rules: &RuleSet,
-    progress: &ProgressTx,
+    work: &Work<'_>,
 ) -> Result<Read> {
-    let total_bytes: u64 = files.iter().map(|m| m.size).sum();
+    let threads = work.threads;
+    let totals = Totals {
+        bytes: files.iter().map(|m| m.size).sum(),
+        opened: AtomicU64::new(0),
+        rows: AtomicU64::new(0),
+    };
     let next = AtomicUsize::new(0);
     let abort = AtomicBool::new(false);
     let read_bytes = AtomicU64::new(0);
@@ -354,15 +595,18 @@ fn read(
             slot.get_or_insert(e);
         }
     };
-    let readers = parallel(threads.min(files.len().max(1)), threads, |index| {
+    let mut readers = parallel(threads.min(files.len().max(1)), threads, |index| {
         let mut reader = Reader {
             store: store.clone(),
-            state,
             rules,
             io,
+            work,
+            totals: &totals,
             index: index as u16,
             videos: Dict::default(),
             user_ids: &user_ids,
+            own_chunks: Vec::new(),
+            held: 0,
             shards: (0..SHARDS).map(|_| Blocks::default()).collect(),
             input_rows: 0,
             scratch: Vec::with_capacity(256),
@@ -373,7 +617,7 @@ fn read(
             match reader.file(meta) {
                 Ok(input) => {
                     let done = read_bytes.fetch_add(input.size, Ordering::Relaxed) + input.size;
-                    let _ = progress.send(("reading inputs", done, total_bytes));
+                    let _ = work.progress.send(("reading inputs", done, totals.bytes));
                     if let Ok(mut all) = inputs.lock() {
                         all[i] = Some(input);
                     }
@@ -386,6 +630,13 @@ fn read(
     });
     if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
+    }
+    if work.spill.active() {
+        // Once one reader spilled, every row goes to disk: then dedup and
+        // counting see every row of a partition in one place.
+        for reader in &mut readers {
+            reader.spill_rows()?;
+        }
     }
     let inputs = inputs
         .into_inner()
@@ -415,14 +666,20 @@ fn read(
 
 struct Reader<'a> {
     store: Arc<dyn ObjectStore>,
-    state: &'a RandomState,
     /// Which rows are valid.
     rules: &'a RuleSet,
     /// The runtime that drives object store reads.
     io: &'a tokio::runtime::Handle,
+    work: &'a Work<'a>,
+    totals: &'a Totals,
     index: u16,
     videos: Dict,
+    /// Every reader's decoded user ids, by chunk number.
     user_ids: &'a Mutex<Vec<StringArray>>,
+    /// The chunks this reader's rows in memory point into.
+    own_chunks: Vec<u32>,
+    /// Bytes this reader's rows and chunks hold.
+    held: u64,
     shards: Vec<Blocks>,
     input_rows: u64,
     /// The payload encoding of the row being fingerprinted.
@@ -436,6 +693,8 @@ impl Reader<'_> {
         let bytes = self.io.block_on(async {
             Ok::<_, Error>(self.store.get(&meta.location).await?.bytes().await?)
         })?;
+        let in_flight = bytes.len() as u64;
+        self.work.budget.add(in_flight);
         let input = Input {
             path: path.clone(),
             size: bytes.len() as u64,
@@ -446,16 +705,29 @@ impl Reader<'_> {
                 "raw file {path} cannot be read: {e}; restore it from a backup, or move it aside and re-archive its offsets"
             ))
         };
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .map_err(|e| damaged(&e))?
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(|e| damaged(&e))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| damaged(&e))?;
-            self.batch(&batch).map_err(|e| damaged(&e))?;
-        }
-        Ok(input)
+        let decoded = (|| {
+            let builder =
+                ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| damaged(&e))?;
+            let rows = builder.metadata().file_metadata().num_rows();
+            self.totals
+                .rows
+                .fetch_add(rows.max(0) as u64, Ordering::Relaxed);
+            self.totals.opened.fetch_add(in_flight, Ordering::Relaxed);
+            let reader = builder
+                .with_batch_size(BATCH_ROWS)
+                .build()
+                .map_err(|e| damaged(&e))?;
+            for batch in reader {
+                let batch = batch.map_err(|e| damaged(&e))?;
+                self.batch(&batch).map_err(|e| damaged(&e))?;
+                if self.work.budget.used() > self.work.budget.limit() / 2 {
+                    self.spill_rows()?;
+                }
+            }
+            Ok(())
+        })();
+        self.work.budget.sub(in_flight);
+        decoded.map(|()| input)
     }
 
     fn batch(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -466,14 +738,17 @@ impl Reader<'_> {
             all.push(c.user_id.clone());
             (all.len() - 1) as u32
         };
+        self.own_chunks.push(chunk);
+        let mut held = c.user_id.get_array_memory_size() as u64;
+        let state = self.work.state;
         for i in 0..c.len() {
             let Some(id) = c.valid_event_id(i, self.rules) else {
                 continue;
             };
             let key = event_key(id);
-            let video = self.videos.id(self.state, c.video_id.value(i));
-            let id_hash = self.state.hash_one(key);
-            self.shards[(id_hash >> 58) as usize % SHARDS].push(Row {
+            let video = self.videos.id(state, c.video_id.value(i));
+            let id_hash = state.hash_one(key);
+            held += self.shards[(id_hash >> 58) as usize % SHARDS].push(Row {
                 id: key,
                 fp: c.payload(i).fingerprint_with(&mut self.scratch),
                 received_at: c.received_at.value(i),
@@ -487,25 +762,83 @@ impl Reader<'_> {
                 row: i as u16,
                 reader: self.index,
                 eligible: c.revenue_eligible.value(i),
-            });
+            }) as u64;
         }
+        self.held += held;
+        self.work.budget.add(held);
+        Ok(())
+    }
+
+    /// Writes this reader's rows in memory to the shard spill files, with
+    /// their user ids, and lets go of them. The first spill of the run sets
+    /// how many files a shard is split into, from an estimate of the days'
+    /// rows (those of the files opened so far, in proportion to their
+    /// bytes): enough that the partitions worked on at once fit the limit.
+    fn spill_rows(&mut self) -> Result<()> {
+        let (work, totals) = (self.work, self.totals);
+        let opened = totals.opened.load(Ordering::Relaxed).max(1);
+        let rows = totals.rows.load(Ordering::Relaxed);
+        let estimate = rows as f64 * (totals.bytes.max(opened) as f64 / opened as f64);
+        let wanted = 2.0 * estimate * (WORKING_BYTES * work.threads as u64) as f64
+            / (work.budget.limit() as f64 * SHARDS as f64);
+        let split = work.spill.start(wanted.ceil() as usize);
+        let bits = (SHARDS * split).trailing_zeros();
+        let users: Vec<StringArray> = self
+            .user_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut records: Vec<Vec<u8>> = vec![Vec::new(); split];
+        for (s, rows) in self.shards.iter().enumerate() {
+            for r in rows.iter() {
+                let sub = (work.state.hash_one(r.id) >> (64 - bits)) as usize & (split - 1);
+                let user = users[r.chunk as usize].value(usize::from(r.row));
+                encode(r, user, &mut records[sub]);
+                if records[sub].len() >= 1 << 20 {
+                    work.spill
+                        .append(Stage::Shards, s * split + sub, &records[sub])?;
+                    records[sub].clear();
+                }
+            }
+            for (sub, r) in records.iter_mut().enumerate() {
+                work.spill.append(Stage::Shards, s * split + sub, r)?;
+                r.clear();
+            }
+        }
+        drop(users);
+        self.shards = (0..SHARDS).map(|_| Blocks::default()).collect();
+        {
+            let mut all = self.user_ids.lock().unwrap_or_else(|p| p.into_inner());
+            for &c in &self.own_chunks {
+                all[c as usize] = StringArray::from(Vec::<&str>::new());
+            }
+        }
+        self.own_chunks.clear();
+        work.budget.sub(self.held);
+        self.held = 0;
         Ok(())
     }
 }
 
 /// One shard, deduplicated.
 struct Deduped {
-    valid: u64,
-    winners: u64,
-    conflicting: u64,
-    /// The winners, by video bucket.
+    tally: Tally,
+    /// The winners, by bucket.
     buckets: Vec<Blocks>,
 }
 
 /// Phase 2: the first copy of every event id of one shard. The table holds
 /// each id's current winner as its position in `parts` (reader, row), so
 /// rows are not copied until the winners go to their buckets.
-fn dedup(parts: Vec<Blocks>, ids: &Ids, state: &RandomState) -> Deduped {
+/// Winners go to `buckets` buckets by `bucket_of(winner, buckets)`, their
+/// video numbers global.
+fn dedup(
+    parts: Vec<Blocks>,
+    ids: &Ids,
+    state: &RandomState,
+    buckets: usize,
+    bucket_of: impl Fn(&Row, usize) -> usize,
+) -> Deduped {
     let valid: usize = parts.iter().map(Blocks::len).sum();
     // A position: reader (16 bits), block (24), row in the block (24).
     let at = |parts: &[Blocks], pos: u64| -> Row {
@@ -541,26 +874,30 @@ fn dedup(parts: Vec<Blocks>, ids: &Ids, state: &RandomState) -> Deduped {
             }
         }
     }
-    let mut buckets: Vec<Blocks> = (0..BUCKETS).map(|_| Blocks::default()).collect();
+    let count = buckets;
+    let mut buckets: Vec<Blocks> = (0..count).map(|_| Blocks::default()).collect();
     let winners = table.len() as u64;
     for pos in table.drain() {
         let mut w = at(&parts, pos);
         w.video = ids.video_of[usize::from(w.reader)][w.video as usize];
-        buckets[w.video as usize % BUCKETS].push(w);
+        buckets[bucket_of(&w, count)].push(w);
     }
     Deduped {
-        valid: valid as u64,
-        winners,
-        conflicting: conflicting.len() as u64,
+        tally: Tally {
+            valid: valid as u64,
+            winners,
+            conflicting: conflicting.len() as u64,
+        },
         buckets,
     }
 }
 
 /// Phase 3: the fraud cap and the per video-hour aggregate of one bucket
-/// (every winner of a video is in the same bucket). Rows come with their
-/// video's rank in name order.
+/// (every winner of a video and day is in the same bucket), its rows' user
+/// ids in `users`. Rows come with their video's rank in name order.
 fn count_bucket<'s>(
     parts: Vec<Blocks>,
+    users: &[StringArray],
     ids: &'s Ids,
     from_us: i64,
     to_us: i64,
@@ -579,7 +916,7 @@ fn count_bucket<'s>(
             r.user_hash,
         )
     };
-    let user = |r: &Row| ids.user_ids[r.chunk as usize].value(usize::from(r.row));
+    let user = |r: &Row| users[r.chunk as usize].value(usize::from(r.row));
 
     // Billable views per (video, day, user hash). Only groups over the cap
     // need more: their rows are split by the exact user id (two users whose
@@ -592,7 +929,7 @@ fn count_bucket<'s>(
     }
     // (video, day, user hash), user, occurred_at, event id, row.
     type Ranked<'a> = ((u32, i32, u64), &'a str, i64, [u64; 2], u32);
-    let mut over: Vec<Ranked<'s>> = rows()
+    let mut over: Vec<Ranked<'_>> = rows()
         .enumerate()
         .filter(|(_, r)| billable(r))
         .filter(|(_, r)| per_day.get(&key(r)).copied().unwrap_or(0) as usize > cap)
@@ -693,6 +1030,7 @@ mod tests {
             }
             let out = count_bucket(
                 vec![rows],
+                &ids.user_ids,
                 &ids,
                 day,
                 day + DAY_US,

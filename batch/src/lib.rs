@@ -5,6 +5,8 @@
 //!   per hour counts and viewer sketches; deterministic output and a
 //!   manifest. Computed by [`count`] (the native engine) or [`sql`] (the
 //!   same rules as DataFusion SQL; byte-identical output).
+//! - [`memory`]: `--memory-limit`, and the peak memory and spill each run
+//!   records; spill files are the private `spill` module.
 //! - [`dirty`]: which hours the scheduled run (`batch run --dirty`) recomputes.
 //! - [`schedule`]: the dirty run at a fixed interval (`batch schedule`, `up`).
 //! - [`publish`]: how runs compose into the published state and `CURRENT`.
@@ -18,10 +20,12 @@
 
 pub mod count;
 pub mod dirty;
+pub mod memory;
 pub mod publish;
 pub mod run;
 pub mod schedule;
 pub mod session;
+mod spill;
 pub mod sql;
 
 use schemas::ErrorClass;
@@ -53,6 +57,9 @@ pub enum Error {
     /// The event contract refused a batch.
     #[error("{0}")]
     Schema(#[from] schemas::Error),
+    /// Spilling to local disk failed.
+    #[error("spill: {0}")]
+    Spill(String),
 }
 
 impl Error {
@@ -64,6 +71,7 @@ impl Error {
             Error::Bug(_) | Error::Arrow(_) => ErrorClass::Bug,
             Error::DataFusion(e) => datafusion_error_class(e),
             Error::Store(e) => e.class(),
+            Error::Spill(_) => ErrorClass::Unavailable,
             Error::ObjectStore(e) => store::store_error_class(e),
         }
     }

@@ -25,11 +25,12 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use schemas::{RULES_VERSION, RuleSet};
 pub use store::manifest::Engine;
-use store::manifest::{Input, Manifest, Output, Rows};
+use store::manifest::{Input, Manifest, Output, Rows, Step};
 use store::state::Published;
 use store::views::views_schema;
 use store::{layout, progress};
 
+pub use crate::memory::Memory;
 use crate::{Error, Result, count, publish, sql};
 
 /// Code version recorded in manifests.
@@ -53,6 +54,8 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// How to compute.
     pub engine: Engine,
+    /// How much memory the computation may hold, and where it spills.
+    pub memory: Memory,
 }
 
 impl RunOptions {
@@ -70,6 +73,7 @@ impl RunOptions {
             allow_incomplete: false,
             dry_run: false,
             engine: Engine::default(),
+            memory: Memory::default(),
         }
     }
 }
@@ -181,7 +185,7 @@ pub async fn run(
     let step = |manifest: &mut Manifest, clock: &mut Instant, name: &str| {
         manifest
             .steps
-            .push((name.to_owned(), clock.elapsed().as_secs_f64()));
+            .push(Step::timed(name, clock.elapsed().as_secs_f64()));
         *clock = Instant::now();
     };
     step(&mut manifest, &mut step_clock, "planning");
@@ -212,11 +216,11 @@ pub async fn run(
         // The native engine runs on its own threads; progress comes back
         // through a channel so the caller's callback stays on this task.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let (rules, files) = (opts.rules, inputs_meta.clone());
+        let (rules, files, memory) = (opts.rules, inputs_meta.clone(), opts.memory.clone());
         let io = tokio::runtime::Handle::current();
         let task = tokio::task::spawn_blocking({
             let store = store.clone();
-            move || count::count(&io, store, &files, from_us, to_us, &rules, &tx)
+            move || count::count(&io, store, &files, from_us, to_us, &rules, &memory, &tx)
         });
         while let Some((step, done, total)) = rx.recv().await {
             progress(step, done, total);

@@ -119,9 +119,104 @@ pub struct Manifest {
     pub started_at: DateTime<Utc>,
     /// Wall time in seconds.
     pub seconds: f64,
-    /// Wall time of each step, in seconds, in the order they ran
-    /// (`planning`, `reading` (fetch, checksum, decode, validate, dedup),
-    /// `counting` (fraud cap, aggregation), `writing`).
+    /// Each step in the order they ran (`planning`; for the native engine
+    /// `reading` (fetch, checksum, decode, validate), `deduplicating`,
+    /// `counting` (fraud cap, aggregation); for the SQL engine `computing`;
+    /// `writing`): wall time, and for the engine's steps memory and spill.
     #[serde(default)]
-    pub steps: Vec<(String, f64)>,
+    pub steps: Vec<Step>,
+}
+
+/// One step of a run. Manifests written before memory was recorded hold a
+/// step as `["name", seconds]`; they still read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StepRepr")]
+pub struct Step {
+    /// What the step did.
+    pub name: String,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Peak resident set of the process during the step (the kernel's
+    /// `VmHWM`, reset at the step's start): everything the process holds,
+    /// not only the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
+    /// The most the engine's own accounting held against `--memory-limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Bytes written to local spill files during the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spilled_bytes: Option<u64>,
+}
+
+impl Step {
+    /// A step with its wall time only.
+    pub fn timed(name: &str, seconds: f64) -> Self {
+        Self {
+            name: name.to_owned(),
+            seconds,
+            peak_rss_bytes: None,
+            memory_bytes: None,
+            spilled_bytes: None,
+        }
+    }
+}
+
+/// How a step is read: as written now, or as `["name", seconds]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StepRepr {
+    Full {
+        name: String,
+        seconds: f64,
+        #[serde(default)]
+        peak_rss_bytes: Option<u64>,
+        #[serde(default)]
+        memory_bytes: Option<u64>,
+        #[serde(default)]
+        spilled_bytes: Option<u64>,
+    },
+    Timed(String, f64),
+}
+
+impl From<StepRepr> for Step {
+    fn from(r: StepRepr) -> Self {
+        match r {
+            StepRepr::Full {
+                name,
+                seconds,
+                peak_rss_bytes,
+                memory_bytes,
+                spilled_bytes,
+            } => Self {
+                name,
+                seconds,
+                peak_rss_bytes,
+                memory_bytes,
+                spilled_bytes,
+            },
+            StepRepr::Timed(name, seconds) => Self::timed(&name, seconds),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_read_in_both_forms_and_write_as_objects() {
+        let old: Vec<Step> = serde_json::from_str(r#"[["planning", 0.5]]"#).unwrap();
+        assert_eq!(old, vec![Step::timed("planning", 0.5)]);
+        let step = Step {
+            spilled_bytes: Some(7),
+            ..Step::timed("reading", 1.0)
+        };
+        let json = serde_json::to_string(&step).unwrap();
+        assert_eq!(
+            json,
+            r#"{"name":"reading","seconds":1.0,"spilled_bytes":7}"#
+        );
+        assert_eq!(serde_json::from_str::<Step>(&json).unwrap(), step);
+    }
 }

@@ -92,8 +92,29 @@ pub(crate) struct ComputeFlags {
     /// DataFusion SQL, slower; gives the same bytes, to cross-check a run).
     #[arg(long, default_value = "native", value_parser = |s: &str| Engine::parse(s).map_err(|e| e.to_string()))]
     engine: Engine,
+    /// Memory the native engine keeps its working set under (like 6G or
+    /// 512M; binary multiples); past half of it, rows spill to --spill-dir
+    /// and the output is the same. Default: a quarter of this machine's (or
+    /// cgroup's) memory.
+    #[arg(long, env = "VIEWCOUNT_MEMORY_LIMIT", value_parser = parse_memory_limit)]
+    memory_limit: Option<u64>,
+    /// Local directory for spill files (a subdirectory per run, removed
+    /// after it). Default: the system temp directory.
+    #[arg(long, env = "VIEWCOUNT_SPILL_DIR")]
+    spill_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     rules: RuleFlags,
+}
+
+fn parse_memory_limit(s: &str) -> Result<u64, String> {
+    let bytes = batch::memory::parse_size(s)?;
+    if bytes < batch::memory::MIN_LIMIT {
+        return Err(format!(
+            "{s} is below the smallest memory limit, {}",
+            batch::memory::human(batch::memory::MIN_LIMIT)
+        ));
+    }
+    Ok(bytes)
 }
 
 impl ComputeFlags {
@@ -108,6 +129,12 @@ impl ComputeFlags {
             allow_incomplete: false,
             dry_run: false,
             engine: self.engine,
+            memory: batch::memory::Memory {
+                limit: self
+                    .memory_limit
+                    .unwrap_or_else(batch::memory::default_limit),
+                spill_dir: self.spill_dir.clone(),
+            },
         })
     }
 }
@@ -387,6 +414,18 @@ pub(crate) fn print_summary(r: &RunReport, dry_run: bool) {
             rows.billable_views,
             rows.fraud_filtered
         );
+        let peak_rss = m.steps.iter().filter_map(|s| s.peak_rss_bytes).max();
+        let held = m.steps.iter().filter_map(|s| s.memory_bytes).max();
+        let spilled: u64 = m.steps.iter().filter_map(|s| s.spilled_bytes).sum();
+        if let (Some(rss), Some(held)) = (peak_rss, held) {
+            use batch::memory::human;
+            println!(
+                "  memory: peak RSS {}, engine peak {}, spilled {}",
+                human(rss),
+                human(held),
+                human(spilled)
+            );
+        }
         println!("  manifest runs/{}.json", m.run_id);
         if let Some(p) = &r.published {
             println!(

@@ -166,6 +166,112 @@ async fn run(store: Arc<dyn ObjectStore>, engine: Engine) -> RunReport {
     batch::run::run(store, &opts, &|_, _, _| {}).await.unwrap()
 }
 
+/// A native run of `days()` within `limit` bytes, spilling under `spill`.
+async fn run_within(store: Arc<dyn ObjectStore>, limit: u64, spill: &std::path::Path) -> RunReport {
+    let (from, to) = days();
+    let opts = RunOptions {
+        allow_incomplete: true,
+        memory: batch::memory::Memory {
+            limit,
+            spill_dir: Some(spill.to_path_buf()),
+        },
+        ..RunOptions::new(from, to)
+    };
+    batch::run::run(store, &opts, &|_, _, _| {}).await.unwrap()
+}
+
+/// Bytes spilled over a run's steps.
+fn spilled(m: &store::manifest::Manifest) -> u64 {
+    m.steps.iter().filter_map(|s| s.spilled_bytes).sum()
+}
+
+/// With the smallest memory limit the native engine spills every row to
+/// disk and reads it back by partition; the run id, the output's bytes and
+/// every row count are those of the run in memory, and the spill files are
+/// gone afterwards. On the hard cases, and on 120 000 rows (enough that the
+/// first spill splits each shard further).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_memory_limit_spills_and_gives_the_same_bytes() {
+    let spill = tempfile::tempdir().unwrap();
+    let hard = tempfile::tempdir().unwrap();
+    let hard_store = store::layout::open(&format!("file://{}", hard.path().display())).unwrap();
+    let a = archive();
+    write(hard_store.as_ref(), &a.rows, 0).await;
+    write(hard_store.as_ref(), &a.rearchived, 1_000_000).await;
+
+    let big = tempfile::tempdir().unwrap();
+    let big_store = store::layout::open(&format!("file://{}", big.path().display())).unwrap();
+    let (from, to) = days();
+    let events = Generator::new(GenConfig {
+        events: 120_000,
+        seed: 7,
+        videos: 50,
+        users: 400,
+        duplicate_ratio: 0.05,
+        start: from,
+        span: to - from - Duration::hours(1),
+        now: to,
+        ..GenConfig::default()
+    })
+    .unwrap()
+    .accepted_at(to);
+    let rows: Vec<ArchivedEvent> = events
+        .into_iter()
+        .enumerate()
+        .map(|(n, received)| ArchivedEvent {
+            kafka_partition: (received.event.video_id.len() % 3) as i32,
+            kafka_offset: n as i64,
+            received,
+        })
+        .collect();
+    write(big_store.as_ref(), &rows, 0).await;
+
+    for (name, store) in [("hard cases", hard_store), ("120 000 rows", big_store)] {
+        let memory = run(store.clone(), Engine::Native).await.manifest;
+        assert_eq!(spilled(&memory), 0, "{name}: the default limit holds it");
+        let limit = batch::memory::MIN_LIMIT;
+        let spilling = run_within(store.clone(), limit, spill.path())
+            .await
+            .manifest;
+        assert!(
+            spilled(&spilling) > 0,
+            "{name}: a {limit}-byte limit spills: {:?}",
+            spilling.steps
+        );
+        assert_eq!(spilling.run_id, memory.run_id, "{name}: run id");
+        assert_eq!(spilling.inputs, memory.inputs, "{name}: inputs");
+        assert_eq!(spilling.outputs, memory.outputs, "{name}: output bytes");
+        assert_eq!(spilling.rows, memory.rows, "{name}: row counts");
+        assert!(
+            memory.rows.duplicates > 0 && memory.rows.fraud_filtered > 0,
+            "{name}: {:?}",
+            memory.rows
+        );
+        let names: Vec<&str> = spilling.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "planning",
+                "reading",
+                "deduplicating",
+                "counting",
+                "writing"
+            ]
+        );
+        for s in &spilling.steps[1..4] {
+            assert!(
+                s.peak_rss_bytes.is_some_and(|b| b > 0) && s.memory_bytes.is_some(),
+                "{name}: {s:?}"
+            );
+        }
+        assert_eq!(
+            std::fs::read_dir(spill.path()).unwrap().count(),
+            0,
+            "{name}: the run's spill directory is removed"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_and_sql_engines_agree_byte_for_byte_and_with_the_truth() {
     let dir = tempfile::tempdir().unwrap();
