@@ -311,7 +311,7 @@ mod tests {
             chunk: 99,
             row: 99,
             reader: 3,
-            eligible: n % 2 == 0,
+            eligible: n.is_multiple_of(2),
         };
         let mut buf = Vec::new();
         let n = BATCH_ROWS as u64 + 5;
