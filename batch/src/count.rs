@@ -343,6 +343,82 @@ pub(crate) fn count(
     })
 }
 
+/// Copies removed by dedup, per (video, hour): see [`removed_copies`].
+pub(crate) type RemovedCopies = Vec<((String, i64), [u64; 2])>;
+
+/// Reads `files` as [`count`] does and returns, per (video, hour of
+/// `occurred_at`), the copies of event ids dedup removes that the speed
+/// layer counts as views of their own: `[conflicting, late]`. Conflicting:
+/// another payload than the winner's, in another Kafka partition or on
+/// another occurred-at day (speed dedups per partition and day, so it
+/// cannot match them). Late: the winner's payload, received more than
+/// `window_us` after it (speed has forgotten the id). The same read, dedup
+/// and memory limit as a run, so what reconcile calls removed is exactly
+/// what batch removed. Sorted by (video, hour).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn removed_copies(
+    io: &tokio::runtime::Handle,
+    store: Arc<dyn ObjectStore>,
+    files: &[ObjectMeta],
+    rules: &RuleSet,
+    memory: &Memory,
+    window_us: i64,
+    progress: &ProgressTx,
+) -> Result<(Vec<Input>, RemovedCopies)> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let state = RandomState::default();
+    let budget = Budget::new(memory.limit);
+    let spill = Spill::new(memory.spill_dir.as_deref(), SHARDS);
+    let work = Work {
+        budget: &budget,
+        spill: &spill,
+        state: &state,
+        threads,
+        progress,
+    };
+    let read = read(io, store, files, rules, &work)?;
+    let ids = Ids::merge(read.dicts, read.user_ids, &state);
+    let parts = if spill.active() {
+        SHARDS * spill.split()
+    } else {
+        SHARDS
+    };
+    let shards: Vec<Mutex<Vec<Blocks>>> = read.shards.into_iter().map(Mutex::new).collect();
+    let threads = if spill.active() {
+        work.threads_for(Stage::Shards, parts, 3)
+    } else {
+        threads
+    };
+    let done = AtomicU64::new(0);
+    let found = parallel(threads, parts, |p| -> Result<_> {
+        let out = if spill.active() {
+            let (rows, _users, held) = spill.load(Stage::Shards, p, &budget)?;
+            let out = removed(&[rows], &ids, &state, window_us);
+            budget.sub(held);
+            out
+        } else {
+            removed(&take(&shards[p]), &ids, &state, window_us)
+        };
+        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+        let _ = progress.send(("deduplicating", n, parts as u64));
+        Ok(out)
+    });
+    let mut all: HashMap<(u32, i64), [u64; 2], RandomState> = HashMap::with_hasher(state.clone());
+    for shard in found {
+        for (k, v) in shard? {
+            let e = all.entry(k).or_default();
+            e[0] += v[0];
+            e[1] += v[1];
+        }
+    }
+    let mut out: RemovedCopies = all
+        .into_iter()
+        .map(|((v, hour), n)| ((ids.videos[v as usize].to_string(), hour), n))
+        .collect();
+    out.sort_unstable();
+    Ok((read.inputs, out))
+}
+
 /// The engine's steps as they finish: wall time, the process's peak RSS
 /// and the engine's accounted peak during each, and what each spilled.
 struct Steps<'a> {
@@ -827,11 +903,55 @@ struct Deduped {
     buckets: Vec<Blocks>,
 }
 
-/// Phase 2: the first copy of every event id of one shard. The table holds
-/// each id's current winner as its position in `parts` (reader, row), so
-/// rows are not copied until the winners go to their buckets.
-/// Winners go to `buckets` buckets by `bucket_of(winner, buckets)`, their
-/// video numbers global.
+/// A row's place among a shard's parts: part (16 bits), block (24), row
+/// in the block (24).
+fn row_at(parts: &[Blocks], pos: u64) -> Row {
+    parts[(pos >> 48) as usize].blocks[(pos >> 24) as usize & 0xff_ffff][pos as usize & 0xff_ffff]
+}
+
+/// Every row of a shard's parts with its place ([`row_at`]).
+fn placed(parts: &[Blocks]) -> impl Iterator<Item = (u64, &Row)> {
+    parts.iter().enumerate().flat_map(|(p, part)| {
+        part.blocks.iter().enumerate().flat_map(move |(b, rows)| {
+            rows.iter()
+                .enumerate()
+                .map(move |(i, r)| ((p as u64) << 48 | (b as u64) << 24 | i as u64, r))
+        })
+    })
+}
+
+/// The first copy of every event id among a shard's parts: a table of each
+/// id's winner as its place, so rows are not copied; and how many ids have
+/// copies with different payloads.
+fn winners(parts: &[Blocks], state: &RandomState) -> (HashTable<u64>, u64) {
+    let valid: usize = parts.iter().map(Blocks::len).sum();
+    let mut table: HashTable<u64> = HashTable::with_capacity(valid);
+    // Ids whose copies carry different payloads.
+    let mut conflicting: hashbrown::HashSet<[u64; 2], RandomState> =
+        hashbrown::HashSet::with_hasher(state.clone());
+    for (pos, r) in placed(parts) {
+        let hash = state.hash_one(r.id);
+        match table.find_mut(hash, |&w| row_at(parts, w).id == r.id) {
+            None => {
+                table.insert_unique(hash, pos, |&w| state.hash_one(row_at(parts, w).id));
+            }
+            Some(w) => {
+                let old = row_at(parts, *w);
+                if old.fp != r.fp {
+                    conflicting.insert(r.id);
+                }
+                if r.order() < old.order() {
+                    *w = pos;
+                }
+            }
+        }
+    }
+    (table, conflicting.len() as u64)
+}
+
+/// Phase 2: the first copy of every event id of one shard. Winners go to
+/// `buckets` buckets by `bucket_of(winner, buckets)`, their video numbers
+/// global.
 fn dedup(
     parts: Vec<Blocks>,
     ids: &Ids,
@@ -840,45 +960,12 @@ fn dedup(
     bucket_of: impl Fn(&Row, usize) -> usize,
 ) -> Deduped {
     let valid: usize = parts.iter().map(Blocks::len).sum();
-    // A position: reader (16 bits), block (24), row in the block (24).
-    let at = |parts: &[Blocks], pos: u64| -> Row {
-        parts[(pos >> 48) as usize].blocks[(pos >> 24) as usize & 0xff_ffff]
-            [pos as usize & 0xff_ffff]
-    };
-    let mut table: HashTable<u64> = HashTable::with_capacity(valid);
-    // Ids whose copies carry different payloads.
-    let mut conflicting: hashbrown::HashSet<[u64; 2], RandomState> =
-        hashbrown::HashSet::with_hasher(state.clone());
-    for p in 0..parts.len() {
-        let rows = parts[p]
-            .blocks
-            .iter()
-            .enumerate()
-            .flat_map(|(b, rows)| rows.iter().enumerate().map(move |(i, r)| (b, i, r)));
-        for (b, i, r) in rows {
-            let pos = (p as u64) << 48 | (b as u64) << 24 | i as u64;
-            let hash = state.hash_one(r.id);
-            match table.find_mut(hash, |&w| at(&parts, w).id == r.id) {
-                None => {
-                    table.insert_unique(hash, pos, |&w| state.hash_one(at(&parts, w).id));
-                }
-                Some(w) => {
-                    let old = at(&parts, *w);
-                    if old.fp != r.fp {
-                        conflicting.insert(r.id);
-                    }
-                    if r.order() < old.order() {
-                        *w = pos;
-                    }
-                }
-            }
-        }
-    }
+    let (mut table, conflicting) = winners(&parts, state);
     let count = buckets;
     let mut buckets: Vec<Blocks> = (0..count).map(|_| Blocks::default()).collect();
     let winners = table.len() as u64;
     for pos in table.drain() {
-        let mut w = at(&parts, pos);
+        let mut w = row_at(&parts, pos);
         w.video = ids.video_of[usize::from(w.reader)][w.video as usize];
         buckets[bucket_of(&w, count)].push(w);
     }
@@ -886,10 +973,45 @@ fn dedup(
         tally: Tally {
             valid: valid as u64,
             winners,
-            conflicting: conflicting.len() as u64,
+            conflicting,
         },
         buckets,
     }
+}
+
+/// Per (global video, hour of `occurred_at`): the copies dedup removes from
+/// one shard that the speed layer counts as views of their own, as
+/// `[conflicting, late]` (see [`removed_copies`]).
+fn removed(
+    parts: &[Blocks],
+    ids: &Ids,
+    state: &RandomState,
+    window_us: i64,
+) -> HashMap<(u32, i64), [u64; 2], RandomState> {
+    let (table, _) = winners(parts, state);
+    let mut out: HashMap<(u32, i64), [u64; 2], RandomState> = HashMap::with_hasher(state.clone());
+    let day = |t: i64| t.div_euclid(DAY_US);
+    for (pos, r) in placed(parts) {
+        let found = table.find(state.hash_one(r.id), |&w| row_at(parts, w).id == r.id);
+        let Some(&w) = found.filter(|&&w| w != pos) else {
+            continue;
+        };
+        let w = row_at(parts, w);
+        // Speed dedups per partition and occurred-at day: another payload
+        // elsewhere is a view it cannot match; the same payload after its
+        // window is one it has forgotten.
+        let conflicting = r.fp != w.fp
+            && (r.partition != w.partition || day(r.occurred_at) != day(w.occurred_at));
+        let late = r.fp == w.fp && r.received_at - w.received_at > window_us;
+        if conflicting || late {
+            let video = ids.video_of[usize::from(r.reader)][r.video as usize];
+            let hour = r.occurred_at - r.occurred_at.rem_euclid(HOUR_US);
+            let e = out.entry((video, hour)).or_default();
+            e[0] += u64::from(conflicting);
+            e[1] += u64::from(late);
+        }
+    }
+    out
 }
 
 /// Phase 3: the fraud cap and the per video-hour aggregate of one bucket

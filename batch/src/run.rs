@@ -257,6 +257,62 @@ pub async fn run(
     })
 }
 
+/// Per (video, hour of `occurred_at`), the copies of event ids that a run
+/// over `inputs` (a manifest's, as recorded) removed and the speed layer,
+/// with dedup window `window`, counts as views of their own:
+/// `[conflicting, late]` (see the `count` module's `removed_copies`). The
+/// native engine's own read and dedup, within `memory`; every input's
+/// checksum must still be the recorded one.
+pub async fn removed_copies(
+    store: Arc<dyn ObjectStore>,
+    inputs: &[Input],
+    rules: &RuleSet,
+    window: Duration,
+    memory: &Memory,
+) -> Result<std::collections::BTreeMap<(String, DateTime<Utc>), [u64; 2]>> {
+    let files = inputs
+        .iter()
+        .map(|i| {
+            Ok(ObjectMeta {
+                location: Path::parse(&i.path).map_err(|e| {
+                    Error::Corrupt(format!("a manifest names input {:?}: {e}", i.path))
+                })?,
+                last_modified: Utc::now(),
+                size: i.size,
+                e_tag: None,
+                version: None,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let window_us = window.num_microseconds().unwrap_or(i64::MAX);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let io = tokio::runtime::Handle::current();
+    let (rules, memory) = (*rules, memory.clone());
+    let task = tokio::task::spawn_blocking(move || {
+        count::removed_copies(&io, store, &files, &rules, &memory, window_us, &tx)
+    });
+    while rx.recv().await.is_some() {}
+    let (read, removed) = task
+        .await
+        .map_err(|e| Error::Input(format!("the counting engine failed: {e}")))??;
+    for (was, now) in inputs.iter().zip(&read) {
+        if was.sha256 != now.sha256 {
+            return Err(Error::Corrupt(format!(
+                "raw file {} changed since the run that read it (sha256 {} then, {} now); rerun `viewcount batch run` over its hours",
+                was.path, was.sha256, now.sha256
+            )));
+        }
+    }
+    removed
+        .into_iter()
+        .map(|((video, hour), n)| {
+            let hour = DateTime::from_timestamp_micros(hour)
+                .ok_or_else(|| Error::Corrupt(format!("hour {hour} µs is out of range")))?;
+            Ok(((video, hour), n))
+        })
+        .collect()
+}
+
 /// Reads every input once to checksum it (dry runs and the SQL engine, which
 /// reads the files again itself).
 async fn checksum(

@@ -16,14 +16,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::Int64Type;
 use chrono::{DateTime, Duration, Utc};
-use futures::TryStreamExt;
 use object_store::ObjectStore;
 use serde::Serialize;
 
-use schemas::dedup::{SQL_COPY_ORDER, SQL_EVENT_KEY};
+use store::manifest::Input;
 use store::views::{ViewsTable, load_views};
 use store::{Manifest, layout};
 
@@ -39,12 +36,9 @@ pub enum Error {
     /// Reading the store failed.
     #[error(transparent)]
     Store(#[from] store::Error),
-    /// The raw files could not be scanned.
+    /// The raw files could not be read.
     #[error(transparent)]
     Batch(#[from] batch::Error),
-    /// DataFusion failed.
-    #[error("datafusion: {0}")]
-    DataFusion(#[from] datafusion::error::DataFusionError),
 }
 
 impl Error {
@@ -55,7 +49,6 @@ impl Error {
             Error::Corrupt(_) => schemas::ErrorClass::Corrupt,
             Error::Store(e) => e.class(),
             Error::Batch(e) => e.class(),
-            Error::DataFusion(e) => batch::datafusion_error_class(e),
         }
     }
 }
@@ -234,7 +227,7 @@ async fn speed_excess(
     dedup_window: Duration,
 ) -> Result<BTreeMap<(String, DateTime<Utc>), [u64; 2]>> {
     // The inputs of the owning runs: exactly what batch read.
-    let mut paths: Vec<String> = Vec::new();
+    let mut inputs: Vec<Input> = Vec::new();
     let mut rules: Option<schemas::RuleSet> = None;
     let mut runs: Vec<&String> = owned.values().collect();
     runs.sort();
@@ -255,64 +248,23 @@ async fn speed_excess(
             }
             _ => rules = Some(m.rules),
         }
-        paths.extend(m.inputs.into_iter().map(|i| i.path));
+        inputs.extend(m.inputs);
     }
-    paths.sort();
-    paths.dedup();
-    let mut out: BTreeMap<(String, DateTime<Utc>), [u64; 2]> = BTreeMap::new();
-    if paths.is_empty() {
-        return Ok(out);
+    inputs.sort_by(|a, b| a.path.cmp(&b.path));
+    inputs.dedup_by(|a, b| a.path == b.path);
+    if inputs.is_empty() {
+        return Ok(BTreeMap::new());
     }
-    let ctx = batch::session::raw_session(store, paths.iter().map(String::as_str)).await?;
-    let rules = rules.unwrap_or_default();
-    ctx.register_udf(batch::sql::valid_udf(rules));
-    ctx.register_udf(batch::sql::payload_fp_udf(rules));
-    // Every non-winning copy, with the winner's partition, day and payload:
-    // the batch's own dedup (valid rows only, ids by UUID value, the winner
-    // order of `schemas::dedup`), so what reconcile calls a removed copy is
+    // The batch engine's own read and dedup over exactly what the runs read
+    // (valid rows only, the winner order of `schemas::dedup`), within the
+    // default memory limit, so what reconcile calls a removed copy is
     // exactly what batch removed.
-    let window_us = dedup_window.num_microseconds().unwrap_or(i64::MAX);
-    let raw_columns = batch::sql::RAW_COLUMNS;
-    let sql = format!(
-        "WITH v AS (
-           SELECT {SQL_EVENT_KEY} AS event_id, video_id, occurred_at, received_at, kafka_partition, kafka_offset,
-                  vc_payload_fp({raw_columns}) AS fp
-           FROM raw WHERE vc_valid({raw_columns})),
-         r AS (
-           SELECT event_id, video_id, CAST(date_trunc('hour', occurred_at) AS BIGINT) AS hour_us,
-                  CAST(date_trunc('day', occurred_at) AS BIGINT) AS day_us,
-                  kafka_partition, CAST(received_at AS BIGINT) AS recv_us, fp,
-                  ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY {SQL_COPY_ORDER}) AS occ
-           FROM v),
-         w AS (SELECT event_id, kafka_partition AS wp, day_us AS wd, fp AS wfp, recv_us AS wr FROM r WHERE occ = 1)
-         SELECT r.video_id, r.hour_us,
-                SUM(CASE WHEN r.fp <> w.wfp AND (r.kafka_partition <> w.wp OR r.day_us <> w.wd) THEN 1 ELSE 0 END) AS conflicting,
-                SUM(CASE WHEN r.fp = w.wfp AND r.recv_us - w.wr > {window_us} THEN 1 ELSE 0 END) AS late
-         FROM r JOIN w ON r.event_id = w.event_id
-         WHERE r.occ > 1
-         GROUP BY r.video_id, r.hour_us"
-    );
-    let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
-    while let Some(b) = stream.try_next().await? {
-        add_excess(&mut out, &b)?;
-    }
-    Ok(out)
-}
-
-fn add_excess(
-    out: &mut BTreeMap<(String, DateTime<Utc>), [u64; 2]>,
-    b: &RecordBatch,
-) -> Result<()> {
-    let v = b.column(0).as_string::<i32>();
-    let h = b.column(1).as_primitive::<Int64Type>();
-    let c = b.column(2).as_primitive::<Int64Type>();
-    let l = b.column(3).as_primitive::<Int64Type>();
-    for i in 0..b.num_rows() {
-        let hour = DateTime::from_timestamp_micros(h.value(i))
-            .ok_or_else(|| Error::Corrupt("hour out of range in the archive".into()))?;
-        let e = out.entry((v.value(i).to_owned(), hour)).or_default();
-        e[0] += c.value(i) as u64;
-        e[1] += l.value(i) as u64;
-    }
-    Ok(())
+    Ok(batch::run::removed_copies(
+        store,
+        &inputs,
+        &rules.unwrap_or_default(),
+        dedup_window,
+        &batch::memory::Memory::default(),
+    )
+    .await?)
 }
