@@ -8,12 +8,14 @@ need_root_or_sudo() {
 
 # redis-server: the speed layer's store and the test harness's Redis.
 ensure_redis() {
-  command -v redis-server >/dev/null && return 0
-  echo "== installing redis-server (apt-get)" >&2
+  # redis-cli (package redis-tools, a dependency of redis-server) creates the
+  # Redis Cluster of the cluster tests.
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return 0
+  echo "== installing redis-server and redis-tools (apt-get)" >&2
   need_root_or_sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  need_root_or_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  need_root_or_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
   # The package may start a system instance; tests start their own on free ports.
-  command -v redis-server >/dev/null
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null
 }
 
 # Building librdkafka from source (the rdkafka crate's bundled copy) needs a C

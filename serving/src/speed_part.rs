@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use chrono::{DateTime, Utc};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use speed::conn::{RedisClient, RedisConn};
 use speed::keys::KeySpace;
 use speed::read::VideosRead;
 use tokio_util::sync::CancellationToken;
@@ -57,7 +57,7 @@ pub enum SpeedRead {
 pub struct SpeedSource {
     config: SpeedConfig,
     keys: KeySpace,
-    conn: ArcSwapOption<ConnectionManager>,
+    conn: ArcSwapOption<RedisConn>,
     /// The topic's partition count as the speed layer recorded it (0:
     /// not known yet).
     partitions: AtomicI32,
@@ -76,12 +76,13 @@ impl SpeedSource {
     }
 
     async fn connect(&self) -> Result<(), String> {
-        let client = redis::Client::open(self.config.url.as_str()).map_err(|e| e.to_string())?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.config.timeout.max(Duration::from_secs(1))))
-            .set_response_timeout(Some(self.config.timeout))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, cfg)
+        let client = RedisClient::open(&self.config.url).map_err(|e| e.to_string())?;
+        let conn = client
+            .connect(
+                self.config.timeout.max(Duration::from_secs(1)),
+                self.config.timeout,
+                2,
+            )
             .await
             .map_err(|e| e.to_string())?;
         self.conn.store(Some(Arc::new(conn)));

@@ -17,18 +17,18 @@ use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use schemas::{ReceivedEvent, ValidationContext};
 use telemetry::ReadyFlag;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{Applied, PartitionBatch, Record, Retention, SCRIPT};
+use crate::conn::{RedisClient, RedisConn};
 use crate::keys::KeySpace;
 use crate::{Error, Metrics, Result, SpeedConfig};
 
 /// Librdkafka callbacks: resume from Redis's offsets on assignment; lag metrics.
 struct SpeedContext {
-    redis: redis::Client,
+    redis: RedisClient,
     keys: KeySpace,
     topic: String,
     lag: Family<Vec<(String, String)>, Gauge<i64, AtomicI64>>,
@@ -93,19 +93,14 @@ impl ConsumerContext for SpeedContext {
 
 impl SpeedContext {
     fn stored_offsets(&self, tpl: &TopicPartitionList) -> redis::RedisResult<Vec<(i32, i64)>> {
-        let mut conn = self
-            .redis
-            .get_connection_with_timeout(Duration::from_secs(2))?;
-        let mut out = Vec::new();
-        for e in tpl.elements() {
-            let v: Option<i64> = redis::cmd("GET")
-                .arg(self.keys.offset(e.partition()))
-                .query(&mut conn)?;
-            if let Some(off) = v {
-                out.push((e.partition(), off));
-            }
-        }
-        Ok(out)
+        let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let keys: Vec<String> = parts.iter().map(|&p| self.keys.offset(p)).collect();
+        let stored = self.redis.get_blocking(&keys, Duration::from_secs(2))?;
+        Ok(parts
+            .into_iter()
+            .zip(stored)
+            .filter_map(|(p, off)| Some((p, off?)))
+            .collect())
     }
 }
 
@@ -144,7 +139,7 @@ struct Speed {
     retention: Retention,
     consumer: StreamConsumer<SpeedContext>,
     dlq: FutureProducer,
-    redis: ConnectionManager,
+    redis: RedisConn,
     script: redis::Script,
     metrics: Metrics,
     ready: ReadyFlag,
@@ -179,11 +174,11 @@ impl Speed {
         cancel: CancellationToken,
     ) -> Result<Self> {
         let keys = KeySpace::new(&config.key_prefix, config.dedup_bucket_bits);
-        let client = redis::Client::open(config.redis_url.as_str())
+        let client = RedisClient::open(config.redis_url.as_str())
             .map_err(|e| Error::Config(format!("redis url {:?}: {e}", config.redis_url)))?;
         let redis = connect(
             &client,
-            crate::conn::applier_config(config.batch_max),
+            crate::conn::script_timeout(config.batch_max),
             config.max_backoff,
             &metrics,
             &ready,
@@ -717,18 +712,23 @@ fn decode(
     ReceivedEvent::from_json_bytes(payload, limits).map_err(|e| ("invalid", e.to_string()))
 }
 
+/// The applier's connection: replies waited for up to `response` (a whole
+/// batch's script), connecting retried until it works or shutdown.
 async fn connect(
-    client: &redis::Client,
-    config: ConnectionManagerConfig,
+    client: &RedisClient,
+    response: Duration,
     max_backoff: Duration,
     metrics: &Metrics,
     ready: &ReadyFlag,
     cancel: &CancellationToken,
-) -> Result<ConnectionManager> {
+) -> Result<RedisConn> {
     let mut delays = crate::conn::backoff(Duration::from_millis(100), max_backoff);
     loop {
         let backoff = delays.next().unwrap_or(max_backoff);
-        match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+        match client
+            .connect(crate::conn::CONNECT_TIMEOUT, response, 6)
+            .await
+        {
             Ok(c) => return Ok(c),
             Err(e) => {
                 metrics.redis_error(&e.to_string(), backoff);

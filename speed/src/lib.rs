@@ -10,8 +10,9 @@
 //!   ms, re-validation with [`schemas::parse_event`], poison records to the
 //!   dead-letter topic, Redis outages waited out with backoff, resumption from
 //!   the offsets stored in Redis.
-//! - [`conn`]: Redis connections with timeouts sized for their work, and
-//!   the one backoff policy for outages.
+//! - [`conn`]: Redis connections (one server, or a Redis Cluster from a
+//!   `redis+cluster://` URL) with timeouts sized for their work, and the one
+//!   backoff policy for outages.
 //! - [`read`]: reading the counters back (tests, reconcile, serving).
 //! - [`metrics`]: telemetry, one function per notable event.
 //!

@@ -21,10 +21,11 @@ pub struct Counts {
 }
 
 /// Every counter in Redis under `keys`, summed over partitions, by
-/// (video, hour). Uses `SCAN`: for tests, reconciliation and tooling.
-/// Retried whole after a transient error ([`crate::conn::ReadRetry`]).
-pub async fn all_counts<C: ConnectionLike + Send + Sync>(
-    conn: &mut C,
+/// (video, hour). Uses `SCAN` (on a cluster, of every master): for tests,
+/// reconciliation and tooling. Retried whole after a transient error
+/// ([`crate::conn::ReadRetry`]).
+pub async fn all_counts(
+    conn: &mut crate::conn::RedisConn,
     keys: &KeySpace,
 ) -> Result<BTreeMap<(String, DateTime<Utc>), Counts>> {
     let mut retry = crate::conn::ReadRetry::new();
@@ -36,19 +37,11 @@ pub async fn all_counts<C: ConnectionLike + Send + Sync>(
     }
 }
 
-async fn all_counts_once<C: ConnectionLike + Send + Sync>(
-    conn: &mut C,
+async fn all_counts_once(
+    conn: &mut crate::conn::RedisConn,
     keys: &KeySpace,
 ) -> Result<BTreeMap<(String, DateTime<Utc>), Counts>> {
-    let mut names: Vec<String> = Vec::new();
-    {
-        let mut it: redis::AsyncIter<'_, String> = conn
-            .scan_match::<_, String>(keys.counters_pattern())
-            .await?;
-        while let Some(k) = futures::StreamExt::next(&mut it).await {
-            names.push(k?);
-        }
-    }
+    let names = crate::conn::scan_keys(conn, &keys.counters_pattern()).await?;
     let mut out: BTreeMap<(String, DateTime<Utc>), Counts> = BTreeMap::new();
     for name in names {
         let Some((_, video, day)) = keys.parse_counters(&name) else {
@@ -152,13 +145,13 @@ pub struct VideosRead {
 /// Reads `videos`' counters for `[from, to)` and every partition's
 /// applied-at time in **one** pipeline, so the counts and the freshness
 /// come from one moment: one `HGETALL` per video, partition and day, one
-/// `GET` per partition and, with `viewers`, one `PFCOUNT` per video over
-/// its viewer sets of every partition and day. Not retried: a caller
+/// `GET` per partition and, with `viewers`, one `PFCOUNT` per video and
+/// partition over its viewer sets of the days. Not retried: a caller
 /// answering a person decides how long to wait. Every video id must be a
 /// valid one (it becomes part of a key): [`crate::Error::BadInput`] if not.
 ///
-/// `PFCOUNT` over several keys needs them on one server: on Redis Cluster
-/// ask without viewers.
+/// On Redis Cluster ([`crate::conn::RedisConn`]) the pipeline goes out as
+/// one per partition (hash slot), at once.
 pub async fn videos_once<C: ConnectionLike + Send + Sync>(
     conn: &mut C,
     keys: &KeySpace,
@@ -189,15 +182,19 @@ pub async fn videos_once<C: ConnectionLike + Send + Sync>(
         pipe.get(keys.applied_at(p));
     }
     let count_viewers = viewers && !days.is_empty();
+    // Per partition: a multi-key PFCOUNT must stay in one hash slot on a
+    // cluster. A video's events are in one partition (the topic is keyed by
+    // video), so the sum over partitions is the union; only after the topic
+    // is repartitioned could a viewer seen in two partitions count twice.
     if count_viewers {
         for v in videos {
-            let mut cmd = redis::cmd("PFCOUNT");
             for p in 0..parts {
+                let mut cmd = redis::cmd("PFCOUNT");
                 for d in &days {
                     cmd.arg(keys.viewers(p, v, *d));
                 }
+                pipe.add_command(cmd);
             }
-            pipe.add_command(cmd);
         }
     }
     let replies: Vec<redis::Value> = if pipe.is_empty() {
@@ -239,7 +236,12 @@ pub async fn videos_once<C: ConnectionLike + Send + Sync>(
     if count_viewers {
         let mut counts = Vec::with_capacity(videos.len());
         for _ in videos {
-            counts.push(redis::from_redis_value(next()?).map_err(redis::RedisError::from)?);
+            let mut count = 0u64;
+            for _ in 0..parts {
+                let n: u64 = redis::from_redis_value(next()?).map_err(redis::RedisError::from)?;
+                count += n;
+            }
+            counts.push(count);
         }
         out.viewers = Some(counts);
     } else if viewers {

@@ -55,7 +55,8 @@ impl ServeFlags {
 pub(crate) struct Args {
     #[command(flatten)]
     store: StoreFlag,
-    /// Redis URL of the speed layer.
+    /// Redis URL of the speed layer: redis://host:port/, or
+    /// redis+cluster://host:port,host:port,... for a Redis Cluster.
     #[arg(long, env = "VIEWCOUNT_REDIS_URL")]
     redis_url: String,
     /// Prefix of the speed layer's Redis keys.

@@ -60,7 +60,8 @@ impl SpeedFlags {
 pub(crate) struct Args {
     #[command(flatten)]
     broker: KafkaFlags,
-    /// Redis URL (redis://host:port/).
+    /// Redis URL: redis://host:port/ for one server, or
+    /// redis+cluster://host:port,host:port,... for a Redis Cluster.
     #[arg(long, env = "VIEWCOUNT_REDIS_URL")]
     redis_url: String,
     /// Listen address of /healthz, /readyz, /metrics.

@@ -40,6 +40,7 @@ fn redis_server_starts_keeps_aof_data_across_kill_and_stops_on_drop() {
         appendonly: true,
         dir: Some(dir),
         port: Some(port),
+        ..RedisOptions::default()
     })
     .unwrap();
     assert_eq!(redis_cmd(second.port(), "GET k"), "$2\r\n42\r\n");

@@ -41,8 +41,8 @@ async fn redis_killed_and_restarted_mid_stream_is_exact_and_recovers_alone() {
     let total = s.topic_size().await;
     s.wait_applied(total / 5).await;
     // kill -9: whatever Redis had not fsynced to its AOF is lost.
-    let (dir, port) = (s.redis.dir().to_path_buf(), s.redis.port());
-    s.redis.kill();
+    let (dir, port) = (s.server().dir().to_path_buf(), s.server().port());
+    s.server().kill();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while run.ready.get().is_ok() {
         assert!(
@@ -55,10 +55,11 @@ async fn redis_killed_and_restarted_mid_stream_is_exact_and_recovers_alone() {
         appendonly: true,
         dir: Some(dir),
         port: Some(port),
+        ..RedisOptions::default()
     })
     .expect("redis restarts on its data");
     // Keep the first server's temp dir alive: swap the handle in.
-    let old = std::mem::replace(&mut s.redis, restarted);
+    let old = std::mem::replace(s.server(), restarted);
     s.wait_caught_up(Duration::from_secs(120)).await;
     s.assert_exact(&truth).await;
     assert!(run.ready.get().is_ok(), "recovered by itself");
@@ -81,18 +82,19 @@ async fn redis_losing_its_recent_writes_is_repaired_by_rewinding() {
     let mut conn = s.redis_conn().await;
     let _: () = redis::cmd("SAVE").query_async(&mut conn).await.unwrap();
     let snapshot = tempfile_dir();
-    std::fs::copy(s.redis.dir().join("dump.rdb"), snapshot.join("dump.rdb")).unwrap();
+    std::fs::copy(s.server().dir().join("dump.rdb"), snapshot.join("dump.rdb")).unwrap();
     let at_snapshot = s.applied().await;
     s.wait_applied(at_snapshot + total / 10).await;
-    let port = s.redis.port();
-    s.redis.kill();
+    let port = s.server().port();
+    s.server().kill();
     let restored = RedisServer::start_with(RedisOptions {
         appendonly: false,
         dir: Some(snapshot.clone()),
         port: Some(port),
+        ..RedisOptions::default()
     })
     .expect("redis restarts from the snapshot");
-    let old = std::mem::replace(&mut s.redis, restored);
+    let old = std::mem::replace(s.server(), restored);
     s.wait_caught_up(Duration::from_secs(120)).await;
     s.assert_exact(&truth).await;
     assert!(

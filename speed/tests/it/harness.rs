@@ -22,7 +22,10 @@ pub(crate) const PARTITIONS: i32 = 4;
 pub(crate) struct Setup {
     pub(crate) kafka: TestKafka,
     pub(crate) topic: String,
-    pub(crate) redis: RedisServer,
+    /// The one Redis server (none when on a cluster).
+    redis: Option<RedisServer>,
+    /// Where speed's Redis is: the server's URL, or a cluster's.
+    url: String,
     pub(crate) prefix: String,
     pub(crate) producer: Arc<EventProducer>,
 }
@@ -62,6 +65,17 @@ impl Setup {
     }
 
     pub(crate) async fn with_redis(opts: RedisOptions) -> Self {
+        let redis = RedisServer::start_with(opts).expect("redis-server");
+        let url = redis.url();
+        Self::on(Some(redis), url).await
+    }
+
+    /// Against the Redis (or Redis Cluster) at `url`, which the test runs.
+    pub(crate) async fn with_url(url: String) -> Self {
+        Self::on(None, url).await
+    }
+
+    async fn on(redis: Option<RedisServer>, url: String) -> Self {
         // Embedded always: the tests create the dead-letter topic themselves.
         let kafka = TestKafka::start_embedded().expect("kafka");
         let topic = kafka.topic("speed-it", PARTITIONS).await.expect("topic");
@@ -70,7 +84,6 @@ impl Setup {
             .expect("an embedded cluster")
             .create_topic(&format!("{topic}-dlq"), 1)
             .unwrap();
-        let redis = RedisServer::start_with(opts).expect("redis-server");
         let producer = Arc::new(
             EventProducer::new(&ProducerConfig::new(kafka.bootstrap_servers(), &topic)).unwrap(),
         );
@@ -78,6 +91,7 @@ impl Setup {
             kafka,
             topic,
             redis,
+            url,
             prefix: format!("{}:", unique_name("t")),
             producer,
         }
@@ -87,7 +101,7 @@ impl Setup {
         let mut c = SpeedConfig::new(
             self.kafka.bootstrap_servers(),
             &self.topic,
-            self.redis.url(),
+            self.url.clone(),
         );
         c.key_prefix = self.prefix.clone();
         c.max_backoff = Duration::from_millis(500);
@@ -150,18 +164,22 @@ impl Setup {
         high.expect("watermarks").into_iter().sum()
     }
 
-    pub(crate) async fn redis_conn(&self) -> redis::aio::MultiplexedConnection {
-        speed::conn::connect_reader(&self.redis.url())
-            .await
-            .unwrap()
+    /// The one Redis server (a test on a cluster has none).
+    pub(crate) fn server(&mut self) -> &mut RedisServer {
+        self.redis.as_mut().expect("a test with one Redis server")
+    }
+
+    pub(crate) async fn redis_conn(&self) -> speed::conn::RedisConn {
+        speed::conn::connect_reader(&self.url).await.unwrap()
     }
 
     /// Sum of the offsets stored in Redis.
     pub(crate) async fn applied(&self) -> i64 {
-        let Ok(c) = redis::Client::open(self.redis.url()) else {
+        let Ok(client) = speed::conn::RedisClient::open(&self.url) else {
             return -1;
         };
-        let Ok(mut conn) = c.get_multiplexed_async_connection().await else {
+        let timeout = Duration::from_secs(2);
+        let Ok(mut conn) = client.connect(timeout, timeout, 0).await else {
             return -1;
         };
         match speed::read::stored_offsets(&mut conn, &self.keys(), PARTITIONS).await {

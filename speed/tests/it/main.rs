@@ -1,5 +1,6 @@
 //! The speed layer against a real Kafka-protocol broker and a real redis-server.
 
+mod cluster;
 mod exact;
 mod faults;
 mod harness;

@@ -24,7 +24,7 @@ fn rec(offset: i64) -> Record {
 }
 
 async fn apply(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut speed::conn::RedisConn,
     keys: &KeySpace,
     records: &[Record],
     span: (i64, i64),
