@@ -22,7 +22,7 @@ use anyhow::bail;
 use chrono::{NaiveDate, Utc};
 use clap::Parser;
 use infra::kafka::EmbeddedKafka;
-use infra::redis::RedisServer;
+use infra::redis::{RedisCluster, RedisServer};
 use loadgen::{GenConfig, Generator};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -64,7 +64,7 @@ struct Args {
     #[arg(long, default_value_t = 12)]
     bucket_bits: u32,
     /// Which parts to run.
-    #[arg(long, value_delimiter = ',', default_values_t = [String::from("throughput"), String::from("freshness"), String::from("memory")])]
+    #[arg(long, value_delimiter = ',', default_values_t = [String::from("throughput"), String::from("freshness"), String::from("memory"), String::from("cluster")])]
     only: Vec<String>,
     /// Replace the speed section of this Markdown file with the results.
     #[arg(long)]
@@ -89,6 +89,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.only.iter().any(|o| o == "memory") {
         sections.push(memory(&args).await?);
+    }
+    if args.only.iter().any(|o| o == "cluster") {
+        sections.push(cluster(&args).await?);
     }
     let body = sections.join("\n");
     println!("{body}");
@@ -168,8 +171,8 @@ struct SpeedRun {
     handle: tokio::task::JoinHandle<speed::Result<()>>,
 }
 
-fn start_speed(bootstrap: &str, topic: &str, redis: &RedisServer, args: &Args) -> SpeedRun {
-    let mut c = SpeedConfig::new(bootstrap, topic, redis.url());
+fn start_speed(bootstrap: &str, topic: &str, redis_url: &str, args: &Args) -> SpeedRun {
+    let mut c = SpeedConfig::new(bootstrap, topic, redis_url);
     c.batch_max = args.batch;
     c.dedup_bucket_bits = args.bucket_bits;
     c.session_timeout = Duration::from_secs(6);
@@ -191,11 +194,7 @@ fn start_speed(bootstrap: &str, topic: &str, redis: &RedisServer, args: &Args) -
     }
 }
 
-async fn stored_total(
-    conn: &mut redis::aio::MultiplexedConnection,
-    keys: &KeySpace,
-    partitions: i32,
-) -> i64 {
+async fn stored_total(conn: &mut speed::conn::RedisConn, keys: &KeySpace, partitions: i32) -> i64 {
     speed::read::stored_offsets(conn, keys, partitions)
         .await
         .map(|v| v.into_iter().map(|o| o.unwrap_or(0)).sum())
@@ -205,7 +204,6 @@ async fn stored_total(
 async fn throughput(args: &Args) -> anyhow::Result<String> {
     eprintln!("throughput: generating {} events ...", args.events);
     let evs = events(args.events, 1)?;
-    let n = evs.len() as f64;
     let distinct = evs
         .iter()
         .map(|e| e.event.event_id)
@@ -214,42 +212,9 @@ async fn throughput(args: &Args) -> anyhow::Result<String> {
     let keys = KeySpace::new("vc:", args.bucket_bits);
     let (mut e2e, mut script, mut raw) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 1..=args.reps {
-        // End to end.
-        let kafka = EmbeddedKafka::start(1)?;
-        kafka.create_topic("bench", args.partitions)?;
-        kafka.create_topic("bench-dlq", 1)?;
-        let p = producer(kafka.bootstrap_servers())?;
-        preload(&p, "bench", &evs).await?;
         let redis = RedisServer::start()?;
-        let mut conn = redis::Client::open(redis.url())?
-            .get_multiplexed_async_connection()
-            .await?;
-        let run = start_speed(kafka.bootstrap_servers(), "bench", &redis, args);
-        // Time from the first applied batch (group join excluded) to the last.
-        let (t0, base) = loop {
-            let s = stored_total(&mut conn, &keys, args.partitions).await;
-            if s > 0 {
-                break (Instant::now(), s);
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        };
-        while stored_total(&mut conn, &keys, args.partitions).await < evs.len() as i64 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let rate = (n - base as f64) / t0.elapsed().as_secs_f64();
-        let snap = run.metrics.snapshot();
-        let _ = run.stop.send(());
-        let _ = run.handle.await;
-        // The figure only counts if the counts are right.
-        let counted: u64 = speed::read::all_counts(&mut conn, &keys)
-            .await?
-            .values()
-            .map(|c| c.views)
-            .sum();
-        if counted != distinct {
-            bail!("end to end counted {counted} views, expected {distinct} ({snap:?})");
-        }
-        drop(kafka);
+        let rate = end_to_end(args, &evs, distinct, &keys, &redis.url()).await?;
+        drop(redis);
         eprintln!("rep {rep}: end to end {rate:.0} events/s");
         e2e.push(rate);
 
@@ -283,6 +248,111 @@ async fn throughput(args: &Args) -> anyhow::Result<String> {
         ),
         if m >= 100_000.0 { "met" } else { "NOT met" }
     ))
+}
+
+/// Kafka → speed → the Redis at `url`, for `evs` pre-loaded: events/s from
+/// the first applied batch (group join excluded) to the last, checked
+/// against the `distinct` views the events hold.
+async fn end_to_end(
+    args: &Args,
+    evs: &[ReceivedEvent],
+    distinct: u64,
+    keys: &KeySpace,
+    url: &str,
+) -> anyhow::Result<f64> {
+    let kafka = EmbeddedKafka::start(1)?;
+    kafka.create_topic("bench", args.partitions)?;
+    kafka.create_topic("bench-dlq", 1)?;
+    let p = producer(kafka.bootstrap_servers())?;
+    preload(&p, "bench", evs).await?;
+    let mut conn = speed::conn::connect_reader(url).await?;
+    let run = start_speed(kafka.bootstrap_servers(), "bench", url, args);
+    let (t0, base) = loop {
+        let s = stored_total(&mut conn, keys, args.partitions).await;
+        if s > 0 {
+            break (Instant::now(), s);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    while stored_total(&mut conn, keys, args.partitions).await < evs.len() as i64 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rate = (evs.len() as f64 - base as f64) / t0.elapsed().as_secs_f64();
+    let snap = run.metrics.snapshot();
+    let _ = run.stop.send(());
+    let _ = run.handle.await;
+    // The figure only counts if the counts are right.
+    let counted: u64 = speed::read::all_counts(&mut conn, keys)
+        .await?
+        .values()
+        .map(|c| c.views)
+        .sum();
+    if counted != distinct {
+        bail!("end to end counted {counted} views, expected {distinct} ({snap:?})");
+    }
+    Ok(rate)
+}
+
+/// One Redis against a three-master Redis Cluster (no replicas: on one
+/// machine they would only take CPU from the masters), alternated: end to
+/// end events/s, and freshness at the freshness phase's rate.
+async fn cluster(args: &Args) -> anyhow::Result<String> {
+    eprintln!("cluster: generating {} events ...", args.events);
+    let evs = events(args.events, 1)?;
+    let distinct = evs
+        .iter()
+        .map(|e| e.event.event_id)
+        .collect::<std::collections::HashSet<_>>()
+        .len() as u64;
+    let keys = KeySpace::new("vc:", args.bucket_bits);
+    let (mut one, mut three) = (Vec::new(), Vec::new());
+    for rep in 1..=args.reps {
+        let redis = RedisServer::start()?;
+        let rate = end_to_end(args, &evs, distinct, &keys, &redis.url()).await?;
+        drop(redis);
+        eprintln!("rep {rep}: one Redis {rate:.0} events/s");
+        one.push(rate);
+        let cluster = RedisCluster::start(3, 0)?;
+        let rate = end_to_end(args, &evs, distinct, &keys, &cluster.url()).await?;
+        drop(cluster);
+        eprintln!("rep {rep}: three masters {rate:.0} events/s");
+        three.push(rate);
+    }
+    let redis = RedisServer::start()?;
+    let (one_lat, _) = freshness_run(args, &redis.url()).await?;
+    drop(redis);
+    let cluster = RedisCluster::start(3, 0)?;
+    let (three_lat, offered) = freshness_run(args, &cluster.url()).await?;
+    drop(cluster);
+    let row = |name: &str, v: &[f64], lat: &[f64]| {
+        let (lo, hi) = spread(v);
+        format!(
+            "| {name} | {:.0} | {lo:.0} | {hi:.0} | {:.0} |\n",
+            median(v),
+            quantile(lat, 0.99)
+        )
+    };
+    let (m1, m3) = (median(&one), median(&three));
+    Ok(format!(
+        "### One Redis and a Redis Cluster\n\nEnd to end as above ({} events, {} partitions, {} reps alternated), and freshness at an offered {offered:.0} events/s for {} s, against one `redis-server` and against a three-master Redis Cluster (`redis+cluster://`, no replicas) of `redis-server` processes on the same host.\n\n| Redis | median events/s | min | max | freshness p99 ms |\n|---|---|---|---|---|\n{}{}\nThe cluster carries {:.2}× one server's rate here: its three masters, the speed layer and Kafka share the same 2 cores, so this shows the cost of the cluster path (a partition's script routed to its slot's master, one connection per master), not its scaling. Each master applies the scripts of the partitions whose slots it owns, so the rate per master is {:.0} events/s on this machine; on N masters with a core each and N × the partitions, the cluster would carry up to about N × the one-server rate ({:.0} events/s per core here), until Kafka or the consumers bind.\n",
+        evs.len(),
+        args.partitions,
+        args.reps,
+        args.seconds,
+        row("one redis-server", &one, &one_lat),
+        row("Redis Cluster, 3 masters", &three, &three_lat),
+        m3 / m1,
+        m3 / 3.0,
+        m1
+    ))
+}
+
+/// `q` quantile of `v` (sorted), in ms.
+fn quantile(v: &[f64], q: f64) -> f64 {
+    v.get(((v.len().max(1) - 1) as f64 * q) as usize)
+        .copied()
+        .unwrap_or(0.0)
+        * 1000.0
 }
 
 fn group_by_partition(evs: &[ReceivedEvent], partitions: i32) -> BTreeMap<i32, Vec<Record>> {
@@ -400,25 +470,43 @@ async fn raw_pipelined(
 }
 
 async fn freshness(args: &Args) -> anyhow::Result<String> {
-    let total = args.rate * args.seconds;
     eprintln!(
         "freshness: {} events/s for {} s ...",
         args.rate, args.seconds
     );
+    let redis = RedisServer::start()?;
+    let (lat, offered) = freshness_run(args, &redis.url()).await?;
+    let q = |p: f64| quantile(&lat, p);
+    let p99 = q(0.99);
+    Ok(format!(
+        "### Freshness\n\n{} events at an offered {:.0} events/s (paced in 20 ms ticks) for {} s; counted-at is the first 2 ms poll at which Redis's stored offset for the record's partition has passed it; received-at is just before the produce call. So this includes Kafka produce and consume latency, batching (up to 20 ms wait) and the script.\n\n| percentile | ms |\n|---|---|\n| p50 | {:.1} |\n| p90 | {:.1} |\n| p99 | {:.1} |\n| max | {:.1} |\n\nTarget: p99 < 1 s. Measured: {:.0} ms — {}.\n",
+        lat.len(),
+        offered,
+        args.seconds,
+        q(0.5),
+        q(0.9),
+        p99,
+        q(1.0),
+        p99,
+        if p99 < 1000.0 { "met" } else { "NOT met" }
+    ))
+}
+
+/// Paced traffic through Kafka and speed into the Redis at `url`: each
+/// record's seconds from produce to counted (sorted), and the offered rate.
+async fn freshness_run(args: &Args, url: &str) -> anyhow::Result<(Vec<f64>, f64)> {
+    let total = args.rate * args.seconds;
     let evs = events(total, 2)?;
     let kafka = EmbeddedKafka::start(1)?;
     kafka.create_topic("fresh", args.partitions)?;
     kafka.create_topic("fresh-dlq", 1)?;
-    let redis = RedisServer::start()?;
     let keys = KeySpace::new("vc:", args.bucket_bits);
-    let run = start_speed(kafka.bootstrap_servers(), "fresh", &redis, args);
+    let run = start_speed(kafka.bootstrap_servers(), "fresh", url, args);
     let p = Arc::new(producer(kafka.bootstrap_servers())?);
     // Let the group settle with a trickle before measuring.
     let warm = events(100, 3)?;
     preload(&p, "fresh", &warm).await?;
-    let mut conn = redis::Client::open(redis.url())?
-        .get_multiplexed_async_connection()
-        .await?;
+    let mut conn = speed::conn::connect_reader(url).await?;
     while stored_total(&mut conn, &keys, args.partitions).await < warm.len() as i64 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -475,9 +563,7 @@ async fn freshness(args: &Args) -> anyhow::Result<String> {
     let offered = evs.len() as f64 / started.elapsed().as_secs_f64();
     // Wait for the last record, then stop polling.
     let want: i64 = sent.len() as i64 + warm.len() as i64;
-    let mut c2 = redis::Client::open(redis.url())?
-        .get_multiplexed_async_connection()
-        .await?;
+    let mut c2 = speed::conn::connect_reader(url).await?;
     while stored_total(&mut c2, &keys, args.partitions).await < want {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -495,20 +581,7 @@ async fn freshness(args: &Args) -> anyhow::Result<String> {
         }
     }
     lat.sort_by(f64::total_cmp);
-    let q = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize] * 1000.0;
-    let p99 = q(0.99);
-    Ok(format!(
-        "### Freshness\n\n{} events at an offered {:.0} events/s (paced in 20 ms ticks) for {} s; counted-at is the first 2 ms poll at which Redis's stored offset for the record's partition has passed it; received-at is just before the produce call. So this includes Kafka produce and consume latency, batching (up to 20 ms wait) and the script.\n\n| percentile | ms |\n|---|---|\n| p50 | {:.1} |\n| p90 | {:.1} |\n| p99 | {:.1} |\n| max | {:.1} |\n\nTarget: p99 < 1 s. Measured: {:.0} ms — {}.\n",
-        lat.len(),
-        offered,
-        args.seconds,
-        q(0.5),
-        q(0.9),
-        p99,
-        q(1.0),
-        p99,
-        if p99 < 1000.0 { "met" } else { "NOT met" }
-    ))
+    Ok((lat, offered))
 }
 
 async fn memory(args: &Args) -> anyhow::Result<String> {
