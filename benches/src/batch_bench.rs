@@ -320,7 +320,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let factor = n1 as f64 / n0 as f64;
             let ratio = t1 / t0;
             format!(
-                "Scaling: {n1} events took {ratio:.1}× the time of {n0} ({factor:.0}× the events); target ≤ {:.0}× — {}.\n",
+                "\nScaling: {n1} events took {ratio:.1}× the time of {n0} ({factor:.0}× the events); target ≤ {:.0}× — {}.\n",
                 factor * 1.1,
                 if ratio <= factor * 1.1 {
                     "met"

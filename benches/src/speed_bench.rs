@@ -90,8 +90,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.only.iter().any(|o| o == "memory") {
         sections.push(memory(&args).await?);
     }
-    if args.only.iter().any(|o| o == "cluster") {
-        sections.push(cluster(&args).await?);
+    // One Redis against a cluster has a section of its own, so either can
+    // be rerun alone.
+    let cluster_body = if args.only.iter().any(|o| o == "cluster") {
+        Some(cluster(&args).await?)
+    } else {
+        None
+    };
+    if let (Some(body), Some(path)) = (&cluster_body, &args.write) {
+        println!("{body}");
+        let section = format!(
+            "<!-- speed-cluster:begin -->\n## Speed layer on Redis Cluster\n\nRun: `scripts/bench speed --only cluster` (release build) on {}, {}; Redis {}, Kafka = embedded librdkafka mock cluster, {} partitions.\n\n{body}<!-- speed-cluster:end -->\n",
+            machine(),
+            Utc::now().format("%Y-%m-%d"),
+            redis_version(),
+            args.partitions
+        );
+        replace_section(path, "speed-cluster", &section)?;
+        eprintln!("wrote {}", path.display());
+    }
+    if sections.is_empty() {
+        return Ok(());
     }
     let body = sections.join("\n");
     println!("{body}");
