@@ -288,24 +288,14 @@ pub(crate) fn count(
     memory: &Memory,
     progress: &ProgressTx,
 ) -> Result<Counted> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let state = RandomState::default();
-    let budget = Budget::new(memory.limit);
-    let spill = Spill::new(memory.spill_dir.as_deref(), SHARDS);
-    let mut steps = Steps::start(&budget, &spill);
-    let work = Work {
-        budget: &budget,
-        spill: &spill,
-        state: &state,
-        threads,
-        progress,
-    };
+    let work = Work::new(memory, progress);
+    let mut steps = Steps::start(&work.budget, &work.spill);
 
     let read = read(io, store, files, rules, &work)?;
     steps.done("reading");
 
-    let ids = Ids::merge(read.dicts, read.user_ids, &state);
-    let (tally, out) = if spill.active() {
+    let ids = Ids::merge(read.dicts, read.user_ids, &work.state);
+    let (tally, out) = if work.spill.active() {
         let tally = work.dedup_spilled(&ids)?;
         steps.done("deduplicating");
         (tally, work.count_spilled(&ids, from_us, to_us, rules)?)
@@ -365,39 +355,23 @@ pub(crate) fn removed_copies(
     window_us: i64,
     progress: &ProgressTx,
 ) -> Result<(Vec<Input>, RemovedCopies)> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let state = RandomState::default();
-    let budget = Budget::new(memory.limit);
-    let spill = Spill::new(memory.spill_dir.as_deref(), SHARDS);
-    let work = Work {
-        budget: &budget,
-        spill: &spill,
-        state: &state,
-        threads,
-        progress,
-    };
+    let work = Work::new(memory, progress);
+    let (budget, spill, state) = (&work.budget, &work.spill, &work.state);
     let read = read(io, store, files, rules, &work)?;
-    let ids = Ids::merge(read.dicts, read.user_ids, &state);
-    let parts = if spill.active() {
-        SHARDS * spill.split()
-    } else {
-        SHARDS
-    };
+    let ids = Ids::merge(read.dicts, read.user_ids, state);
+    // One split (and every core) when nothing spilled.
+    let parts = SHARDS * spill.split();
     let shards: Vec<Mutex<Vec<Blocks>>> = read.shards.into_iter().map(Mutex::new).collect();
-    let threads = if spill.active() {
-        work.threads_for(Stage::Shards, parts, 3)
-    } else {
-        threads
-    };
+    let threads = work.threads_for(Stage::Shards, parts, 3);
     let done = AtomicU64::new(0);
     let found = parallel(threads, parts, |p| -> Result<_> {
         let out = if spill.active() {
-            let (rows, _users, held) = spill.load(Stage::Shards, p, &budget)?;
-            let out = removed(&[rows], &ids, &state, window_us);
+            let (rows, _users, held) = spill.load(Stage::Shards, p, budget)?;
+            let out = removed(&[rows], &ids, state, window_us);
             budget.sub(held);
             out
         } else {
-            removed(&take(&shards[p]), &ids, &state, window_us)
+            removed(&take(&shards[p]), &ids, state, window_us)
         };
         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
         let _ = progress.send(("deduplicating", n, parts as u64));
@@ -477,14 +451,25 @@ impl std::ops::Add for Tally {
 
 /// What every phase shares.
 struct Work<'a> {
-    budget: &'a Budget,
-    spill: &'a Spill,
-    state: &'a RandomState,
+    budget: Budget,
+    spill: Spill,
+    state: RandomState,
     threads: usize,
     progress: &'a ProgressTx,
 }
 
-impl Work<'_> {
+impl<'a> Work<'a> {
+    /// Every core, within `memory`.
+    fn new(memory: &Memory, progress: &'a ProgressTx) -> Self {
+        Self {
+            budget: Budget::new(memory.limit),
+            spill: Spill::new(memory.spill_dir.as_deref(), SHARDS),
+            state: RandomState::default(),
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            progress,
+        }
+    }
+
     /// Phase 2 with every row in memory.
     fn dedup_in_memory(&self, shards: Vec<Vec<Blocks>>, ids: &Ids) -> (Tally, Vec<Vec<Blocks>>) {
         let shards: Vec<Mutex<Vec<Blocks>>> = shards.into_iter().map(Mutex::new).collect();
@@ -494,7 +479,9 @@ impl Work<'_> {
             let held: u64 = parts.iter().map(Blocks::bytes).sum();
             let valid: u64 = parts.iter().map(|p| p.len() as u64).sum();
             self.budget.add(valid * DEDUP_BYTES);
-            let out = dedup(parts, ids, self.state, BUCKETS, |r, n| r.video as usize % n);
+            let out = dedup(parts, ids, &self.state, BUCKETS, |r, n| {
+                r.video as usize % n
+            });
             let kept: u64 = out.buckets.iter().map(Blocks::bytes).sum();
             self.budget.add(kept);
             self.budget.sub(held + valid * DEDUP_BYTES);
@@ -529,7 +516,15 @@ impl Work<'_> {
             let held: u64 = parts.iter().map(Blocks::bytes).sum();
             let rows: u64 = parts.iter().map(|p| p.len() as u64).sum();
             self.budget.add(rows * COUNT_BYTES);
-            let out = count_bucket(parts, &ids.user_ids, ids, from_us, to_us, rules, self.state);
+            let out = count_bucket(
+                parts,
+                &ids.user_ids,
+                ids,
+                from_us,
+                to_us,
+                rules,
+                &self.state,
+            );
             self.budget.sub(held + rows * COUNT_BYTES);
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             let _ = self.progress.send(("counting", n, BUCKETS as u64));
@@ -547,10 +542,10 @@ impl Work<'_> {
         let threads = self.threads_for(Stage::Shards, parts, 3);
         let done = AtomicU64::new(0);
         let results = parallel(threads, parts, |p| -> Result<Tally> {
-            let (rows, users, held) = self.spill.load(Stage::Shards, p, self.budget)?;
+            let (rows, users, held) = self.spill.load(Stage::Shards, p, &self.budget)?;
             let extra = rows.len() as u64 * DEDUP_BYTES;
             self.budget.add(extra);
-            let d = dedup(vec![rows], ids, self.state, buckets, bucket_of_video_day);
+            let d = dedup(vec![rows], ids, &self.state, buckets, bucket_of_video_day);
             let mut records = Vec::new();
             for (b, rows) in d.buckets.iter().enumerate() {
                 for r in rows.iter() {
@@ -585,10 +580,10 @@ impl Work<'_> {
         let threads = self.threads_for(Stage::Buckets, buckets, 2);
         let done = AtomicU64::new(0);
         parallel(threads, buckets, |b| {
-            let (rows, users, held) = self.spill.load(Stage::Buckets, b, self.budget)?;
+            let (rows, users, held) = self.spill.load(Stage::Buckets, b, &self.budget)?;
             let extra = rows.len() as u64 * COUNT_BYTES;
             self.budget.add(extra);
-            let out = count_bucket(vec![rows], &users, ids, from_us, to_us, rules, self.state);
+            let out = count_bucket(vec![rows], &users, ids, from_us, to_us, rules, &self.state);
             self.budget.sub(held + extra);
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             let _ = self.progress.send(("counting", n, buckets as u64));
@@ -816,7 +811,7 @@ impl Reader<'_> {
         };
         self.own_chunks.push(chunk);
         let mut held = c.user_id.get_array_memory_size() as u64;
-        let state = self.work.state;
+        let state = &self.work.state;
         for i in 0..c.len() {
             let Some(id) = c.valid_event_id(i, self.rules) else {
                 continue;

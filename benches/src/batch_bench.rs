@@ -96,13 +96,9 @@ async fn measure_batch(
     let store = store::open(&format!("file://{}", dir.display()))?;
     let opts = batch::run::RunOptions {
         allow_incomplete: true,
-        memory: batch::memory::Memory {
-            limit,
-            spill_dir: Some(dir.join("spill")),
-        },
+        memory: bench_memory(dir, limit)?,
         ..batch::run::RunOptions::new(from, to)
     };
-    std::fs::create_dir_all(dir.join("spill"))?;
     let t = Instant::now();
     let report = batch::run::run(store, &opts, &|_, _, _| {}).await?;
     let secs = t.elapsed().as_secs_f64();
@@ -124,11 +120,7 @@ async fn measure_reconcile(dir: &Path, limit: u64) -> anyhow::Result<()> {
         .find(|p| p.extension().is_some_and(|x| x == "json"))
         .context("no run to reconcile")?;
     let manifest: store::Manifest = serde_json::from_slice(&std::fs::read(run)?)?;
-    let memory = batch::memory::Memory {
-        limit,
-        spill_dir: Some(dir.join("spill")),
-    };
-    std::fs::create_dir_all(dir.join("spill"))?;
+    let memory = bench_memory(dir, limit)?;
     let t = Instant::now();
     let removed = batch::run::removed_copies(
         store,
@@ -261,6 +253,25 @@ async fn write_buffer(
     Ok(n)
 }
 
+/// Runs a measurement in its own process (so its peak RSS is its own);
+/// the JSON it prints.
+fn measured(cmd: &mut Command, what: &str) -> anyhow::Result<serde_json::Value> {
+    let out = cmd.output()?;
+    if !out.status.success() {
+        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// A measurement's memory: `limit`, spilling under `dir`/spill.
+fn bench_memory(dir: &Path, limit: u64) -> anyhow::Result<batch::memory::Memory> {
+    std::fs::create_dir_all(dir.join("spill"))?;
+    Ok(batch::memory::Memory {
+        limit,
+        spill_dir: Some(dir.join("spill")),
+    })
+}
+
 /// The `steps` of the run with the median time, as `name s, ...`.
 fn median_steps(runs: &[serde_json::Value]) -> String {
     let mut by_time: Vec<&serde_json::Value> = runs.iter().collect();
@@ -376,45 +387,33 @@ async fn size(
             let _ = std::fs::remove_dir_all(&p);
             let _ = std::fs::remove_file(&p);
         }
-        let out = Command::new(&exe)
-            .args(["measure-batch", "--dir"])
-            .arg(dir)
-            .args(["--memory-limit", &limit.to_string()])
-            .args(["--from", &from.to_rfc3339(), "--to", &to.to_rfc3339()])
-            .output()?;
-        if !out.status.success() {
-            bail!("batch run failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let v = measured(
+            Command::new(&exe)
+                .args(["measure-batch", "--dir"])
+                .arg(dir)
+                .args(["--memory-limit", &limit.to_string()])
+                .args(["--from", &from.to_rfc3339(), "--to", &to.to_rfc3339()]),
+            "batch run",
+        )?;
         eprintln!("rep {rep}: viewcount batch {v}");
         ours.push(v);
-        let out = Command::new(&exe)
-            .args(["measure-reconcile", "--dir"])
-            .arg(dir)
-            .args(["--memory-limit", &limit.to_string()])
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "reconcile scan failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let v = measured(
+            Command::new(&exe)
+                .args(["measure-reconcile", "--dir"])
+                .arg(dir)
+                .args(["--memory-limit", &limit.to_string()]),
+            "reconcile scan",
+        )?;
         eprintln!("rep {rep}: reconcile scan {v}");
         recon.push(v);
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(DUCKDB)
-            .arg(dir)
-            .arg(limit.to_string())
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "duckdb failed (pip install duckdb): {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let v = measured(
+            Command::new("python3")
+                .arg("-c")
+                .arg(DUCKDB)
+                .arg(dir)
+                .arg(limit.to_string()),
+            "duckdb (pip install duckdb)",
+        )?;
         eprintln!("rep {rep}: duckdb {v}");
         duck.push(v);
     }

@@ -39,14 +39,7 @@ pub fn spread(v: &[f64]) -> (f64, f64) {
 /// Peak resident set of this process (`VmHWM`), in MiB: measured in a
 /// child process per operation, it is that operation's own.
 pub fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    batch::memory::peak_rss().map_or(0.0, |b| b as f64 / 1048576.0)
 }
 
 /// "N cores (CPU model)".

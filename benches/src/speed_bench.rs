@@ -97,32 +97,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
-    if let (Some(body), Some(path)) = (&cluster_body, &args.write) {
-        println!("{body}");
-        let section = format!(
-            "<!-- speed-cluster:begin -->\n## Speed layer on Redis Cluster\n\nRun: `scripts/bench speed --only cluster` (release build) on {}, {}; Redis {}, Kafka = embedded librdkafka mock cluster, {} partitions.\n\n{body}<!-- speed-cluster:end -->\n",
-            machine(),
-            Utc::now().format("%Y-%m-%d"),
-            redis_version(),
-            args.partitions
-        );
-        replace_section(path, "speed-cluster", &section)?;
-        eprintln!("wrote {}", path.display());
+    if let Some(body) = &cluster_body {
+        write(
+            &args,
+            "speed-cluster",
+            "Speed layer on Redis Cluster",
+            "scripts/bench speed --only cluster",
+            body,
+        )?;
     }
-    if sections.is_empty() {
-        return Ok(());
+    if !sections.is_empty() {
+        write(
+            &args,
+            "speed",
+            "Speed layer",
+            "scripts/bench speed",
+            &sections.join("\n"),
+        )?;
     }
-    let body = sections.join("\n");
+    Ok(())
+}
+
+/// Prints `body`, and with `--write` puts it in BENCHMARKS.md's section
+/// `name` under `title`, saying how it was run and on what.
+fn write(args: &Args, name: &str, title: &str, command: &str, body: &str) -> anyhow::Result<()> {
     println!("{body}");
     if let Some(path) = &args.write {
         let section = format!(
-            "<!-- speed:begin -->\n## Speed layer\n\nRun: `scripts/bench speed` (release build) on {}, {}; Redis {} on the same host (child `redis-server`, no persistence), Kafka = embedded librdkafka mock cluster, {} partitions.\n\n{body}<!-- speed:end -->\n",
+            "<!-- {name}:begin -->\n## {title}\n\nRun: `{command}` (release build) on {}, {}; Redis {} on the same host (child `redis-server` processes, no persistence), Kafka = embedded librdkafka mock cluster, {} partitions.\n\n{body}<!-- {name}:end -->\n",
             machine(),
             Utc::now().format("%Y-%m-%d"),
             redis_version(),
             args.partitions
         );
-        replace_section(path, "speed", &section)?;
+        replace_section(path, name, &section)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
