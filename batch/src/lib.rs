@@ -4,20 +4,24 @@
 //!   `event_id` (the winner rule of [`schemas::dedup`]), fraud cap, per video
 //!   per hour counts and viewer sketches; deterministic output and a
 //!   manifest. Computed by [`count`] (the native engine) or [`sql`] (the
-//!   same rules as DataFusion SQL; byte-identical output).
+//!   same rules as DataFusion SQL; byte-identical output), here or on a
+//!   Ballista cluster ([`cluster`]).
 //! - [`memory`]: `--memory-limit`, and the peak memory and spill each run
 //!   records; spill files are the private `spill` module.
 //! - [`dirty`]: which hours the scheduled run (`batch run --dirty`) recomputes.
 //! - [`schedule`]: the dirty run at a fixed interval (`batch schedule`, `up`).
 //! - [`publish`]: how runs compose into the published state and `CURRENT`.
+//! - [`cluster`]: `batch scheduler` and `batch executor`, the Ballista
+//!   processes the SQL engine runs on with `--engine ballista`.
 //! - [`session`]: DataFusion over the store's raw files (the SQL engine and
-//!   reconcile).
+//!   billing's evidence).
 //!
 //! The store's layout and the formats this crate writes (views, manifests,
 //! published state, sketches) belong to the `store` crate, which serving and
 //! billing read without DataFusion; the archive service is the `archive`
 //! crate and reconciliation the `reconcile` crate.
 
+pub mod cluster;
 pub mod count;
 pub mod dirty;
 pub mod memory;
@@ -60,6 +64,9 @@ pub enum Error {
     /// Spilling to local disk failed.
     #[error("spill: {0}")]
     Spill(String),
+    /// A Ballista scheduler or executor failed.
+    #[error("ballista: {0}")]
+    Cluster(String),
 }
 
 impl Error {
@@ -71,7 +78,7 @@ impl Error {
             Error::Bug(_) | Error::Arrow(_) => ErrorClass::Bug,
             Error::DataFusion(e) => datafusion_error_class(e),
             Error::Store(e) => e.class(),
-            Error::Spill(_) => ErrorClass::Unavailable,
+            Error::Spill(_) | Error::Cluster(_) => ErrorClass::Unavailable,
             Error::ObjectStore(e) => store::store_error_class(e),
         }
     }

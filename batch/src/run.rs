@@ -27,7 +27,7 @@ use schemas::{RULES_VERSION, RuleSet};
 pub use store::manifest::Engine;
 use store::manifest::{Input, Manifest, Output, Rows, Step};
 use store::state::Published;
-use store::views::views_schema;
+use store::views::{views_batch, views_schema};
 use store::{layout, progress};
 
 pub use crate::memory::Memory;
@@ -54,6 +54,8 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// How to compute.
     pub engine: Engine,
+    /// The Ballista scheduler (`df://HOST:PORT`) for [`Engine::Ballista`].
+    pub ballista: Option<String>,
     /// How much memory the computation may hold, and where it spills.
     pub memory: Memory,
 }
@@ -73,6 +75,7 @@ impl RunOptions {
             allow_incomplete: false,
             dry_run: false,
             engine: Engine::default(),
+            ballista: None,
             memory: Memory::default(),
         }
     }
@@ -190,7 +193,24 @@ pub async fn run(
     };
     step(&mut manifest, &mut step_clock, "planning");
     let (from_us, to_us) = (opts.from.timestamp_micros(), to.timestamp_micros());
-    let views = if opts.dry_run || opts.engine == Engine::Sql {
+    match (opts.engine, &opts.ballista) {
+        (Engine::Ballista, None) => {
+            return Err(Error::Input(
+                "--engine ballista needs the scheduler: --ballista df://HOST:PORT".into(),
+            ));
+        }
+        (Engine::Ballista, Some(url)) => {
+            crate::cluster::parse_scheduler_url(url)?;
+        }
+        (engine, Some(_)) => {
+            return Err(Error::Input(format!(
+                "--ballista is for --engine ballista, not --engine {}",
+                engine.as_str()
+            )));
+        }
+        (_, None) => {}
+    }
+    let views = if opts.dry_run || opts.engine != Engine::Native {
         manifest.inputs = checksum(store.as_ref(), &inputs_meta, progress).await?;
         if opts.dry_run {
             manifest.run_id = run_id(opts.from, to, &opts.rules, &manifest.inputs);
@@ -206,8 +226,23 @@ pub async fn run(
             });
         }
         progress("computing", 0, 1);
-        let (views, rows) =
-            sql::compute(store.clone(), &manifest.inputs, opts.from, to, &opts.rules).await?;
+        let paths = manifest.inputs.iter().map(|i| i.path.as_str());
+        let (views, rows) = if manifest.inputs.is_empty() {
+            (views_batch(std::iter::empty())?, Rows::default())
+        } else {
+            match &opts.ballista {
+                Some(url) => {
+                    let ctx = crate::cluster::remote_session(url, store.clone(), paths).await?;
+                    sql::compute(&ctx, opts.from, to, &opts.rules)
+                        .await
+                        .map_err(|e| crate::cluster::explain(url, e))?
+                }
+                None => {
+                    let ctx = crate::session::raw_session(store.clone(), paths).await?;
+                    sql::compute(&ctx, opts.from, to, &opts.rules).await?
+                }
+            }
+        };
         progress("computing", 1, 1);
         manifest.rows = rows;
         step(&mut manifest, &mut step_clock, "computing");

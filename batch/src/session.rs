@@ -1,32 +1,53 @@
 //! DataFusion over the store: the raw files as a table, for the SQL engine
-//! and for reconcile.
+//! (on this machine or on a Ballista cluster) and billing's evidence.
 
 use std::sync::Arc;
 
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use object_store::ObjectStore;
 use object_store::path::Path;
 
 use crate::{Error, Result};
 
-/// The URL DataFusion reads the store under.
+/// The URL DataFusion reads the store under, in this process and in every
+/// process of a Ballista cluster (each registers its own handle on the same
+/// store there).
 pub const DATAFUSION_URL: &str = "vc://store/";
 
+/// [`DATAFUSION_URL`] parsed.
+pub fn store_url() -> url::Url {
+    url::Url::parse(DATAFUSION_URL).expect("DATAFUSION_URL is a valid URL")
+}
+
 /// A DataFusion session (one partition per core) over `store`, with the raw
-/// files at `paths` registered as the table `raw` (the raw archive schema).
+/// files at `paths` as the table `raw` and the rules' functions registered.
 pub async fn raw_session<'a>(
     store: Arc<dyn ObjectStore>,
     paths: impl IntoIterator<Item = &'a str>,
-) -> Result<datafusion::prelude::SessionContext> {
-    use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
     let ctx = SessionContext::new_with_config(config);
-    let url = url::Url::parse(DATAFUSION_URL).map_err(|e| Error::Bug(e.to_string()))?;
-    ctx.register_object_store(&url, store);
+    register_raw(&ctx, store, paths).await?;
+    Ok(ctx)
+}
+
+/// Registers `store` under [`DATAFUSION_URL`], the raw files at `paths` as
+/// the table `raw` (the raw archive schema) and the rules' functions
+/// ([`crate::sql::register_functions`]) with `ctx`.
+pub(crate) async fn register_raw<'a>(
+    ctx: &SessionContext,
+    store: Arc<dyn ObjectStore>,
+    paths: impl IntoIterator<Item = &'a str>,
+) -> Result<()> {
+    ctx.register_object_store(&store_url(), store);
     let urls: Vec<String> = paths
         .into_iter()
         .map(|p| format!("{DATAFUSION_URL}{}", Path::from(p)))
         .collect();
+    if urls.is_empty() {
+        return Err(Error::Bug("a raw session over no files".into()));
+    }
     let raw = ctx
         .read_parquet(
             urls,
@@ -34,5 +55,6 @@ pub async fn raw_session<'a>(
         )
         .await?;
     ctx.register_table("raw", raw.into_view())?;
-    Ok(ctx)
+    crate::sql::register_functions(&mut ctx.clone())?;
+    Ok(())
 }

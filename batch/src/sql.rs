@@ -1,19 +1,33 @@
 //! The SQL engine: the counting rules as DataFusion SQL over the raw Parquet.
 //!
 //! The same semantics as the native engine ([`crate::count`]), written as
-//! the window queries an analyst would write (and the ones DuckDB or Spark
-//! run over the same files). It is the executable specification: a test
-//! holds its output byte-identical to the native engine's, and a data
-//! engineer can cross-check any run with `batch run --engine sql`. It is
-//! slower (window functions over every row), which is why it is not the
-//! default.
+//! the queries an analyst would write (and DuckDB or Spark would run over
+//! the same files). It is the executable specification: a test holds its
+//! output byte-identical to the native engine's, and a data engineer can
+//! cross-check any run with `batch run --engine sql`, or run it on a
+//! Ballista cluster with `--engine ballista` ([`crate::cluster`]).
+//!
+//! The whole run is one query ([`COUNTS`]): re-validate and fingerprint
+//! every raw row, keep each event id's first copy with a `GROUP BY` and
+//! `first_value(… ORDER BY` the copy order`)` (a hash aggregate, where a
+//! `ROW_NUMBER` per event id sorted every raw row), number only the billable
+//! views of each (user, video, day) for the fraud cap, and aggregate per
+//! video and hour with the viewer sketch as an aggregate function. The
+//! functions take the rule set as their last argument, a JSON literal, so
+//! they hold no state and a cluster's processes need only their names.
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch, UInt64Array};
+use arrow::array::{ArrayRef, AsArray, BinaryArray, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use chrono::{DateTime, Utc};
-use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::common::ScalarValue;
+use datafusion::error::DataFusionError;
+use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, ColumnarValue, ScalarUDF, Volatility, create_udaf, create_udf,
+};
+use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use schemas::RuleSet;
@@ -25,25 +39,37 @@ use store::manifest::{Input, Rows};
 use store::sketch::Sketch;
 use store::views::{ViewRow, views_batch};
 
-/// A UDF over every raw column (in schema order) computing one value per row
-/// from [`RawColumns`].
+/// A UDF over every raw column (in schema order) and the rule set (a JSON
+/// string literal), computing one value per row from [`RawColumns`].
 fn raw_udf(
     name: &str,
     out: DataType,
-    per_batch: impl Fn(&RawColumns<'_>) -> ArrayRef + Send + Sync + 'static,
+    per_batch: impl Fn(&RawColumns<'_>, &RuleSet) -> ArrayRef + Send + Sync + 'static,
 ) -> ScalarUDF {
-    let types: Vec<DataType> = schemas::raw_schema()
+    let mut types: Vec<DataType> = schemas::raw_schema()
         .fields()
         .iter()
         .map(|f| f.data_type().clone())
         .collect();
+    types.push(DataType::Utf8);
+    let name = name.to_owned();
     create_udf(
-        name,
+        &name.clone(),
         types,
         out,
         Volatility::Immutable,
         Arc::new(move |args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let Some((ColumnarValue::Scalar(ScalarValue::Utf8(Some(json))), columns)) =
+                args.split_last()
+            else {
+                return Err(DataFusionError::Plan(format!(
+                    "{name}: the last argument must be the rule set as a JSON string literal"
+                )));
+            };
+            let rules: RuleSet = serde_json::from_str(json).map_err(|e| {
+                DataFusionError::Plan(format!("{name}: the rule set {json} does not parse: {e}"))
+            })?;
+            let arrays = ColumnarValue::values_to_arrays(columns)?;
             // Rebuild the batch under the raw schema, nullability relaxed to
             // what the reader produced.
             let fields: Vec<Field> = schemas::raw_schema()
@@ -52,29 +78,30 @@ fn raw_udf(
                 .map(|f| f.as_ref().clone().with_nullable(true))
                 .collect();
             let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
-            let cols = RawColumns::new(&batch)
-                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-            Ok(ColumnarValue::Array(per_batch(&cols)))
+            let cols =
+                RawColumns::new(&batch).map_err(|e| DataFusionError::External(Box::new(e)))?;
+            Ok(ColumnarValue::Array(per_batch(&cols, &rules)))
         }),
     )
 }
 
-/// `vc_valid(raw columns)`: the row passes re-validation under `rules`.
-pub fn valid_udf(rules: RuleSet) -> ScalarUDF {
-    raw_udf("vc_valid", DataType::Boolean, move |c| {
-        Arc::new(c.verdicts(&rules))
+/// `vc_valid(raw columns, rules)`: the row passes re-validation under the
+/// rule set.
+pub fn valid_udf() -> ScalarUDF {
+    raw_udf("vc_valid", DataType::Boolean, |c, rules| {
+        Arc::new(c.verdicts(rules))
     })
 }
 
-/// `vc_payload_fp(raw columns)`: the payload fingerprint of
-/// [`schemas::dedup::Payload`]; null for rows invalid under `rules`.
-pub fn payload_fp_udf(rules: RuleSet) -> ScalarUDF {
-    raw_udf("vc_payload_fp", DataType::UInt64, move |c| {
+/// `vc_payload_fp(raw columns, rules)`: the payload fingerprint of
+/// [`schemas::dedup::Payload`]; null for rows invalid under the rule set.
+pub fn payload_fp_udf() -> ScalarUDF {
+    raw_udf("vc_payload_fp", DataType::UInt64, |c, rules| {
         let mut scratch = Vec::with_capacity(256);
         Arc::new(
             (0..c.len())
                 .map(|i| {
-                    c.is_valid(i, &rules)
+                    c.is_valid(i, rules)
                         .then(|| c.payload(i).fingerprint_with(&mut scratch))
                 })
                 .collect::<UInt64Array>(),
@@ -82,31 +109,124 @@ pub fn payload_fp_udf(rules: RuleSet) -> ScalarUDF {
     })
 }
 
+/// `vc_sketch(user_id)`: the unique-viewer [`Sketch`] of a group, in its
+/// byte form (register-wise maximum, so partial sketches merge in any
+/// order to the same bytes).
+pub fn sketch_udaf() -> AggregateUDF {
+    create_udaf(
+        "vc_sketch",
+        vec![DataType::Utf8],
+        Arc::new(DataType::Binary),
+        Volatility::Immutable,
+        Arc::new(|_| Ok(Box::new(SketchAccumulator::default()))),
+        Arc::new(vec![DataType::Binary]),
+    )
+}
+
+#[derive(Debug, Default)]
+struct SketchAccumulator(Sketch);
+
+impl Accumulator for SketchAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> datafusion::error::Result<()> {
+        let users = values[0].as_string::<i32>();
+        for user in users.iter().flatten() {
+            self.0.insert(user.as_bytes());
+        }
+        Ok(())
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> datafusion::error::Result<()> {
+        let sketches: &BinaryArray = states[0].as_binary::<i32>();
+        for bytes in sketches.iter().flatten() {
+            let other = Sketch::from_bytes(bytes).ok_or_else(|| {
+                DataFusionError::Internal("vc_sketch: a partial sketch does not parse".into())
+            })?;
+            self.0.merge(&other);
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> datafusion::error::Result<Vec<ScalarValue>> {
+        Ok(vec![self.evaluate()?])
+    }
+
+    fn evaluate(&mut self) -> datafusion::error::Result<ScalarValue> {
+        Ok(ScalarValue::Binary(Some(self.0.to_bytes())))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.0.to_bytes().len()
+    }
+}
+
+/// Registers the rules' functions ([`valid_udf`], [`payload_fp_udf`],
+/// [`sketch_udaf`]) with a context, a session state or a cluster process's
+/// registry: every process that plans or runs the SQL needs them.
+pub fn register_functions(registry: &mut dyn FunctionRegistry) -> datafusion::error::Result<()> {
+    registry.register_udf(Arc::new(valid_udf()))?;
+    registry.register_udf(Arc::new(payload_fp_udf()))?;
+    registry.register_udaf(Arc::new(sketch_udaf()))?;
+    Ok(())
+}
+
 /// The columns every UDF over raw rows takes, in schema order.
 pub const RAW_COLUMNS: &str = "event_id, video_id, user_id, session_id, occurred_at, watch_seconds, device, country, referrer, quality, revenue_eligible, ad_impressions, schema_version, received_at, kafka_partition, kafka_offset";
-/// The fraud cap's numbering: each (user, video, UTC day)'s billable views
-/// in (occurred_at, event_id) order; past the cap they are filtered.
-const CAPPED: &str = "capped AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id, video_id, date_trunc('day', occurred_at), billable ORDER BY occurred_at, event_id) AS brn FROM firsts)";
 
-/// One pass over the raw rows: re-validate, fingerprint payloads, number
-/// each event id's copies (the UUID's value is the key, so case does not
-/// matter). Materialized once as the table `ranked`; returns the `firsts`
-/// CTE (the winning copy of each event, with its billable flag).
-async fn rank(ctx: &datafusion::prelude::SessionContext, rules: &RuleSet) -> Result<String> {
-    let ranked_sql = format!(
-        "SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY {SQL_COPY_ORDER}) AS occ
-         FROM (SELECT {SQL_EVENT_KEY} AS event_id, video_id, user_id, occurred_at, watch_seconds, revenue_eligible,
-                      received_at, kafka_partition, kafka_offset, vc_payload_fp({RAW_COLUMNS}) AS fp
-               FROM raw WHERE vc_valid({RAW_COLUMNS}))"
-    );
-    let ranked = ctx.sql(&ranked_sql).await?.cache().await?;
-    ctx.register_table("ranked", ranked.into_view())?;
-    Ok(format!(
-        "firsts AS (SELECT video_id, user_id, occurred_at, watch_seconds, event_id,
-                           (revenue_eligible AND watch_seconds >= {min}) AS billable
-                    FROM ranked WHERE occ = 1)",
-        min = rules.billable_min_watch_seconds
-    ))
+/// The rules as SQL common table expressions over the table `raw`, ending
+/// in `capped`: one row per event (its winning copy) with `billable` (0 or
+/// 1, before the cap), `filtered` (1 when the fraud cap removed it), how
+/// many valid `copies` it had and whether they `conflicting`ly disagreed.
+fn ctes(rules: &RuleSet) -> String {
+    let json = serde_json::to_string(rules)
+        .unwrap_or_default()
+        .replace('\'', "''");
+    let fv = |col: &str| format!("first_value({col} ORDER BY {SQL_COPY_ORDER}) AS {col}");
+    format!(
+        "valid AS (
+           SELECT {SQL_EVENT_KEY} AS event_id, video_id, user_id, occurred_at, watch_seconds,
+                  CASE WHEN revenue_eligible AND watch_seconds >= {min} THEN 1 ELSE 0 END AS billable,
+                  received_at, kafka_partition, kafka_offset,
+                  vc_payload_fp({RAW_COLUMNS}, '{json}') AS fp
+           FROM raw WHERE vc_valid({RAW_COLUMNS}, '{json}')),
+         firsts AS (
+           SELECT event_id, {video}, {user}, {occurred}, {watch}, {billable},
+                  COUNT(*) AS copies,
+                  CASE WHEN MIN(fp) <> MAX(fp) THEN 1 ELSE 0 END AS conflicting
+           FROM valid GROUP BY event_id),
+         numbered AS (
+           SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id, video_id, date_trunc('day', occurred_at), billable
+                                        ORDER BY occurred_at, event_id) AS brn
+           FROM firsts),
+         capped AS (
+           SELECT *, CASE WHEN billable = 1 AND brn > {cap} THEN 1 ELSE 0 END AS filtered FROM numbered)",
+        min = rules.billable_min_watch_seconds,
+        cap = rules.fraud_cap_per_user_video_day,
+        video = fv("video_id"),
+        user = fv("user_id"),
+        occurred = fv("occurred_at"),
+        watch = fv("watch_seconds"),
+        billable = fv("billable"),
+    )
+}
+
+/// The counting query: per video and hour of every event, the counts, the
+/// viewer sketch, and the copies and conflicting ids behind them.
+fn counts_sql(rules: &RuleSet) -> String {
+    format!(
+        "WITH {ctes}
+         SELECT video_id, CAST(date_trunc('hour', occurred_at) AS BIGINT) AS hour_us,
+                COUNT(*) AS views,
+                SUM(billable - filtered) AS billable_views,
+                SUM(filtered) AS fraud_filtered,
+                SUM(CAST(watch_seconds AS BIGINT)) AS watch_seconds,
+                vc_sketch(user_id) AS sketch,
+                SUM(copies) AS copies,
+                SUM(conflicting) AS conflicting
+         FROM capped
+         GROUP BY video_id, CAST(date_trunc('hour', occurred_at) AS BIGINT)
+         ORDER BY video_id, hour_us",
+        ctes = ctes(rules)
+    )
 }
 
 /// A billable view as the rules decide it: which event, and whether the
@@ -138,22 +258,19 @@ pub async fn billable_events(
         return Ok(Vec::new());
     }
     let ctx = crate::session::raw_session(store, inputs.iter().map(|i| i.path.as_str())).await?;
-    ctx.register_udf(valid_udf(*rules));
-    ctx.register_udf(payload_fp_udf(*rules));
-    let firsts = rank(&ctx, rules).await?;
     let list = videos
         .iter()
         .map(|v| format!("'{}'", v.replace('\'', "''")))
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
-        "WITH {firsts}, {CAPPED}
-         SELECT event_id, video_id, CAST(occurred_at AS BIGINT) AS occurred_us, brn > {cap} AS filtered
+        "WITH {ctes}
+         SELECT event_id, video_id, CAST(occurred_at AS BIGINT) AS occurred_us, filtered = 1 AS filtered
          FROM capped
-         WHERE billable AND video_id IN ({list})
+         WHERE billable = 1 AND video_id IN ({list})
            AND CAST(occurred_at AS BIGINT) >= {from_us} AND CAST(occurred_at AS BIGINT) < {to_us}
          ORDER BY video_id, occurred_at, event_id",
-        cap = rules.fraud_cap_per_user_video_day,
+        ctes = ctes(rules),
         from_us = from.timestamp_micros(),
         to_us = to.timestamp_micros(),
     );
@@ -176,103 +293,58 @@ pub async fn billable_events(
     Ok(out)
 }
 
-/// Counts hours `[from, to)` of `inputs` with `rules`.
+/// Counts hours `[from, to)` of `inputs` with `rules` in `ctx`, a session
+/// (local or on a cluster) with the inputs as the table `raw` and the
+/// rules' functions registered.
 pub(crate) async fn compute(
-    store: Arc<dyn ObjectStore>,
-    inputs: &[Input],
+    ctx: &SessionContext,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     rules: &RuleSet,
 ) -> Result<(RecordBatch, Rows)> {
-    let mut rows = Rows::default();
-    if inputs.is_empty() {
-        return Ok((views_batch(std::iter::empty())?, rows));
-    }
-    let ctx = crate::session::raw_session(store, inputs.iter().map(|i| i.path.as_str())).await?;
-    ctx.register_udf(valid_udf(*rules));
-    ctx.register_udf(payload_fp_udf(*rules));
-
     let (from_us, to_us) = (from.timestamp_micros(), to.timestamp_micros());
-    let firsts = rank(&ctx, rules).await?;
-    let counts_sql = format!(
-        "WITH {firsts},
-         {CAPPED}
-         SELECT video_id, CAST(date_trunc('hour', occurred_at) AS BIGINT) AS hour_us,
-                COUNT(*) AS views,
-                SUM(CASE WHEN billable AND brn <= {cap} THEN 1 ELSE 0 END) AS billable_views,
-                SUM(CASE WHEN billable AND brn > {cap} THEN 1 ELSE 0 END) AS fraud_filtered,
-                SUM(CAST(watch_seconds AS BIGINT)) AS watch_seconds
-         FROM capped
-         WHERE CAST(occurred_at AS BIGINT) >= {from_us} AND CAST(occurred_at AS BIGINT) < {to_us}
-         GROUP BY video_id, CAST(date_trunc('hour', occurred_at) AS BIGINT)
-         ORDER BY video_id, hour_us",
-        cap = rules.fraud_cap_per_user_video_day
-    );
-    let viewers_sql = format!(
-        "WITH {firsts}
-         SELECT video_id, CAST(date_trunc('hour', occurred_at) AS BIGINT) AS hour_us, user_id
-         FROM firsts
-         WHERE CAST(occurred_at AS BIGINT) >= {from_us} AND CAST(occurred_at AS BIGINT) < {to_us}
-         GROUP BY 1, 2, 3"
-    );
-    let stats_sql = "SELECT (SELECT COUNT(*) FROM raw) AS input,
-                (SELECT COUNT(*) FROM ranked) AS valid,
-                (SELECT COUNT(*) FROM ranked WHERE occ = 1) AS firsts,
-                (SELECT COUNT(DISTINCT d.event_id) FROM ranked d JOIN ranked f ON d.event_id = f.event_id
-                 WHERE d.occ > 1 AND f.occ = 1 AND d.fp <> f.fp) AS conflicting";
-
-    // Unique viewers per (video, hour).
-    let mut sketches: std::collections::BTreeMap<(String, i64), Sketch> = Default::default();
-    let mut stream = ctx.sql(&viewers_sql).await?.execute_stream().await?;
-    while let Some(b) = stream.try_next().await? {
-        let v = b.column(0).as_string::<i32>();
-        let h = b.column(1).as_primitive::<Int64Type>();
-        let u = b.column(2).as_string::<i32>();
-        for i in 0..b.num_rows() {
-            sketches
-                .entry((v.value(i).to_owned(), h.value(i)))
-                .or_default()
-                .insert(u.value(i).as_bytes());
-        }
-    }
-
-    let batches = ctx.sql(&counts_sql).await?.collect().await?;
+    let mut rows = Rows::default();
     let mut out = Vec::new();
+    let (mut copies, mut firsts) = (0u64, 0u64);
+    // One row per video and hour: small beside the rows they count.
+    let batches = ctx.sql(&counts_sql(rules)).await?.collect().await?;
     for b in &batches {
         let v = b.column(0).as_string::<i32>();
         let h = b.column(1).as_primitive::<Int64Type>();
-        let n: Vec<_> = (2..6)
-            .map(|c| b.column(c).as_primitive::<Int64Type>())
-            .collect();
+        let int = |c: usize| b.column(c).as_primitive::<Int64Type>();
+        let (views, billable, filtered, watch) = (int(2), int(3), int(4), int(5));
+        let sketch = b.column(6).as_binary::<i32>();
+        let (n_copies, conflicting) = (int(7), int(8));
         for i in 0..b.num_rows() {
-            let sketch = sketches
-                .get(&(v.value(i).to_owned(), h.value(i)))
-                .map(Sketch::to_bytes)
-                .unwrap_or_else(|| Sketch::default().to_bytes());
+            copies += n_copies.value(i) as u64;
+            firsts += views.value(i) as u64;
+            rows.conflicting_ids += conflicting.value(i) as u64;
+            // Every event is counted (the fraud cap needs its whole day),
+            // but only the range's hours are written.
+            if h.value(i) < from_us || h.value(i) >= to_us {
+                continue;
+            }
             out.push(ViewRow {
                 video_id: v.value(i),
                 hour_us: h.value(i),
-                views: n[0].value(i),
-                billable_views: n[1].value(i),
-                fraud_filtered: n[2].value(i),
-                watch_seconds: n[3].value(i),
-                sketch,
+                views: views.value(i),
+                billable_views: billable.value(i),
+                fraud_filtered: filtered.value(i),
+                watch_seconds: watch.value(i),
+                sketch: sketch.value(i).to_vec(),
             });
-            rows.views += n[0].value(i) as u64;
-            rows.billable_views += n[1].value(i) as u64;
-            rows.fraud_filtered += n[2].value(i) as u64;
+            rows.views += views.value(i) as u64;
+            rows.billable_views += billable.value(i) as u64;
+            rows.fraud_filtered += filtered.value(i) as u64;
             rows.output += 1;
         }
     }
+    let input = ctx.sql("SELECT COUNT(*) FROM raw").await?.collect().await?;
+    rows.input = input.first().map_or(0, |b| {
+        b.column(0).as_primitive::<Int64Type>().value(0) as u64
+    });
+    rows.invalid = rows.input - copies;
+    rows.duplicates = copies - firsts;
     let views = views_batch(out.into_iter())?;
-
-    let stats = ctx.sql(stats_sql).await?.collect().await?;
-    if let Some(b) = stats.first() {
-        let get = |c: usize| b.column(c).as_primitive::<Int64Type>().value(0) as u64;
-        rows.input = get(0);
-        rows.invalid = get(0) - get(1);
-        rows.duplicates = get(1) - get(2);
-        rows.conflicting_ids = get(3);
-    }
     Ok((views, rows))
 }

@@ -144,7 +144,9 @@ impl Drop for RedisServer {
     }
 }
 
-pub(crate) fn free_port() -> Result<u16> {
+/// A TCP port on loopback that nothing listens on now (the OS picked it;
+/// another process could still take it before the caller binds).
+pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

@@ -18,24 +18,29 @@ pub enum Engine {
     /// The rules as DataFusion SQL ([`crate::sql`]): the executable
     /// specification, for cross-checking a run.
     Sql,
+    /// The same SQL on a Ballista cluster (`batch scheduler` and `batch
+    /// executor` processes).
+    Ballista,
 }
 
 impl Engine {
-    /// `native` or `sql`.
+    /// `native`, `sql` or `ballista`.
     pub fn as_str(self) -> &'static str {
         match self {
             Engine::Native => "native",
             Engine::Sql => "sql",
+            Engine::Ballista => "ballista",
         }
     }
 
-    /// Parses `native` or `sql`.
+    /// Parses `native`, `sql` or `ballista`.
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "native" => Ok(Engine::Native),
             "sql" => Ok(Engine::Sql),
+            "ballista" => Ok(Engine::Ballista),
             other => Err(Error::Config(format!(
-                "unknown engine {other:?}: use native (the default) or sql"
+                "unknown engine {other:?}: use native (the default), sql or ballista"
             ))),
         }
     }

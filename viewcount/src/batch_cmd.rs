@@ -67,6 +67,67 @@ pub(crate) enum BatchCommand {
     /// Run `batch run --dirty` on a schedule until stopped, serving
     /// /healthz, /readyz and /metrics.
     Schedule(ScheduleArgs),
+    /// Run a Ballista scheduler for `batch run --engine ballista`, with the
+    /// counting rules' functions and the store registered.
+    Scheduler(SchedulerArgs),
+    /// Run a Ballista executor: registers with the scheduler and runs its
+    /// tasks over the store (the same store every process of the cluster
+    /// and the client name).
+    Executor(ExecutorArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct SchedulerArgs {
+    #[command(flatten)]
+    store: StoreFlag,
+    /// Address to listen on for clients and executors (gRPC).
+    #[arg(
+        long,
+        env = "VIEWCOUNT_BALLISTA_BIND",
+        default_value = "127.0.0.1:50050"
+    )]
+    bind: std::net::SocketAddr,
+    /// The host executors and clients reach this scheduler at (default: the
+    /// --bind address's).
+    #[arg(long)]
+    external_host: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ExecutorArgs {
+    #[command(flatten)]
+    store: StoreFlag,
+    /// The scheduler: df://HOST:PORT.
+    #[arg(
+        long,
+        env = "VIEWCOUNT_BALLISTA",
+        default_value = "df://127.0.0.1:50050"
+    )]
+    scheduler: String,
+    /// Host to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_host: String,
+    /// The host the scheduler and clients reach this executor at (default:
+    /// --bind-host).
+    #[arg(long)]
+    external_host: Option<String>,
+    /// Arrow Flight port: results and shuffle data are fetched from it.
+    #[arg(long, default_value_t = 50051)]
+    flight_port: u16,
+    /// gRPC port: the scheduler sends tasks to it.
+    #[arg(long, default_value_t = 50052)]
+    grpc_port: u16,
+    /// Tasks run at once (default: every core).
+    #[arg(long, default_value_t = 0)]
+    vcores: usize,
+    /// Directory for shuffle and spill files (default: a directory under
+    /// the system temp directory named after the flight port).
+    #[arg(long)]
+    work_dir: Option<std::path::PathBuf>,
+    /// Memory this executor's tasks keep under (like 4G); past it, sorts and
+    /// aggregates spill to --work-dir. Default: Ballista's share of the machine.
+    #[arg(long, env = "VIEWCOUNT_MEMORY_LIMIT", value_parser = parse_memory_limit)]
+    memory_limit: Option<u64>,
 }
 
 /// `--from` and `--to`: hours `[from, to)`.
@@ -88,10 +149,15 @@ pub(crate) struct ComputeFlags {
     /// Events for an hour received later than this after its end are late data.
     #[arg(long, env = "VIEWCOUNT_LATENESS", default_value_t = RunOptions::DEFAULT_LATENESS.to_std().unwrap_or_default().into())]
     lateness: humantime::Duration,
-    /// How to compute: `native` (the default) or `sql` (the rules as
-    /// DataFusion SQL, slower; gives the same bytes, to cross-check a run).
+    /// How to compute: `native` (the default), `sql` (the rules as
+    /// DataFusion SQL, slower; gives the same bytes, to cross-check a run) or
+    /// `ballista` (that SQL on a Ballista cluster, see --ballista).
     #[arg(long, default_value = "native", value_parser = |s: &str| Engine::parse(s).map_err(|e| e.to_string()))]
     engine: Engine,
+    /// The Ballista scheduler for --engine ballista: df://HOST:PORT (started
+    /// with `viewcount batch scheduler`).
+    #[arg(long, env = "VIEWCOUNT_BALLISTA")]
+    ballista: Option<String>,
     /// Memory the native engine keeps its working set under (like 6G or
     /// 512M; binary multiples); past half of it, rows spill to --spill-dir
     /// and the output is the same. Default: a quarter of this machine's (or
@@ -129,6 +195,7 @@ impl ComputeFlags {
             allow_incomplete: false,
             dry_run: false,
             engine: self.engine,
+            ballista: self.ballista.clone(),
             memory: batch::memory::Memory {
                 limit: self
                     .memory_limit
@@ -226,7 +293,48 @@ pub(crate) async fn batch(cmd: BatchCommand) -> anyhow::Result<()> {
             Ok(())
         }
         BatchCommand::Schedule(a) => schedule(a).await,
+        BatchCommand::Scheduler(a) => scheduler(a).await,
+        BatchCommand::Executor(a) => executor(a).await,
     }
+}
+
+async fn scheduler(a: SchedulerArgs) -> anyhow::Result<()> {
+    let store = store::open(&a.store.url())?;
+    let options = batch::cluster::SchedulerOptions {
+        bind: a.bind,
+        external_host: a.external_host.unwrap_or_else(|| a.bind.ip().to_string()),
+    };
+    tracing::info!(bind = %a.bind, store = %a.store.url(), "ballista scheduler starting");
+    tokio::select! {
+        result = batch::cluster::run_scheduler(options, store) => {
+            result.with_context(|| format!("the Ballista scheduler on {} stopped", a.bind))
+        }
+        () = crate::util::shutdown_signal() => Ok(()),
+    }
+}
+
+async fn executor(a: ExecutorArgs) -> anyhow::Result<()> {
+    let store = store::open(&a.store.url())?;
+    let scheduler = batch::cluster::parse_scheduler_url(&a.scheduler)?;
+    let work_dir = a.work_dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("viewcount-executor-{}", a.flight_port))
+    });
+    let options = batch::cluster::ExecutorOptions {
+        scheduler,
+        external_host: a.external_host.unwrap_or_else(|| a.bind_host.clone()),
+        bind_host: a.bind_host,
+        flight_port: a.flight_port,
+        grpc_port: a.grpc_port,
+        vcores: a.vcores,
+        work_dir,
+        memory_limit: a.memory_limit,
+    };
+    tracing::info!(scheduler = %a.scheduler, store = %a.store.url(), flight_port = a.flight_port, "ballista executor starting");
+    // The executor handles Ctrl-C and SIGTERM itself: it drains its tasks
+    // and deregisters from the scheduler before returning.
+    batch::cluster::run_executor(options, store)
+        .await
+        .with_context(|| format!("the Ballista executor of scheduler {} stopped", a.scheduler))
 }
 
 /// How many dirty hours a summary lists.

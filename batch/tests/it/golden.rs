@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, Utc};
 use schemas::{ArchivedEvent, ReceivedEvent, RuleSet, ValidationContext};
 use serde_json::json;
 
-use crate::harness::write;
+use crate::hard_cases::write;
 
 fn at(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()

@@ -10,10 +10,7 @@ use infra::test::TestKafka;
 use ingest::{EventProducer, ProducerConfig};
 use loadgen::{GenConfig, Generator, Truth};
 use object_store::ObjectStore;
-use schemas::archive::to_record_batch;
-use schemas::rules::hour_bucket;
-use schemas::{ArchivedEvent, ReceivedEvent};
-use std::collections::BTreeMap;
+use schemas::ReceivedEvent;
 use telemetry::ReadyFlag;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -223,26 +220,4 @@ pub(crate) fn expected(truth: &Truth) -> store::ViewsTable {
             )
         })
         .collect()
-}
-
-/// Writes `rows` as raw archive files, one per (hour, partition), as the
-/// archive would; `tag` moves the files' names apart (a second archiving).
-pub(crate) async fn write(store: &dyn ObjectStore, rows: &[ArchivedEvent], tag: i64) {
-    let mut files: BTreeMap<(DateTime<Utc>, i32), Vec<ArchivedEvent>> = BTreeMap::new();
-    for r in rows {
-        files
-            .entry((hour_bucket(r.received.event.occurred_at), r.kafka_partition))
-            .or_default()
-            .push(r.clone());
-    }
-    for ((hour, p), rows) in files {
-        let first = rows[0].kafka_offset;
-        let last = rows[rows.len() - 1].kafka_offset + tag;
-        let bytes =
-            store::layout::parquet_bytes(schemas::raw_schema(), &[to_record_batch(&rows).unwrap()])
-                .unwrap();
-        store::layout::put(store, &store::layout::raw_file(hour, p, first, last), bytes)
-            .await
-            .unwrap();
-    }
 }

@@ -4,6 +4,7 @@
 mod duckdb;
 mod engines;
 mod golden;
+mod hard_cases;
 mod harness;
 mod pipeline;
 mod reconcile;

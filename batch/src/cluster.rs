@@ -1,0 +1,233 @@
+//! The batch on a Ballista cluster: `viewcount batch scheduler`, `viewcount
+//! batch executor`, and the client session `batch run --engine ballista`
+//! plans the SQL specification ([`crate::sql`]) in.
+//!
+//! Every process of the cluster registers the rules' functions
+//! ([`crate::sql::register_functions`]; Ballista ships a plan's functions by
+//! name) and its own handle on the same store under
+//! [`crate::session::DATAFUSION_URL`], so a plan names files the same way
+//! wherever it runs: a `file://` store must be the same directory on every
+//! machine (a shared mount), an `s3://` store the same bucket and prefix.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ballista::prelude::SessionContextExt;
+use ballista_core::registry::BallistaFunctionRegistry;
+use ballista_core::utils::default_session_builder;
+use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::SchedulerConfig;
+use datafusion::execution::SessionState;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use object_store::ObjectStore;
+
+use crate::session::store_url;
+use crate::{Error, Result};
+
+/// A scheduler's address in `batch run --ballista`: `df://HOST:PORT`.
+pub const URL_SCHEME: &str = "df://";
+
+/// The default scheduler port (Ballista's).
+pub const DEFAULT_SCHEDULER_PORT: u16 = 50050;
+
+/// Checks a `--ballista` URL: `df://HOST:PORT`.
+pub fn parse_scheduler_url(url: &str) -> Result<(String, u16)> {
+    let bad = || {
+        Error::Input(format!(
+            "--ballista {url:?} is not a scheduler address; use df://HOST:PORT, like df://127.0.0.1:{DEFAULT_SCHEDULER_PORT}"
+        ))
+    };
+    let rest = url.strip_prefix(URL_SCHEME).ok_or_else(bad)?;
+    let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let port = port.parse::<u16>().map_err(|_| bad())?;
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    Ok((host.to_owned(), port))
+}
+
+/// A client session on the scheduler at `url` (`df://HOST:PORT`) with
+/// `store`'s raw files at `paths` as the table `raw`: what
+/// [`crate::sql`] plans in for `--engine ballista`. Connects on the first
+/// query.
+pub async fn remote_session<'a>(
+    url: &str,
+    store: Arc<dyn ObjectStore>,
+    paths: impl IntoIterator<Item = &'a str>,
+) -> Result<SessionContext> {
+    parse_scheduler_url(url)?;
+    // The functions are registered after the context exists: making it
+    // replaces the state's function lists with Ballista's.
+    let ctx = SessionContext::remote(url).await?;
+    crate::session::register_raw(&ctx, store, paths).await?;
+    Ok(ctx)
+}
+
+/// A failure of a run on the cluster at `url`, saying what to check when it
+/// is not the data's fault (a corrupt input stays [`Error::DataFusion`],
+/// classed by its cause).
+pub fn explain(url: &str, e: Error) -> Error {
+    match e {
+        Error::DataFusion(inner)
+            if !matches!(
+                crate::datafusion_error_class(&inner),
+                schemas::ErrorClass::Corrupt
+            ) =>
+        {
+            Error::Cluster(format!(
+                "the run on the scheduler at {url} failed: {inner}; check that `viewcount batch scheduler` listens there, that executors are registered with it (`viewcount batch executor --scheduler {url}`), and that every process opens the same --store"
+            ))
+        }
+        other => other,
+    }
+}
+
+/// A session state as Ballista builds it, with the rules' functions and the
+/// store registered: the scheduler's per-client sessions and the source of
+/// an executor's function registry.
+fn cluster_state(config: SessionConfig, store: &Arc<dyn ObjectStore>) -> Result<SessionState> {
+    let mut state = default_session_builder(config)?;
+    crate::sql::register_functions(&mut state)?;
+    state
+        .runtime_env()
+        .register_object_store(&store_url(), store.clone());
+    Ok(state)
+}
+
+/// What `viewcount batch scheduler` runs.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// Where to listen for clients and executors (gRPC).
+    pub bind: SocketAddr,
+    /// The host executors and clients reach this scheduler at.
+    pub external_host: String,
+}
+
+/// Runs a Ballista scheduler until the future is dropped or it fails.
+pub async fn run_scheduler(options: SchedulerOptions, store: Arc<dyn ObjectStore>) -> Result<()> {
+    let config = SchedulerConfig {
+        bind_host: options.bind.ip().to_string(),
+        bind_port: options.bind.port(),
+        external_host: options.external_host,
+        override_session_builder: Some(Arc::new(move |config: SessionConfig| {
+            cluster_state(config, &store).map_err(|e| match e {
+                Error::DataFusion(e) => e,
+                other => datafusion::error::DataFusionError::External(Box::new(other)),
+            })
+        })),
+        ..SchedulerConfig::default()
+    };
+    let cluster = BallistaCluster::new_from_config(&config)
+        .await
+        .map_err(cluster_error)?;
+    ballista_scheduler::scheduler_process::start_server(cluster, options.bind, Arc::new(config))
+        .await
+        .map_err(cluster_error)
+}
+
+/// What `viewcount batch executor` runs.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// The scheduler's host and port.
+    pub scheduler: (String, u16),
+    /// The host to listen on.
+    pub bind_host: String,
+    /// The host the scheduler and clients reach this executor at.
+    pub external_host: String,
+    /// Arrow Flight port (results and shuffle data are fetched here).
+    pub flight_port: u16,
+    /// gRPC port (the scheduler pushes tasks here).
+    pub grpc_port: u16,
+    /// Tasks run at once; 0 = every core.
+    pub vcores: usize,
+    /// Shuffle files; kept while the process runs.
+    pub work_dir: PathBuf,
+    /// DataFusion's memory pool for this executor's tasks (past it, sorts
+    /// and aggregates spill to `work_dir`); `None`: Ballista's default share
+    /// of the machine.
+    pub memory_limit: Option<u64>,
+}
+
+/// Runs a Ballista executor until it is stopped (Ctrl-C or SIGTERM: it
+/// finishes its tasks and deregisters) or fails.
+pub async fn run_executor(options: ExecutorOptions, store: Arc<dyn ObjectStore>) -> Result<()> {
+    let work_dir = options
+        .work_dir
+        .to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            Error::Input(format!(
+                "--work-dir {} is not valid UTF-8; choose another directory",
+                options.work_dir.display()
+            ))
+        })?;
+    std::fs::create_dir_all(&options.work_dir).map_err(|e| {
+        Error::Input(format!(
+            "cannot create the executor's --work-dir {work_dir}: {e}"
+        ))
+    })?;
+    let registry = cluster_state(SessionConfig::default(), &store)?;
+    let spill_dir = work_dir.clone();
+    let config = ExecutorProcessConfig {
+        bind_host: options.bind_host,
+        external_host: Some(options.external_host),
+        port: options.flight_port,
+        grpc_port: options.grpc_port,
+        scheduler_host: options.scheduler.0,
+        scheduler_port: options.scheduler.1,
+        // Started beside its scheduler (as in scripts/test), an executor
+        // waits for it rather than failing at once.
+        scheduler_connect_timeout_seconds: 30,
+        vcores: options.vcores,
+        work_dir: Some(work_dir),
+        print_thread_info: false,
+        memory_pool_size: options.memory_limit,
+        override_function_registry: Some(Arc::new(BallistaFunctionRegistry::from(&registry))),
+        override_runtime_producer: Some(Arc::new(move |_config: &SessionConfig| {
+            let env = RuntimeEnvBuilder::new()
+                .with_temp_file_path(spill_dir.clone())
+                .build()?;
+            env.register_object_store(&store_url(), store.clone());
+            Ok(Arc::new(env))
+        })),
+        ..ExecutorProcessConfig::default()
+    };
+    start_executor_process(Arc::new(config))
+        .await
+        .map_err(cluster_error)
+}
+
+fn cluster_error(e: ballista_core::error::BallistaError) -> Error {
+    Error::Cluster(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduler_urls_are_checked() {
+        assert_eq!(
+            parse_scheduler_url("df://127.0.0.1:50050").unwrap(),
+            ("127.0.0.1".to_owned(), 50050)
+        );
+        assert_eq!(
+            parse_scheduler_url("df://sched.internal:7000").unwrap(),
+            ("sched.internal".to_owned(), 7000)
+        );
+        for bad in [
+            "127.0.0.1:50050",
+            "http://h:1",
+            "df://h",
+            "df://:50050",
+            "df://h:0",
+            "df://h:port",
+        ] {
+            let e = parse_scheduler_url(bad).unwrap_err().to_string();
+            assert!(e.contains("df://HOST:PORT"), "{bad}: {e}");
+        }
+    }
+}
