@@ -4,6 +4,11 @@
 //! running the same dedup + fraud cap + per video-hour aggregation over the
 //! same Parquet files under the same memory limit.
 //!
+//! `batch-bench --ballista` instead runs the first size on three engines:
+//! the native engine, the SQL specification in this process, and the same
+//! SQL on a Ballista scheduler with two executor processes (one core each)
+//! on loopback; its section is `batch-ballista`.
+//!
 //! `batch-bench` prepares each archive once (kept in `--dir`/`<events>`),
 //! then alternates the two engines `--reps` times per size. Each measurement
 //! runs in a child process (this binary with `measure-batch`, or `python3`)
@@ -43,6 +48,10 @@ struct Args {
     /// Replace the batch section of this Markdown file with the results.
     #[arg(long)]
     write: Option<PathBuf>,
+    /// Compare the engines on the first size instead: native, SQL here,
+    /// SQL on Ballista with two executors.
+    #[arg(long)]
+    ballista: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +66,23 @@ enum Cmd {
         from: DateTime<Utc>,
         #[arg(long)]
         to: DateTime<Utc>,
+        #[arg(long, default_value = "native")]
+        engine: String,
+        #[arg(long)]
+        ballista: Option<String>,
+    },
+    /// (internal) a Ballista scheduler or executor over the store in `dir`.
+    Node {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The scheduler's port.
+        #[arg(long)]
+        port: u16,
+        /// Run an executor with these flight and gRPC ports, else the scheduler.
+        #[arg(long, num_args = 2)]
+        executor: Option<Vec<u16>>,
+        #[arg(long)]
+        memory_limit: u64,
     },
     /// (internal) reconcile's scan of the inputs of the run in `dir` (the
     /// copies dedup removed); prints JSON.
@@ -79,7 +105,25 @@ fn main() -> anyhow::Result<()> {
             memory_limit,
             from,
             to,
-        }) => rt.block_on(measure_batch(&dir, memory_limit, from, to)),
+            engine,
+            ballista,
+        }) => {
+            let engine = batch::run::Engine::parse(&engine)?;
+            rt.block_on(measure_batch(
+                &dir,
+                memory_limit,
+                from,
+                to,
+                engine,
+                ballista,
+            ))
+        }
+        Some(Cmd::Node {
+            dir,
+            port,
+            executor,
+            memory_limit,
+        }) => rt.block_on(node(&dir, port, executor, memory_limit)),
         Some(Cmd::MeasureReconcile { dir, memory_limit }) => {
             rt.block_on(measure_reconcile(&dir, memory_limit))
         }
@@ -92,10 +136,14 @@ async fn measure_batch(
     limit: u64,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    engine: batch::run::Engine,
+    ballista: Option<String>,
 ) -> anyhow::Result<()> {
     let store = store::open(&format!("file://{}", dir.display()))?;
     let opts = batch::run::RunOptions {
         allow_incomplete: true,
+        engine,
+        ballista,
         memory: bench_memory(dir, limit)?,
         ..batch::run::RunOptions::new(from, to)
     };
@@ -107,8 +155,44 @@ async fn measure_batch(
         serde_json::json!({"seconds": secs, "rss_mib": peak_rss_mib(),
             "rows": report.manifest.rows.input, "output": report.manifest.rows.output,
             "views": report.manifest.rows.views, "steps": report.manifest.steps,
+            "sha256": report.manifest.outputs.first().map(|o| o.sha256.clone()),
             "spilled": report.manifest.steps.iter().filter_map(|s| s.spilled_bytes).sum::<u64>()})
     );
+    Ok(())
+}
+
+/// A cluster process for `--ballista`: runs until killed.
+async fn node(dir: &Path, port: u16, executor: Option<Vec<u16>>, limit: u64) -> anyhow::Result<()> {
+    let store = store::open(&format!("file://{}", dir.display()))?;
+    match executor.as_deref() {
+        Some(&[flight_port, grpc_port]) => {
+            batch::cluster::run_executor(
+                batch::cluster::ExecutorOptions {
+                    scheduler: ("127.0.0.1".into(), port),
+                    bind_host: "127.0.0.1".into(),
+                    external_host: "127.0.0.1".into(),
+                    flight_port,
+                    grpc_port,
+                    vcores: 1,
+                    work_dir: dir.join(format!("executor-{flight_port}")),
+                    memory_limit: Some(limit),
+                },
+                store,
+            )
+            .await?
+        }
+        Some(_) => bail!("--executor takes the flight and the gRPC port"),
+        None => {
+            batch::cluster::run_scheduler(
+                batch::cluster::SchedulerOptions {
+                    bind: ([127, 0, 0, 1], port).into(),
+                    external_host: "127.0.0.1".into(),
+                },
+                store,
+            )
+            .await?
+        }
+    }
     Ok(())
 }
 
@@ -253,6 +337,181 @@ async fn write_buffer(
     Ok(n)
 }
 
+/// Removes a run's outputs, so each batch run starts from the bare archive.
+fn clean(dir: &Path) {
+    for sub in [
+        "views",
+        "runs",
+        "published",
+        "CURRENT",
+        "spill",
+        "duckdb-spill",
+    ] {
+        let p = dir.join(sub);
+        let _ = std::fs::remove_dir_all(&p);
+        let _ = std::fs::remove_file(&p);
+    }
+}
+
+/// A child process killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Child {
+    /// The process's peak RSS so far (VmHWM), MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            })
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+/// Waits until something listens on `port` (the process started) or fails.
+fn wait_listening(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.0.try_wait()? {
+            bail!("the {what} exited ({status})");
+        }
+        if Instant::now() > deadline {
+            bail!("the {what} is not listening on {port} after 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// `--ballista`: the native engine, the SQL specification in one process,
+/// and the same SQL on a scheduler with two executors (one core and half
+/// the memory limit each), `reps` times alternated. The section's text.
+async fn engines(
+    args: &Args,
+    dir: &Path,
+    events: u64,
+    limit: u64,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+) -> anyhow::Result<String> {
+    let exe = std::env::current_exe()?;
+    let free = || -> anyhow::Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let port = free()?;
+    let node = |extra: &[String], limit: u64| -> anyhow::Result<Child> {
+        Ok(Child(
+            Command::new(&exe)
+                .args(["node", "--dir"])
+                .arg(dir)
+                .args(["--port", &port.to_string()])
+                .args(["--memory-limit", &limit.to_string()])
+                .args(extra)
+                .stdout(std::process::Stdio::null())
+                .spawn()?,
+        ))
+    };
+    let mut scheduler = node(&[], limit)?;
+    wait_listening(port, &mut scheduler, "scheduler")?;
+    let mut executors = Vec::new();
+    for _ in 0..2 {
+        let (flight, grpc) = (free()?, free()?);
+        let mut e = node(
+            &["--executor".into(), flight.to_string(), grpc.to_string()],
+            limit / 2,
+        )?;
+        // The flight service starts once the executor has registered.
+        wait_listening(flight, &mut e, "executor")?;
+        executors.push(e);
+    }
+    let url = format!("df://127.0.0.1:{port}");
+    let kinds: [(&str, &str, Option<&str>); 3] = [
+        ("native engine", "native", None),
+        ("SQL specification, one process", "sql", None),
+        (
+            "SQL on Ballista, 2 executors × 1 core",
+            "ballista",
+            Some(&url),
+        ),
+    ];
+    let mut results: Vec<Vec<serde_json::Value>> = vec![Vec::new(); kinds.len()];
+    for rep in 1..=args.reps {
+        for (k, (name, engine, ballista)) in kinds.iter().enumerate() {
+            clean(dir);
+            let mut cmd = Command::new(&exe);
+            cmd.args(["measure-batch", "--dir"])
+                .arg(dir)
+                .args(["--memory-limit", &limit.to_string()])
+                .args(["--from", &from.to_rfc3339(), "--to", &to.to_rfc3339()])
+                .args(["--engine", engine]);
+            if let Some(url) = ballista {
+                cmd.args(["--ballista", url]);
+            }
+            let mut v = measured(&mut cmd, name)?;
+            if ballista.is_some() {
+                // The work's memory is the executors' (their peak so far).
+                let rss: f64 = executors.iter().map(Child::peak_rss_mib).sum();
+                v["executors_rss_mib"] = rss.into();
+            }
+            eprintln!("rep {rep}: {name} {v}");
+            results[k].push(v);
+        }
+    }
+    drop(executors);
+    drop(scheduler);
+    for (k, (name, _, _)) in kinds.iter().enumerate().skip(1) {
+        if results[k][0]["sha256"] != results[0][0]["sha256"] {
+            bail!(
+                "{name} wrote other bytes than the native engine: {} vs {}",
+                results[k][0],
+                results[0][0]
+            );
+        }
+    }
+    let f = |v: &[serde_json::Value], k: &str| -> Vec<f64> {
+        v.iter().map(|x| x[k].as_f64().unwrap_or(0.0)).collect()
+    };
+    let rows = results[0][0]["rows"].as_f64().unwrap_or(0.0);
+    let native = median(&f(&results[0], "seconds"));
+    let mut table = String::new();
+    for (k, (name, _, ballista)) in kinds.iter().enumerate() {
+        let s = f(&results[k], "seconds");
+        let (lo, hi) = spread(&s);
+        let rss = if ballista.is_some() {
+            format!(
+                "{:.0} client + {:.0} executors",
+                median(&f(&results[k], "rss_mib")),
+                f(&results[k], "executors_rss_mib")
+                    .into_iter()
+                    .fold(0.0, f64::max)
+            )
+        } else {
+            format!("{:.0}", median(&f(&results[k], "rss_mib")))
+        };
+        table += &format!(
+            "| {name} | {:.1} | {lo:.1} | {hi:.1} | {:.0} | {:.2}× | {rss} |\n",
+            median(&s),
+            rows / median(&s),
+            median(&s) / native,
+        );
+    }
+    Ok(format!(
+        "{rows} raw rows of the {events}-event day of the batch benchmark (same files); {} reps, alternated, each run in its own process; the scheduler and both executors stay up between runs. All three wrote the same bytes (sha256 of the views file checked). Executors' memory limit: {} each.\n\n| engine | median s | min s | max s | rows/s | × native | peak RSS MiB |\n|---|---|---|---|---|---|---|\n{table}",
+        args.reps,
+        batch::memory::human(limit / 2),
+    ))
+}
+
 /// Runs a measurement in its own process (so its peak RSS is its own);
 /// the JSON it prints.
 fn measured(cmd: &mut Command, what: &str) -> anyhow::Result<serde_json::Value> {
@@ -314,10 +573,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Every archive first, then every measurement: preparing is slow and
     // need not run on a quiet machine, measuring must.
     let mut prepared = Vec::new();
-    for &n in &args.events {
+    let sizes = if args.ballista {
+        &args.events[..1]
+    } else {
+        &args.events[..]
+    };
+    for &n in sizes {
         let dir = args.dir.join(n.to_string());
         let range = prepare(&dir, n).await?;
         prepared.push((n, dir, range));
+    }
+    if args.ballista {
+        let (n, dir, range) = prepared.first().context("no --events")?;
+        let body = engines(&args, dir, *n, limit, *range).await?;
+        println!("{body}");
+        if let Some(path) = &args.write {
+            let section = format!(
+                "<!-- batch-ballista:begin -->\n## Batch on Ballista\n\nRun: `scripts/bench batch --ballista` (release build) on {}, {}.\n\n{body}<!-- batch-ballista:end -->\n",
+                machine(),
+                Utc::now().format("%Y-%m-%d")
+            );
+            replace_section(path, "batch-ballista", &section)?;
+            eprintln!("wrote {}", path.display());
+        }
+        return Ok(());
     }
     let mut sections = Vec::new();
     let mut seconds_at = Vec::new();
@@ -375,18 +654,7 @@ async fn size(
     let mut recon: Vec<serde_json::Value> = Vec::new();
     for rep in 1..=args.reps {
         // Each batch run starts from an archive without earlier outputs.
-        for sub in [
-            "views",
-            "runs",
-            "published",
-            "CURRENT",
-            "spill",
-            "duckdb-spill",
-        ] {
-            let p = dir.join(sub);
-            let _ = std::fs::remove_dir_all(&p);
-            let _ = std::fs::remove_file(&p);
-        }
+        clean(dir);
         let v = measured(
             Command::new(&exe)
                 .args(["measure-batch", "--dir"])
