@@ -85,6 +85,25 @@ pub fn explain(url: &str, e: Error) -> Error {
     }
 }
 
+/// How long a run waits, by default, for the cluster to run a first task.
+pub const DEFAULT_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Runs a one-row query on the cluster within `wait`. A Ballista scheduler
+/// with no executor queues jobs until one registers, without limit; this
+/// turns that into an error naming what to start.
+pub async fn wait_ready(ctx: &SessionContext, url: &str, wait: std::time::Duration) -> Result<()> {
+    let probe = async { ctx.sql("SELECT 1").await?.collect().await };
+    match tokio::time::timeout(wait, probe).await {
+        Ok(done) => done
+            .map(drop)
+            .map_err(|e| explain(url, Error::DataFusion(e))),
+        Err(_) => Err(Error::Cluster(format!(
+            "the scheduler at {url} ran no task within {}s: no executor is registered with it, or all are busy; start one with `viewcount batch executor --scheduler {url}` (or wait longer with --ballista-wait)",
+            wait.as_secs()
+        ))),
+    }
+}
+
 /// A session state as Ballista builds it, with the rules' functions and the
 /// store registered: the scheduler's per-client sessions and the source of
 /// an executor's function registry.

@@ -56,6 +56,8 @@ pub struct RunOptions {
     pub engine: Engine,
     /// The Ballista scheduler (`df://HOST:PORT`) for [`Engine::Ballista`].
     pub ballista: Option<String>,
+    /// How long a Ballista run waits for the cluster to run a first task.
+    pub ballista_wait: std::time::Duration,
     /// How much memory the computation may hold, and where it spills.
     pub memory: Memory,
 }
@@ -76,6 +78,7 @@ impl RunOptions {
             dry_run: false,
             engine: Engine::default(),
             ballista: None,
+            ballista_wait: crate::cluster::DEFAULT_WAIT,
             memory: Memory::default(),
         }
     }
@@ -233,12 +236,14 @@ pub async fn run(
             match &opts.ballista {
                 Some(url) => {
                     let ctx = crate::cluster::remote_session(url, store.clone(), paths).await?;
+                    crate::cluster::wait_ready(&ctx, url, opts.ballista_wait).await?;
                     sql::compute(&ctx, opts.from, to, &opts.rules)
                         .await
                         .map_err(|e| crate::cluster::explain(url, e))?
                 }
                 None => {
-                    let ctx = crate::session::raw_session(store.clone(), paths).await?;
+                    let ctx =
+                        crate::session::raw_session(store.clone(), paths, &opts.memory).await?;
                     sql::compute(&ctx, opts.from, to, &opts.rules).await?
                 }
             }

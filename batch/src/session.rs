@@ -3,10 +3,13 @@
 
 use std::sync::Arc;
 
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use object_store::ObjectStore;
 use object_store::path::Path;
 
+use crate::memory::Memory;
 use crate::{Error, Result};
 
 /// The URL DataFusion reads the store under, in this process and in every
@@ -21,13 +24,23 @@ pub fn store_url() -> url::Url {
 
 /// A DataFusion session (one partition per core) over `store`, with the raw
 /// files at `paths` as the table `raw` and the rules' functions registered.
+/// Its operators share `memory.limit` (DataFusion's fair spill pool) and
+/// spill to `memory.spill_dir`; one that cannot spill and does not fit fails
+/// the query with DataFusion's "resources exhausted", naming the limit.
 pub async fn raw_session<'a>(
     store: Arc<dyn ObjectStore>,
     paths: impl IntoIterator<Item = &'a str>,
+    memory: &Memory,
 ) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let ctx = SessionContext::new_with_config(config);
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(
+            usize::try_from(memory.limit).unwrap_or(usize::MAX),
+        )))
+        .with_temp_file_path(memory.spill_dir.clone().unwrap_or_else(std::env::temp_dir))
+        .build_arc()?;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     register_raw(&ctx, store, paths).await?;
     Ok(ctx)
 }

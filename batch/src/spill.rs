@@ -105,8 +105,9 @@ impl Spill {
     fn path(&self, stage: Stage, part: usize) -> Result<PathBuf> {
         let mut dir = self.dir.lock().unwrap_or_else(|p| p.into_inner());
         if dir.is_none() {
+            sweep_stale(&self.root);
             let made = tempfile::Builder::new()
-                .prefix("viewcount-spill-")
+                .prefix(&format!("{PREFIX}{}-", std::process::id()))
                 .tempdir_in(&self.root)
                 .map_err(|e| self.failed(&self.root, &e))?;
             *dir = Some(made);
@@ -224,6 +225,39 @@ impl Spill {
         drop(input);
         let _ = std::fs::remove_file(&path);
         Ok((rows, users, held))
+    }
+}
+
+/// Spill directories are `viewcount-spill-<pid>-<random>`.
+const PREFIX: &str = "viewcount-spill-";
+
+/// Removes the spill directories under `root` whose process is gone (a run
+/// killed before it could clean up); a live process's are left alone, and
+/// so is anything whose owner cannot be told.
+fn sweep_stale(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() && Path::new("/proc/self").exists() {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(dir = %entry.path().display(), pid, "removed a stale spill directory of a process that is gone")
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove a stale spill directory")
+                }
+            }
+        }
     }
 }
 
@@ -356,5 +390,44 @@ mod tests {
         assert_eq!(spill.size(Stage::Buckets, 2), 0, "a loaded file is gone");
         let (none, _, _) = spill.load(Stage::Shards, 0, &budget).unwrap();
         assert_eq!(none.len(), 0, "a partition nothing spilled to is empty");
+    }
+
+    #[test]
+    fn only_spill_directories_of_processes_that_are_gone_are_swept() {
+        let root = tempfile::tempdir().unwrap();
+        // A process that has exited: its pid is free (unless reused, when
+        // the sweep leaves it, which is the safe way to be wrong).
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let names = [
+            format!("{PREFIX}{dead}-gone"),
+            format!("{PREFIX}{}-live", std::process::id()),
+            format!("{PREFIX}notapid"),
+            "unrelated".to_owned(),
+        ];
+        for n in &names {
+            std::fs::create_dir(root.path().join(n)).unwrap();
+            std::fs::write(root.path().join(n).join("shards-00000.bin"), b"x").unwrap();
+        }
+        sweep_stale(root.path());
+        let left: Vec<bool> = names.iter().map(|n| root.path().join(n).exists()).collect();
+        assert_eq!(left, [false, true, true, true], "{names:?}");
+
+        // A spill sweeps when it makes its directory, and names it by pid.
+        std::fs::create_dir(root.path().join(&names[0])).unwrap();
+        let spill = Spill::new(Some(root.path()), 4);
+        spill.path(Stage::Shards, 0).unwrap();
+        assert!(!root.path().join(&names[0]).exists());
+        let own = std::fs::read_dir(root.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{PREFIX}{}-", std::process::id()))
+            })
+            .count();
+        assert_eq!(own, 2, "the live one and the new one");
     }
 }

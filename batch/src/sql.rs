@@ -7,12 +7,12 @@
 //! cross-check any run with `batch run --engine sql`, or run it on a
 //! Ballista cluster with `--engine ballista` ([`crate::cluster`]).
 //!
-//! The whole run is one query ([`COUNTS`]): re-validate and fingerprint
-//! every raw row, keep each event id's first copy with a `GROUP BY` and
-//! `first_value(… ORDER BY` the copy order`)` (a hash aggregate, where a
-//! `ROW_NUMBER` per event id sorted every raw row), number only the billable
-//! views of each (user, video, day) for the fraud cap, and aggregate per
-//! video and hour with the viewer sketch as an aggregate function. The
+//! The whole run is one query: re-validate and fingerprint every raw row,
+//! keep each event id's first copy with a `GROUP BY` and `first_value(…
+//! ORDER BY` the copy order`)` (a hash aggregate, where a `ROW_NUMBER` per
+//! event id sorted every raw row), number each (user, video, day)'s
+//! billable views for the fraud cap, and aggregate per video and hour with
+//! the viewer sketch as an aggregate function. The
 //! functions take the rule set as their last argument, a JSON literal, so
 //! they hold no state and a cluster's processes need only their names.
 
@@ -52,9 +52,9 @@ fn raw_udf(
         .map(|f| f.data_type().clone())
         .collect();
     types.push(DataType::Utf8);
-    let name = name.to_owned();
+    let udf = name.to_owned();
     create_udf(
-        &name.clone(),
+        name,
         types,
         out,
         Volatility::Immutable,
@@ -63,11 +63,11 @@ fn raw_udf(
                 args.split_last()
             else {
                 return Err(DataFusionError::Plan(format!(
-                    "{name}: the last argument must be the rule set as a JSON string literal"
+                    "{udf}: the last argument must be the rule set as a JSON string literal"
                 )));
             };
             let rules: RuleSet = serde_json::from_str(json).map_err(|e| {
-                DataFusionError::Plan(format!("{name}: the rule set {json} does not parse: {e}"))
+                DataFusionError::Plan(format!("{udf}: the rule set {json} does not parse: {e}"))
             })?;
             let arrays = ColumnarValue::values_to_arrays(columns)?;
             // Rebuild the batch under the raw schema, nullability relaxed to
@@ -155,7 +155,7 @@ impl Accumulator for SketchAccumulator {
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.0.to_bytes().len()
+        std::mem::size_of_val(self) + self.0.heap_bytes()
     }
 }
 
@@ -257,7 +257,12 @@ pub async fn billable_events(
     if inputs.is_empty() || videos.is_empty() {
         return Ok(Vec::new());
     }
-    let ctx = crate::session::raw_session(store, inputs.iter().map(|i| i.path.as_str())).await?;
+    let ctx = crate::session::raw_session(
+        store,
+        inputs.iter().map(|i| i.path.as_str()),
+        &crate::memory::Memory::default(),
+    )
+    .await?;
     let list = videos
         .iter()
         .map(|v| format!("'{}'", v.replace('\'', "''")))

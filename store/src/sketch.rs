@@ -49,6 +49,11 @@ impl Sketch {
         }
     }
 
+    /// Bytes this sketch holds on the heap (for memory accounting).
+    pub fn heap_bytes(&self) -> usize {
+        self.registers.capacity() * std::mem::size_of::<(u16, u8)>()
+    }
+
     /// Estimated distinct count.
     pub fn estimate(&self) -> f64 {
         let m = M as f64;

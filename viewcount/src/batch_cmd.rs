@@ -158,10 +158,15 @@ pub(crate) struct ComputeFlags {
     /// with `viewcount batch scheduler`).
     #[arg(long, env = "VIEWCOUNT_BALLISTA")]
     ballista: Option<String>,
-    /// Memory the native engine keeps its working set under (like 6G or
-    /// 512M; binary multiples); past half of it, rows spill to --spill-dir
-    /// and the output is the same. Default: a quarter of this machine's (or
-    /// cgroup's) memory.
+    /// How long --engine ballista waits for the cluster to run a first task
+    /// (no executor registered, or all busy) before failing.
+    #[arg(long, default_value = "2m")]
+    ballista_wait: humantime::Duration,
+    /// Memory the engine keeps its working set under (like 6G or 512M;
+    /// binary multiples); past half of it, the native engine's rows spill to
+    /// --spill-dir and the output is the same (`--engine sql`: DataFusion's
+    /// memory pool, spilling there too; `ballista`: see `batch executor`).
+    /// Default: a quarter of this machine's (or cgroup's) memory.
     #[arg(long, env = "VIEWCOUNT_MEMORY_LIMIT", value_parser = parse_memory_limit)]
     memory_limit: Option<u64>,
     /// Local directory for spill files (a subdirectory per run, removed
@@ -196,6 +201,7 @@ impl ComputeFlags {
             dry_run: false,
             engine: self.engine,
             ballista: self.ballista.clone(),
+            ballista_wait: self.ballista_wait.into(),
             memory: batch::memory::Memory {
                 limit: self
                     .memory_limit

@@ -128,6 +128,31 @@ async fn ballista_with_two_executor_processes_gives_the_native_bytes() {
         dir.path().join("scheduler.log"),
     );
     wait_for(&mut scheduler, "listening on");
+
+    // With no executor registered, a run fails after --ballista-wait
+    // instead of queueing for ever.
+    let out = viewcount(
+        &run_args(
+            &from,
+            &to,
+            &[
+                "--engine",
+                "ballista",
+                "--ballista",
+                &scheduler_url,
+                "--ballista-wait",
+                "2s",
+            ],
+        ),
+        &cluster_url,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("ran no task within 2s")
+            && text(&out.stderr).contains("viewcount batch executor --scheduler"),
+        "{}",
+        text(&out.stderr)
+    );
     let mut executors: Vec<Node> = (0..2)
         .map(|i| {
             Node::start(
