@@ -88,7 +88,7 @@ pub(crate) struct SchedulerArgs {
     )]
     bind: std::net::SocketAddr,
     /// The host executors and clients reach this scheduler at (default: the
-    /// --bind address's).
+    /// --bind address's; required when that is 0.0.0.0).
     #[arg(long)]
     external_host: Option<String>,
 }
@@ -108,7 +108,7 @@ pub(crate) struct ExecutorArgs {
     #[arg(long, default_value = "127.0.0.1")]
     bind_host: String,
     /// The host the scheduler and clients reach this executor at (default:
-    /// --bind-host).
+    /// --bind-host; required when that is 0.0.0.0).
     #[arg(long)]
     external_host: Option<String>,
     /// Arrow Flight port: results and shuffle data are fetched from it.
@@ -304,11 +304,28 @@ pub(crate) async fn batch(cmd: BatchCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The host others reach a cluster process at: `--external-host`, else the
+/// host it binds, unless that is a wildcard address (which names no machine).
+fn external_host(given: Option<String>, bind: &str, flag: &str) -> anyhow::Result<String> {
+    match given {
+        Some(host) => Ok(host),
+        None if bind
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified()) =>
+        {
+            anyhow::bail!(
+                "{flag} {bind} listens on every interface; give --external-host, the name or address other machines reach this process at"
+            )
+        }
+        None => Ok(bind.to_owned()),
+    }
+}
+
 async fn scheduler(a: SchedulerArgs) -> anyhow::Result<()> {
     let store = store::open(&a.store.url())?;
     let options = batch::cluster::SchedulerOptions {
         bind: a.bind,
-        external_host: a.external_host.unwrap_or_else(|| a.bind.ip().to_string()),
+        external_host: external_host(a.external_host, &a.bind.ip().to_string(), "--bind")?,
     };
     tracing::info!(bind = %a.bind, store = %a.store.url(), "ballista scheduler starting");
     tokio::select! {
@@ -327,7 +344,7 @@ async fn executor(a: ExecutorArgs) -> anyhow::Result<()> {
     });
     let options = batch::cluster::ExecutorOptions {
         scheduler,
-        external_host: a.external_host.unwrap_or_else(|| a.bind_host.clone()),
+        external_host: external_host(a.external_host, &a.bind_host, "--bind-host")?,
         bind_host: a.bind_host,
         flight_port: a.flight_port,
         grpc_port: a.grpc_port,

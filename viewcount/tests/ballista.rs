@@ -248,4 +248,18 @@ async fn ballista_with_two_executor_processes_gives_the_native_bytes() {
         "{}",
         text(&out.stderr)
     );
+
+    // A wildcard bind names no machine for the others to reach.
+    for args in [
+        &["batch", "executor", "--bind-host", "0.0.0.0"][..],
+        &["batch", "scheduler", "--bind", "0.0.0.0:0"][..],
+    ] {
+        let out = viewcount(args, &cluster_url);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            text(&out.stderr).contains("give --external-host"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
 }
