@@ -109,6 +109,12 @@ pub fn peak_rss() -> Option<u64> {
     status_kib("VmHWM:").map(|k| k * 1024)
 }
 
+/// [`peak_rss`] of another process (a child a benchmark measures).
+pub fn peak_rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    kib(&status, "VmHWM:").map(|k| k * 1024)
+}
+
 /// Resets [`peak_rss`] to the current resident set, so the next reading is
 /// the peak since now. False where the kernel does not allow it (then the
 /// next reading is the process's peak so far).

@@ -366,14 +366,7 @@ impl Drop for Child {
 impl Child {
     /// The process's peak RSS so far (VmHWM), MiB.
     fn peak_rss_mib(&self) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmHWM:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            })
-            .map_or(0.0, |kb| kb / 1024.0)
+        batch::memory::peak_rss_of(self.0.id()).map_or(0.0, |b| b as f64 / 1048576.0)
     }
 }
 
@@ -403,11 +396,7 @@ async fn engines(
     (from, to): (DateTime<Utc>, DateTime<Utc>),
 ) -> anyhow::Result<String> {
     let exe = std::env::current_exe()?;
-    let free = || -> anyhow::Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
+    let free = || infra::redis::free_port().context("no free port on loopback");
     let port = free()?;
     let node = |extra: &[String], limit: u64| -> anyhow::Result<Child> {
         Ok(Child(
