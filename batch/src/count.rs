@@ -38,11 +38,13 @@
 //! valid row of the days read (its keys, and its user id in the decoded
 //! arrays), plus the distinct video ids. When the rows read pass half the
 //! limit, the readers spill them ([`crate::spill`]) with their user ids to
-//! local files by event id hash (each shard split further if the days
-//! would not fit otherwise), and so does every reader at the end; dedup
-//! then takes one partition at a time from disk and spills its winners by
-//! (video, day), and counting takes one of those at a time. Every partition
-//! holds whole event ids, and whole (video, day)s, so the output is the same
+//! local files by event id hash (each shard split further, so that the
+//! partitions worked on at once fit the limit and each fits in cache);
+//! what they still hold at the end stays in memory; dedup then takes one
+//! partition at a time, from disk and memory, and spills its winners by
+//! (video, day), in records of only what counting reads (user and event
+//! ids only for billable rows), and counting takes one of those at a
+//! time. Every partition holds whole event ids, and whole (video, day)s, so the output is the same
 //! bytes as in memory; as many partitions are worked on at once as the
 //! limit holds (at least one).
 
@@ -61,7 +63,7 @@ use schemas::archive::RawColumns;
 use schemas::dedup::{CopyOrder, event_key};
 
 use crate::memory::{Budget, Memory, peak_rss, reset_peak_rss};
-use crate::spill::{Spill, Stage, encode};
+use crate::spill::{Spill, Stage, encode, encode_winner};
 use crate::{Error, Result};
 use store::manifest::{Input, Rows, Step};
 use store::sketch::{Sketch, value_hash};
@@ -116,6 +118,13 @@ pub(crate) struct Row {
     pub(crate) eligible: bool,
 }
 
+/// Rows of a spill partition at most (if [`crate::spill::MAX_SPLIT`]
+/// allows): dedup's hash table and counting's groups then stay in cache
+/// as an in-memory shard's do at ten million rows. On the 100 M-row
+/// benchmark day, 16 partitions per shard instead of 1 took dedup from
+/// 38.5 s to 28.9 s: its cost was cache misses in the hash table.
+const PARTITION_ROWS: usize = 1 << 17;
+
 /// Bytes a row holds in [`Blocks`].
 const ROW_BYTES: u64 = std::mem::size_of::<Row>() as u64;
 /// Bytes per row a dedup task holds beyond its rows: its table, and the
@@ -128,6 +137,12 @@ const COUNT_BYTES: u64 = 40;
 const WORKING_BYTES: u64 = ROW_BYTES + 24 + DEDUP_BYTES;
 
 impl Row {
+    /// Whether the row is billable (before the fraud cap): the only rows
+    /// whose exact user id and event id counting ever reads.
+    fn billable(&self, min_watch: i32) -> bool {
+        self.eligible && self.watch_seconds >= min_watch
+    }
+
     /// The dedup winner order ([`schemas::dedup::CopyOrder`]).
     fn order(&self) -> CopyOrder {
         CopyOrder {
@@ -296,7 +311,8 @@ pub(crate) fn count(
 
     let ids = Ids::merge(read.dicts, read.user_ids, &work.state);
     let (tally, out) = if work.spill.active() {
-        let tally = work.dedup_spilled(&ids)?;
+        let memory = work.memory_parts(read.shards);
+        let tally = work.dedup_spilled(&ids, memory, min_watch(rules))?;
         steps.done("deduplicating");
         (tally, work.count_spilled(&ids, from_us, to_us, rules)?)
     } else {
@@ -361,18 +377,24 @@ pub(crate) fn removed_copies(
     let ids = Ids::merge(read.dicts, read.user_ids, state);
     // One split (and every core) when nothing spilled.
     let parts = SHARDS * spill.split();
-    let shards: Vec<Mutex<Vec<Blocks>>> = read.shards.into_iter().map(Mutex::new).collect();
+    let shards: MemoryParts = if spill.active() {
+        work.memory_parts(read.shards)
+    } else {
+        read.shards.into_iter().map(Mutex::new).collect()
+    };
     let threads = work.threads_for(Stage::Shards, parts, 3);
     let done = AtomicU64::new(0);
     let found = parallel(threads, parts, |p| -> Result<_> {
-        let out = if spill.active() {
-            let (rows, _users, held) = spill.load(Stage::Shards, p, budget)?;
-            let out = removed(&[rows], &ids, state, window_us);
-            budget.sub(held);
-            out
-        } else {
-            removed(&take(&shards[p]), &ids, state, window_us)
-        };
+        let mut rows = take(&shards[p]);
+        let in_memory: u64 = rows.iter().map(Blocks::bytes).sum();
+        let mut held = 0;
+        if spill.active() {
+            let loaded;
+            (loaded, _, held) = spill.load(Stage::Shards, p, budget)?;
+            rows.push(loaded);
+        }
+        let out = removed(&rows, &ids, state, window_us);
+        budget.sub(held + in_memory);
         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
         let _ = progress.send(("deduplicating", n, parts as u64));
         Ok(out)
@@ -479,21 +501,22 @@ impl<'a> Work<'a> {
             let held: u64 = parts.iter().map(Blocks::bytes).sum();
             let valid: u64 = parts.iter().map(|p| p.len() as u64).sum();
             self.budget.add(valid * DEDUP_BYTES);
-            let out = dedup(parts, ids, &self.state, BUCKETS, |r, n| {
-                r.video as usize % n
+            let mut buckets: Vec<Blocks> = (0..BUCKETS).map(|_| Blocks::default()).collect();
+            let tally = dedup(parts, ids, &self.state, |w| {
+                buckets[w.video as usize % BUCKETS].push(w);
             });
-            let kept: u64 = out.buckets.iter().map(Blocks::bytes).sum();
+            let kept: u64 = buckets.iter().map(Blocks::bytes).sum();
             self.budget.add(kept);
             self.budget.sub(held + valid * DEDUP_BYTES);
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             let _ = self.progress.send(("deduplicating", n, SHARDS as u64));
-            out
+            (tally, buckets)
         });
         let mut tally = Tally::default();
         let mut buckets: Vec<Vec<Blocks>> = (0..BUCKETS).map(|_| Vec::new()).collect();
-        for d in deduped {
-            tally = tally + d.tally;
-            for (b, rows) in d.buckets.into_iter().enumerate() {
+        for (t, shard) in deduped {
+            tally = tally + t;
+            for (b, rows) in shard.into_iter().enumerate() {
                 buckets[b].push(rows);
             }
         }
@@ -533,8 +556,8 @@ impl<'a> Work<'a> {
     }
 
     /// Phase 2 from spill files: a shard partition at a time, its winners
-    /// spilled by (video, day).
-    fn dedup_spilled(&self, ids: &Ids) -> Result<Tally> {
+    /// spilled by (video, day) in bucket records (keyed if billable).
+    fn dedup_spilled(&self, ids: &Ids, memory: MemoryParts, min_watch: i32) -> Result<Tally> {
         let parts = SHARDS * self.spill.split();
         let buckets = BUCKETS * self.spill.split();
         // Its rows and user ids (about the file's size), its table and the
@@ -543,29 +566,37 @@ impl<'a> Work<'a> {
         let done = AtomicU64::new(0);
         let results = parallel(threads, parts, |p| -> Result<Tally> {
             let (rows, users, held) = self.spill.load(Stage::Shards, p, &self.budget)?;
-            let extra = rows.len() as u64 * DEDUP_BYTES;
+            let mut rows_of = take(&memory[p]);
+            let in_memory: u64 = rows_of.iter().map(Blocks::bytes).sum();
+            rows_of.push(rows);
+            let valid: u64 = rows_of.iter().map(|r| r.len() as u64).sum();
+            let extra = valid * DEDUP_BYTES;
             self.budget.add(extra);
-            let d = dedup(vec![rows], ids, &self.state, buckets, bucket_of_video_day);
-            let mut records = Vec::new();
-            for (b, rows) in d.buckets.iter().enumerate() {
-                for r in rows.iter() {
-                    encode(
-                        r,
-                        users[r.chunk as usize].value(usize::from(r.row)),
-                        &mut records,
-                    );
-                }
-                self.spill.append(Stage::Buckets, b, &records)?;
-                records.clear();
+            // About the bytes of a winner's record, for a partition's
+            // share of each bucket.
+            let each = (valid as usize * 48 / buckets).max(64);
+            let mut records: Vec<Vec<u8>> =
+                (0..buckets).map(|_| Vec::with_capacity(each)).collect();
+            let tally = dedup(rows_of, ids, &self.state, |w| {
+                let user = w.billable(min_watch).then(|| match memory_chunk(w.chunk) {
+                    Some(chunk) => ids.user_ids[chunk].value(usize::from(w.row)),
+                    None => users[w.chunk as usize].value(usize::from(w.row)),
+                });
+                encode_winner(&w, user, &mut records[bucket_of_video_day(&w, buckets)]);
+            });
+            for (b, r) in records.iter().enumerate() {
+                self.spill.append_buffered(Stage::Buckets, b, r)?;
             }
-            self.budget.sub(held + extra);
+            self.budget.sub(held + extra + in_memory);
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             let _ = self.progress.send(("deduplicating", n, parts as u64));
-            Ok(d.tally)
+            Ok(tally)
         });
-        results
+        let tally = results
             .into_iter()
-            .try_fold(Tally::default(), |sum, t| Ok(sum + t?))
+            .try_fold(Tally::default(), |sum, t| -> Result<Tally> { Ok(sum + t?) })?;
+        self.spill.flush(Stage::Buckets)?;
+        Ok(tally)
     }
 
     /// Phase 3 from spill files: a (video, day) partition at a time.
@@ -593,6 +624,32 @@ impl<'a> Work<'a> {
         .collect()
     }
 
+    /// The rows the readers still hold when the spill is active, by spill
+    /// partition (as [`Reader::spill_rows`] would have written them), their
+    /// user-id chunks marked as the readers' ([`memory_chunk`]).
+    fn memory_parts(&self, shards: Vec<Vec<Blocks>>) -> MemoryParts {
+        let split = self.spill.split();
+        let shards: Vec<Mutex<Vec<Blocks>>> = shards.into_iter().map(Mutex::new).collect();
+        let parts = parallel(self.threads, SHARDS, |s| {
+            let held = take(&shards[s]);
+            let mut subs: Vec<Blocks> = (0..split).map(|_| Blocks::default()).collect();
+            let mut grew = 0;
+            for r in held.iter().flat_map(Blocks::iter) {
+                let mut r = *r;
+                r.chunk |= MEMORY_CHUNK;
+                grew += subs[sub_partition(&self.state, r.id, split)].push(r) as u64;
+            }
+            self.budget.add(grew);
+            self.budget.sub(held.iter().map(Blocks::bytes).sum());
+            subs
+        });
+        parts
+            .into_iter()
+            .flatten()
+            .map(|b| Mutex::new(vec![b]))
+            .collect()
+    }
+
     /// How many partitions of `stage` fit in the limit at once: a task
     /// holds about `factor` times its file's size.
     fn threads_for(&self, stage: Stage, parts: usize, factor: u64) -> usize {
@@ -605,6 +662,25 @@ impl<'a> Work<'a> {
             .unwrap_or(usize::MAX)
             .clamp(1, self.threads)
     }
+}
+
+/// Per spill partition of the shard stage, the rows still in memory.
+type MemoryParts = Vec<Mutex<Vec<Blocks>>>;
+
+/// Marks a row's `chunk` as one of the readers' user-id chunks
+/// ([`Ids::user_ids`]) rather than its loaded partition's.
+const MEMORY_CHUNK: u32 = 1 << 31;
+
+/// The readers' chunk a row's user id is in, if it is one of theirs.
+fn memory_chunk(chunk: u32) -> Option<usize> {
+    (chunk & MEMORY_CHUNK != 0).then_some((chunk & !MEMORY_CHUNK) as usize)
+}
+
+/// Which of a shard's `split` spill partitions an event id goes to (the
+/// shard is chosen by other bits of the same hash).
+fn sub_partition(state: &RandomState, id: [u64; 2], split: usize) -> usize {
+    let bits = (SHARDS * split).trailing_zeros();
+    (state.hash_one(id) >> (64 - bits)) as usize & (split - 1)
 }
 
 /// The spilled winners' partition: every row of a (video, UTC day) in one,
@@ -666,7 +742,7 @@ fn read(
             slot.get_or_insert(e);
         }
     };
-    let mut readers = parallel(threads.min(files.len().max(1)), threads, |index| {
+    let readers = parallel(threads.min(files.len().max(1)), threads, |index| {
         let mut reader = Reader {
             store: store.clone(),
             rules,
@@ -702,13 +778,10 @@ fn read(
     if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
-    if work.spill.active() {
-        // Once one reader spilled, every row goes to disk: then dedup and
-        // counting see every row of a partition in one place.
-        for reader in &mut readers {
-            reader.spill_rows()?;
-        }
-    }
+    // Once one reader spilled, dedup and counting go partition by
+    // partition; what the readers still hold stays in memory and joins
+    // its partition there (see [`Work::memory_parts`]) instead of taking
+    // a round trip through disk.
     let inputs = inputs
         .into_inner()
         .unwrap_or_else(|p| p.into_inner())
@@ -844,26 +917,32 @@ impl Reader<'_> {
     /// their user ids, and lets go of them. The first spill of the run sets
     /// how many files a shard is split into, from an estimate of the days'
     /// rows (those of the files opened so far, in proportion to their
-    /// bytes): enough that the partitions worked on at once fit the limit.
+    /// bytes): enough that the partitions worked on at once fit the limit,
+    /// and that each is small enough to work on in cache.
     fn spill_rows(&mut self) -> Result<()> {
         let (work, totals) = (self.work, self.totals);
         let opened = totals.opened.load(Ordering::Relaxed).max(1);
         let rows = totals.rows.load(Ordering::Relaxed);
         let estimate = rows as f64 * (totals.bytes.max(opened) as f64 / opened as f64);
-        let wanted = 2.0 * estimate * (WORKING_BYTES * work.threads as u64) as f64
+        let fits = 2.0 * estimate * (WORKING_BYTES * work.threads as u64) as f64
             / (work.budget.limit() as f64 * SHARDS as f64);
-        let split = work.spill.start(wanted.ceil() as usize);
-        let bits = (SHARDS * split).trailing_zeros();
+        let in_cache = estimate / (SHARDS * PARTITION_ROWS) as f64;
+        let split = work.spill.start(fits.max(in_cache).ceil() as usize);
         let users: Vec<StringArray> = self
             .user_ids
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        let min_watch = min_watch(self.rules);
         let mut records: Vec<Vec<u8>> = vec![Vec::new(); split];
         for (s, rows) in self.shards.iter().enumerate() {
             for r in rows.iter() {
-                let sub = (work.state.hash_one(r.id) >> (64 - bits)) as usize & (split - 1);
-                let user = users[r.chunk as usize].value(usize::from(r.row));
+                let sub = sub_partition(&work.state, r.id, split);
+                let user = if r.billable(min_watch) {
+                    users[r.chunk as usize].value(usize::from(r.row))
+                } else {
+                    ""
+                };
                 encode(r, user, &mut records[sub]);
                 if records[sub].len() >= 1 << 20 {
                     work.spill
@@ -889,13 +968,6 @@ impl Reader<'_> {
         self.held = 0;
         Ok(())
     }
-}
-
-/// One shard, deduplicated.
-struct Deduped {
-    tally: Tally,
-    /// The winners, by bucket.
-    buckets: Vec<Blocks>,
 }
 
 /// A row's place among a shard's parts: part (16 bits), block (24), row
@@ -944,33 +1016,21 @@ fn winners(parts: &[Blocks], state: &RandomState) -> (HashTable<u64>, u64) {
     (table, conflicting.len() as u64)
 }
 
-/// Phase 2: the first copy of every event id of one shard. Winners go to
-/// `buckets` buckets by `bucket_of(winner, buckets)`, their video numbers
-/// global.
-fn dedup(
-    parts: Vec<Blocks>,
-    ids: &Ids,
-    state: &RandomState,
-    buckets: usize,
-    bucket_of: impl Fn(&Row, usize) -> usize,
-) -> Deduped {
+/// Phase 2: the first copy of every event id of one shard, each given to
+/// `keep` with its video number global (in no particular order).
+fn dedup(parts: Vec<Blocks>, ids: &Ids, state: &RandomState, mut keep: impl FnMut(Row)) -> Tally {
     let valid: usize = parts.iter().map(Blocks::len).sum();
     let (mut table, conflicting) = winners(&parts, state);
-    let count = buckets;
-    let mut buckets: Vec<Blocks> = (0..count).map(|_| Blocks::default()).collect();
     let winners = table.len() as u64;
     for pos in table.drain() {
         let mut w = row_at(&parts, pos);
         w.video = ids.video_of[usize::from(w.reader)][w.video as usize];
-        buckets[bucket_of(&w, count)].push(w);
+        keep(w);
     }
-    Deduped {
-        tally: Tally {
-            valid: valid as u64,
-            winners,
-            conflicting,
-        },
-        buckets,
+    Tally {
+        valid: valid as u64,
+        winners,
+        conflicting,
     }
 }
 
@@ -1009,6 +1069,11 @@ fn removed(
     out
 }
 
+/// The billable minimum watch time of `rules`, as a row holds watch time.
+fn min_watch(rules: &RuleSet) -> i32 {
+    i32::try_from(rules.billable_min_watch_seconds).unwrap_or(i32::MAX)
+}
+
 /// Phase 3: the fraud cap and the per video-hour aggregate of one bucket
 /// (every winner of a video and day is in the same bucket), its rows' user
 /// ids in `users`. Rows come with their video's rank in name order.
@@ -1021,11 +1086,11 @@ fn count_bucket<'s>(
     rules: &RuleSet,
     state: &RandomState,
 ) -> Vec<(u32, ViewRow<'s>)> {
-    let min_watch = i32::try_from(rules.billable_min_watch_seconds).unwrap_or(i32::MAX);
+    let min_watch = min_watch(rules);
     let cap = rules.fraud_cap_per_user_video_day as usize;
     let rows = || parts.iter().flat_map(Blocks::iter);
     let len: usize = parts.iter().map(Blocks::len).sum();
-    let billable = |r: &Row| r.eligible && r.watch_seconds >= min_watch;
+    let billable = |r: &Row| r.billable(min_watch);
     let key = |r: &Row| {
         (
             r.video,

@@ -3,8 +3,13 @@
 //! partition at a time.
 //!
 //! Two stages: `shard` files hold valid rows by event id hash (for dedup),
-//! `bucket` files the dedup winners by video and day (for counting). A
-//! record is a row's fixed fields then its user id, little-endian. Only this
+//! `bucket` files the dedup winners by video and day (for counting).
+//! Records are little-endian. A shard record is every field of a row then
+//! its user id. A bucket record holds only what counting reads: video,
+//! `occurred_at`, user hash, watch seconds and flags, then, for a billable
+//! row (the only kind the fraud cap ranks), its event id and user id: about
+//! half a shard record's bytes. A row that is not billable carries no user
+//! id in either stage: nothing reads it (its viewer is its hash). Only this
 //! process reads them, within one run: the directory is created at the
 //! first spill under the configured spill directory and removed when the run
 //! ends, however it ends.
@@ -25,8 +30,20 @@ use crate::{Error, Result};
 /// The most partitions per in-memory shard or bucket.
 pub(crate) const MAX_SPLIT: usize = 64;
 
-/// Bytes of a record before its user id.
+/// Bytes [`Spill::append_buffered`] holds per file before writing them.
+const PENDING_BYTES: usize = 64 << 10;
+
+/// Bytes of a shard record before its user id.
 const FIXED: usize = 16 + 8 * 5 + 4 * 3 + 2 + 1 + 4;
+/// Bytes of a bucket record without its key: video, `occurred_at`, user
+/// hash, watch seconds, flags.
+const WINNER: usize = 4 + 8 + 8 + 4 + 1;
+/// Bytes of a bucket record's key before its user id: event id, user id's
+/// length.
+const WINNER_KEY: usize = 16 + 4;
+/// Flags of a bucket record.
+const ELIGIBLE: u8 = 1;
+const KEYED: u8 = 2;
 
 /// Which files.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +73,8 @@ pub(crate) struct Spill {
     split: OnceLock<usize>,
     /// One lock per file, so appends of two threads do not interleave.
     locks: Vec<Mutex<()>>,
+    /// Per file, records not yet written ([`Spill::append_buffered`]).
+    pending: Vec<Mutex<Vec<u8>>>,
     written: AtomicU64,
 }
 
@@ -68,6 +87,9 @@ impl Spill {
             split: OnceLock::new(),
             locks: (0..2 * shards * MAX_SPLIT)
                 .map(|_| Mutex::new(()))
+                .collect(),
+            pending: (0..2 * shards * MAX_SPLIT)
+                .map(|_| Mutex::new(Vec::new()))
                 .collect(),
             written: AtomicU64::new(0),
         }
@@ -125,14 +147,50 @@ impl Spill {
         ))
     }
 
-    fn lock(&self, stage: Stage, part: usize) -> std::sync::MutexGuard<'_, ()> {
+    /// A file's index in `locks` and `pending`.
+    fn index(&self, stage: Stage, part: usize) -> usize {
         let index = match stage {
             Stage::Shards => part,
             Stage::Buckets => self.locks.len() / 2 + part,
         };
-        self.locks[index % self.locks.len()]
+        index % self.locks.len()
+    }
+
+    fn lock(&self, stage: Stage, part: usize) -> std::sync::MutexGuard<'_, ()> {
+        self.locks[self.index(stage, part)]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends records to a partition's file through a buffer of up to
+    /// [`PENDING_BYTES`]: for writers that add a few KB at a time to each
+    /// of many files (a dedup task's winners go to every bucket). Call
+    /// [`Spill::flush`] before reading the files.
+    pub(crate) fn append_buffered(&self, stage: Stage, part: usize, records: &[u8]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut pending = self.pending[self.index(stage, part)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        pending.extend_from_slice(records);
+        if pending.len() >= PENDING_BYTES {
+            self.append(stage, part, &pending)?;
+            pending.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes what [`Spill::append_buffered`] holds of `stage`'s files.
+    pub(crate) fn flush(&self, stage: Stage) -> Result<()> {
+        for part in 0..self.locks.len() / 2 {
+            let mut pending = self.pending[self.index(stage, part)]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            self.append(stage, part, &pending)?;
+            *pending = Vec::new();
+        }
+        Ok(())
     }
 
     /// Appends encoded records to a partition's file.
@@ -165,7 +223,8 @@ impl Spill {
     }
 
     /// Reads a partition's rows back, and deletes its file. Each row's
-    /// user id is in the returned chunks, at the row's `chunk` and `row`.
+    /// user id is in the returned chunks, at the row's `chunk` and `row`
+    /// (empty for a row spilled without one).
     /// What they hold is added to `budget`; the caller gives it back.
     pub(crate) fn load(
         &self,
@@ -186,6 +245,8 @@ impl Spill {
         let mut builder = StringBuilder::new();
         let mut in_chunk = 0usize;
         let mut fixed = [0u8; FIXED];
+        let mut winner = [0u8; WINNER];
+        let mut key = [0u8; WINNER_KEY];
         let mut user = Vec::new();
         let finish = |builder: &mut StringBuilder, users: &mut Vec<StringArray>| {
             let chunk = builder.finish();
@@ -194,17 +255,33 @@ impl Spill {
             users.push(chunk);
             bytes
         };
+        let failed = |e: std::io::Error| self.failed(&path, &e);
         loop {
-            match input.read_exact(&mut fixed) {
+            let first = match stage {
+                Stage::Shards => &mut fixed[..],
+                Stage::Buckets => &mut winner[..],
+            };
+            match input.read_exact(first) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                Err(e) => return Err(self.failed(&path, &e)),
+                Err(e) => return Err(failed(e)),
             }
-            let (mut r, len) = decode(&fixed);
+            let (mut r, len) = match stage {
+                Stage::Shards => decode(&fixed),
+                Stage::Buckets => {
+                    let (mut r, keyed) = decode_winner(&winner);
+                    if !keyed {
+                        (r, 0)
+                    } else {
+                        input.read_exact(&mut key).map_err(failed)?;
+                        let len;
+                        (r.id, len) = decode_key(&key);
+                        (r, len)
+                    }
+                }
+            };
             user.resize(len, 0);
-            input
-                .read_exact(&mut user)
-                .map_err(|e| self.failed(&path, &e))?;
+            input.read_exact(&mut user).map_err(failed)?;
             let user = std::str::from_utf8(&user)
                 .map_err(|e| Error::Bug(format!("spill file {} holds {e}", path.display())))?;
             if in_chunk == BATCH_ROWS {
@@ -261,7 +338,8 @@ fn sweep_stale(root: &Path) {
     }
 }
 
-/// Appends a record of `r` with its user id.
+/// Appends a shard record of `r` with its user id (`""` for a row that is
+/// not billable).
 pub(crate) fn encode(r: &Row, user: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(&r.id[0].to_le_bytes());
     out.extend_from_slice(&r.id[1].to_le_bytes());
@@ -279,7 +357,58 @@ pub(crate) fn encode(r: &Row, user: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(user.as_bytes());
 }
 
-/// A record's row (without its user id's place) and its user id's length.
+/// Appends a bucket record of winner `r`: with its event id and user id
+/// if `user` is given (a billable row), else without.
+pub(crate) fn encode_winner(r: &Row, user: Option<&str>, out: &mut Vec<u8>) {
+    out.extend_from_slice(&r.video.to_le_bytes());
+    out.extend_from_slice(&r.occurred_at.to_le_bytes());
+    out.extend_from_slice(&r.user_hash.to_le_bytes());
+    out.extend_from_slice(&r.watch_seconds.to_le_bytes());
+    let keyed = if user.is_some() { KEYED } else { 0 };
+    out.push(keyed | if r.eligible { ELIGIBLE } else { 0 });
+    if let Some(user) = user {
+        out.extend_from_slice(&r.id[0].to_le_bytes());
+        out.extend_from_slice(&r.id[1].to_le_bytes());
+        out.extend_from_slice(&(user.len() as u32).to_le_bytes());
+        out.extend_from_slice(user.as_bytes());
+    }
+}
+
+/// A bucket record's row (the fields dedup used are zero, and so is the
+/// event id until [`decode_key`]) and whether a key follows.
+fn decode_winner(b: &[u8; WINNER]) -> (Row, bool) {
+    let u64_ = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or_default());
+    let u32_ = |s: &[u8]| u32::from_le_bytes(s.try_into().unwrap_or_default());
+    let flags = b[24];
+    (
+        Row {
+            id: [0, 0],
+            fp: 0,
+            received_at: 0,
+            offset: 0,
+            occurred_at: u64_(&b[4..12]) as i64,
+            partition: 0,
+            watch_seconds: u32_(&b[20..24]) as i32,
+            video: u32_(&b[0..4]),
+            user_hash: u64_(&b[12..20]),
+            chunk: 0,
+            row: 0,
+            reader: 0,
+            eligible: flags & ELIGIBLE != 0,
+        },
+        flags & KEYED != 0,
+    )
+}
+
+/// A bucket record's key: the event id and the user id's length.
+fn decode_key(b: &[u8; WINNER_KEY]) -> ([u64; 2], usize) {
+    let u64_ = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or_default());
+    let len = u32::from_le_bytes(b[16..20].try_into().unwrap_or_default());
+    ([u64_(&b[0..8]), u64_(&b[8..16])], len as usize)
+}
+
+/// A shard record's row (without its user id's place) and its user id's
+/// length.
 fn decode(b: &[u8; FIXED]) -> (Row, usize) {
     let mut at = 0;
     let mut take = |n: usize| {
@@ -347,18 +476,21 @@ mod tests {
             reader: 3,
             eligible: n.is_multiple_of(2),
         };
-        let mut buf = Vec::new();
+        let user = |i: u64| format!("user-{i}-é");
+        let budget = Budget::new(1 << 30);
         let n = BATCH_ROWS as u64 + 5;
+
+        // Shard records: every field, and the user id given.
+        let mut buf = Vec::new();
         for i in 0..n {
-            encode(&row(i), &format!("user-{i}-é"), &mut buf);
+            encode(&row(i), &user(i), &mut buf);
         }
         let (half, rest) = buf.split_at(buf.len() / 2);
-        spill.append(Stage::Buckets, 2, half).unwrap();
-        spill.append(Stage::Buckets, 2, rest).unwrap();
+        spill.append(Stage::Shards, 2, half).unwrap();
+        spill.append(Stage::Shards, 2, rest).unwrap();
         assert_eq!(spill.written(), buf.len() as u64);
-        assert_eq!(spill.size(Stage::Buckets, 2), buf.len() as u64);
-        let budget = Budget::new(1 << 30);
-        let (rows, users, held) = spill.load(Stage::Buckets, 2, &budget).unwrap();
+        assert_eq!(spill.size(Stage::Shards, 2), buf.len() as u64);
+        let (rows, users, held) = spill.load(Stage::Shards, 2, &budget).unwrap();
         assert_eq!(rows.len() as u64, n);
         assert_eq!(users.len(), 2, "user ids in chunks of {BATCH_ROWS}");
         assert_eq!(budget.used(), held);
@@ -384,10 +516,57 @@ mod tests {
                 )
             );
             assert_eq!((r.reader, r.eligible), (want.reader, want.eligible));
-            let user = users[r.chunk as usize].value(usize::from(r.row));
-            assert_eq!(user, format!("user-{i}-é"));
+            assert_eq!(
+                users[r.chunk as usize].value(usize::from(r.row)),
+                user(i as u64)
+            );
         }
-        assert_eq!(spill.size(Stage::Buckets, 2), 0, "a loaded file is gone");
+        assert_eq!(spill.size(Stage::Shards, 2), 0, "a loaded file is gone");
+        budget.sub(held);
+
+        // Bucket records: what counting reads; the event id and user id
+        // only where given (every third row here).
+        let keyed = |i: u64| i.is_multiple_of(3);
+        let mut buf = Vec::new();
+        for i in 0..n {
+            let u = user(i);
+            encode_winner(&row(i), keyed(i).then_some(u.as_str()), &mut buf);
+        }
+        let full: u64 = (0..n).map(|i| (FIXED + 4 + user(i).len()) as u64).sum();
+        assert!(
+            (buf.len() as u64) < full / 2,
+            "bucket records ({} bytes) are under half the shard records' ({full})",
+            buf.len()
+        );
+        spill.append(Stage::Buckets, 2, &buf).unwrap();
+        let (rows, users, held) = spill.load(Stage::Buckets, 2, &budget).unwrap();
+        assert_eq!(rows.len() as u64, n);
+        assert_eq!(budget.used(), held);
+        for (i, r) in rows.iter().enumerate() {
+            let (i, want) = (i as u64, row(i as u64));
+            assert_eq!(
+                (
+                    r.occurred_at,
+                    r.watch_seconds,
+                    r.video,
+                    r.user_hash,
+                    r.eligible
+                ),
+                (
+                    want.occurred_at,
+                    want.watch_seconds,
+                    want.video,
+                    want.user_hash,
+                    want.eligible
+                )
+            );
+            let user_read = users[r.chunk as usize].value(usize::from(r.row));
+            if keyed(i) {
+                assert_eq!((r.id, user_read), (want.id, user(i).as_str()));
+            } else {
+                assert_eq!((r.id, user_read), ([0, 0], ""));
+            }
+        }
         let (none, _, _) = spill.load(Stage::Shards, 0, &budget).unwrap();
         assert_eq!(none.len(), 0, "a partition nothing spilled to is empty");
     }

@@ -103,6 +103,32 @@ async fn a_tiny_memory_limit_spills_and_gives_the_same_bytes() {
         assert_eq!(spilling.inputs, memory.inputs, "{name}: inputs");
         assert_eq!(spilling.outputs, memory.outputs, "{name}: output bytes");
         assert_eq!(spilling.rows, memory.rows, "{name}: row counts");
+        // Reconcile's read and dedup: the same copies removed either way.
+        let copies = |limit: u64| {
+            let store = store.clone();
+            let inputs = memory.inputs.clone();
+            let spill = spill.path().to_path_buf();
+            async move {
+                let memory = batch::memory::Memory {
+                    limit,
+                    spill_dir: Some(spill),
+                };
+                let rules = RuleSet::default();
+                batch::run::removed_copies(store, &inputs, &rules, Duration::minutes(10), &memory)
+                    .await
+                    .unwrap()
+            }
+        };
+        let (in_memory, spilled_copies) = (copies(1 << 30).await, copies(limit).await);
+        // (The generated rows' re-sends all come within the window.)
+        assert!(
+            !in_memory.is_empty() || name != "hard cases",
+            "{name}: conflicting and late copies are removed"
+        );
+        assert_eq!(
+            spilled_copies, in_memory,
+            "{name}: reconcile's removed copies"
+        );
         assert!(
             memory.rows.duplicates > 0 && memory.rows.fraud_filtered > 0,
             "{name}: {:?}",
