@@ -106,13 +106,12 @@ pub fn human(bytes: u64) -> String {
 
 /// The peak resident set of this process (`VmHWM`), in bytes.
 pub fn peak_rss() -> Option<u64> {
-    status_kib("VmHWM:").map(|k| k * 1024)
+    status_kib("self", "VmHWM:").map(|k| k * 1024)
 }
 
 /// [`peak_rss`] of another process (a child a benchmark measures).
 pub fn peak_rss_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    kib(&status, "VmHWM:").map(|k| k * 1024)
+    status_kib(&pid.to_string(), "VmHWM:").map(|k| k * 1024)
 }
 
 /// Resets [`peak_rss`] to the current resident set, so the next reading is
@@ -122,8 +121,9 @@ pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-fn status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// A field of `/proc/<process>/status`, in KiB.
+fn status_kib(process: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
     kib(&status, field)
 }
 

@@ -270,14 +270,12 @@ impl Spill {
                 Stage::Shards => decode(&fixed),
                 Stage::Buckets => {
                     let (mut r, keyed) = decode_winner(&winner);
-                    if !keyed {
-                        (r, 0)
-                    } else {
+                    let mut len = 0;
+                    if keyed {
                         input.read_exact(&mut key).map_err(failed)?;
-                        let len;
                         (r.id, len) = decode_key(&key);
-                        (r, len)
                     }
+                    (r, len)
                 }
             };
             user.resize(len, 0);
@@ -338,6 +336,16 @@ fn sweep_stale(root: &Path) {
     }
 }
 
+/// A little-endian `u64` of 8 bytes (callers slice exactly 8).
+fn le_u64(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().unwrap_or_default())
+}
+
+/// A little-endian `u32` of 4 bytes (callers slice exactly 4).
+fn le_u32(b: &[u8]) -> u32 {
+    u32::from_le_bytes(b.try_into().unwrap_or_default())
+}
+
 /// Appends a shard record of `r` with its user id (`""` for a row that is
 /// not billable).
 pub(crate) fn encode(r: &Row, user: &str, out: &mut Vec<u8>) {
@@ -377,8 +385,6 @@ pub(crate) fn encode_winner(r: &Row, user: Option<&str>, out: &mut Vec<u8>) {
 /// A bucket record's row (the fields dedup used are zero, and so is the
 /// event id until [`decode_key`]) and whether a key follows.
 fn decode_winner(b: &[u8; WINNER]) -> (Row, bool) {
-    let u64_ = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or_default());
-    let u32_ = |s: &[u8]| u32::from_le_bytes(s.try_into().unwrap_or_default());
     let flags = b[24];
     (
         Row {
@@ -386,11 +392,11 @@ fn decode_winner(b: &[u8; WINNER]) -> (Row, bool) {
             fp: 0,
             received_at: 0,
             offset: 0,
-            occurred_at: u64_(&b[4..12]) as i64,
+            occurred_at: le_u64(&b[4..12]) as i64,
             partition: 0,
-            watch_seconds: u32_(&b[20..24]) as i32,
-            video: u32_(&b[0..4]),
-            user_hash: u64_(&b[12..20]),
+            watch_seconds: le_u32(&b[20..24]) as i32,
+            video: le_u32(&b[0..4]),
+            user_hash: le_u64(&b[12..20]),
             chunk: 0,
             row: 0,
             reader: 0,
@@ -402,9 +408,8 @@ fn decode_winner(b: &[u8; WINNER]) -> (Row, bool) {
 
 /// A bucket record's key: the event id and the user id's length.
 fn decode_key(b: &[u8; WINNER_KEY]) -> ([u64; 2], usize) {
-    let u64_ = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or_default());
-    let len = u32::from_le_bytes(b[16..20].try_into().unwrap_or_default());
-    ([u64_(&b[0..8]), u64_(&b[8..16])], len as usize)
+    let len = le_u32(&b[16..20]);
+    ([le_u64(&b[0..8]), le_u64(&b[8..16])], len as usize)
 }
 
 /// A shard record's row (without its user id's place) and its user id's
@@ -416,20 +421,18 @@ fn decode(b: &[u8; FIXED]) -> (Row, usize) {
         at += n;
         s
     };
-    let u64_ = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or_default());
-    let u32_ = |s: &[u8]| u32::from_le_bytes(s.try_into().unwrap_or_default());
-    let id = [u64_(take(8)), u64_(take(8))];
-    let fp = u64_(take(8));
-    let received_at = u64_(take(8)) as i64;
-    let offset = u64_(take(8)) as i64;
-    let occurred_at = u64_(take(8)) as i64;
-    let user_hash = u64_(take(8));
-    let partition = u32_(take(4)) as i32;
-    let watch_seconds = u32_(take(4)) as i32;
-    let video = u32_(take(4));
+    let id = [le_u64(take(8)), le_u64(take(8))];
+    let fp = le_u64(take(8));
+    let received_at = le_u64(take(8)) as i64;
+    let offset = le_u64(take(8)) as i64;
+    let occurred_at = le_u64(take(8)) as i64;
+    let user_hash = le_u64(take(8));
+    let partition = le_u32(take(4)) as i32;
+    let watch_seconds = le_u32(take(4)) as i32;
+    let video = le_u32(take(4));
     let reader = u16::from_le_bytes(take(2).try_into().unwrap_or_default());
     let eligible = take(1)[0] != 0;
-    let len = u32_(take(4)) as usize;
+    let len = le_u32(take(4)) as usize;
     (
         Row {
             id,
