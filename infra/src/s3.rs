@@ -1,7 +1,9 @@
 //! A real S3-compatible server on a free loopback port: `moto` in server
 //! mode (from PyPI; `scripts/test` installs it), a child process with one
 //! bucket, stopped on drop. It honours `If-None-Match: *`, so the store's
-//! create-only writes are tested as they run on AWS S3 and MinIO.
+//! create-only writes are tested as they run on AWS S3 and MinIO; it
+//! serves one request at a time ([`SERVE`]) so that it also decides racing
+//! ones atomically, as they do.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -37,8 +39,9 @@ impl S3Server {
             #[cfg(unix)]
             std::os::unix::process::CommandExt::process_group(&mut command, 0);
             let mut child = command
-                .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
+                .args(["-c", SERVE, "127.0.0.1"])
                 .arg(port.to_string())
+                .env("MOTO_PORT", port.to_string())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(log.reopen()?))
@@ -114,6 +117,27 @@ impl Drop for S3Server {
         let _ = self.child.wait();
     }
 }
+
+/// moto's server (what `python3 -m moto.server` runs) with its requests
+/// handled one at a time. moto checks a conditional PUT's precondition
+/// (`If-None-Match: *`) and then writes, as two steps: on its threaded
+/// server two racing creates of one key can both pass the check and both
+/// win, where S3 lets exactly one win. One at a time, the check and the
+/// write are one step. Connections are still accepted on threads.
+const SERVE: &str = r#"
+import sys, threading
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+app = DomainDispatcherApplication(create_backend_app)
+one = threading.Lock()
+
+def one_at_a_time(environ, start_response):
+    with one:
+        return list(app(environ, start_response))
+
+run_simple(sys.argv[1], int(sys.argv[2]), one_at_a_time, threaded=True)
+"#;
 
 const MISSING: &str = "python3 with moto is needed for the S3 tests: `python3 -m pip install 'moto[server]'` (scripts/test installs it)";
 
