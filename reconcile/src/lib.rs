@@ -119,13 +119,16 @@ impl Report {
 }
 
 /// Reconciles `speed` (already read from Redis for the range) with the
-/// published batch for `[from, to)`.
+/// published batch for `[from, to)`. The copies batch removed are found by
+/// the batch engine's own read and dedup of the runs' inputs, within
+/// `memory` (spilling past half of it, as a run does).
 pub async fn reconcile(
     store: Arc<dyn ObjectStore>,
     speed: &SpeedTable,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     dedup_window: Duration,
+    memory: &batch::memory::Memory,
 ) -> Result<Report> {
     let state = store::state::current(store.as_ref())
         .await?
@@ -151,7 +154,7 @@ pub async fn reconcile(
     let excess = if owned.is_empty() {
         BTreeMap::new()
     } else {
-        speed_excess(store, &owned, dedup_window).await?
+        speed_excess(store, &owned, dedup_window, memory).await?
     };
 
     let mut keys: Vec<&(String, DateTime<Utc>)> = batch
@@ -225,6 +228,7 @@ async fn speed_excess(
     store: Arc<dyn ObjectStore>,
     owned: &BTreeMap<DateTime<Utc>, String>,
     dedup_window: Duration,
+    memory: &batch::memory::Memory,
 ) -> Result<BTreeMap<(String, DateTime<Utc>), [u64; 2]>> {
     // The inputs of the owning runs: exactly what batch read.
     let mut inputs: Vec<Input> = Vec::new();
@@ -256,15 +260,14 @@ async fn speed_excess(
         return Ok(BTreeMap::new());
     }
     // The batch engine's own read and dedup over exactly what the runs read
-    // (valid rows only, the winner order of `schemas::dedup`), within the
-    // default memory limit, so what reconcile calls a removed copy is
-    // exactly what batch removed.
+    // (valid rows only, the winner order of `schemas::dedup`), so what
+    // reconcile calls a removed copy is exactly what batch removed.
     Ok(batch::run::removed_copies(
         store,
         &inputs,
         &rules.unwrap_or_default(),
         dedup_window,
-        &batch::memory::Memory::default(),
+        memory,
     )
     .await?)
 }

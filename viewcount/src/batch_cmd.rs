@@ -162,6 +162,16 @@ pub(crate) struct ComputeFlags {
     /// (no executor registered, or all busy) before failing.
     #[arg(long, default_value = "2m")]
     ballista_wait: humantime::Duration,
+    #[command(flatten)]
+    memory: MemoryFlags,
+    #[command(flatten)]
+    rules: RuleFlags,
+}
+
+/// The native engine's memory: shared by `batch run`, `batch schedule` and
+/// `reconcile` (which reads and deduplicates a run's inputs the same way).
+#[derive(Debug, clap::Args)]
+pub(crate) struct MemoryFlags {
     /// Memory the engine keeps its working set under (like 6G or 512M;
     /// binary multiples); past half of it, the native engine's rows spill to
     /// --spill-dir and the output is the same (`--engine sql`: DataFusion's
@@ -173,8 +183,17 @@ pub(crate) struct ComputeFlags {
     /// after it). Default: the system temp directory.
     #[arg(long, env = "VIEWCOUNT_SPILL_DIR")]
     spill_dir: Option<std::path::PathBuf>,
-    #[command(flatten)]
-    rules: RuleFlags,
+}
+
+impl MemoryFlags {
+    fn memory(&self) -> batch::memory::Memory {
+        batch::memory::Memory {
+            limit: self
+                .memory_limit
+                .unwrap_or_else(batch::memory::default_limit),
+            spill_dir: self.spill_dir.clone(),
+        }
+    }
 }
 
 fn parse_memory_limit(s: &str) -> Result<u64, String> {
@@ -202,12 +221,7 @@ impl ComputeFlags {
             engine: self.engine,
             ballista: self.ballista.clone(),
             ballista_wait: self.ballista_wait.into(),
-            memory: batch::memory::Memory {
-                limit: self
-                    .memory_limit
-                    .unwrap_or_else(batch::memory::default_limit),
-                spill_dir: self.spill_dir.clone(),
-            },
+            memory: self.memory.memory(),
         })
     }
 }
@@ -583,6 +597,8 @@ pub(crate) struct ReconcileArgs {
     /// The speed layer's dedup window.
     #[arg(long, env = "VIEWCOUNT_DEDUP_WINDOW", default_value_t = crate::util::default_dedup_window())]
     dedup_window: humantime::Duration,
+    #[command(flatten)]
+    memory: MemoryFlags,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -603,8 +619,15 @@ pub(crate) async fn reconcile(a: ReconcileArgs) -> anyhow::Result<()> {
         .map(|(k, c)| (k, [c.views, c.billable_views, c.watch_seconds]))
         .collect();
     let window = crate::util::dedup_window(a.dedup_window)?;
-    let report =
-        reconcile::reconcile(store, &speed_table, a.range.from, a.range.to, window).await?;
+    let report = reconcile::reconcile(
+        store,
+        &speed_table,
+        a.range.from,
+        a.range.to,
+        window,
+        &a.memory.memory(),
+    )
+    .await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

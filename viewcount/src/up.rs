@@ -805,7 +805,15 @@ async fn demo_batch(
         .into_iter()
         .map(|(k, c)| (k, [c.views, c.billable_views, c.watch_seconds]))
         .collect();
-    let r = reconcile::reconcile(store.clone(), &speed, from, w, dedup_window).await?;
+    let r = reconcile::reconcile(
+        store.clone(),
+        &speed,
+        from,
+        w,
+        dedup_window,
+        &batch::memory::Memory::default(),
+    )
+    .await?;
     if r.has_unexplained() {
         bail!(
             "reconcile: speed and batch differ without a known cause: {:?}",

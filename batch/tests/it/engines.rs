@@ -283,9 +283,16 @@ async fn reconcile_explains_speed_against_batch_on_the_same_archive() {
         "conflicting copies in other partitions or days count again in speed"
     );
     let (from, to) = days();
-    let r = reconcile::reconcile(store.clone(), &speed, from, to, Duration::hours(48))
-        .await
-        .unwrap();
+    let r = reconcile::reconcile(
+        store.clone(),
+        &speed,
+        from,
+        to,
+        Duration::hours(48),
+        &batch::memory::Memory::default(),
+    )
+    .await
+    .unwrap();
     assert!(!r.has_unexplained(), "{:#?}", r.differences);
     assert_eq!(
         r.totals.get(&reconcile::Cause::ConflictingDuplicate),

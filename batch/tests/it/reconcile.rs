@@ -122,7 +122,7 @@ async fn speed_and_batch_reconcile_with_every_difference_explained() {
         "batch reports the conflicts"
     );
     let (from, to) = (report.manifest.from, report.manifest.to);
-    let reconcile_now = async || {
+    let reconcile_within = async |memory: batch::memory::Memory| {
         let speed = speed_table(&redis, &keys).await;
         let r = reconcile::reconcile(
             s.store.clone(),
@@ -130,13 +130,26 @@ async fn speed_and_batch_reconcile_with_every_difference_explained() {
             from,
             to,
             chrono::Duration::hours(48),
+            &memory,
         )
         .await
         .unwrap();
         (speed, r)
     };
+    let reconcile_now = async || reconcile_within(batch::memory::Memory::default()).await;
     let (speed, r) = reconcile_now().await;
     assert!(!r.has_unexplained(), "{:#?}", r.differences);
+    // Under the smallest limit its read of the inputs spills, and finds
+    // the same removed copies.
+    let (_, spilled) = reconcile_within(batch::memory::Memory {
+        limit: batch::memory::MIN_LIMIT,
+        spill_dir: None,
+    })
+    .await;
+    assert_eq!(
+        serde_json::to_value(&spilled).unwrap(),
+        serde_json::to_value(&r).unwrap()
+    );
     assert_eq!(
         r.totals.get(&Cause::FraudFiltered),
         Some(&4),

@@ -35,9 +35,16 @@ async fn reconcile(w: &World, from: DateTime<Utc>, to: DateTime<Utc>) -> reconci
         .into_iter()
         .map(|(k, c)| (k, [c.views, c.billable_views, c.watch_seconds]))
         .collect();
-    reconcile::reconcile(w.store.clone(), &speed, from, to, TimeDelta::hours(48))
-        .await
-        .unwrap()
+    reconcile::reconcile(
+        w.store.clone(),
+        &speed,
+        from,
+        to,
+        TimeDelta::hours(48),
+        &batch::memory::Memory::default(),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
