@@ -6,6 +6,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp, Zipf};
 use serde_json::{Value, json};
 
+use crate::patterns::{Draw, Label, Mix, episode, organic_optional, pick};
 use crate::{Error, Result};
 
 /// What to generate. Every field has a default in [`GenConfig::default`].
@@ -39,6 +40,9 @@ pub struct GenConfig {
     /// relative to it (a day ahead, 40 days behind) so they stay invalid
     /// however long sending takes.
     pub now: DateTime<Utc>,
+    /// Labelled invalid traffic and organic hard cases mixed in (none by
+    /// default).
+    pub mix: Mix,
 }
 
 impl Default for GenConfig {
@@ -59,6 +63,7 @@ impl Default for GenConfig {
             revenue_ratio: 0.8,
             watch_mean_seconds: 90.0,
             now,
+            mix: Mix::default(),
         }
     }
 }
@@ -94,6 +99,13 @@ impl GenConfig {
         }
         if self.span <= Duration::zero() {
             return Err(Error::Config("span must be positive".into()));
+        }
+        self.mix.check(self.videos)?;
+        let episodes: f64 = self.mix.chances().iter().sum();
+        if self.duplicate_ratio + self.invalid_ratio + episodes > 1.0 {
+            return Err(Error::Config(format!(
+                "duplicate ratio + invalid ratio + the labelled mix's share of draws ({episodes:.3}) must not exceed 1"
+            )));
         }
         Ok(())
     }
@@ -245,11 +257,14 @@ pub struct GenEvent {
     pub value: Value,
     /// What it is meant to be.
     pub kind: Kind,
+    /// What produced it (a re-send: what produced the original).
+    pub label: Label,
 }
 
-const DEVICES: [&str; 5] = ["web", "mobile", "tv", "console", "other"];
-const COUNTRIES: [&str; 8] = ["US", "GB", "DE", "FR", "IN", "BR", "JP", "NG"];
-const QUALITIES: [&str; 4] = ["360p", "720p", "1080p", "2160p"];
+pub(crate) const DEVICES: [&str; 5] = ["web", "mobile", "tv", "console", "other"];
+pub(crate) const COUNTRIES: [&str; 8] = ["US", "GB", "DE", "FR", "IN", "BR", "JP", "NG"];
+pub(crate) const QUALITIES: [&str; 4] = ["360p", "720p", "1080p", "2160p"];
+pub(crate) const ORGANIC_REFERRER: &str = "https://example.com/feed";
 /// How many recent valid events a duplicate may copy.
 const RECENT: usize = 4096;
 
@@ -260,9 +275,14 @@ pub struct Generator {
     rng: ChaCha8Rng,
     zipf: Zipf<f64>,
     watch: Exp<f64>,
-    recent: Vec<Value>,
+    recent: Vec<(Value, Label)>,
     emitted: u64,
     invalid_emitted: usize,
+    /// The rest of the episode being emitted.
+    pending: std::collections::VecDeque<GenEvent>,
+    episodes: u64,
+    /// Each episode's chance per draw ([`Mix::chances`]).
+    chances: [f64; 7],
 }
 
 impl Generator {
@@ -280,6 +300,9 @@ impl Generator {
             recent: Vec::with_capacity(RECENT),
             emitted: 0,
             invalid_emitted: 0,
+            pending: std::collections::VecDeque::new(),
+            episodes: 0,
+            chances: cfg.mix.chances(),
             cfg,
         })
     }
@@ -304,11 +327,16 @@ impl Generator {
         format!("v{rank:05}")
     }
 
-    fn fresh(&mut self, late: bool) -> Value {
-        let r = &mut self.rng;
+    /// The on-time `occurred_at` of the next event.
+    fn on_time(&self) -> DateTime<Utc> {
         let span_us = self.cfg.span.num_microseconds().unwrap_or(i64::MAX);
         let frac = self.emitted as f64 / self.cfg.events.max(1) as f64;
-        let mut at = self.cfg.start + Duration::microseconds((span_us as f64 * frac) as i64);
+        self.cfg.start + Duration::microseconds((span_us as f64 * frac) as i64)
+    }
+
+    fn fresh(&mut self, late: bool) -> Value {
+        let mut at = self.on_time();
+        let r = &mut self.rng;
         if late {
             at -= Duration::seconds(r.random_range(3_600..72 * 3_600));
         }
@@ -324,33 +352,44 @@ impl Generator {
             "watch_seconds": watch,
             "revenue_eligible": r.random_bool(self.cfg.revenue_ratio),
         });
-        if r.random_bool(0.8) {
-            e["session_id"] = json!(format!("s{user}-{}", r.random_range(0..8u32)));
-        }
-        if r.random_bool(0.9) {
-            e["device"] = json!(DEVICES[r.random_range(0..DEVICES.len())]);
-        }
-        if r.random_bool(0.7) {
-            e["country"] = json!(COUNTRIES[r.random_range(0..COUNTRIES.len())]);
-        }
-        if r.random_bool(0.5) {
-            e["quality"] = json!(QUALITIES[r.random_range(0..QUALITIES.len())]);
-        }
-        if r.random_bool(0.3) {
-            e["referrer"] = json!("https://example.com/feed");
-        }
-        if r.random_bool(0.4) {
-            e["ad_impressions"] = json!(r.random_range(0..4u32));
-        }
+        organic_optional(r, user).set_optional(&mut e);
         e
     }
 
-    fn remember(&mut self, e: &Value) {
+    fn remember(&mut self, e: &Value, label: Label) {
         if self.recent.len() < RECENT {
-            self.recent.push(e.clone());
+            self.recent.push((e.clone(), label));
         } else {
             let slot = self.rng.random_range(0..RECENT);
-            self.recent[slot] = e.clone();
+            self.recent[slot] = (e.clone(), label);
+        }
+    }
+
+    /// Generates an episode of `label` into `pending`.
+    fn start_episode(&mut self, label: Label) {
+        let at = self.on_time();
+        let (zipf, watch) = (&self.zipf, &self.watch);
+        let mut draw = Draw {
+            rng: &mut self.rng,
+            video: &mut |r: &mut ChaCha8Rng| Self::video_id(zipf.sample(r) as u32),
+            watch: &mut |r: &mut ChaCha8Rng| (watch.sample(r).round() as u32).min(86_400),
+            users: self.cfg.users,
+            videos: self.cfg.videos,
+            revenue_ratio: self.cfg.revenue_ratio,
+            at,
+            start: self.cfg.start,
+            end: self.cfg.start + self.cfg.span,
+            serial: self.episodes,
+        };
+        let values = episode(&self.cfg.mix, label, &mut draw);
+        self.episodes += 1;
+        for value in values {
+            self.remember(&value, label);
+            self.pending.push_back(GenEvent {
+                value,
+                kind: Kind::Valid,
+                label,
+            });
         }
     }
 }
@@ -362,28 +401,45 @@ impl Iterator for Generator {
         if self.emitted >= self.cfg.events {
             return None;
         }
+        if let Some(e) = self.pending.pop_front() {
+            self.emitted += 1;
+            return Some(e);
+        }
+        // One draw picks the kind; with no labelled mix, the episodes'
+        // share is empty and the draws are those of a plain generator.
         let roll: f64 = self.rng.random();
+        let plain = self.cfg.duplicate_ratio + self.cfg.invalid_ratio;
         let out = if roll < self.cfg.duplicate_ratio && !self.recent.is_empty() {
             let i = self.rng.random_range(0..self.recent.len());
+            let (value, label) = self.recent[i].clone();
             GenEvent {
-                value: self.recent[i].clone(),
+                value,
                 kind: Kind::Duplicate,
+                label,
             }
-        } else if roll < self.cfg.duplicate_ratio + self.cfg.invalid_ratio {
+        } else if roll < plain {
             let kind = InvalidKind::ALL[self.invalid_emitted % InvalidKind::ALL.len()];
             self.invalid_emitted += 1;
             let base = self.fresh(false);
             GenEvent {
                 value: kind.apply(base, self.cfg.now),
                 kind: Kind::Invalid(kind),
+                label: Label::Organic,
+            }
+        } else if let Some(label) = pick(&self.chances, roll - plain) {
+            self.start_episode(label);
+            match self.pending.pop_front() {
+                Some(e) => e,
+                None => return self.next(),
             }
         } else {
             let late = self.rng.random_bool(self.cfg.late_ratio);
             let e = self.fresh(late);
-            self.remember(&e);
+            self.remember(&e, Label::Organic);
             GenEvent {
                 value: e,
                 kind: if late { Kind::Late } else { Kind::Valid },
+                label: Label::Organic,
             }
         };
         self.emitted += 1;
@@ -420,6 +476,78 @@ mod tests {
             .map(|e| e.value)
             .collect();
         assert_ne!(a, c);
+    }
+
+    /// Without a labelled mix the draws are a plain generator's: these
+    /// events are the ones generated before the mix existed.
+    #[test]
+    fn no_mix_gives_the_events_of_before() {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for e in Generator::new(cfg()).unwrap() {
+            assert_eq!(e.label, Label::Organic);
+            h.update(e.value.to_string());
+        }
+        assert_eq!(hex::encode(h.finalize()), NO_MIX_SHA256);
+    }
+
+    const NO_MIX_SHA256: &str = "88e73af530cd04600e8a4189678a632efde35abe411598151e556f12ea6579ef";
+
+    #[test]
+    fn a_labelled_mix_has_its_shares_and_re_sends_keep_their_label() {
+        let mix = Mix {
+            fraud_ratio: 0.08,
+            hard_case_ratio: 0.09,
+            ..Mix::default()
+        };
+        let events: Vec<GenEvent> = Generator::new(GenConfig {
+            events: 200_000,
+            span: Duration::days(2),
+            start: "2026-11-19T10:00:00Z".parse().unwrap(),
+            mix,
+            ..cfg()
+        })
+        .unwrap()
+        .collect();
+        let ctx = schemas::ValidationContext::at("2026-11-21T11:00:00Z".parse().unwrap());
+        let mut first: std::collections::HashMap<String, Label> = std::collections::HashMap::new();
+        let mut count: std::collections::BTreeMap<Label, usize> = std::collections::BTreeMap::new();
+        for e in &events {
+            if matches!(e.kind, Kind::Invalid(_)) {
+                continue;
+            }
+            let id = e.value["event_id"].as_str().unwrap().to_owned();
+            match first.get(&id) {
+                Some(l) => assert_eq!(*l, e.label, "a re-send keeps its original's label"),
+                None => {
+                    assert_ne!(e.kind, Kind::Duplicate);
+                    first.insert(id, e.label);
+                    *count.entry(e.label).or_default() += 1;
+                }
+            }
+            if e.label != Label::Organic {
+                schemas::parse_event(&e.value, &ctx).unwrap_or_else(|r| panic!("{}: {r}", e.value));
+            }
+        }
+        let share = |l: Label| count.get(&l).copied().unwrap_or(0) as f64 / events.len() as f64;
+        let invalid: f64 = Label::ALL
+            .iter()
+            .filter(|l| l.is_invalid())
+            .map(|l| share(*l))
+            .sum();
+        assert!((0.07..0.09).contains(&invalid), "invalid share {invalid}");
+        for l in Label::ALL {
+            let want = match l {
+                Label::Organic => continue,
+                l if l.is_invalid() => 0.02,
+                _ => 0.03,
+            };
+            let got = share(l);
+            assert!(
+                (want * 0.6..want * 1.4).contains(&got),
+                "{l}: {got:.4} of events, want about {want}"
+            );
+        }
     }
 
     #[test]

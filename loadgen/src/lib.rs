@@ -3,9 +3,13 @@
 //! - [`Generator`]: an iterator of events with Zipf-skewed video popularity,
 //!   exact re-sends (duplicates), late events and invalid events of every kind.
 //!   The same [`GenConfig`] (seed and start time included) gives the same events.
+//! - [`Mix`]: labelled traffic mixed in on request: patterns of invalid
+//!   traffic (repeat loops, bot farms, impossible watch time, zero-engagement
+//!   bursts) and organic hard cases (fans' bursts, shared household
+//!   accounts, binges), every event carrying its [`Label`].
 //! - [`Truth`]: the ground truth per video per hour (views, billable views,
 //!   watch seconds), built from the events that were actually accepted, with the
-//!   counting rules of [`schemas::rules`].
+//!   counting rules of [`schemas::rules`]; with labels, per label too.
 //! - [`send`]: posts events to an ingest URL with bounded concurrency, retrying
 //!   503s and connection failures, and feeds what was accepted into a [`Truth`].
 //! - [`catalog()`]: a video catalog matching the generated videos (creators
@@ -13,13 +17,15 @@
 
 mod catalog;
 mod generator;
+mod patterns;
 mod send;
 mod truth;
 
 pub use catalog::{CatalogConfig, CatalogRow, catalog};
 pub use generator::{GenConfig, GenEvent, Generator, InvalidKind, Kind};
+pub use patterns::{Label, Mix};
 pub use send::{SendConfig, SendReport, send};
-pub use truth::{Truth, TruthFile, TruthRow};
+pub use truth::{LabelTally, Truth, TruthFile, TruthRow};
 
 /// Errors of the generator and sender.
 #[derive(Debug, thiserror::Error)]

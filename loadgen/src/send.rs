@@ -99,13 +99,18 @@ pub async fn send(
         .build()
         .map_err(|e| Error::Config(format!("http client: {e}")))?;
     let started = Instant::now();
-    let mut events = events.map(|e| e.value).peekable();
+    let mut events = events.map(|e| (e.value, e.label)).peekable();
     let chunks = std::iter::from_fn(move || {
         events.peek()?;
-        Some(events.by_ref().take(cfg.batch_size).collect::<Vec<_>>())
+        Some(
+            events
+                .by_ref()
+                .take(cfg.batch_size)
+                .unzip::<_, _, Vec<_>, Vec<_>>(),
+        )
     });
     let mut sent_before = 0u64;
-    let mut results = futures::stream::iter(chunks.map(|chunk| {
+    let mut results = futures::stream::iter(chunks.map(|(chunk, labels)| {
         let due = cfg
             .rate
             .map(|r| started + Duration::from_secs_f64(sent_before as f64 / r));
@@ -115,7 +120,7 @@ pub async fn send(
             if let Some(due) = due {
                 tokio::time::sleep_until(due.into()).await;
             }
-            post_chunk(&client, cfg, chunk).await
+            post_chunk(&client, cfg, chunk).await.map(|r| (r, labels))
         }
     }))
     .buffered(cfg.concurrency);
@@ -124,7 +129,7 @@ pub async fn send(
     // Only the accepted events' types are needed here: ingest already judged them.
     let far = chrono::Duration::days(365 * 100);
     while let Some(r) = results.next().await {
-        let r = r?;
+        let (r, labels) = r?;
         report.requests += 1;
         report.retries += r.retries;
         let ctx = schemas::ValidationContext {
@@ -132,13 +137,13 @@ pub async fn send(
             max_future: far,
             late_horizon: far,
         };
-        for (value, verdict) in r.events.iter().zip(&r.verdicts) {
+        for ((value, verdict), label) in r.events.iter().zip(&r.verdicts).zip(labels) {
             report.events += 1;
             match verdict {
                 None => {
                     report.accepted += 1;
                     match schemas::parse_event(value, &ctx) {
-                        Ok(e) => truth.record(&e),
+                        Ok(e) => truth.record_labelled(&e, label),
                         Err(why) => {
                             tracing::warn!(%why, "ingest accepted an event this build rejects")
                         }

@@ -8,6 +8,8 @@ use schemas::{RULES_VERSION, RuleSet, ViewEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::patterns::Label;
+
 /// Counts of one video in one UTC hour.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TruthRow {
@@ -26,6 +28,26 @@ pub struct TruthRow {
     pub fraud_filtered: u64,
     /// Sum of `watch_seconds` over views.
     pub watch_seconds: u64,
+    /// Of `billable_views`, those of invalid traffic ([`Label::is_invalid`]):
+    /// what perfect filtering would remove. Absent (0) without a labelled
+    /// mix.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub invalid_billable_views: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One label's events among the accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelTally {
+    /// Accepted events, re-sends included.
+    pub accepted_events: u64,
+    /// Distinct events: views.
+    pub views: u64,
+    /// Billable views, before any fraud rule.
+    pub billable_views: u64,
 }
 
 /// The truth file's top level.
@@ -41,6 +63,9 @@ pub struct TruthFile {
     pub billable_views: u64,
     /// Per video per hour, sorted by video then hour.
     pub rows: Vec<TruthRow>,
+    /// Per label name ([`Label::name`]), when the events had a labelled mix.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, LabelTally>,
 }
 
 /// (user, video, UTC day): the fraud cap's window.
@@ -48,12 +73,17 @@ type UserVideoDay = (String, String, DateTime<Utc>);
 /// (occurred_at, event_id, hour) of a billable first sighting.
 type BillableView = (DateTime<Utc>, Uuid, DateTime<Utc>);
 
+/// Per (video, hour): views, billable views, watch seconds, invalid
+/// billable views.
+type Cell = (u64, u64, u64, u64);
+
 /// Accumulates the truth from accepted events, in acceptance order.
 #[derive(Debug, Default)]
 pub struct Truth {
     rules: RuleSet,
     seen: HashSet<Uuid>,
-    cells: BTreeMap<(String, DateTime<Utc>), (u64, u64, u64)>,
+    cells: BTreeMap<(String, DateTime<Utc>), Cell>,
+    labels: BTreeMap<Label, LabelTally>,
     /// Billable first sightings per (user, video, day): (occurred_at, id, hour).
     billable: BTreeMap<UserVideoDay, Vec<BillableView>>,
     accepted_events: u64,
@@ -71,18 +101,29 @@ impl Truth {
     /// Records one event that ingest accepted. A re-sent `event_id` is not a
     /// new view (first occurrence wins).
     pub fn record(&mut self, e: &ViewEvent) {
+        self.record_labelled(e, Label::Organic);
+    }
+
+    /// Records one accepted event and what produced it.
+    pub fn record_labelled(&mut self, e: &ViewEvent, label: Label) {
         self.accepted_events += 1;
+        let tally = self.labels.entry(label).or_default();
+        tally.accepted_events += 1;
         if !self.seen.insert(e.event_id) {
             return;
         }
+        let billable = self.rules.is_billable(e);
+        tally.views += 1;
+        tally.billable_views += u64::from(billable);
         let cell = self
             .cells
             .entry((e.video_id.clone(), hour_bucket(e.occurred_at)))
             .or_default();
         cell.0 += 1;
-        cell.1 += u64::from(self.rules.is_billable(e));
+        cell.1 += u64::from(billable);
         cell.2 += u64::from(e.watch_seconds);
-        if self.rules.is_billable(e) {
+        cell.3 += u64::from(billable && label.is_invalid());
+        if billable {
             self.billable
                 .entry((
                     e.user_id.clone(),
@@ -127,13 +168,14 @@ impl Truth {
         self.cells
             .iter()
             .map(
-                |((video_id, hour), &(views, billable_views, watch_seconds))| TruthRow {
+                |((video_id, hour), &(views, billable_views, watch_seconds, invalid))| TruthRow {
                     video_id: video_id.clone(),
                     hour: *hour,
                     views,
                     billable_views,
                     fraud_filtered: fraud.get(&(video_id.clone(), *hour)).copied().unwrap_or(0),
                     watch_seconds,
+                    invalid_billable_views: invalid,
                 },
             )
             .collect()
@@ -148,6 +190,14 @@ impl Truth {
             views: self.views(),
             billable_views: rows.iter().map(|r| r.billable_views).sum(),
             rows,
+            labels: if self.labels.keys().any(|l| *l != Label::Organic) {
+                self.labels
+                    .iter()
+                    .map(|(l, t)| (l.name().to_owned(), t.clone()))
+                    .collect()
+            } else {
+                BTreeMap::new()
+            },
         }
     }
 }
@@ -181,6 +231,52 @@ mod tests {
         assert_eq!(f.billable_views, 1);
         assert_eq!(f.rows.len(), 1);
         assert_eq!(f.rows[0].watch_seconds, 359);
+    }
+
+    #[test]
+    fn labels_are_tallied_and_invalid_billable_views_kept_per_video_hour() {
+        let ctx = schemas::ValidationContext::at("2026-11-21T13:00:00Z".parse().unwrap());
+        let ev = |n: u32, watch: u32| {
+            schemas::parse_event(
+                &json!({"event_id": format!("8f14e45f-ceea-4e7a-9f3b-2c1d5e6a{n:04x}"),
+                        "video_id": "v1", "user_id": "u", "occurred_at": "2026-11-21T12:10:00Z",
+                        "watch_seconds": watch, "revenue_eligible": true}),
+                &ctx,
+            )
+            .unwrap()
+        };
+        let mut plain = Truth::new(RuleSet::default());
+        plain.record(&ev(1, 60));
+        let file = plain.to_file();
+        assert!(file.labels.is_empty(), "no mix: the file is as before");
+        assert!(
+            !serde_json::to_string(&file)
+                .unwrap()
+                .contains("invalid_billable")
+        );
+
+        let mut t = Truth::new(RuleSet::default());
+        t.record_labelled(&ev(1, 60), Label::Organic);
+        t.record_labelled(&ev(2, 60), Label::BotFarm);
+        t.record_labelled(&ev(2, 60), Label::BotFarm);
+        t.record_labelled(&ev(3, 10), Label::BotFarm);
+        t.record_labelled(&ev(4, 60), Label::Fans);
+        let f = t.to_file();
+        assert_eq!(f.rows.len(), 1);
+        assert_eq!(f.rows[0].billable_views, 3);
+        assert_eq!(
+            f.rows[0].invalid_billable_views, 1,
+            "the farm's one billable view"
+        );
+        let farm = &f.labels["bot_farm"];
+        assert_eq!(
+            (farm.accepted_events, farm.views, farm.billable_views),
+            (3, 2, 1)
+        );
+        assert_eq!(f.labels["organic_fans"].billable_views, 1);
+        assert_eq!(f.labels["organic"].views, 1);
+        let back: TruthFile = serde_json::from_slice(&serde_json::to_vec(&f).unwrap()).unwrap();
+        assert_eq!(back, f);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-use loadgen::{GenConfig, Generator, SendConfig, SendReport, Truth};
+use loadgen::{GenConfig, GenEvent, Generator, SendConfig, SendReport, Truth};
 use schemas::RuleSet;
 
 #[derive(Debug, clap::Args)]
@@ -62,6 +62,26 @@ pub(crate) struct Args {
     /// Mean watch time in seconds (exponential).
     #[arg(long, default_value_t = 90.0)]
     watch_mean: f64,
+    /// Fraction of events that are labelled invalid traffic: repeat loops,
+    /// bot farms, impossible watch time and zero-engagement bursts, in equal
+    /// shares.
+    #[arg(long, default_value_t = 0.0)]
+    fraud_ratio: f64,
+    /// Fraction of events from organic hard cases: fans' bursts on a
+    /// popular video, household accounts shared across devices, binges.
+    /// Default: the --fraud-ratio (so false positives are measured too).
+    #[arg(long)]
+    hard_case_ratio: Option<f64>,
+    /// One parameter of a pattern, NAME=N (repeat the flag for more), e.g.
+    /// loop_views=60 or farm_bots=50; every name is listed in the error
+    /// for an unknown one and in the README.
+    #[arg(long = "pattern", value_name = "NAME=N")]
+    patterns: Vec<String>,
+    /// Write the labelled events here as CSV (event_id,label): every event
+    /// of invalid traffic or of an organic hard case, once; an event not
+    /// listed is plain organic.
+    #[arg(long)]
+    labels: Option<PathBuf>,
     /// Offered load in events per second when sending (default: as fast as ingest answers).
     #[arg(long)]
     rate: Option<f64>,
@@ -77,6 +97,14 @@ impl Args {
     pub(crate) fn gen_config(&self) -> anyhow::Result<GenConfig> {
         let span = chrono::Duration::from_std(self.span).context("span out of range")?;
         let now = Utc::now();
+        let mut mix = loadgen::Mix {
+            fraud_ratio: self.fraud_ratio,
+            hard_case_ratio: self.hard_case_ratio.unwrap_or(self.fraud_ratio),
+            ..loadgen::Mix::default()
+        };
+        for p in &self.patterns {
+            mix.set(p)?;
+        }
         Ok(GenConfig {
             seed: self.seed,
             videos: self.videos,
@@ -91,6 +119,7 @@ impl Args {
             revenue_ratio: self.revenue_ratio,
             watch_mean_seconds: self.watch_mean,
             now,
+            mix,
         })
     }
 }
@@ -104,15 +133,28 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     }
     let generator = Generator::new(a.gen_config()?)?;
     let mut truth = Truth::new(RuleSet::default());
+    let mut labels = match &a.labels {
+        Some(path) => Some(LabelFile::create(path)?),
+        None => None,
+    };
+    let events = generator.inspect(|e| {
+        if let Some(l) = labels.as_mut() {
+            l.write(e);
+        }
+    });
     match (&a.target, &a.out) {
         (Some(target), None) => {
-            let report = send_to(target, &a, generator, &mut truth).await?;
+            let report = send_to(target, &a, events, &mut truth).await?;
             eprintln!("{}", summary(&report));
         }
-        (None, Some(out)) => write_ndjson(out, generator, &mut truth)?,
+        (None, Some(out)) => write_ndjson(out, events, &mut truth)?,
         _ => bail!(
             "say where the events go: --target http://HOST:PORT or --out FILE (\"-\" for stdout)"
         ),
+    }
+    if let (Some(l), Some(path)) = (labels, &a.labels) {
+        let n = l.finish()?;
+        eprintln!("labels: {n} labelled events written to {}", path.display());
     }
     if let Some(path) = &a.truth {
         let json = serde_json::to_vec_pretty(&truth.to_file())?;
@@ -131,7 +173,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
 pub(crate) async fn send_to(
     target: &str,
     a: &Args,
-    generator: Generator,
+    events: impl Iterator<Item = GenEvent> + Send,
     truth: &mut Truth,
 ) -> anyhow::Result<SendReport> {
     let url = format!("{}/v1/events", target.trim_end_matches('/'));
@@ -144,7 +186,7 @@ pub(crate) async fn send_to(
         ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec}  {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let report = loadgen::send(generator, &cfg, truth, |r| {
+    let report = loadgen::send(events, &cfg, truth, |r| {
         bar.set_position(r.events);
         bar.set_message(format!("accepted {} rejected {}", r.accepted, r.rejected));
     })
@@ -196,7 +238,11 @@ fn write_catalog(path: &PathBuf, videos: u32, seed: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_ndjson(out: &PathBuf, generator: Generator, truth: &mut Truth) -> anyhow::Result<()> {
+fn write_ndjson(
+    out: &PathBuf,
+    events: impl Iterator<Item = GenEvent>,
+    truth: &mut Truth,
+) -> anyhow::Result<()> {
     let mut w: Box<dyn Write> = if out.as_os_str() == "-" {
         Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
     } else {
@@ -206,13 +252,66 @@ fn write_ndjson(out: &PathBuf, generator: Generator, truth: &mut Truth) -> anyho
     };
     // What ingest would accept if it received the events now.
     let ctx = schemas::ValidationContext::at(Utc::now());
-    for e in generator {
+    for e in events {
         serde_json::to_writer(&mut w, &e.value)?;
         w.write_all(b"\n")?;
         if let Ok(ev) = schemas::parse_event(&e.value, &ctx) {
-            truth.record(&ev);
+            truth.record_labelled(&ev, e.label);
         }
     }
     w.flush()?;
     Ok(())
+}
+
+/// `--labels`: each labelled event's id and label, as generated.
+struct LabelFile {
+    out: std::io::BufWriter<std::fs::File>,
+    path: PathBuf,
+    written: u64,
+    failed: Option<std::io::Error>,
+}
+
+impl LabelFile {
+    fn create(path: &PathBuf) -> anyhow::Result<Self> {
+        let f =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut out = std::io::BufWriter::new(f);
+        out.write_all(b"event_id,label\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Self {
+            out,
+            path: path.clone(),
+            written: 0,
+            failed: None,
+        })
+    }
+
+    /// Lists `e` if it is a first copy of a labelled event (re-sends and
+    /// events that break the contract are not views of their own).
+    fn write(&mut self, e: &GenEvent) {
+        if e.label == loadgen::Label::Organic
+            || !matches!(e.kind, loadgen::Kind::Valid | loadgen::Kind::Late)
+            || self.failed.is_some()
+        {
+            return;
+        }
+        let Some(id) = e.value.get("event_id").and_then(|v| v.as_str()) else {
+            return;
+        };
+        match writeln!(self.out, "{id},{}", e.label) {
+            Ok(()) => self.written += 1,
+            Err(err) => self.failed = Some(err),
+        }
+    }
+
+    /// Flushes; the events listed.
+    fn finish(mut self) -> anyhow::Result<u64> {
+        if let Some(e) = self.failed.take() {
+            return Err(e).with_context(|| format!("writing {}", self.path.display()));
+        }
+        self.out
+            .flush()
+            .with_context(|| format!("writing {}", self.path.display()))?;
+        Ok(self.written)
+    }
 }
