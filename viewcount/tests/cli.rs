@@ -1,6 +1,6 @@
-//! The binary as a user runs it (`viewcount gen --catalog`, `viewcount
-//! catalog import/show`, `viewcount token create`): exit codes, output and
-//! the files it leaves.
+//! The binary as a user runs it (`viewcount gen --catalog`, `viewcount gen
+//! --fraud-ratio --labels`, `viewcount catalog import/show`, `viewcount
+//! token create`): exit codes, output and the files it leaves.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -71,6 +71,78 @@ fn a_generated_catalog_imports_and_a_bad_one_changes_nothing() {
         text(&show.stdout).contains(&format!("catalog {sha}: 190 videos")),
         "{}",
         text(&show.stdout)
+    );
+}
+
+#[test]
+fn labelled_traffic_lists_each_labelled_event_once_and_the_truth_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (events, labels, truth) = (
+        dir.path().join("events.ndjson"),
+        dir.path().join("labels.csv"),
+        dir.path().join("truth.json"),
+    );
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    let out = viewcount(
+        &[
+            "gen",
+            "--events",
+            "20000",
+            "--users",
+            "5000",
+            "--span",
+            "6h",
+            "--start",
+            "2026-11-21T00:00:00Z",
+            "--fraud-ratio",
+            "0.08",
+            "--pattern",
+            "farm_bots=10",
+            "--out",
+            &path(&events),
+            "--labels",
+            &path(&labels),
+            "--truth",
+            &path(&truth),
+        ],
+        &store,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = std::fs::read_to_string(&labels).unwrap();
+    let mut lines = listed.lines();
+    assert_eq!(lines.next(), Some("event_id,label"));
+    let mut per_label: std::collections::BTreeMap<&str, u64> = Default::default();
+    let mut ids = std::collections::BTreeSet::new();
+    for line in lines {
+        let (id, label) = line.split_once(',').unwrap();
+        assert!(ids.insert(id), "{id} listed twice");
+        *per_label.entry(label).or_default() += 1;
+    }
+    let truth: serde_json::Value = serde_json::from_slice(&std::fs::read(&truth).unwrap()).unwrap();
+    // Every label but plain organic is listed, once per view the truth counts.
+    for (label, tally) in truth["labels"].as_object().unwrap() {
+        let listed = per_label.get(label.as_str()).copied().unwrap_or(0);
+        let views = tally["views"].as_u64().unwrap();
+        if label == "organic" {
+            assert_eq!(listed, 0);
+        } else {
+            assert!(views > 0, "{label} occurs");
+            assert_eq!(listed, views, "{label}");
+        }
+    }
+    assert_eq!(per_label.len(), 7, "{per_label:?}");
+    // Each listed id is in the events file.
+    let written = std::fs::read_to_string(&events).unwrap();
+    let first = ids.iter().next().unwrap();
+    assert!(written.contains(first));
+
+    let bad = viewcount(&["gen", "--out", "-", "--pattern", "farm_bots"], &store);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("NAME=NUMBER"),
+        "{}",
+        text(&bad.stderr)
     );
 }
 
