@@ -2,12 +2,12 @@
 //! traffic (what fraud rules must catch) and organic hard cases (what they
 //! must leave alone), each an episode of events with its own parameters.
 //!
-//! An episode is generated whole when the generator's roll picks it, and
+//! An episode is generated whole when the generator's draw picks it, and
 //! its events are emitted one after another; their `occurred_at` spread
-//! over the episode's own duration from the generator's current position
-//! (never past the end of the span, so they are no later than organic
-//! events). Every event carries its [`Label`]; a re-send of it carries the
-//! same label.
+//! over the episode's own duration from the generator's current position,
+//! moved earlier if needed so that none is past the end of the span (the
+//! last organic events' time). Every event carries its [`Label`]; a
+//! re-send of it carries the same label.
 
 use std::fmt;
 
