@@ -311,7 +311,7 @@ pub(crate) fn count(
 
     let ids = Ids::merge(read.dicts, read.user_ids, &work.state);
     let (tally, out) = if work.spill.active() {
-        let memory = work.memory_parts(read.shards);
+        let memory = work.shard_parts(read.shards);
         let tally = work.dedup_spilled(&ids, memory, min_watch(rules))?;
         steps.done("deduplicating");
         (tally, work.count_spilled(&ids, from_us, to_us, rules)?)
@@ -377,24 +377,13 @@ pub(crate) fn removed_copies(
     let ids = Ids::merge(read.dicts, read.user_ids, state);
     // One split (and every core) when nothing spilled.
     let parts = SHARDS * spill.split();
-    let shards: MemoryParts = if spill.active() {
-        work.memory_parts(read.shards)
-    } else {
-        read.shards.into_iter().map(Mutex::new).collect()
-    };
+    let shards = work.shard_parts(read.shards);
     let threads = work.threads_for(Stage::Shards, parts, 3);
     let done = AtomicU64::new(0);
     let found = parallel(threads, parts, |p| -> Result<_> {
-        let mut rows = take(&shards[p]);
-        let in_memory: u64 = rows.iter().map(Blocks::bytes).sum();
-        let mut held = 0;
-        if spill.active() {
-            let loaded;
-            (loaded, _, held) = spill.load(Stage::Shards, p, budget)?;
-            rows.push(loaded);
-        }
+        let (rows, _, held) = work.partition(p, &shards)?;
         let out = removed(&rows, &ids, state, window_us);
-        budget.sub(held + in_memory);
+        budget.sub(held);
         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
         let _ = progress.send(("deduplicating", n, parts as u64));
         Ok(out)
@@ -565,10 +554,7 @@ impl<'a> Work<'a> {
         let threads = self.threads_for(Stage::Shards, parts, 3);
         let done = AtomicU64::new(0);
         let results = parallel(threads, parts, |p| -> Result<Tally> {
-            let (rows, users, held) = self.spill.load(Stage::Shards, p, &self.budget)?;
-            let mut rows_of = take(&memory[p]);
-            let in_memory: u64 = rows_of.iter().map(Blocks::bytes).sum();
-            rows_of.push(rows);
+            let (rows_of, users, held) = self.partition(p, &memory)?;
             let valid: u64 = rows_of.iter().map(|r| r.len() as u64).sum();
             let extra = valid * DEDUP_BYTES;
             self.budget.add(extra);
@@ -587,7 +573,7 @@ impl<'a> Work<'a> {
             for (b, r) in records.iter().enumerate() {
                 self.spill.append_buffered(Stage::Buckets, b, r)?;
             }
-            self.budget.sub(held + extra + in_memory);
+            self.budget.sub(held + extra);
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             let _ = self.progress.send(("deduplicating", n, parts as u64));
             Ok(tally)
@@ -624,10 +610,14 @@ impl<'a> Work<'a> {
         .collect()
     }
 
-    /// The rows the readers still hold when the spill is active, by spill
-    /// partition (as [`Reader::spill_rows`] would have written them), their
-    /// user-id chunks marked as the readers' ([`memory_chunk`]).
-    fn memory_parts(&self, shards: Vec<Vec<Blocks>>) -> MemoryParts {
+    /// The rows the readers still hold, by shard-stage partition: as read
+    /// if nothing spilled; else as [`Reader::spill_rows`] would have
+    /// written them, their user-id chunks marked as the readers'
+    /// ([`memory_chunk`]).
+    fn shard_parts(&self, shards: Vec<Vec<Blocks>>) -> MemoryParts {
+        if !self.spill.active() {
+            return shards.into_iter().map(Mutex::new).collect();
+        }
         let split = self.spill.split();
         let shards: Vec<Mutex<Vec<Blocks>>> = shards.into_iter().map(Mutex::new).collect();
         let parts = parallel(self.threads, SHARDS, |s| {
@@ -648,6 +638,25 @@ impl<'a> Work<'a> {
             .flatten()
             .map(|b| Mutex::new(vec![b]))
             .collect()
+    }
+
+    /// Shard-stage partition `p` whole: its rows still in memory (taken
+    /// from `memory`) and, if the spill is active, its file's; the file's
+    /// user-id chunks; and the bytes both hold, to give back to the budget.
+    fn partition(
+        &self,
+        p: usize,
+        memory: &MemoryParts,
+    ) -> Result<(Vec<Blocks>, Vec<StringArray>, u64)> {
+        let mut rows = take(&memory[p]);
+        let mut held: u64 = rows.iter().map(Blocks::bytes).sum();
+        if !self.spill.active() {
+            return Ok((rows, Vec::new(), held));
+        }
+        let (loaded, users, file) = self.spill.load(Stage::Shards, p, &self.budget)?;
+        rows.push(loaded);
+        held += file;
+        Ok((rows, users, held))
     }
 
     /// How many partitions of `stage` fit in the limit at once: a task
@@ -780,7 +789,7 @@ fn read(
     }
     // Once one reader spilled, dedup and counting go partition by
     // partition; what the readers still hold stays in memory and joins
-    // its partition there (see [`Work::memory_parts`]) instead of taking
+    // its partition there (see [`Work::shard_parts`]) instead of taking
     // a round trip through disk.
     let inputs = inputs
         .into_inner()
