@@ -122,7 +122,7 @@ async fn speed_and_batch_reconcile_with_every_difference_explained() {
         "batch reports the conflicts"
     );
     let (from, to) = (report.manifest.from, report.manifest.to);
-    let reconcile_within = async |memory: batch::memory::Memory| {
+    let try_within = async |memory: batch::memory::Memory| {
         let speed = speed_table(&redis, &keys).await;
         let r = reconcile::reconcile(
             s.store.clone(),
@@ -132,15 +132,32 @@ async fn speed_and_batch_reconcile_with_every_difference_explained() {
             chrono::Duration::hours(48),
             &memory,
         )
-        .await
-        .unwrap();
+        .await;
         (speed, r)
+    };
+    let reconcile_within = async |memory: batch::memory::Memory| {
+        let (speed, r) = try_within(memory).await;
+        (speed, r.unwrap())
     };
     let reconcile_now = async || reconcile_within(batch::memory::Memory::default()).await;
     let (speed, r) = reconcile_now().await;
     assert!(!r.has_unexplained(), "{:#?}", r.differences);
-    // Under the smallest limit its read of the inputs spills, and finds
-    // the same removed copies.
+    // Under the smallest limit its read of the inputs spills: into the
+    // spill directory given (a file there is an error naming it), and it
+    // finds the same removed copies.
+    let not_a_dir = tempfile::NamedTempFile::new().unwrap();
+    let (_, refused) = try_within(batch::memory::Memory {
+        limit: batch::memory::MIN_LIMIT,
+        spill_dir: Some(not_a_dir.path().to_path_buf()),
+    })
+    .await;
+    let refused = refused
+        .expect_err("a spill directory that is a file")
+        .to_string();
+    assert!(
+        refused.contains(&not_a_dir.path().display().to_string()),
+        "{refused}"
+    );
     let (_, spilled) = reconcile_within(batch::memory::Memory {
         limit: batch::memory::MIN_LIMIT,
         spill_dir: None,
