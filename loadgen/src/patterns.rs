@@ -191,55 +191,48 @@ impl Mix {
                 "--pattern {assignment}: {value} is not a whole number"
             ))
         })?;
-        let slot = match key.trim() {
-            "loop_views" => &mut self.loop_views,
-            "loop_minutes" => &mut self.loop_minutes,
-            "farm_bots" => &mut self.farm_bots,
-            "farm_videos" => &mut self.farm_videos,
-            "farm_views_per_bot" => &mut self.farm_views_per_bot,
-            "farm_minutes" => &mut self.farm_minutes,
-            "impossible_views" => &mut self.impossible_views,
-            "impossible_min_watch" => &mut self.impossible_min_watch,
-            "zero_views" => &mut self.zero_views,
-            "zero_minutes" => &mut self.zero_minutes,
-            "fan_views" => &mut self.fan_views,
-            "fan_minutes" => &mut self.fan_minutes,
-            "household_views" => &mut self.household_views,
-            "household_devices" => &mut self.household_devices,
-            "household_hours" => &mut self.household_hours,
-            "binge_views" => &mut self.binge_views,
-            "binge_hours" => &mut self.binge_hours,
-            other => {
-                return Err(Error::Config(format!(
-                    "--pattern {assignment}: no parameter {other}; known: {}",
-                    Self::NAMES.join(", ")
-                )));
-            }
-        };
+        let (_, slot) = self
+            .params()
+            .into_iter()
+            .find(|(name, _)| *name == key.trim())
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "--pattern {assignment}: no parameter {}; known: {}",
+                    key.trim(),
+                    Self::names().join(", ")
+                ))
+            })?;
         *slot = n;
         Ok(())
     }
 
+    /// Every parameter, by the name [`Mix::set`] knows it by.
+    fn params(&mut self) -> [(&'static str, &mut u32); 17] {
+        [
+            ("loop_views", &mut self.loop_views),
+            ("loop_minutes", &mut self.loop_minutes),
+            ("farm_bots", &mut self.farm_bots),
+            ("farm_videos", &mut self.farm_videos),
+            ("farm_views_per_bot", &mut self.farm_views_per_bot),
+            ("farm_minutes", &mut self.farm_minutes),
+            ("impossible_views", &mut self.impossible_views),
+            ("impossible_min_watch", &mut self.impossible_min_watch),
+            ("zero_views", &mut self.zero_views),
+            ("zero_minutes", &mut self.zero_minutes),
+            ("fan_views", &mut self.fan_views),
+            ("fan_minutes", &mut self.fan_minutes),
+            ("household_views", &mut self.household_views),
+            ("household_devices", &mut self.household_devices),
+            ("household_hours", &mut self.household_hours),
+            ("binge_views", &mut self.binge_views),
+            ("binge_hours", &mut self.binge_hours),
+        ]
+    }
+
     /// The parameter names [`Mix::set`] knows.
-    pub const NAMES: [&'static str; 17] = [
-        "loop_views",
-        "loop_minutes",
-        "farm_bots",
-        "farm_videos",
-        "farm_views_per_bot",
-        "farm_minutes",
-        "impossible_views",
-        "impossible_min_watch",
-        "zero_views",
-        "zero_minutes",
-        "fan_views",
-        "fan_minutes",
-        "household_views",
-        "household_devices",
-        "household_hours",
-        "binge_views",
-        "binge_hours",
-    ];
+    pub fn names() -> [&'static str; 17] {
+        Mix::default().params().map(|(name, _)| name)
+    }
 
     pub(crate) fn check(&self, videos: u32) -> Result<()> {
         for (name, v) in [
@@ -258,24 +251,8 @@ impl Mix {
                 self.fraud_ratio + self.hard_case_ratio
             )));
         }
-        let positive = [
-            ("loop_views", self.loop_views),
-            ("loop_minutes", self.loop_minutes),
-            ("farm_bots", self.farm_bots),
-            ("farm_videos", self.farm_videos),
-            ("farm_views_per_bot", self.farm_views_per_bot),
-            ("farm_minutes", self.farm_minutes),
-            ("impossible_views", self.impossible_views),
-            ("zero_views", self.zero_views),
-            ("zero_minutes", self.zero_minutes),
-            ("fan_views", self.fan_views),
-            ("fan_minutes", self.fan_minutes),
-            ("household_views", self.household_views),
-            ("household_hours", self.household_hours),
-            ("binge_views", self.binge_views),
-            ("binge_hours", self.binge_hours),
-        ];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+        let mut copy = *self;
+        if let Some((name, _)) = copy.params().into_iter().find(|(_, v)| **v == 0) {
             return Err(Error::Config(format!(
                 "pattern parameter {name} must be at least 1"
             )));
@@ -877,8 +854,8 @@ mod tests {
         assert!(e.contains("not a whole number"), "{e}");
         let e = mix.set("loop_views").unwrap_err().to_string();
         assert!(e.contains("NAME=NUMBER"), "{e}");
-        assert_eq!(Mix::NAMES.len(), 17);
-        for name in Mix::NAMES {
+        assert_eq!(Mix::names().len(), 17);
+        for name in Mix::names() {
             Mix::default().set(&format!("{name}=30")).unwrap();
         }
         mix.set("household_devices=6").unwrap();
