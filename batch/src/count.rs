@@ -61,10 +61,12 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use schemas::RuleSet;
 use schemas::archive::RawColumns;
 use schemas::dedup::{CopyOrder, event_key};
+use schemas::fraud::{FraudRule, in_dense_window};
 
 use crate::memory::{Budget, Memory, peak_rss, reset_peak_rss};
 use crate::spill::{Spill, Stage, encode, encode_winner};
 use crate::{Error, Result};
+use store::filtered::FilteredRow;
 use store::manifest::{Input, Rows, Step};
 use store::sketch::{Sketch, value_hash};
 use store::views::{ViewRow, views_batch};
@@ -86,6 +88,8 @@ pub(crate) struct Counted {
     pub inputs: Vec<Input>,
     /// The views table, sorted by (video, hour).
     pub views: RecordBatch,
+    /// Filtered views by rule, sorted by (video, hour, rule).
+    pub filtered: Vec<FilteredRow>,
     /// Row counts.
     pub rows: Rows,
     /// Each phase: wall time, memory, spill.
@@ -110,12 +114,17 @@ pub(crate) struct Row {
     /// The user id's [`value_hash`]: the sketch's hash, and how users are
     /// grouped (equal ids are compared where it matters).
     pub(crate) user_hash: u64,
+    /// The behavioural [`fingerprint`] (bot-farm rule) of a billable row;
+    /// 0 for the others, or with the rule off.
+    pub(crate) print: u64,
     /// Where the user id is: decoded chunk, and row in it (the readers'
     /// chunks in memory, a partition's own when read back from a spill).
     pub(crate) chunk: u32,
     pub(crate) row: u16,
     pub(crate) reader: u16,
     pub(crate) eligible: bool,
+    /// No ad impression reported (zero-engagement rule).
+    pub(crate) zero_ads: bool,
 }
 
 /// Rows of a spill partition at most (if [`crate::spill::MAX_SPLIT`]
@@ -310,22 +319,41 @@ pub(crate) fn count(
     steps.done("reading");
 
     let ids = Ids::merge(read.dicts, read.user_ids, &work.state);
+    let hours = UserHours::new(rules, &work.state);
     let (tally, out) = if work.spill.active() {
         let memory = work.shard_parts(read.shards);
-        let tally = work.dedup_spilled(&ids, memory, min_watch(rules))?;
-        steps.done("deduplicating");
-        (tally, work.count_spilled(&ids, from_us, to_us, rules)?)
-    } else {
-        let (tally, buckets) = work.dedup_in_memory(read.shards, &ids);
+        let tally = work.dedup_spilled(&ids, memory, min_watch(rules), &hours)?;
+        let impossible = hours.over(rules, &work.state, &work.budget);
         steps.done("deduplicating");
         (
             tally,
-            work.count_in_memory(buckets, &ids, from_us, to_us, rules),
+            work.count_spilled(&ids, from_us, to_us, rules, &impossible)?,
+        )
+    } else {
+        let (tally, buckets) = work.dedup_in_memory(read.shards, &ids, &hours);
+        let impossible = hours.over(rules, &work.state, &work.budget);
+        steps.done("deduplicating");
+        (
+            tally,
+            work.count_in_memory(buckets, &ids, from_us, to_us, rules, &impossible),
         )
     };
-    let mut out: Vec<(u32, ViewRow<'_>)> = out.into_iter().flatten().collect();
-    out.sort_unstable_by_key(|(rank, r)| (*rank, r.hour_us));
-    let out: Vec<ViewRow<'_>> = out.into_iter().map(|(_, r)| r).collect();
+    let mut out: Vec<Out<'_>> = out.into_iter().flatten().collect();
+    out.sort_unstable_by_key(|(rank, r, _)| (*rank, r.hour_us));
+    let mut filtered = Vec::new();
+    for (_, r, by_rule) in &out {
+        for (rule, &views) in FraudRule::ALL.iter().zip(by_rule) {
+            if views > 0 {
+                filtered.push(FilteredRow {
+                    video_id: r.video_id.to_owned(),
+                    hour_us: r.hour_us,
+                    rule: *rule,
+                    views,
+                });
+            }
+        }
+    }
+    let out: Vec<ViewRow<'_>> = out.into_iter().map(|(_, r, _)| r).collect();
     let mut rows = Rows {
         input: read.input_rows,
         invalid: read.input_rows - tally.valid,
@@ -344,6 +372,7 @@ pub(crate) fn count(
     Ok(Counted {
         inputs: read.inputs,
         views,
+        filtered,
         rows,
         steps: steps.list,
     })
@@ -482,7 +511,12 @@ impl<'a> Work<'a> {
     }
 
     /// Phase 2 with every row in memory.
-    fn dedup_in_memory(&self, shards: Vec<Vec<Blocks>>, ids: &Ids) -> (Tally, Vec<Vec<Blocks>>) {
+    fn dedup_in_memory(
+        &self,
+        shards: Vec<Vec<Blocks>>,
+        ids: &Ids,
+        hours: &UserHours,
+    ) -> (Tally, Vec<Vec<Blocks>>) {
         let shards: Vec<Mutex<Vec<Blocks>>> = shards.into_iter().map(Mutex::new).collect();
         let done = AtomicU64::new(0);
         let deduped = parallel(self.threads, SHARDS, |s| {
@@ -491,9 +525,14 @@ impl<'a> Work<'a> {
             let valid: u64 = parts.iter().map(|p| p.len() as u64).sum();
             self.budget.add(valid * DEDUP_BYTES);
             let mut buckets: Vec<Blocks> = (0..BUCKETS).map(|_| Blocks::default()).collect();
+            let mut sums = HashMap::with_hasher(self.state.clone());
             let tally = dedup(parts, ids, &self.state, |w| {
+                if hours.on {
+                    add_watch(&mut sums, &w);
+                }
                 buckets[w.video as usize % BUCKETS].push(w);
             });
+            hours.merge(sums, &self.budget);
             let kept: u64 = buckets.iter().map(Blocks::bytes).sum();
             self.budget.add(kept);
             self.budget.sub(held + valid * DEDUP_BYTES);
@@ -520,7 +559,8 @@ impl<'a> Work<'a> {
         from_us: i64,
         to_us: i64,
         rules: &RuleSet,
-    ) -> Vec<Vec<(u32, ViewRow<'s>)>> {
+        impossible: &Impossible,
+    ) -> Vec<Vec<Out<'s>>> {
         let buckets: Vec<Mutex<Vec<Blocks>>> = buckets.into_iter().map(Mutex::new).collect();
         let done = AtomicU64::new(0);
         parallel(self.threads, BUCKETS, |b| {
@@ -536,6 +576,7 @@ impl<'a> Work<'a> {
                 to_us,
                 rules,
                 &self.state,
+                impossible,
             );
             self.budget.sub(held + rows * COUNT_BYTES);
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
@@ -546,7 +587,13 @@ impl<'a> Work<'a> {
 
     /// Phase 2 from spill files: a shard partition at a time, its winners
     /// spilled by (video, day) in bucket records (keyed if billable).
-    fn dedup_spilled(&self, ids: &Ids, memory: MemoryParts, min_watch: i32) -> Result<Tally> {
+    fn dedup_spilled(
+        &self,
+        ids: &Ids,
+        memory: MemoryParts,
+        min_watch: i32,
+        hours: &UserHours,
+    ) -> Result<Tally> {
         let parts = SHARDS * self.spill.split();
         let buckets = BUCKETS * self.spill.split();
         // Its rows and user ids (about the file's size), its table and the
@@ -563,13 +610,18 @@ impl<'a> Work<'a> {
             let each = (valid as usize * 48 / buckets).max(64);
             let mut records: Vec<Vec<u8>> =
                 (0..buckets).map(|_| Vec::with_capacity(each)).collect();
+            let mut sums = HashMap::with_hasher(self.state.clone());
             let tally = dedup(rows_of, ids, &self.state, |w| {
+                if hours.on {
+                    add_watch(&mut sums, &w);
+                }
                 let user = w.billable(min_watch).then(|| match memory_chunk(w.chunk) {
                     Some(chunk) => ids.user_ids[chunk].value(usize::from(w.row)),
                     None => users[w.chunk as usize].value(usize::from(w.row)),
                 });
                 encode_winner(&w, user, &mut records[bucket_of_video_day(&w, buckets)]);
             });
+            hours.merge(sums, &self.budget);
             for (b, r) in records.iter().enumerate() {
                 self.spill.append_buffered(Stage::Buckets, b, r)?;
             }
@@ -592,7 +644,8 @@ impl<'a> Work<'a> {
         from_us: i64,
         to_us: i64,
         rules: &RuleSet,
-    ) -> Result<Vec<Vec<(u32, ViewRow<'s>)>>> {
+        impossible: &Impossible,
+    ) -> Result<Vec<Vec<Out<'s>>>> {
         let buckets = BUCKETS * self.spill.split();
         let threads = self.threads_for(Stage::Buckets, buckets, 2);
         let done = AtomicU64::new(0);
@@ -600,7 +653,16 @@ impl<'a> Work<'a> {
             let (rows, users, held) = self.spill.load(Stage::Buckets, b, &self.budget)?;
             let extra = rows.len() as u64 * COUNT_BYTES;
             self.budget.add(extra);
-            let out = count_bucket(vec![rows], &users, ids, from_us, to_us, rules, &self.state);
+            let out = count_bucket(
+                vec![rows],
+                &users,
+                ids,
+                from_us,
+                to_us,
+                rules,
+                &self.state,
+                impossible,
+            );
             self.budget.sub(held + extra);
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             let _ = self.progress.send(("counting", n, buckets as u64));
@@ -894,11 +956,18 @@ impl Reader<'_> {
         self.own_chunks.push(chunk);
         let mut held = c.user_id.get_array_memory_size() as u64;
         let state = &self.work.state;
+        let (min_watch, farms) = (min_watch(self.rules), self.rules.bot_farm_accounts > 0);
         for i in 0..c.len() {
             let Some(id) = c.valid_event_id(i, self.rules) else {
                 continue;
             };
             let key = event_key(id);
+            let (watch_seconds, eligible) = (c.watch_seconds.value(i), c.revenue_eligible.value(i));
+            let print = if farms && eligible && watch_seconds >= min_watch {
+                c.print(i, &mut self.scratch)
+            } else {
+                0
+            };
             let video = self.videos.id(state, c.video_id.value(i));
             let id_hash = state.hash_one(key);
             held += self.shards[(id_hash >> 58) as usize % SHARDS].push(Row {
@@ -908,13 +977,15 @@ impl Reader<'_> {
                 offset: c.kafka_offset.value(i),
                 occurred_at: c.occurred_at.value(i),
                 partition: c.kafka_partition.value(i),
-                watch_seconds: c.watch_seconds.value(i),
+                watch_seconds,
                 video,
                 user_hash: value_hash(c.user_id.value(i).as_bytes()),
+                print,
                 chunk,
                 row: i as u16,
                 reader: self.index,
-                eligible: c.revenue_eligible.value(i),
+                eligible,
+                zero_ads: c.ad_impressions.value(i) == 0,
             }) as u64;
         }
         self.held += held;
@@ -1083,9 +1154,92 @@ fn min_watch(rules: &RuleSet) -> i32 {
     i32::try_from(rules.billable_min_watch_seconds).unwrap_or(i32::MAX)
 }
 
-/// Phase 3: the fraud cap and the per video-hour aggregate of one bucket
-/// (every winner of a video and day is in the same bucket), its rows' user
-/// ids in `users`. Rows come with their video's rank in name order.
+/// Filtered views of a video-hour by rule, in [`FraudRule::ALL`] order.
+pub(crate) type ByRule = [i64; FraudRule::ALL.len()];
+
+/// A counted video-hour: its video's rank in name order, its row, and its
+/// filtered views by rule.
+pub(crate) type Out<'s> = (u32, ViewRow<'s>, ByRule);
+
+/// Watch seconds per (user hash, hour) of every winner, for the
+/// impossible-watch rule (users' views are spread over every bucket, so
+/// dedup sums them as it hands winners on): in stripes, so dedup tasks
+/// merge their own sums at once.
+struct UserHours {
+    on: bool,
+    stripes: Vec<Mutex<WatchSums>>,
+}
+
+/// Watch seconds per (user hash, hour).
+type WatchSums = HashMap<(u64, i64), u64, RandomState>;
+
+/// Bytes an entry of [`UserHours`] holds (key, sum, table overhead).
+const USER_HOUR_BYTES: u64 = 40;
+
+impl UserHours {
+    fn new(rules: &RuleSet, state: &RandomState) -> Self {
+        let on = rules.impossible_watch_seconds > 0;
+        Self {
+            on,
+            stripes: (0..if on { 64 } else { 0 })
+                .map(|_| Mutex::new(HashMap::with_hasher(state.clone())))
+                .collect(),
+        }
+    }
+
+    /// A dedup task's sums, adding what they grew the stripes by to `budget`.
+    fn merge(&self, local: WatchSums, budget: &Budget) {
+        if local.is_empty() {
+            return;
+        }
+        let mut by_stripe: Vec<Vec<((u64, i64), u64)>> = vec![Vec::new(); self.stripes.len()];
+        for (k, v) in local {
+            by_stripe[(k.0 >> 58) as usize % self.stripes.len()].push((k, v));
+        }
+        for (stripe, entries) in self.stripes.iter().zip(by_stripe) {
+            let mut map = stripe.lock().unwrap_or_else(|p| p.into_inner());
+            let before = map.len();
+            for (k, v) in entries {
+                *map.entry(k).or_default() += v;
+            }
+            budget.add((map.len() - before) as u64 * USER_HOUR_BYTES);
+        }
+    }
+
+    /// The (user hash, hour)s over the rule's limit; gives the sums' bytes
+    /// back to `budget`.
+    fn over(self, rules: &RuleSet, state: &RandomState, budget: &Budget) -> Impossible {
+        let limit = u64::from(rules.impossible_watch_seconds);
+        let mut out = Impossible::with_hasher(state.clone());
+        for stripe in self.stripes {
+            let map = stripe.into_inner().unwrap_or_else(|p| p.into_inner());
+            budget.sub(map.len() as u64 * USER_HOUR_BYTES);
+            out.extend(map.into_iter().filter(|(_, w)| *w > limit).map(|(k, _)| k));
+        }
+        out
+    }
+}
+
+/// The (user hash, hour)s whose views report impossible watch time.
+type Impossible = hashbrown::HashSet<(u64, i64), RandomState>;
+
+/// A dedup task's own watch sums for [`UserHours`].
+fn add_watch(sums: &mut WatchSums, w: &Row) {
+    *sums
+        .entry((w.user_hash, hour_of(w.occurred_at)))
+        .or_default() += u64::from(w.watch_seconds.max(0).unsigned_abs());
+}
+
+/// The start of the UTC hour of `us`.
+fn hour_of(us: i64) -> i64 {
+    us - us.rem_euclid(HOUR_US)
+}
+
+/// Phase 3: the invalid-traffic rules ([`schemas::fraud`]) and the per
+/// video-hour aggregate of one bucket (every winner of a video and day is
+/// in the same bucket), its rows' user ids in `users`. Rows come with
+/// their video's rank in name order.
+#[allow(clippy::too_many_arguments)]
 fn count_bucket<'s>(
     parts: Vec<Blocks>,
     users: &[StringArray],
@@ -1094,12 +1248,14 @@ fn count_bucket<'s>(
     to_us: i64,
     rules: &RuleSet,
     state: &RandomState,
-) -> Vec<(u32, ViewRow<'s>)> {
+    impossible: &Impossible,
+) -> Vec<Out<'s>> {
     let min_watch = min_watch(rules);
     let cap = rules.fraud_cap_per_user_video_day as usize;
     let rows = || parts.iter().flat_map(Blocks::iter);
     let len: usize = parts.iter().map(Blocks::len).sum();
     let billable = |r: &Row| r.billable(min_watch);
+    let billables = || rows().enumerate().filter(|(_, r)| billable(r));
     let key = |r: &Row| {
         (
             r.video,
@@ -1108,30 +1264,133 @@ fn count_bucket<'s>(
         )
     };
     let user = |r: &Row| users[r.chunk as usize].value(usize::from(r.row));
+    // Per row, the first rule that catches it (its index in
+    // `FraudRule::ALL`), or NONE; each rule marks its rows.
+    const NONE: u8 = u8::MAX;
+    let mut rule = vec![NONE; len];
+    let mut mark = |n: usize, r: FraudRule| {
+        rule[n] = rule[n].min(r.index() as u8);
+    };
 
-    // Billable views per (video, day, user hash). Only groups over the cap
-    // need more: their rows are split by the exact user id (two users whose
-    // hashes collide are told apart there; a merged group within the cap
-    // gives the same counts as its parts) and ranked.
+    // Billable views per (video, day, user hash), and per hour of it for
+    // the repeat-loop rule when it is on (the day's count summed from
+    // the hours').
     let mut per_day: HashMap<(u32, i32, u64), u32, RandomState> =
         HashMap::with_hasher(state.clone());
-    for r in rows().filter(|r| billable(r)) {
-        *per_day.entry(key(r)).or_default() += 1;
+    if rules.repeat_loop_views > 0 {
+        let mut per_hour: HashMap<(u32, i64, u64), u32, RandomState> =
+            HashMap::with_hasher(state.clone());
+        for (_, r) in billables() {
+            *per_hour
+                .entry((r.video, hour_of(r.occurred_at), r.user_hash))
+                .or_default() += 1;
+        }
+        for (&(v, h, u), &n) in &per_hour {
+            *per_day
+                .entry((v, h.div_euclid(DAY_US) as i32, u))
+                .or_default() += n;
+        }
+        per_hour.retain(|_, n| *n >= rules.repeat_loop_views);
+        if !per_hour.is_empty() {
+            for (n, r) in billables() {
+                if per_hour.contains_key(&(r.video, hour_of(r.occurred_at), r.user_hash)) {
+                    mark(n, FraudRule::RepeatLoop);
+                }
+            }
+        }
+    } else {
+        for (_, r) in billables() {
+            *per_day.entry(key(r)).or_default() += 1;
+        }
     }
+    // The daily cap: only groups over the cap need more: their rows are
+    // split by the exact user id (two users whose hashes collide are told
+    // apart there; a merged group within the cap gives the same counts as
+    // its parts) and ranked.
     // (video, day, user hash), user, occurred_at, event id, row.
     type Ranked<'a> = ((u32, i32, u64), &'a str, i64, [u64; 2], u32);
-    let mut over: Vec<Ranked<'_>> = rows()
-        .enumerate()
-        .filter(|(_, r)| billable(r))
+    let mut over: Vec<Ranked<'_>> = billables()
         .filter(|(_, r)| per_day.get(&key(r)).copied().unwrap_or(0) as usize > cap)
         .map(|(n, r)| (key(r), user(r), r.occurred_at, r.id, n as u32))
         .collect();
     drop(per_day);
     over.sort_unstable();
-    let mut fraud = vec![false; len];
     for group in over.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
         for &(_, _, _, _, n) in group.iter().skip(cap) {
-            fraud[n as usize] = true;
+            mark(n as usize, FraudRule::DailyCap);
+        }
+    }
+    drop(over);
+
+    if !impossible.is_empty() {
+        for (n, r) in billables() {
+            if impossible.contains(&(r.user_hash, hour_of(r.occurred_at))) {
+                mark(n, FraudRule::ImpossibleWatch);
+            }
+        }
+    }
+
+    // Bot farms: only (video, hour, fingerprint, band)s with as many
+    // views as the rule's accounts can have as many users; those count
+    // their distinct users.
+    if rules.bot_farm_accounts > 0 {
+        let least = rules.bot_farm_accounts;
+        type Farm = (u32, i64, u64, u32);
+        let farm = |r: &Row| -> Farm {
+            (
+                r.video,
+                hour_of(r.occurred_at),
+                r.print,
+                rules.watch_band(r.watch_seconds.max(0).unsigned_abs()),
+            )
+        };
+        let mut views: HashMap<Farm, u32, RandomState> = HashMap::with_hasher(state.clone());
+        for (_, r) in billables() {
+            *views.entry(farm(r)).or_default() += 1;
+        }
+        views.retain(|_, n| *n >= least);
+        if !views.is_empty() {
+            let mut members: Vec<(Farm, u64, usize)> = billables()
+                .filter(|(_, r)| views.contains_key(&farm(r)))
+                .map(|(n, r)| (farm(r), r.user_hash, n))
+                .collect();
+            members.sort_unstable();
+            for group in members.chunk_by(|a, b| a.0 == b.0) {
+                let accounts = 1 + group.windows(2).filter(|w| w[0].1 != w[1].1).count();
+                if accounts >= least as usize {
+                    for &(_, _, n) in group {
+                        mark(n, FraudRule::BotFarm);
+                    }
+                }
+            }
+        }
+    }
+
+    // Zero-engagement bursts: the candidates of each (video, hour) in
+    // time order, those in a dense window caught.
+    if rules.zero_engagement_views > 0 {
+        let mut candidates: Vec<((u32, i64), i64, usize)> = billables()
+            .filter(|(_, r)| {
+                rules.zero_engagement_candidate(
+                    u32::from(!r.zero_ads),
+                    r.watch_seconds.max(0).unsigned_abs(),
+                )
+            })
+            .map(|(n, r)| ((r.video, hour_of(r.occurred_at)), r.occurred_at, n))
+            .collect();
+        candidates.sort_unstable();
+        let window_us = i64::from(rules.zero_engagement_window_seconds) * 1_000_000;
+        let least = rules.zero_engagement_views as usize;
+        for group in candidates.chunk_by(|a, b| a.0 == b.0) {
+            if group.len() < least {
+                continue;
+            }
+            let times: Vec<i64> = group.iter().map(|c| c.1).collect();
+            for (c, dense) in group.iter().zip(in_dense_window(&times, window_us, least)) {
+                if dense {
+                    mark(c.2, FraudRule::ZeroEngagement);
+                }
+            }
         }
     }
 
@@ -1140,6 +1399,7 @@ fn count_bucket<'s>(
         views: i64,
         billable: i64,
         fraud: i64,
+        by_rule: ByRule,
         watch: i64,
         sketch: Sketch,
     }
@@ -1148,14 +1408,14 @@ fn count_bucket<'s>(
         if r.occurred_at < from_us || r.occurred_at >= to_us {
             continue;
         }
-        let hour = r.occurred_at - r.occurred_at.rem_euclid(HOUR_US);
-        let g = groups.entry((r.video, hour)).or_default();
+        let g = groups.entry((r.video, hour_of(r.occurred_at))).or_default();
         g.views += 1;
         if billable(r) {
-            if fraud[n] {
-                g.fraud += 1;
-            } else {
+            if rule[n] == NONE {
                 g.billable += 1;
+            } else {
+                g.fraud += 1;
+                g.by_rule[usize::from(rule[n])] += 1;
             }
         }
         g.watch += i64::from(r.watch_seconds);
@@ -1175,6 +1435,7 @@ fn count_bucket<'s>(
                     watch_seconds: g.watch,
                     sketch: g.sketch.to_bytes(),
                 },
+                g.by_rule,
             )
         })
         .collect()
@@ -1206,10 +1467,12 @@ mod tests {
             watch_seconds: 60,
             video: 0,
             user_hash: 42,
+            print: 0,
             chunk: 0,
             row: user,
             reader: 0,
             eligible: true,
+            zero_ads: false,
         };
         let run = |alice: u64, bob: u64| {
             let mut rows = Blocks::default();
@@ -1225,11 +1488,19 @@ mod tests {
                 &ids,
                 day,
                 day + DAY_US,
-                &RuleSet::default(),
+                // The cap alone (the others know users by hash).
+                &RuleSet {
+                    impossible_watch_seconds: 0,
+                    repeat_loop_views: 0,
+                    bot_farm_accounts: 0,
+                    zero_engagement_views: 0,
+                    ..RuleSet::default()
+                },
                 &state,
+                &Impossible::default(),
             );
-            let fraud: i64 = out.iter().map(|(_, r)| r.fraud_filtered).sum();
-            let billable: i64 = out.iter().map(|(_, r)| r.billable_views).sum();
+            let fraud: i64 = out.iter().map(|(_, r, _)| r.fraud_filtered).sum();
+            let billable: i64 = out.iter().map(|(_, r, _)| r.billable_views).sum();
             (billable, fraud)
         };
         assert_eq!(

@@ -24,6 +24,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use schemas::{RULES_VERSION, RuleSet};
+use store::filtered::{filtered_batch, filtered_schema};
 pub use store::manifest::Engine;
 use store::manifest::{Input, Manifest, Output, Rows, Step};
 use store::state::Published;
@@ -213,16 +214,21 @@ pub async fn run(
         }
         (_, None) => {}
     }
-    let views = if opts.dry_run || opts.engine != Engine::Native {
+    let counted = if opts.dry_run || opts.engine != Engine::Native {
         manifest.inputs = checksum(store.as_ref(), &inputs_meta, progress).await?;
         if opts.dry_run {
             manifest.run_id = run_id(opts.from, to, &opts.rules, &manifest.inputs);
-            manifest.outputs.push(Output {
-                path: layout::views_file(&manifest.run_id).to_string(),
-                size: 0,
-                sha256: String::new(),
-                rows: 0,
-            });
+            for path in [
+                layout::views_file(&manifest.run_id),
+                layout::filtered_file(&manifest.run_id),
+            ] {
+                manifest.outputs.push(Output {
+                    path: path.to_string(),
+                    size: 0,
+                    sha256: String::new(),
+                    rows: 0,
+                });
+            }
             return Ok(RunReport {
                 manifest,
                 published: None,
@@ -230,8 +236,12 @@ pub async fn run(
         }
         progress("computing", 0, 1);
         let paths = manifest.inputs.iter().map(|i| i.path.as_str());
-        let (views, rows) = if manifest.inputs.is_empty() {
-            (views_batch(std::iter::empty())?, Rows::default())
+        let (views, filtered, rows) = if manifest.inputs.is_empty() {
+            (
+                views_batch(std::iter::empty())?,
+                Vec::new(),
+                Rows::default(),
+            )
         } else {
             match &opts.ballista {
                 Some(url) => {
@@ -251,7 +261,7 @@ pub async fn run(
         progress("computing", 1, 1);
         manifest.rows = rows;
         step(&mut manifest, &mut step_clock, "computing");
-        views
+        (views, filtered)
     } else {
         // The native engine runs on its own threads; progress comes back
         // through a channel so the caller's callback stays on this task.
@@ -265,26 +275,39 @@ pub async fn run(
         while let Some((step, done, total)) = rx.recv().await {
             progress(step, done, total);
         }
-        let counted = task
+        let native = task
             .await
             .map_err(|e| Error::Input(format!("the counting engine failed: {e}")))??;
-        manifest.inputs = counted.inputs;
-        manifest.rows = counted.rows;
-        manifest.steps.extend(counted.steps);
+        manifest.inputs = native.inputs;
+        manifest.rows = native.rows;
+        manifest.steps.extend(native.steps);
         step_clock = Instant::now();
-        counted.views
+        (native.views, native.filtered)
     };
+    let (views, filtered) = counted;
     let run_id = run_id(opts.from, to, &opts.rules, &manifest.inputs);
     manifest.run_id = run_id.clone();
-    let bytes = layout::parquet_bytes(views_schema(), &[views])?;
-    let out_path = layout::views_file(&run_id);
-    manifest.outputs.push(Output {
-        path: out_path.to_string(),
-        size: bytes.len() as u64,
-        sha256: layout::sha256(&bytes),
-        rows: manifest.rows.output,
-    });
-    layout::put(store.as_ref(), &out_path, bytes).await?;
+    let outputs = [
+        (
+            layout::views_file(&run_id),
+            layout::parquet_bytes(views_schema(), &[views])?,
+            manifest.rows.output,
+        ),
+        (
+            layout::filtered_file(&run_id),
+            layout::parquet_bytes(filtered_schema(), &[filtered_batch(&filtered)?])?,
+            filtered.len() as u64,
+        ),
+    ];
+    for (out_path, bytes, rows) in outputs {
+        manifest.outputs.push(Output {
+            path: out_path.to_string(),
+            size: bytes.len() as u64,
+            sha256: layout::sha256(&bytes),
+            rows,
+        });
+        layout::put(store.as_ref(), &out_path, bytes).await?;
+    }
     step(&mut manifest, &mut step_clock, "writing");
     manifest.seconds = clock.elapsed().as_secs_f64();
     layout::put_json(store.as_ref(), &layout::manifest(&run_id), &manifest).await?;

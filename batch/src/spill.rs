@@ -34,16 +34,22 @@ pub(crate) const MAX_SPLIT: usize = 64;
 const PENDING_BYTES: usize = 64 << 10;
 
 /// Bytes of a shard record before its user id.
-const FIXED: usize = 16 + 8 * 5 + 4 * 3 + 2 + 1 + 4;
+const FIXED: usize = 16 + 8 * 6 + 4 * 3 + 2 + 1 + 4;
 /// Bytes of a bucket record without its key: video, `occurred_at`, user
 /// hash, watch seconds, flags.
 const WINNER: usize = 4 + 8 + 8 + 4 + 1;
-/// Bytes of a bucket record's key before its user id: event id, user id's
-/// length.
-const WINNER_KEY: usize = 16 + 4;
-/// Flags of a bucket record.
+/// Bytes of a bucket record's key before its user id: event id,
+/// behavioural fingerprint, user id's length.
+const WINNER_KEY: usize = 16 + 8 + 4;
+/// Flags of a shard or bucket record.
 const ELIGIBLE: u8 = 1;
 const KEYED: u8 = 2;
+const ZERO_ADS: u8 = 4;
+
+/// A row's flags byte.
+fn flags(r: &Row) -> u8 {
+    (if r.eligible { ELIGIBLE } else { 0 }) | if r.zero_ads { ZERO_ADS } else { 0 }
+}
 
 /// Which files.
 #[derive(Debug, Clone, Copy)]
@@ -273,7 +279,7 @@ impl Spill {
                     let mut len = 0;
                     if keyed {
                         input.read_exact(&mut key).map_err(failed)?;
-                        (r.id, len) = decode_key(&key);
+                        (r.id, r.print, len) = decode_key(&key);
                     }
                     (r, len)
                 }
@@ -356,11 +362,12 @@ pub(crate) fn encode(r: &Row, user: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(&r.offset.to_le_bytes());
     out.extend_from_slice(&r.occurred_at.to_le_bytes());
     out.extend_from_slice(&r.user_hash.to_le_bytes());
+    out.extend_from_slice(&r.print.to_le_bytes());
     out.extend_from_slice(&r.partition.to_le_bytes());
     out.extend_from_slice(&r.watch_seconds.to_le_bytes());
     out.extend_from_slice(&r.video.to_le_bytes());
     out.extend_from_slice(&r.reader.to_le_bytes());
-    out.push(u8::from(r.eligible));
+    out.push(flags(r));
     out.extend_from_slice(&(user.len() as u32).to_le_bytes());
     out.extend_from_slice(user.as_bytes());
 }
@@ -373,17 +380,19 @@ pub(crate) fn encode_winner(r: &Row, user: Option<&str>, out: &mut Vec<u8>) {
     out.extend_from_slice(&r.user_hash.to_le_bytes());
     out.extend_from_slice(&r.watch_seconds.to_le_bytes());
     let keyed = if user.is_some() { KEYED } else { 0 };
-    out.push(keyed | if r.eligible { ELIGIBLE } else { 0 });
+    out.push(keyed | flags(r));
     if let Some(user) = user {
         out.extend_from_slice(&r.id[0].to_le_bytes());
         out.extend_from_slice(&r.id[1].to_le_bytes());
+        out.extend_from_slice(&r.print.to_le_bytes());
         out.extend_from_slice(&(user.len() as u32).to_le_bytes());
         out.extend_from_slice(user.as_bytes());
     }
 }
 
-/// A bucket record's row (the fields dedup used are zero, and so is the
-/// event id until [`decode_key`]) and whether a key follows.
+/// A bucket record's row (the fields dedup used are zero, and so are the
+/// event id and fingerprint until [`decode_key`]) and whether a key
+/// follows.
 fn decode_winner(b: &[u8; WINNER]) -> (Row, bool) {
     let flags = b[24];
     (
@@ -397,19 +406,26 @@ fn decode_winner(b: &[u8; WINNER]) -> (Row, bool) {
             watch_seconds: le_u32(&b[20..24]) as i32,
             video: le_u32(&b[0..4]),
             user_hash: le_u64(&b[12..20]),
+            print: 0,
             chunk: 0,
             row: 0,
             reader: 0,
             eligible: flags & ELIGIBLE != 0,
+            zero_ads: flags & ZERO_ADS != 0,
         },
         flags & KEYED != 0,
     )
 }
 
-/// A bucket record's key: the event id and the user id's length.
-fn decode_key(b: &[u8; WINNER_KEY]) -> ([u64; 2], usize) {
-    let len = le_u32(&b[16..20]);
-    ([le_u64(&b[0..8]), le_u64(&b[8..16])], len as usize)
+/// A bucket record's key: the event id, the fingerprint and the user id's
+/// length.
+fn decode_key(b: &[u8; WINNER_KEY]) -> ([u64; 2], u64, usize) {
+    let len = le_u32(&b[24..28]);
+    (
+        [le_u64(&b[0..8]), le_u64(&b[8..16])],
+        le_u64(&b[16..24]),
+        len as usize,
+    )
 }
 
 /// A shard record's row (without its user id's place) and its user id's
@@ -427,11 +443,12 @@ fn decode(b: &[u8; FIXED]) -> (Row, usize) {
     let offset = le_u64(take(8)) as i64;
     let occurred_at = le_u64(take(8)) as i64;
     let user_hash = le_u64(take(8));
+    let print = le_u64(take(8));
     let partition = le_u32(take(4)) as i32;
     let watch_seconds = le_u32(take(4)) as i32;
     let video = le_u32(take(4));
     let reader = u16::from_le_bytes(take(2).try_into().unwrap_or_default());
-    let eligible = take(1)[0] != 0;
+    let flags = take(1)[0];
     let len = le_u32(take(4)) as usize;
     (
         Row {
@@ -444,10 +461,12 @@ fn decode(b: &[u8; FIXED]) -> (Row, usize) {
             watch_seconds,
             video,
             user_hash,
+            print,
             chunk: 0,
             row: 0,
             reader,
-            eligible,
+            eligible: flags & ELIGIBLE != 0,
+            zero_ads: flags & ZERO_ADS != 0,
         },
         len,
     )
@@ -474,10 +493,12 @@ mod tests {
             watch_seconds: -1,
             video: 9,
             user_hash: u64::MAX,
+            print: n ^ 0xabc,
             chunk: 99,
             row: 99,
             reader: 3,
             eligible: n.is_multiple_of(2),
+            zero_ads: n.is_multiple_of(3),
         };
         let user = |i: u64| format!("user-{i}-é");
         let budget = Budget::new(1 << 30);
@@ -518,7 +539,10 @@ mod tests {
                     want.user_hash
                 )
             );
-            assert_eq!((r.reader, r.eligible), (want.reader, want.eligible));
+            assert_eq!(
+                (r.reader, r.eligible, r.zero_ads, r.print),
+                (want.reader, want.eligible, want.zero_ads, want.print)
+            );
             assert_eq!(
                 users[r.chunk as usize].value(usize::from(r.row)),
                 user(i as u64)
@@ -553,21 +577,26 @@ mod tests {
                     r.watch_seconds,
                     r.video,
                     r.user_hash,
-                    r.eligible
+                    r.eligible,
+                    r.zero_ads
                 ),
                 (
                     want.occurred_at,
                     want.watch_seconds,
                     want.video,
                     want.user_hash,
-                    want.eligible
+                    want.eligible,
+                    want.zero_ads
                 )
             );
             let user_read = users[r.chunk as usize].value(usize::from(r.row));
             if keyed(i) {
-                assert_eq!((r.id, user_read), (want.id, user(i).as_str()));
+                assert_eq!(
+                    (r.id, r.print, user_read),
+                    (want.id, want.print, user(i).as_str())
+                );
             } else {
-                assert_eq!((r.id, user_read), ([0, 0], ""));
+                assert_eq!((r.id, r.print, user_read), ([0, 0], 0, ""));
             }
         }
         let (none, _, _) = spill.load(Stage::Shards, 0, &budget).unwrap();

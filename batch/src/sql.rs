@@ -11,14 +11,17 @@
 //! keep each event id's first copy with a `GROUP BY` and `first_value(…
 //! ORDER BY` the copy order`)` (a hash aggregate, where a `ROW_NUMBER` per
 //! event id sorted every raw row), number each (user, video, day)'s
-//! billable views for the fraud cap, and aggregate per video and hour with
+//! billable views for the daily cap, find what each invalid-traffic rule
+//! of [`schemas::fraud`] catches (a `GROUP BY … HAVING` per rule, window
+//! counts for zero-engagement bursts) and join it in, and aggregate per
+//! video and hour with
 //! the viewer sketch as an aggregate function. The
 //! functions take the rule set as their last argument, a JSON literal, so
 //! they hold no state and a cluster's processes need only their names.
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, BinaryArray, RecordBatch, UInt64Array};
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use chrono::{DateTime, Utc};
 use datafusion::common::ScalarValue;
@@ -35,6 +38,8 @@ use schemas::archive::RawColumns;
 
 use crate::Result;
 use schemas::dedup::{SQL_COPY_ORDER, SQL_EVENT_KEY};
+use schemas::fraud::{FraudRule, value_hash};
+use store::filtered::FilteredRow;
 use store::manifest::{Input, Rows};
 use store::sketch::Sketch;
 use store::views::{ViewRow, views_batch};
@@ -109,6 +114,40 @@ pub fn payload_fp_udf() -> ScalarUDF {
     })
 }
 
+/// `vc_print(raw columns, rules)`: a view's behavioural fingerprint
+/// ([`schemas::fraud::fingerprint`]), as the bot-farm rule groups views.
+pub fn print_udf() -> ScalarUDF {
+    raw_udf("vc_print", DataType::UInt64, |c, _| {
+        let mut scratch = Vec::with_capacity(64);
+        Arc::new(
+            (0..c.len())
+                .map(|i| c.print(i, &mut scratch))
+                .collect::<UInt64Array>(),
+        )
+    })
+}
+
+/// `vc_user_hash(user_id)`: the hash the invalid-traffic rules (and the
+/// viewer sketch) know users by ([`schemas::fraud::value_hash`]).
+pub fn user_hash_udf() -> ScalarUDF {
+    create_udf(
+        "vc_user_hash",
+        vec![DataType::Utf8],
+        DataType::UInt64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let users = arrays[0].as_string::<i32>();
+            Ok(ColumnarValue::Array(Arc::new(
+                users
+                    .iter()
+                    .map(|u| u.map(|u| value_hash(u.as_bytes())))
+                    .collect::<UInt64Array>(),
+            )))
+        }),
+    )
+}
+
 /// `vc_sketch(user_id)`: the unique-viewer [`Sketch`] of a group, in its
 /// byte form (register-wise maximum, so partial sketches merge in any
 /// order to the same bytes).
@@ -160,11 +199,13 @@ impl Accumulator for SketchAccumulator {
 }
 
 /// Registers the rules' functions ([`valid_udf`], [`payload_fp_udf`],
-/// [`sketch_udaf`]) with a context, a session state or a cluster process's
+/// [`print_udf`], [`user_hash_udf`], [`sketch_udaf`]) with a context, a session state or a cluster process's
 /// registry: every process that plans or runs the SQL needs them.
 pub fn register_functions(registry: &mut dyn FunctionRegistry) -> datafusion::error::Result<()> {
     registry.register_udf(Arc::new(valid_udf()))?;
     registry.register_udf(Arc::new(payload_fp_udf()))?;
+    registry.register_udf(Arc::new(print_udf()))?;
+    registry.register_udf(Arc::new(user_hash_udf()))?;
     registry.register_udaf(Arc::new(sketch_udaf()))?;
     Ok(())
 }
@@ -174,31 +215,126 @@ pub const RAW_COLUMNS: &str = "event_id, video_id, user_id, session_id, occurred
 
 /// The rules as SQL common table expressions over the table `raw`, ending
 /// in `capped`: one row per event (its winning copy) with `billable` (0 or
-/// 1, before the cap), `filtered` (1 when the fraud cap removed it), how
-/// many valid `copies` it had and whether they `conflicting`ly disagreed.
+/// 1, before the invalid-traffic rules), `rule` (the name of the rule that
+/// filtered it, else null), `filtered` (1 when a rule did), how many valid
+/// `copies` it had and whether they `conflicting`ly disagreed. Each rule of
+/// [`schemas::fraud`] is a table of what it catches, joined in; a rule that
+/// is off has none.
 fn ctes(rules: &RuleSet) -> String {
     let json = serde_json::to_string(rules)
         .unwrap_or_default()
         .replace('\'', "''");
     let fv = |col: &str| format!("first_value({col} ORDER BY {SQL_COPY_ORDER}) AS {col}");
+    let band = rules.bot_farm_watch_band_seconds.max(1);
+    let window_us = i64::from(rules.zero_engagement_window_seconds) * 1_000_000;
+    // (rule, its table, how a view joins it, the column that is non-null
+    // when it does), in attribution order; only the rules that are on.
+    let mut caught: Vec<(FraudRule, String, String, &str)> = Vec::new();
+    if rules.impossible_watch_seconds > 0 {
+        caught.push((
+            FraudRule::ImpossibleWatch,
+            format!(
+                "SELECT uh, hour_us FROM viewed GROUP BY uh, hour_us
+                 HAVING SUM(CAST(watch_seconds AS BIGINT)) > {}",
+                rules.impossible_watch_seconds
+            ),
+            "n.uh = t.uh AND n.hour_us = t.hour_us".into(),
+            "uh",
+        ));
+    }
+    if rules.repeat_loop_views > 0 {
+        caught.push((
+            FraudRule::RepeatLoop,
+            format!(
+                "SELECT video_id, hour_us, uh FROM viewed WHERE billable = 1
+                 GROUP BY video_id, hour_us, uh HAVING COUNT(*) >= {}",
+                rules.repeat_loop_views
+            ),
+            "n.video_id = t.video_id AND n.hour_us = t.hour_us AND n.uh = t.uh".into(),
+            "uh",
+        ));
+    }
+    if rules.bot_farm_accounts > 0 {
+        caught.push((
+            FraudRule::BotFarm,
+            format!(
+                "SELECT video_id, hour_us, print, watch_seconds / {band} AS band FROM viewed
+                 WHERE billable = 1 GROUP BY video_id, hour_us, print, watch_seconds / {band}
+                 HAVING COUNT(DISTINCT uh) >= {}",
+                rules.bot_farm_accounts
+            ),
+            format!(
+                "n.video_id = t.video_id AND n.hour_us = t.hour_us AND n.print = t.print
+                 AND n.watch_seconds / {band} = t.band"
+            ),
+            "print",
+        ));
+    }
+    if rules.zero_engagement_views > 0 {
+        // A window may as well start at a candidate: count each start's
+        // window, then a view is caught if a dense one started within the
+        // window before it (peers included both times).
+        caught.push((
+            FraudRule::ZeroEngagement,
+            format!(
+                "SELECT event_id FROM (
+                   SELECT event_id, MAX(CASE WHEN n >= {least} THEN 1 ELSE 0 END) OVER (
+                     PARTITION BY video_id, hour_us ORDER BY at_us
+                     RANGE BETWEEN {window_us} PRECEDING AND CURRENT ROW) AS dense
+                   FROM (
+                     SELECT event_id, video_id, hour_us, at_us, COUNT(*) OVER (
+                       PARTITION BY video_id, hour_us ORDER BY at_us
+                       RANGE BETWEEN CURRENT ROW AND {window_us} FOLLOWING) AS n
+                     FROM viewed
+                     WHERE billable = 1 AND ad_impressions = 0 AND watch_seconds < {watch}))
+                 WHERE dense = 1",
+                least = rules.zero_engagement_views,
+                watch = rules.zero_engagement_watch_seconds,
+            ),
+            "n.event_id = t.event_id".into(),
+            "event_id",
+        ));
+    }
+    let mut tables = String::new();
+    let mut joins = String::new();
+    let mut cases = String::new();
+    for (i, (rule, table, on, column)) in caught.iter().enumerate() {
+        let name = rule.name();
+        tables.push_str(&format!(",\n         rule_{name} AS ({table})"));
+        joins.push_str(&format!(
+            " LEFT JOIN rule_{name} t{i} ON {}",
+            on.replace("t.", &format!("t{i}."))
+        ));
+        cases.push_str(&format!(" WHEN t{i}.{column} IS NOT NULL THEN '{name}'"));
+    }
     format!(
         "valid AS (
            SELECT {SQL_EVENT_KEY} AS event_id, video_id, user_id, occurred_at, watch_seconds,
                   CASE WHEN revenue_eligible AND watch_seconds >= {min} THEN 1 ELSE 0 END AS billable,
-                  received_at, kafka_partition, kafka_offset,
+                  received_at, kafka_partition, kafka_offset, ad_impressions,
+                  vc_user_hash(user_id) AS uh,
+                  vc_print({RAW_COLUMNS}, '{json}') AS print,
                   vc_payload_fp({RAW_COLUMNS}, '{json}') AS fp
            FROM raw WHERE vc_valid({RAW_COLUMNS}, '{json}')),
          firsts AS (
-           SELECT event_id, {video}, {user}, {occurred}, {watch}, {billable},
+           SELECT event_id, {video}, {user}, {occurred}, {watch}, {billable}, {uh}, {print}, {ads},
                   COUNT(*) AS copies,
                   CASE WHEN MIN(fp) <> MAX(fp) THEN 1 ELSE 0 END AS conflicting
            FROM valid GROUP BY event_id),
+         viewed AS (
+           SELECT *, CAST(date_trunc('hour', occurred_at) AS BIGINT) AS hour_us,
+                  CAST(occurred_at AS BIGINT) AS at_us
+           FROM firsts),
          numbered AS (
            SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id, video_id, date_trunc('day', occurred_at), billable
                                         ORDER BY occurred_at, event_id) AS brn
-           FROM firsts),
+           FROM viewed){tables},
+         ruled AS (
+           SELECT n.*, CASE WHEN n.billable = 0 THEN NULL{cases}
+                            WHEN n.brn > {cap} THEN 'daily_cap' END AS rule
+           FROM numbered n{joins}),
          capped AS (
-           SELECT *, CASE WHEN billable = 1 AND brn > {cap} THEN 1 ELSE 0 END AS filtered FROM numbered)",
+           SELECT *, CASE WHEN rule IS NULL THEN 0 ELSE 1 END AS filtered FROM ruled)",
         min = rules.billable_min_watch_seconds,
         cap = rules.fraud_cap_per_user_video_day,
         video = fv("video_id"),
@@ -206,31 +342,44 @@ fn ctes(rules: &RuleSet) -> String {
         occurred = fv("occurred_at"),
         watch = fv("watch_seconds"),
         billable = fv("billable"),
+        uh = fv("uh"),
+        print = fv("print"),
+        ads = fv("ad_impressions"),
     )
 }
 
 /// The counting query: per video and hour of every event, the counts, the
-/// viewer sketch, and the copies and conflicting ids behind them.
+/// viewer sketch, the copies and conflicting ids behind them, and the
+/// filtered views by rule (in [`FraudRule::ALL`] order).
 fn counts_sql(rules: &RuleSet) -> String {
+    let by_rule: String = FraudRule::ALL
+        .iter()
+        .map(|r| {
+            format!(
+                ",\n                SUM(CASE WHEN rule = '{0}' THEN 1 ELSE 0 END) AS filtered_{0}",
+                r.name()
+            )
+        })
+        .collect();
     format!(
         "WITH {ctes}
-         SELECT video_id, CAST(date_trunc('hour', occurred_at) AS BIGINT) AS hour_us,
+         SELECT video_id, hour_us,
                 COUNT(*) AS views,
                 SUM(billable - filtered) AS billable_views,
                 SUM(filtered) AS fraud_filtered,
                 SUM(CAST(watch_seconds AS BIGINT)) AS watch_seconds,
                 vc_sketch(user_id) AS sketch,
                 SUM(copies) AS copies,
-                SUM(conflicting) AS conflicting
+                SUM(conflicting) AS conflicting{by_rule}
          FROM capped
-         GROUP BY video_id, CAST(date_trunc('hour', occurred_at) AS BIGINT)
+         GROUP BY video_id, hour_us
          ORDER BY video_id, hour_us",
         ctes = ctes(rules)
     )
 }
 
-/// A billable view as the rules decide it: which event, and whether the
-/// fraud cap filtered it.
+/// A billable view as the rules decide it: which event, and which rule,
+/// if any, filtered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BillableEvent {
     /// The event id (lower case).
@@ -239,8 +388,8 @@ pub struct BillableEvent {
     pub video_id: String,
     /// `occurred_at`, microseconds since the epoch.
     pub occurred_at_us: i64,
-    /// Filtered by the fraud cap (not paid).
-    pub fraud_filtered: bool,
+    /// The rule that filtered it (not paid), if one did.
+    pub filtered_by: Option<FraudRule>,
 }
 
 /// The billable views of `videos` occurring in `[from, to)` that a run over
@@ -270,7 +419,7 @@ pub async fn billable_events(
         .join(", ");
     let sql = format!(
         "WITH {ctes}
-         SELECT event_id, video_id, CAST(occurred_at AS BIGINT) AS occurred_us, filtered = 1 AS filtered
+         SELECT event_id, video_id, at_us, rule
          FROM capped
          WHERE billable = 1 AND video_id IN ({list})
            AND CAST(occurred_at AS BIGINT) >= {from_us} AND CAST(occurred_at AS BIGINT) < {to_us}
@@ -285,13 +434,20 @@ pub async fn billable_events(
         let id = b.column(0).as_string::<i32>();
         let v = b.column(1).as_string::<i32>();
         let t = b.column(2).as_primitive::<Int64Type>();
-        let f = b.column(3).as_boolean();
+        let rule = b.column(3).as_string::<i32>();
         for i in 0..b.num_rows() {
+            let filtered_by = if rule.is_null(i) {
+                None
+            } else {
+                Some(FraudRule::from_name(rule.value(i)).ok_or_else(|| {
+                    crate::Error::Bug(format!("the rules SQL names no rule {:?}", rule.value(i)))
+                })?)
+            };
             out.push(BillableEvent {
                 event_id: id.value(i).to_owned(),
                 video_id: v.value(i).to_owned(),
                 occurred_at_us: t.value(i),
-                fraud_filtered: f.value(i),
+                filtered_by,
             });
         }
     }
@@ -306,10 +462,11 @@ pub(crate) async fn compute(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     rules: &RuleSet,
-) -> Result<(RecordBatch, Rows)> {
+) -> Result<(RecordBatch, Vec<FilteredRow>, Rows)> {
     let (from_us, to_us) = (from.timestamp_micros(), to.timestamp_micros());
     let mut rows = Rows::default();
     let mut out = Vec::new();
+    let mut filtered = Vec::new();
     let (mut copies, mut firsts) = (0u64, 0u64);
     // One row per video and hour: small beside the rows they count.
     let batches = ctx.sql(&counts_sql(rules)).await?.collect().await?;
@@ -317,9 +474,10 @@ pub(crate) async fn compute(
         let v = b.column(0).as_string::<i32>();
         let h = b.column(1).as_primitive::<Int64Type>();
         let int = |c: usize| b.column(c).as_primitive::<Int64Type>();
-        let (views, billable, filtered, watch) = (int(2), int(3), int(4), int(5));
+        let (views, billable, fraud, watch) = (int(2), int(3), int(4), int(5));
         let sketch = b.column(6).as_binary::<i32>();
         let (n_copies, conflicting) = (int(7), int(8));
+        let by_rule: Vec<_> = (0..FraudRule::ALL.len()).map(|r| int(9 + r)).collect();
         for i in 0..b.num_rows() {
             copies += n_copies.value(i) as u64;
             firsts += views.value(i) as u64;
@@ -329,18 +487,28 @@ pub(crate) async fn compute(
             if h.value(i) < from_us || h.value(i) >= to_us {
                 continue;
             }
+            for (rule, n) in FraudRule::ALL.iter().zip(&by_rule) {
+                if n.value(i) > 0 {
+                    filtered.push(FilteredRow {
+                        video_id: v.value(i).to_owned(),
+                        hour_us: h.value(i),
+                        rule: *rule,
+                        views: n.value(i),
+                    });
+                }
+            }
             out.push(ViewRow {
                 video_id: v.value(i),
                 hour_us: h.value(i),
                 views: views.value(i),
                 billable_views: billable.value(i),
-                fraud_filtered: filtered.value(i),
+                fraud_filtered: fraud.value(i),
                 watch_seconds: watch.value(i),
                 sketch: sketch.value(i).to_vec(),
             });
             rows.views += views.value(i) as u64;
             rows.billable_views += billable.value(i) as u64;
-            rows.fraud_filtered += filtered.value(i) as u64;
+            rows.fraud_filtered += fraud.value(i) as u64;
             rows.output += 1;
         }
     }
@@ -351,5 +519,5 @@ pub(crate) async fn compute(
     rows.invalid = rows.input - copies;
     rows.duplicates = copies - firsts;
     let views = views_batch(out.into_iter())?;
-    Ok((views, rows))
+    Ok((views, filtered, rows))
 }

@@ -7,11 +7,15 @@
 //! ([`batch::sql::billable_events`]) over exactly the inputs each run
 //! recorded (each checked against the SHA-256 the run recorded), with the
 //! rules it recorded; the count per line must equal the line's billable
-//! views, and explain fails loudly if it does not.
+//! views, and explain fails loudly if it does not. The billable views the
+//! invalid-traffic rules removed ([`schemas::fraud`]) are listed too, each
+//! with the rule that removed it: what the creator was not paid for, and
+//! why.
 //!
 //! Output is NDJSON, one record per line, each with a `"record"` field:
-//! `statement`, `line`, `hour`, `run`, `input`, `event`. By default each line
-//! lists a sample of its event ids; `--all` lists every one.
+//! `statement`, `line`, `hour`, `run`, `input`, `event`, `filtered`. By
+//! default each line lists a sample of its event ids (and of its video's
+//! filtered ones, per rule); `--all` lists every one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -57,6 +61,9 @@ pub struct Explained {
     pub billable_views: i64,
     /// Event ids found behind them (equal to `billable_views`).
     pub events: u64,
+    /// Billable views of the lines' videos and hours the invalid-traffic
+    /// rules removed (not paid).
+    pub filtered_events: u64,
 }
 
 fn emit(out: &mut dyn Write, v: serde_json::Value) -> Result<()> {
@@ -142,6 +149,9 @@ pub async fn explain(
     let mut hours_with_views: BTreeSet<DateTime<Utc>> = BTreeSet::new();
     let mut found: BTreeMap<(String, Decimal), u64> = BTreeMap::new();
     let mut sampled: BTreeMap<(String, Decimal), usize> = BTreeMap::new();
+    let mut filtered_sampled: BTreeMap<(String, schemas::fraud::FraudRule), usize> =
+        BTreeMap::new();
+    let mut filtered_total = 0u64;
     let mut events_total = 0u64;
     for (run, owned) in &by_run {
         let table = store::views::load_views(store.as_ref(), run).await?;
@@ -211,7 +221,23 @@ pub async fn explain(
         .map_err(|e| Error::Input(format!("re-deciding the events of run {run}: {e}")))?;
         for e in events {
             let at = DateTime::<Utc>::from_timestamp_micros(e.occurred_at_us).unwrap_or_default();
-            if e.fraud_filtered || !owned.contains(&schemas::rules::hour_bucket(at)) {
+            if !owned.contains(&schemas::rules::hour_bucket(at)) {
+                continue;
+            }
+            if let Some(rule) = e.filtered_by {
+                filtered_total += 1;
+                let n = filtered_sampled
+                    .entry((e.video_id.clone(), rule))
+                    .or_default();
+                if opts.all || *n < SAMPLE {
+                    *n += 1;
+                    emit(
+                        out,
+                        json!({"record": "filtered", "video_id": e.video_id, "event_id": e.event_id,
+                               "occurred_at": schemas::event::format_timestamp(&at),
+                               "rule": rule.name(), "run_id": run}),
+                    )?;
+                }
                 continue;
             }
             let cpm = rates.cpm(&opts.creator, at.date_naive());
@@ -251,6 +277,7 @@ pub async fn explain(
         explained.billable_views += views;
     }
     explained.events = events_total;
+    explained.filtered_events = filtered_total;
     Ok(explained)
 }
 

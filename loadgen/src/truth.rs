@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use schemas::rules::{day_bucket, hour_bucket};
+use schemas::fraud::{FraudRule, decide};
+use schemas::rules::hour_bucket;
 use schemas::{RULES_VERSION, RuleSet, ViewEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -19,11 +20,11 @@ pub struct TruthRow {
     pub hour: DateTime<Utc>,
     /// Distinct accepted events (first occurrence of each `event_id`).
     pub views: u64,
-    /// Views that are billable (before the batch-only fraud cap: the speed
-    /// layer's billable count).
+    /// Views that are billable (before the batch-only invalid-traffic
+    /// rules: the speed layer's billable count).
     pub billable_views: u64,
-    /// Of those, how many the batch fraud cap removes (more than the cap per
-    /// user, video and UTC day, in (occurred_at, event_id) order).
+    /// Of those, how many the batch's invalid-traffic rules remove
+    /// ([`schemas::fraud::decide`]).
     #[serde(default)]
     pub fraud_filtered: u64,
     /// Sum of `watch_seconds` over views.
@@ -48,6 +49,12 @@ pub struct LabelTally {
     pub views: u64,
     /// Billable views, before any fraud rule.
     pub billable_views: u64,
+    /// Of those, the ones the invalid-traffic rules filter.
+    #[serde(default)]
+    pub filtered_views: u64,
+    /// The filtered views by the rule they are attributed to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub filtered_by_rule: BTreeMap<String, u64>,
 }
 
 /// The truth file's top level.
@@ -68,11 +75,6 @@ pub struct TruthFile {
     pub labels: BTreeMap<String, LabelTally>,
 }
 
-/// (user, video, UTC day): the fraud cap's window.
-type UserVideoDay = (String, String, DateTime<Utc>);
-/// (occurred_at, event_id, hour) of a billable first sighting.
-type BillableView = (DateTime<Utc>, Uuid, DateTime<Utc>);
-
 /// Per (video, hour): views, billable views, watch seconds, invalid
 /// billable views.
 type Cell = (u64, u64, u64, u64);
@@ -84,8 +86,8 @@ pub struct Truth {
     seen: HashSet<Uuid>,
     cells: BTreeMap<(String, DateTime<Utc>), Cell>,
     labels: BTreeMap<Label, LabelTally>,
-    /// Billable first sightings per (user, video, day): (occurred_at, id, hour).
-    billable: BTreeMap<UserVideoDay, Vec<BillableView>>,
+    /// Every first sighting and its label, for the invalid-traffic rules.
+    firsts: Vec<(ViewEvent, Label)>,
     accepted_events: u64,
 }
 
@@ -123,30 +125,22 @@ impl Truth {
         cell.1 += u64::from(billable);
         cell.2 += u64::from(e.watch_seconds);
         cell.3 += u64::from(billable && label.is_invalid());
-        if billable {
-            self.billable
-                .entry((
-                    e.user_id.clone(),
-                    e.video_id.clone(),
-                    day_bucket(e.occurred_at),
-                ))
-                .or_default()
-                .push((e.occurred_at, e.event_id, hour_bucket(e.occurred_at)));
-        }
+        self.firsts.push((e.clone(), label));
     }
 
-    /// Fraud-filtered views per (video, hour) under the cap.
-    fn fraud(&self) -> BTreeMap<(String, DateTime<Utc>), u64> {
-        let cap = self.rules.fraud_cap_per_user_video_day as usize;
+    /// The rule that filters each first sighting, if any.
+    fn decisions(&self) -> Vec<Option<FraudRule>> {
+        let views: Vec<ViewEvent> = self.firsts.iter().map(|(e, _)| e.clone()).collect();
+        decide(&self.rules, &views)
+    }
+
+    /// Filtered views per (video, hour).
+    fn fraud(&self, decisions: &[Option<FraudRule>]) -> BTreeMap<(String, DateTime<Utc>), u64> {
         let mut out: BTreeMap<(String, DateTime<Utc>), u64> = BTreeMap::new();
-        for ((_, video, _), views) in &self.billable {
-            if views.len() <= cap {
-                continue;
-            }
-            let mut v = views.clone();
-            v.sort();
-            for (_, _, hour) in &v[cap..] {
-                *out.entry((video.clone(), *hour)).or_default() += 1;
+        for ((e, _), d) in self.firsts.iter().zip(decisions) {
+            if d.is_some() {
+                *out.entry((e.video_id.clone(), hour_bucket(e.occurred_at)))
+                    .or_default() += 1;
             }
         }
         out
@@ -164,7 +158,11 @@ impl Truth {
 
     /// Rows sorted by video, then hour.
     pub fn rows(&self) -> Vec<TruthRow> {
-        let fraud = self.fraud();
+        self.rows_with(&self.decisions())
+    }
+
+    fn rows_with(&self, decisions: &[Option<FraudRule>]) -> Vec<TruthRow> {
+        let fraud = self.fraud(decisions);
         self.cells
             .iter()
             .map(
@@ -183,15 +181,26 @@ impl Truth {
 
     /// The truth as written by `viewcount gen --truth`.
     pub fn to_file(&self) -> TruthFile {
-        let rows = self.rows();
+        let decisions = self.decisions();
+        let rows = self.rows_with(&decisions);
+        let mut labels = self.labels.clone();
+        for ((_, label), d) in self.firsts.iter().zip(&decisions) {
+            if let Some(rule) = d {
+                let t = labels.entry(*label).or_default();
+                t.filtered_views += 1;
+                *t.filtered_by_rule
+                    .entry(rule.name().to_owned())
+                    .or_default() += 1;
+            }
+        }
         TruthFile {
             rules_version: RULES_VERSION,
             accepted_events: self.accepted_events,
             views: self.views(),
             billable_views: rows.iter().map(|r| r.billable_views).sum(),
             rows,
-            labels: if self.labels.keys().any(|l| *l != Label::Organic) {
-                self.labels
+            labels: if labels.keys().any(|l| *l != Label::Organic) {
+                labels
                     .iter()
                     .map(|(l, t)| (l.name().to_owned(), t.clone()))
                     .collect()

@@ -2,7 +2,10 @@
 //! batch, per video per hour, every difference with its cause (DESIGN §5.5).
 //!
 //! Expected relations: speed views == batch views, and speed billable ==
-//! batch billable + batch fraud_filtered. Where speed counts more views than
+//! batch billable + batch fraud_filtered; the filtered views are attributed
+//! to the invalid-traffic rule that removed them (the run's filtered table,
+//! [`store::filtered`]; a run made before it existed had only the daily
+//! cap). Where speed counts more views than
 //! batch, the raw archive says why: copies of an `event_id` that batch
 //! removed but the speed layer could not see as duplicates —
 //! - *conflicting duplicate*: a copy whose payload differs from the winner
@@ -20,6 +23,8 @@ use chrono::{DateTime, Duration, Utc};
 use object_store::ObjectStore;
 use serde::Serialize;
 
+use schemas::fraud::FraudRule;
+use store::filtered::load_filtered;
 use store::manifest::Input;
 use store::views::{ViewsTable, load_views};
 use store::{Manifest, layout};
@@ -63,8 +68,17 @@ pub type SpeedTable = BTreeMap<(String, DateTime<Utc>), [u64; 3]>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
-    /// Billable views the batch fraud cap removed (speed has no cap).
-    FraudFiltered,
+    /// Billable views batch's `impossible_watch` rule removed (speed is
+    /// unfiltered: so for every rule below).
+    ImpossibleWatch,
+    /// Billable views batch's `repeat_loop` rule removed.
+    RepeatLoop,
+    /// Billable views batch's `bot_farm` rule removed.
+    BotFarm,
+    /// Billable views batch's `zero_engagement` rule removed.
+    ZeroEngagement,
+    /// Billable views batch's daily cap removed.
+    DailyCap,
     /// Copies with a different payload that speed could not match.
     ConflictingDuplicate,
     /// Re-sends received after the dedup window.
@@ -72,6 +86,9 @@ pub enum Cause {
     /// No known cause.
     Unexplained,
 }
+
+/// Causes, each with the views it explains.
+type Causes = Vec<(Cause, u64)>;
 
 /// One video-hour's difference.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -103,12 +120,26 @@ pub struct Report {
     pub hours_compared: usize,
     /// Video-hours compared.
     pub video_hours: usize,
-    /// Video-hours where speed and batch agree exactly (fraud cap aside).
+    /// Video-hours where speed and batch agree exactly (filtered views
+    /// aside).
     pub agreeing: usize,
     /// Every difference.
     pub differences: Vec<Difference>,
     /// Views per cause over the range.
     pub totals: BTreeMap<Cause, u64>,
+}
+
+impl Cause {
+    /// The cause of views `rule` filtered.
+    pub fn filtered_by(rule: FraudRule) -> Cause {
+        match rule {
+            FraudRule::ImpossibleWatch => Cause::ImpossibleWatch,
+            FraudRule::RepeatLoop => Cause::RepeatLoop,
+            FraudRule::BotFarm => Cause::BotFarm,
+            FraudRule::ZeroEngagement => Cause::ZeroEngagement,
+            FraudRule::DailyCap => Cause::DailyCap,
+        }
+    }
 }
 
 impl Report {
@@ -141,6 +172,7 @@ pub async fn reconcile(
         .map(|(h, r)| (*h, r.clone()))
         .collect();
     let mut batch: ViewsTable = BTreeMap::new();
+    let mut filtered: BTreeMap<(String, DateTime<Utc>), Causes> = BTreeMap::new();
     let mut runs: Vec<&String> = owned.values().collect();
     runs.sort();
     runs.dedup();
@@ -150,7 +182,34 @@ pub async fn reconcile(
                 batch.insert(k, v);
             }
         }
+        for f in load_filtered(store.as_ref(), r).await? {
+            let hour = DateTime::<Utc>::from_timestamp_micros(f.hour_us).unwrap_or_default();
+            if owned.get(&hour) == Some(r) {
+                filtered
+                    .entry((f.video_id, hour))
+                    .or_default()
+                    .push((Cause::filtered_by(f.rule), f.views.max(0).unsigned_abs()));
+            }
+        }
     }
+    // Each video-hour's filtered views by rule; those of a run without
+    // the table (rules v1) were the daily cap's.
+    let mut by_rule = |k: &(String, DateTime<Utc>), bf: u64| -> Result<Causes> {
+        let causes = filtered.remove(k).unwrap_or_default();
+        let sum: u64 = causes.iter().map(|c| c.1).sum();
+        if causes.is_empty() && bf > 0 {
+            return Ok(vec![(Cause::DailyCap, bf)]);
+        }
+        if sum != bf {
+            return Err(Error::Corrupt(format!(
+                "the filtered table of {} {} gives {sum} views by rule but the views table {bf} fraud-filtered; \
+                 rerun `viewcount batch run` for that hour",
+                k.0,
+                schemas::event::format_timestamp(&k.1)
+            )));
+        }
+        Ok(causes)
+    };
     let excess = if owned.is_empty() {
         BTreeMap::new()
     } else {
@@ -171,17 +230,15 @@ pub async fn reconcile(
         let s = speed.get(*k).copied().unwrap_or_default();
         let (bv, bb, bf) = (b[0], b[1], b[2]);
         let (sv, sb) = (s[0], s[1]);
+        let rules = by_rule(k, bf)?;
         if sv == bv && sb == bb + bf {
-            if bf > 0 {
-                *totals.entry(Cause::FraudFiltered).or_default() += bf;
+            for (c, n) in rules {
+                *totals.entry(c).or_default() += n;
             }
             agreeing += 1;
             continue;
         }
-        let mut causes = Vec::new();
-        if bf > 0 {
-            causes.push((Cause::FraudFiltered, bf));
-        }
+        let mut causes = rules;
         let mut extra = sv.saturating_sub(bv);
         let known = excess.get(*k).copied().unwrap_or_default();
         for (cause, n) in [

@@ -204,6 +204,21 @@ impl<'a> RawColumns<'a> {
         })
     }
 
+    /// Row `i`'s behavioural fingerprint ([`crate::fraud::fingerprint`]):
+    /// device, country, referrer and quality.
+    pub fn print(&self, i: usize, scratch: &mut Vec<u8>) -> u64 {
+        fn opt(a: &StringArray, i: usize) -> Option<&str> {
+            a.is_valid(i).then(|| a.value(i))
+        }
+        crate::fraud::fingerprint_with(
+            self.device.value(i),
+            opt(self.country, i),
+            opt(self.referrer, i),
+            opt(self.quality, i),
+            scratch,
+        )
+    }
+
     /// Row `i`'s payload (for [`crate::dedup::Payload::fingerprint`]); the
     /// row must have its required columns (e.g. it [`Self::is_valid`]).
     pub fn payload(&self, i: usize) -> crate::dedup::Payload<'a> {

@@ -8,6 +8,8 @@
 //! - [`rules`]: [`RuleSet`], the one set of validation limits and counting
 //!   parameters every layer takes, the stateless counting helpers of DESIGN
 //!   §4 (hour bucket, billable predicate) and [`RULES_VERSION`].
+//! - [`fraud`]: the invalid-traffic rules (rules v2), named and decided once:
+//!   [`fraud::FraudRule`] and the reference [`fraud::decide`].
 //! - [`time`]: timestamps in canonical form (UTC, µs, RFC 3339), shared by
 //!   the event types and validation.
 //! - [`archive`]: the Arrow schema of the raw archive and conversions between
@@ -27,6 +29,7 @@ pub mod class;
 mod country;
 pub mod dedup;
 pub mod event;
+pub mod fraud;
 pub mod rules;
 pub mod time;
 pub mod trace;

@@ -1,9 +1,10 @@
-//! Counting rules v1 (DESIGN §4) and the one rule set: the stateless parts,
+//! Counting rules (DESIGN §4) and the one rule set: the stateless parts,
 //! shared by ingest, speed, archive and batch.
 //!
-//! Dedup (first occurrence of an `event_id` wins) and the batch-only fraud cap
-//! need state and live in their layers; the constants they use are here so that
-//! one version number covers them all.
+//! Dedup (first occurrence of an `event_id` wins) and the batch-only
+//! invalid-traffic rules ([`crate::fraud`]) need state and live in their
+//! layers; their parameters are here so that one version number covers them
+//! all.
 
 use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -12,7 +13,10 @@ use crate::ViewEvent;
 
 /// Version of the counting rules. Bump it whenever any rule below changes
 /// meaning; batch manifests record it so old runs stay explainable.
-pub const RULES_VERSION: u32 = 1;
+///
+/// 2: the invalid-traffic rules of [`crate::fraud`] beside v1's daily cap.
+/// A v1 manifest's rule set reads back with them off, so it decides as v1.
+pub const RULES_VERSION: u32 = 2;
 
 /// Every configurable parameter of validation and counting, in one place.
 ///
@@ -35,6 +39,35 @@ pub struct RuleSet {
     pub billable_min_watch_seconds: u32,
     /// Batch only: at most this many billable views per (user, video, UTC day).
     pub fraud_cap_per_user_video_day: u32,
+    /// Batch only (`impossible_watch`): a user's views in one UTC hour
+    /// reporting more watch seconds than this in all are filtered; 0 = off.
+    #[serde(default)]
+    pub impossible_watch_seconds: u32,
+    /// Batch only (`repeat_loop`): this many billable views of one video by
+    /// one user in one UTC hour are all filtered; 0 = off.
+    #[serde(default)]
+    pub repeat_loop_views: u32,
+    /// Batch only (`bot_farm`): this many users viewing one video in one
+    /// UTC hour with one fingerprint are all filtered; 0 = off.
+    #[serde(default)]
+    pub bot_farm_accounts: u32,
+    /// Batch only (`bot_farm`): the width of the watch-time bands the
+    /// fingerprint puts watch times in.
+    #[serde(default)]
+    pub bot_farm_watch_band_seconds: u32,
+    /// Batch only (`zero_engagement`): this many views of one video without
+    /// ad impressions and under the watch bound, within the window of each
+    /// other in one UTC hour, are all filtered; 0 = off.
+    #[serde(default)]
+    pub zero_engagement_views: u32,
+    /// Batch only (`zero_engagement`): views watched less than this many
+    /// seconds (and without ad impressions) are candidates.
+    #[serde(default)]
+    pub zero_engagement_watch_seconds: u32,
+    /// Batch only (`zero_engagement`): how close, in seconds either side,
+    /// the burst's views must be to each view.
+    #[serde(default)]
+    pub zero_engagement_window_seconds: u32,
 }
 
 /// The Kafka record header in which ingest states the acceptance limits it
@@ -48,6 +81,13 @@ impl Default for RuleSet {
             late_horizon_seconds: 30 * 24 * 3600,
             billable_min_watch_seconds: 30,
             fraud_cap_per_user_video_day: 10,
+            impossible_watch_seconds: 4 * 3600,
+            repeat_loop_views: 5,
+            bot_farm_accounts: 10,
+            bot_farm_watch_band_seconds: 5,
+            zero_engagement_views: 20,
+            zero_engagement_watch_seconds: 35,
+            zero_engagement_window_seconds: 300,
         }
     }
 }
@@ -56,6 +96,26 @@ impl RuleSet {
     /// Whether a (first-seen) view is billable, before the fraud cap.
     pub fn is_billable(&self, event: &ViewEvent) -> bool {
         event.revenue_eligible && event.watch_seconds >= self.billable_min_watch_seconds
+    }
+
+    /// Checks the parameters that only make sense together: `Err` names the
+    /// setting and what to give instead.
+    pub fn check(&self) -> Result<(), String> {
+        if self.bot_farm_accounts > 0 && self.bot_farm_watch_band_seconds == 0 {
+            return Err(format!(
+                "the bot-farm rule is on ({} accounts) but its watch band is 0 s; \
+                 give --bot-farm-watch-band of at least 1 s, or --bot-farm-accounts 0 to turn the rule off",
+                self.bot_farm_accounts
+            ));
+        }
+        if self.zero_engagement_views > 0 && self.zero_engagement_watch_seconds == 0 {
+            return Err(format!(
+                "the zero-engagement rule is on ({} views) but its watch bound is 0 s, so no view is a candidate; \
+                 give --zero-engagement-watch above --billable-min-watch, or --zero-engagement-views 0 to turn it off",
+                self.zero_engagement_views
+            ));
+        }
+        Ok(())
     }
 
     /// How far in the future of its receipt an event may have occurred.
@@ -119,6 +179,24 @@ mod tests {
         let t: DateTime<Utc> = "2026-11-21T13:59:59.999999Z".parse().unwrap();
         assert_eq!(hour_bucket(t).to_rfc3339(), "2026-11-21T13:00:00+00:00");
         assert_eq!(day_bucket(t).to_rfc3339(), "2026-11-21T00:00:00+00:00");
+    }
+
+    #[test]
+    fn a_rule_set_from_before_rules_v2_reads_back_as_v1() {
+        let v1 = r#"{"max_future_seconds":300,"late_horizon_seconds":2592000,"billable_min_watch_seconds":30,"fraud_cap_per_user_video_day":10}"#;
+        let rules: RuleSet = serde_json::from_str(v1).unwrap();
+        assert!(!rules.v2_rules_on(), "{rules:?}");
+        assert_eq!(rules.fraud_cap_per_user_video_day, 10);
+        assert!(RuleSet::default().v2_rules_on());
+        let round: RuleSet =
+            serde_json::from_str(&serde_json::to_string(&RuleSet::default()).unwrap()).unwrap();
+        assert_eq!(round, RuleSet::default());
+        assert_eq!(RuleSet::default().check(), Ok(()));
+        let bad = RuleSet {
+            bot_farm_watch_band_seconds: 0,
+            ..RuleSet::default()
+        };
+        assert!(bad.check().unwrap_err().contains("--bot-farm-watch-band"));
     }
 
     #[test]

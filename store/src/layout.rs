@@ -7,6 +7,7 @@
 //! | `archive/meta.json` | what the archive reads: topic, partition count, Kafka cluster id, the rule set it validates with |
 //! | `archive/progress/p{P}.json` | per partition: next offset to archive, and the time up to which everything received is archived |
 //! | `views/run={id}/part-0.parquet` | a batch run's counts per video per hour |
+//! | `filtered/run={id}/part-0.parquet` | a batch run's filtered views per video, hour and rule |
 //! | `runs/{id}.json` | a run's manifest |
 //! | `published/{seq}.json` | the published state: which run owns each hour, and the watermark |
 //! | `CURRENT` | names the latest published state (one atomic write publishes) |
@@ -142,6 +143,11 @@ pub fn archive_meta() -> Path {
 /// A run's output file.
 pub fn views_file(run_id: &str) -> Path {
     Path::from(format!("views/run={run_id}/part-0.parquet"))
+}
+
+/// A run's filtered views by rule ([`crate::filtered`]).
+pub fn filtered_file(run_id: &str) -> Path {
+    Path::from(format!("filtered/run={run_id}/part-0.parquet"))
 }
 
 /// A run's manifest.

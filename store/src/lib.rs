@@ -15,6 +15,7 @@
 //! - [`catalog`]: the video catalog (video → creator, title) in force.
 
 pub mod catalog;
+pub mod filtered;
 pub mod layout;
 pub mod manifest;
 pub mod progress;

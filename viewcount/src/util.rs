@@ -69,6 +69,35 @@ pub(crate) struct RuleFlags {
     /// UTC day.
     #[arg(long, env = "VIEWCOUNT_FRAUD_CAP", default_value_t = RuleSet::default().fraud_cap_per_user_video_day)]
     pub(crate) fraud_cap: u32,
+    /// Batch rule `impossible_watch`: a user's views in one UTC hour that
+    /// report more watch seconds than this in all are filtered (0: off).
+    #[arg(long, env = "VIEWCOUNT_IMPOSSIBLE_WATCH", default_value_t = RuleSet::default().impossible_watch_seconds)]
+    pub(crate) impossible_watch: u32,
+    /// Batch rule `repeat_loop`: this many billable views of one video by
+    /// one user in one UTC hour are all filtered (0: off).
+    #[arg(long, env = "VIEWCOUNT_REPEAT_LOOP_VIEWS", default_value_t = RuleSet::default().repeat_loop_views)]
+    pub(crate) repeat_loop_views: u32,
+    /// Batch rule `bot_farm`: this many users viewing one video in one UTC
+    /// hour with one device, country, referrer, quality and watch band are
+    /// all filtered (0: off).
+    #[arg(long, env = "VIEWCOUNT_BOT_FARM_ACCOUNTS", default_value_t = RuleSet::default().bot_farm_accounts)]
+    pub(crate) bot_farm_accounts: u32,
+    /// Batch rule `bot_farm`: the width in seconds of its watch bands.
+    #[arg(long, env = "VIEWCOUNT_BOT_FARM_WATCH_BAND", default_value_t = RuleSet::default().bot_farm_watch_band_seconds)]
+    pub(crate) bot_farm_watch_band: u32,
+    /// Batch rule `zero_engagement`: this many views of one video with no
+    /// ad impression and under --zero-engagement-watch seconds, within
+    /// --zero-engagement-window of each other in one UTC hour, are all
+    /// filtered (0: off).
+    #[arg(long, env = "VIEWCOUNT_ZERO_ENGAGEMENT_VIEWS", default_value_t = RuleSet::default().zero_engagement_views)]
+    pub(crate) zero_engagement_views: u32,
+    /// Batch rule `zero_engagement`: the watch seconds below which a view
+    /// without ad impressions is a candidate.
+    #[arg(long, env = "VIEWCOUNT_ZERO_ENGAGEMENT_WATCH", default_value_t = RuleSet::default().zero_engagement_watch_seconds)]
+    pub(crate) zero_engagement_watch: u32,
+    /// Batch rule `zero_engagement`: the burst's window, in seconds.
+    #[arg(long, env = "VIEWCOUNT_ZERO_ENGAGEMENT_WINDOW", default_value_t = RuleSet::default().zero_engagement_window_seconds)]
+    pub(crate) zero_engagement_window: u32,
 }
 
 /// `--dedup-window`'s default: the speed layer's.
@@ -100,12 +129,21 @@ impl RuleFlags {
             u32::try_from(d.as_secs())
                 .map_err(|_| anyhow::anyhow!("--{flag} {d:?} is too long (at most 136 years)"))
         };
-        Ok(RuleSet {
+        let rules = RuleSet {
             late_horizon_seconds: whole_seconds(&self.late_horizon, "late-horizon")?,
             max_future_seconds: whole_seconds(&self.max_future, "max-future")?,
             billable_min_watch_seconds: self.billable_min_watch,
             fraud_cap_per_user_video_day: self.fraud_cap,
-        })
+            impossible_watch_seconds: self.impossible_watch,
+            repeat_loop_views: self.repeat_loop_views,
+            bot_farm_accounts: self.bot_farm_accounts,
+            bot_farm_watch_band_seconds: self.bot_farm_watch_band,
+            zero_engagement_views: self.zero_engagement_views,
+            zero_engagement_watch_seconds: self.zero_engagement_watch,
+            zero_engagement_window_seconds: self.zero_engagement_window,
+        };
+        rules.check().map_err(anyhow::Error::msg)?;
+        Ok(rules)
     }
 }
 

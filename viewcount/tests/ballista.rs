@@ -202,8 +202,8 @@ async fn ballista_with_two_executor_processes_gives_the_native_bytes() {
     let rows = &native["rows"];
     assert_eq!(rows["invalid"], a.invalid);
     assert_eq!(
-        rows["fraud_filtered"], 15,
-        "25 billable views of one user, cap 10"
+        rows["fraud_filtered"], 25,
+        "25 billable views of one user 5 minutes apart: two hours of 12 (repeat loops) and the 25th past the daily cap"
     );
     assert!(rows["duplicates"].as_u64().unwrap() > 500, "{rows}");
     assert!(

@@ -49,7 +49,7 @@ fn rows() -> Vec<ArchivedEvent> {
     out
 }
 
-const GOLDEN_RUN_ID: &str = "59c65f387907b42a";
+const GOLDEN_RUN_ID: &str = "50a4882d1c6c57f3";
 const GOLDEN_INPUTS: &[(&str, &str)] = &[
     (
         "raw/dt=2026-11-20/hour=10/p0000-00000000000000000000-00000000000000000010.parquet",
@@ -68,10 +68,16 @@ const GOLDEN_INPUTS: &[(&str, &str)] = &[
         "d88fa4aecb68485aae648b4a14546bf42a9ab11d76d065c43c0d048784e17a77",
     ),
 ];
-const GOLDEN_OUTPUTS: &[(&str, &str)] = &[(
-    "views/run=59c65f387907b42a/part-0.parquet",
-    "b87feab1812dc4b7c156c6bfd9b1111f452bcf6a99df6876ace2947e716911c8",
-)];
+const GOLDEN_OUTPUTS: &[(&str, &str)] = &[
+    (
+        "views/run=50a4882d1c6c57f3/part-0.parquet",
+        "b87feab1812dc4b7c156c6bfd9b1111f452bcf6a99df6876ace2947e716911c8",
+    ),
+    (
+        "filtered/run=50a4882d1c6c57f3/part-0.parquet",
+        "0ad4273e58d6fd72de01a70f74f010c4597d9b3ad29bec5ec4581994e51fdb95",
+    ),
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fixed_archive_gives_pinned_bytes_and_run_id() {

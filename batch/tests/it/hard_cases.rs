@@ -52,7 +52,9 @@ pub(crate) fn archive() -> Archive {
         t += Duration::milliseconds(1);
         received.push(stamp(e.event, t));
     }
-    // A fraud pattern: one user, one video, 25 billable views in a day.
+    // A fraud pattern: one user, one video, 25 billable views 5 minutes
+    // apart (12 in each of two hours: repeat loops; the 25th in a third hour,
+    // past the daily cap).
     let fraud_hour = (gen_now - Duration::hours(5))
         .duration_trunc(TimeDelta::hours(1))
         .unwrap();

@@ -45,8 +45,11 @@ async fn batch_counts_equal_the_truth_with_duplicates_late_events_and_fraud() {
     let want = expected(&truth);
     infra::test::assert_same_map(&s.views(&report).await, &want, "batch output");
     let fraud_total: u64 = want.values().map(|v| v[2]).sum();
-    assert_eq!(fraud_total, 15, "25 billable views, cap 10");
-    assert_eq!(report.manifest.rows.fraud_filtered, 15);
+    assert_eq!(
+        fraud_total, 25,
+        "25 billable views of one video by one user in an hour: a repeat loop"
+    );
+    assert_eq!(report.manifest.rows.fraud_filtered, 25);
     assert_eq!(report.manifest.rows.views, truth.views());
     assert_eq!(
         report.manifest.rows.duplicates,

@@ -65,7 +65,8 @@ async fn speed_and_batch_reconcile_with_every_difference_explained() {
             now + chrono::Duration::seconds(1),
         ));
     }
-    // A fraud pattern: 14 billable views by one user of one video.
+    // A fraud pattern: 14 billable views by one user of one video in an
+    // hour (a repeat loop).
     for i in 0..14 {
         extra.push(event(
             &uuid::Uuid::new_v4().to_string(),
@@ -168,9 +169,9 @@ async fn speed_and_batch_reconcile_with_every_difference_explained() {
         serde_json::to_value(&r).unwrap()
     );
     assert_eq!(
-        r.totals.get(&Cause::FraudFiltered),
-        Some(&4),
-        "14 billable, cap 10"
+        r.totals.get(&Cause::RepeatLoop),
+        Some(&14),
+        "14 billable views of one video by one user in an hour: a repeat loop"
     );
     assert_eq!(
         r.totals.get(&Cause::ConflictingDuplicate),

@@ -24,6 +24,9 @@ fn rules() -> RuleSet {
         late_horizon_seconds: 60 * 24 * 3600,
         billable_min_watch_seconds: 45,
         fraud_cap_per_user_video_day: 3,
+        // Above the cap, so the cap is what the 5 views below meet.
+        repeat_loop_views: 6,
+        ..RuleSet::default()
     }
 }
 

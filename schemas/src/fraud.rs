@@ -1,0 +1,541 @@
+//! Invalid-traffic rules (rules v2): which billable views batch filters as
+//! invalid, and why — the one I/O-free definition, beside the counting
+//! rules of [`crate::rules`].
+//!
+//! Every rule acts on billable first sightings (after dedup), is named
+//! ([`FraudRule`]), is parameterized in the one [`RuleSet`] (0 turns a rule
+//! off; a manifest written before a rule existed reads back with it off, so
+//! old runs re-decide as they were made) and looks only at its view's own
+//! UTC hour, or earlier views of its UTC day (the daily cap), so a late view
+//! changes no earlier hour's numbers (batch's recompute of late hours, with
+//! the rest of their day, relies on it).
+//! A filtered view is attributed to the first rule, in [`FraudRule::ALL`]
+//! order, that catches it.
+//!
+//! | rule | a billable view is filtered when |
+//! |---|---|
+//! | `impossible_watch` | its user's views in its hour (every view, billable or not) report more than `impossible_watch_seconds` of watch time in all: more than the hour holds on the devices one person plausibly runs at once |
+//! | `repeat_loop` | its user viewed its video at least `repeat_loop_views` times (billable) in its hour: a player replaying one video under fresh sessions |
+//! | `bot_farm` | at least `bot_farm_accounts` users viewed its video in its hour with its behavioural fingerprint: the same device, country, referrer and quality, and a watch time in the same `bot_farm_watch_band_seconds` band |
+//! | `zero_engagement` | it reported no ad impression and less than `zero_engagement_watch_seconds` of watch time, and it lies in a window of `zero_engagement_window_seconds` within its hour that holds at least `zero_engagement_views` such views of its video: a burst of views that only just qualify |
+//! | `daily_cap` | its user already had `fraud_cap_per_user_video_day` billable views of its video that UTC day (by `occurred_at`, then event id): rules v1's only rule |
+//!
+//! Users are known by [`value_hash`] of their id (as the viewer sketch
+//! knows them) in every rule but the daily cap, which compares exact ids as
+//! v1 did; a fingerprint is [`fingerprint`]. [`decide`] is the reference
+//! implementation over a list of views: the generator's ground truth uses
+//! it, and both batch engines are held to the same answers.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ViewEvent;
+use crate::rules::{RuleSet, day_bucket, hour_bucket};
+
+/// An invalid-traffic rule; see the [module](self) for what each catches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FraudRule {
+    /// More watch time in an hour than one person's devices hold.
+    ImpossibleWatch,
+    /// One user replaying one video within an hour.
+    RepeatLoop,
+    /// Many accounts sharing one fingerprint on one video within an hour.
+    BotFarm,
+    /// A burst of views that only just qualify, with no ad impression.
+    ZeroEngagement,
+    /// More billable views per user, video and day than the cap.
+    DailyCap,
+}
+
+impl FraudRule {
+    /// Every rule, in attribution order (a view caught by several is
+    /// attributed to the first).
+    pub const ALL: [FraudRule; 5] = [
+        FraudRule::ImpossibleWatch,
+        FraudRule::RepeatLoop,
+        FraudRule::BotFarm,
+        FraudRule::ZeroEngagement,
+        FraudRule::DailyCap,
+    ];
+
+    /// The rule's name in outputs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            FraudRule::ImpossibleWatch => "impossible_watch",
+            FraudRule::RepeatLoop => "repeat_loop",
+            FraudRule::BotFarm => "bot_farm",
+            FraudRule::ZeroEngagement => "zero_engagement",
+            FraudRule::DailyCap => "daily_cap",
+        }
+    }
+
+    /// The rule named `name`, if any.
+    pub fn from_name(name: &str) -> Option<FraudRule> {
+        Self::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    /// The rule's place in [`FraudRule::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for FraudRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The hash users are known by (the viewer sketch's): FNV-1a 64 with a
+/// murmur3 finalizer; fixed, as sketches and rule decisions depend on it.
+pub fn value_hash(v: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in v {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// Seed of [`fingerprint`]'s XXH3 (distinct from the payload
+/// fingerprint's, so the two never coincide by construction).
+pub const FINGERPRINT_SEED: u64 = 0x7669_6577_6670_7632; // "viewfpv2"
+
+/// A view's behavioural fingerprint, without its watch time: XXH3-64 over
+/// device, country, referrer and quality, each as a presence byte, a
+/// little-endian `u32` length and its bytes (an absent field differs from
+/// every present one, the empty string included).
+pub fn fingerprint(
+    device: &str,
+    country: Option<&str>,
+    referrer: Option<&str>,
+    quality: Option<&str>,
+) -> u64 {
+    let mut buf = Vec::with_capacity(64);
+    fingerprint_with(device, country, referrer, quality, &mut buf)
+}
+
+/// [`fingerprint`] with a caller's scratch buffer.
+pub fn fingerprint_with(
+    device: &str,
+    country: Option<&str>,
+    referrer: Option<&str>,
+    quality: Option<&str>,
+    scratch: &mut Vec<u8>,
+) -> u64 {
+    scratch.clear();
+    for field in [Some(device), country, referrer, quality] {
+        match field {
+            Some(s) => {
+                scratch.push(1);
+                scratch.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                scratch.extend_from_slice(s.as_bytes());
+            }
+            None => scratch.push(0),
+        }
+    }
+    xxhash_rust::xxh3::xxh3_64_with_seed(scratch, FINGERPRINT_SEED)
+}
+
+impl RuleSet {
+    /// Whether any rule beyond the daily cap is on.
+    pub fn v2_rules_on(&self) -> bool {
+        self.impossible_watch_seconds > 0
+            || self.repeat_loop_views > 0
+            || self.bot_farm_accounts > 0
+            || self.zero_engagement_views > 0
+    }
+
+    /// The bot-farm watch band a watch time falls in.
+    pub fn watch_band(&self, watch_seconds: u32) -> u32 {
+        watch_seconds / self.bot_farm_watch_band_seconds.max(1)
+    }
+
+    /// Whether a billable view is a zero-engagement candidate: no ad
+    /// impression and a watch time under the rule's bound.
+    pub fn zero_engagement_candidate(&self, ad_impressions: u32, watch_seconds: u32) -> bool {
+        self.zero_engagement_views > 0
+            && ad_impressions == 0
+            && watch_seconds < self.zero_engagement_watch_seconds
+    }
+}
+
+const HOUR_US: i64 = 3_600_000_000;
+
+/// Which of `times` (sorted) lie in a dense window: one `window_us` long
+/// (both ends included) holding at least `least` of them. One flag per time.
+pub fn in_dense_window(times: &[i64], window_us: i64, least: usize) -> Vec<bool> {
+    // A window may as well start at one of the times: each time `i` that
+    // starts a dense one (its peers, the times equal to it, counted in)
+    // marks itself and every time up to the window's end.
+    let (mut first, mut hi, mut until) = (0usize, 0usize, 0usize);
+    (0..times.len())
+        .map(|i| {
+            if times[first] != times[i] {
+                first = i;
+            }
+            while hi < times.len() && times[hi] <= times[i].saturating_add(window_us) {
+                hi += 1;
+            }
+            if hi - first >= least {
+                until = until.max(hi);
+            }
+            i < until
+        })
+        .collect()
+}
+
+/// The reference decision of every rule over `views`: each a first
+/// sighting (one per event id) that passed validation, with every view of
+/// the hours and days being decided present. Returns, per view, the rule
+/// that filters it (`None`: not filtered, or not billable).
+pub fn decide(rules: &RuleSet, views: &[ViewEvent]) -> Vec<Option<FraudRule>> {
+    let hour = |v: &ViewEvent| hour_bucket(v.occurred_at).timestamp_micros();
+    let billable: Vec<bool> = views.iter().map(|v| rules.is_billable(v)).collect();
+    let user = |v: &ViewEvent| value_hash(v.user_id.as_bytes());
+
+    let mut watch: HashMap<(u64, i64), u64> = HashMap::new();
+    for v in views {
+        *watch.entry((user(v), hour(v))).or_default() += u64::from(v.watch_seconds);
+    }
+    let mut repeats: HashMap<(&str, i64, u64), u32> = HashMap::new();
+    let mut farms: HashMap<(&str, i64, u64, u32), BTreeSet<u64>> = HashMap::new();
+    let mut zero: BTreeMap<(&str, i64), Vec<(i64, usize)>> = BTreeMap::new();
+    // Per (user, video, day): (occurred_at, event id, view) of its billable
+    // views, for the daily cap.
+    type Ranked = Vec<(i64, uuid::Uuid, usize)>;
+    let mut days: BTreeMap<(&str, &str, i64), Ranked> = BTreeMap::new();
+    fn farm_key<'v>(rules: &RuleSet, v: &'v ViewEvent) -> (&'v str, i64, u64, u32) {
+        (
+            v.video_id.as_str(),
+            hour_bucket(v.occurred_at).timestamp_micros(),
+            fingerprint(
+                v.device.as_str(),
+                v.country.as_deref(),
+                v.referrer.as_deref(),
+                v.quality.as_deref(),
+            ),
+            rules.watch_band(v.watch_seconds),
+        )
+    }
+    for (i, v) in views.iter().enumerate().filter(|(i, _)| billable[*i]) {
+        *repeats
+            .entry((v.video_id.as_str(), hour(v), user(v)))
+            .or_default() += 1;
+        farms.entry(farm_key(rules, v)).or_default().insert(user(v));
+        if rules.zero_engagement_candidate(v.ad_impressions, v.watch_seconds) {
+            zero.entry((v.video_id.as_str(), hour(v)))
+                .or_default()
+                .push((v.occurred_at.timestamp_micros(), i));
+        }
+        days.entry((
+            v.user_id.as_str(),
+            v.video_id.as_str(),
+            day_bucket(v.occurred_at).timestamp_micros(),
+        ))
+        .or_default()
+        .push((v.occurred_at.timestamp_micros(), v.event_id, i));
+    }
+
+    let mut zero_caught = vec![false; views.len()];
+    let window_us = i64::from(rules.zero_engagement_window_seconds) * 1_000_000;
+    for mut group in zero.into_values() {
+        group.sort_unstable();
+        let times: Vec<i64> = group.iter().map(|g| g.0).collect();
+        let dense = in_dense_window(&times, window_us, rules.zero_engagement_views as usize);
+        for ((_, i), d) in group.into_iter().zip(dense) {
+            zero_caught[i] = d;
+        }
+    }
+    let mut capped = vec![false; views.len()];
+    for mut group in days.into_values() {
+        group.sort_unstable();
+        for (_, _, i) in group
+            .into_iter()
+            .skip(rules.fraud_cap_per_user_video_day as usize)
+        {
+            capped[i] = true;
+        }
+    }
+
+    views
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            if !billable[i] {
+                return None;
+            }
+            let caught = |rule: FraudRule| match rule {
+                FraudRule::ImpossibleWatch => {
+                    rules.impossible_watch_seconds > 0
+                        && watch[&(user(v), hour(v))] > u64::from(rules.impossible_watch_seconds)
+                }
+                FraudRule::RepeatLoop => {
+                    rules.repeat_loop_views > 0
+                        && repeats[&(v.video_id.as_str(), hour(v), user(v))]
+                            >= rules.repeat_loop_views
+                }
+                FraudRule::BotFarm => {
+                    rules.bot_farm_accounts > 0
+                        && farms[&farm_key(rules, v)].len() >= rules.bot_farm_accounts as usize
+                }
+                FraudRule::ZeroEngagement => zero_caught[i],
+                FraudRule::DailyCap => capped[i],
+            };
+            FraudRule::ALL.into_iter().find(|r| caught(*r))
+        })
+        .collect()
+}
+
+/// The start of the UTC hour of `us` microseconds since the epoch (as
+/// [`hour_bucket`] does for a timestamp).
+pub fn hour_of_us(us: i64) -> i64 {
+    us - us.rem_euclid(HOUR_US)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Device;
+    use chrono::{DateTime, Duration, Utc};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    /// A billable view: `user` watched `video` at `t` for 60 s, with an
+    /// ad, on the web from nowhere in particular.
+    fn view(user: &str, video: &str, t: DateTime<Utc>) -> ViewEvent {
+        ViewEvent {
+            event_id: uuid::Uuid::new_v4(),
+            video_id: video.into(),
+            user_id: user.into(),
+            session_id: None,
+            occurred_at: t,
+            watch_seconds: 60,
+            device: Device::Web,
+            country: None,
+            referrer: None,
+            quality: None,
+            revenue_eligible: true,
+            ad_impressions: 1,
+            schema_version: 1,
+        }
+    }
+
+    fn only(rule: FraudRule) -> RuleSet {
+        let off = RuleSet {
+            impossible_watch_seconds: 0,
+            repeat_loop_views: 0,
+            bot_farm_accounts: 0,
+            zero_engagement_views: 0,
+            fraud_cap_per_user_video_day: 1_000,
+            ..RuleSet::default()
+        };
+        let on = RuleSet::default();
+        match rule {
+            FraudRule::ImpossibleWatch => RuleSet {
+                impossible_watch_seconds: on.impossible_watch_seconds,
+                ..off
+            },
+            FraudRule::RepeatLoop => RuleSet {
+                repeat_loop_views: on.repeat_loop_views,
+                ..off
+            },
+            FraudRule::BotFarm => RuleSet {
+                bot_farm_accounts: on.bot_farm_accounts,
+                ..off
+            },
+            FraudRule::ZeroEngagement => RuleSet {
+                zero_engagement_views: on.zero_engagement_views,
+                ..off
+            },
+            FraudRule::DailyCap => RuleSet {
+                fraud_cap_per_user_video_day: on.fraud_cap_per_user_video_day,
+                ..off
+            },
+        }
+    }
+
+    fn caught(rules: &RuleSet, views: &[ViewEvent]) -> usize {
+        decide(rules, views).iter().filter(|r| r.is_some()).count()
+    }
+
+    #[test]
+    fn names_round_trip_and_order_is_attribution_order() {
+        for r in FraudRule::ALL {
+            assert_eq!(FraudRule::from_name(r.name()), Some(r));
+            assert_eq!(FraudRule::ALL[r.index()], r);
+        }
+        assert_eq!(FraudRule::from_name("nope"), None);
+    }
+
+    #[test]
+    fn impossible_watch_catches_an_hour_past_four_devices_and_not_one_within() {
+        let rules = only(FraudRule::ImpossibleWatch);
+        let t = at("2026-11-01T10:00:00Z");
+        // 5 views of 3 000 s each in one hour: 15 000 s > 14 400 s.
+        let mut views: Vec<ViewEvent> = (0..5)
+            .map(|i| ViewEvent {
+                watch_seconds: 3_000,
+                ..view("u1", &format!("v{i}"), t + Duration::minutes(i * 10))
+            })
+            .collect();
+        assert_eq!(caught(&rules, &views), 5);
+        // A non-billable view's watch time counts toward the hour too.
+        views.truncate(4);
+        assert_eq!(caught(&rules, &views), 0, "12 000 s fits four devices");
+        views.push(ViewEvent {
+            revenue_eligible: false,
+            watch_seconds: 2_500,
+            ..view("u1", "v9", t)
+        });
+        assert_eq!(
+            decide(&rules, &views),
+            [vec![Some(FraudRule::ImpossibleWatch); 4], vec![None]].concat()
+        );
+        // The same watch time over two hours is possible.
+        views[0].occurred_at = t + Duration::hours(1);
+        assert_eq!(caught(&rules, &views), 0);
+    }
+
+    #[test]
+    fn repeat_loop_catches_five_views_of_one_video_in_an_hour_not_four() {
+        let rules = only(FraudRule::RepeatLoop);
+        let t = at("2026-11-01T10:00:00Z");
+        let mut views: Vec<ViewEvent> = (0..4)
+            .map(|i| view("u1", "v1", t + Duration::minutes(i * 10)))
+            .collect();
+        assert_eq!(caught(&rules, &views), 0);
+        // Another user, another video, or another hour: still four.
+        views.push(view("u2", "v1", t));
+        views.push(view("u1", "v2", t));
+        views.push(view("u1", "v1", t + Duration::hours(1)));
+        assert_eq!(caught(&rules, &views), 0);
+        views.push(view("u1", "v1", t + Duration::minutes(59)));
+        let d = decide(&rules, &views);
+        assert_eq!(d.iter().filter(|r| r.is_some()).count(), 5);
+        assert_eq!(d[4], None, "u2's view is not u1's loop");
+    }
+
+    #[test]
+    fn bot_farm_catches_ten_accounts_sharing_a_fingerprint_not_nine_or_mixed() {
+        let rules = only(FraudRule::BotFarm);
+        let t = at("2026-11-01T10:00:00Z");
+        let bot = |i: u32, watch: u32| ViewEvent {
+            watch_seconds: watch,
+            device: Device::Tv,
+            country: Some("BR".into()),
+            referrer: Some("https://x.example".into()),
+            quality: Some("720p".into()),
+            ..view(&format!("bot{i}"), "v1", t + Duration::minutes(i.into()))
+        };
+        // Nine accounts, two views each: eighteen views, nine accounts.
+        let mut views: Vec<ViewEvent> = (0..9).flat_map(|i| [bot(i, 41), bot(i, 42)]).collect();
+        assert_eq!(caught(&rules, &views), 0);
+        // A tenth with another quality, or a watch time in another band.
+        views.push(ViewEvent {
+            quality: None,
+            ..bot(9, 41)
+        });
+        views.push(bot(10, 47));
+        assert_eq!(caught(&rules, &views), 0);
+        views.push(bot(11, 44));
+        assert_eq!(caught(&rules, &views), 19, "ten accounts share 40-44 s");
+    }
+
+    #[test]
+    fn zero_engagement_catches_a_dense_burst_not_a_sparse_one_or_engaged_views() {
+        let rules = only(FraudRule::ZeroEngagement);
+        let t = at("2026-11-01T10:00:00Z");
+        let zero = |i: i64, gap: i64| ViewEvent {
+            watch_seconds: 31,
+            ad_impressions: 0,
+            ..view(&format!("u{i}"), "v1", t + Duration::seconds(i * gap))
+        };
+        // Twenty within five minutes, and a twenty-first just after.
+        let mut burst: Vec<ViewEvent> = (0..20).map(|i| zero(i, 15)).collect();
+        assert_eq!(caught(&rules, &burst), 20);
+        burst.push(zero(20, 15));
+        assert_eq!(caught(&rules, &burst), 21, "5 minutes after the first");
+        burst.push(zero(80, 15));
+        assert_eq!(caught(&rules, &burst), 21, "alone in its 5 minutes");
+        burst.truncate(20);
+        // Spread over the hour (one every three minutes): never 20 close.
+        let sparse: Vec<ViewEvent> = (0..20).map(|i| zero(i, 180)).collect();
+        assert_eq!(caught(&rules, &sparse), 0);
+        // With an ad, or watched 35 s: not candidates.
+        let mut engaged = burst.clone();
+        engaged[0].ad_impressions = 1;
+        engaged[1].watch_seconds = 35;
+        assert_eq!(caught(&rules, &engaged), 0);
+    }
+
+    #[test]
+    fn daily_cap_filters_past_the_cap_in_time_order() {
+        let rules = only(FraudRule::DailyCap);
+        let t = at("2026-11-01T01:00:00Z");
+        let views: Vec<ViewEvent> = (0..12)
+            .map(|i| view("u1", "v1", t + Duration::hours(i)))
+            .collect();
+        let d = decide(&rules, &views);
+        assert_eq!(d[..10], [None; 10]);
+        assert_eq!(d[10..], [Some(FraudRule::DailyCap); 2]);
+    }
+
+    #[test]
+    fn a_view_caught_by_several_rules_goes_to_the_first() {
+        let rules = RuleSet::default();
+        let t = at("2026-11-01T10:00:00Z");
+        // Twelve views of one video in an hour: a repeat loop, and past
+        // the daily cap.
+        let views: Vec<ViewEvent> = (0..12)
+            .map(|i| view("u1", "v1", t + Duration::minutes(i)))
+            .collect();
+        assert_eq!(
+            decide(&rules, &views),
+            vec![Some(FraudRule::RepeatLoop); 12]
+        );
+        // Every rule off but the cap: v1.
+        let v1 = RuleSet {
+            impossible_watch_seconds: 0,
+            repeat_loop_views: 0,
+            bot_farm_accounts: 0,
+            zero_engagement_views: 0,
+            ..RuleSet::default()
+        };
+        assert_eq!(caught(&v1, &views), 2);
+    }
+
+    #[test]
+    fn fingerprints_tell_absent_from_empty_and_fields_apart() {
+        let a = fingerprint("web", Some("US"), None, None);
+        assert_ne!(a, fingerprint("web", None, Some("US"), None));
+        assert_ne!(
+            fingerprint("web", Some(""), None, None),
+            fingerprint("web", None, None, None)
+        );
+        assert_eq!(a, fingerprint("web", Some("US"), None, None));
+    }
+
+    #[test]
+    fn a_dense_window_marks_every_time_in_it_and_no_other() {
+        assert_eq!(
+            in_dense_window(&[0, 1, 2, 10, 11], 2, 3),
+            [true, true, true, false, false]
+        );
+        assert_eq!(
+            in_dense_window(&[0, 5, 6, 7, 20], 2, 3),
+            [false, true, true, true, false]
+        );
+        assert_eq!(in_dense_window(&[5, 5, 5], 0, 3), [true; 3]);
+        assert_eq!(in_dense_window(&[5, 5, 6], 0, 3), [false; 3]);
+        assert_eq!(in_dense_window(&[], 1, 1), Vec::<bool>::new());
+    }
+}
