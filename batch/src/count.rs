@@ -1170,11 +1170,26 @@ struct UserHours {
     stripes: Vec<Mutex<WatchSums>>,
 }
 
-/// Watch seconds per (user hash, hour).
-type WatchSums = HashMap<(u64, i64), u64, RandomState>;
+/// A (user hash, hour) packed small: the hash's halves and the hour's
+/// number since the epoch (16 bytes an entry with its sum, where a
+/// `(u64, i64)` key and a `u64` sum took 24: these maps hold an entry per
+/// user and hour of the days read).
+type UserHour = [u32; 3];
+
+fn user_hour(user_hash: u64, occurred_at: i64) -> UserHour {
+    [
+        user_hash as u32,
+        (user_hash >> 32) as u32,
+        occurred_at.div_euclid(HOUR_US) as u32,
+    ]
+}
+
+/// Watch seconds per (user hash, hour), saturating (the rule's limit is a
+/// `u32` too).
+type WatchSums = HashMap<UserHour, u32, RandomState>;
 
 /// Bytes an entry of [`UserHours`] holds (key, sum, table overhead).
-const USER_HOUR_BYTES: u64 = 40;
+const USER_HOUR_BYTES: u64 = 20;
 
 impl UserHours {
     fn new(rules: &RuleSet, state: &RandomState) -> Self {
@@ -1192,15 +1207,16 @@ impl UserHours {
         if local.is_empty() {
             return;
         }
-        let mut by_stripe: Vec<Vec<((u64, i64), u64)>> = vec![Vec::new(); self.stripes.len()];
+        let mut by_stripe: Vec<Vec<(UserHour, u32)>> = vec![Vec::new(); self.stripes.len()];
         for (k, v) in local {
-            by_stripe[(k.0 >> 58) as usize % self.stripes.len()].push((k, v));
+            by_stripe[(k[1] >> 26) as usize % self.stripes.len()].push((k, v));
         }
         for (stripe, entries) in self.stripes.iter().zip(by_stripe) {
             let mut map = stripe.lock().unwrap_or_else(|p| p.into_inner());
             let before = map.len();
             for (k, v) in entries {
-                *map.entry(k).or_default() += v;
+                let sum = map.entry(k).or_default();
+                *sum = sum.saturating_add(v);
             }
             budget.add((map.len() - before) as u64 * USER_HOUR_BYTES);
         }
@@ -1209,7 +1225,7 @@ impl UserHours {
     /// The (user hash, hour)s over the rule's limit; gives the sums' bytes
     /// back to `budget`.
     fn over(self, rules: &RuleSet, state: &RandomState, budget: &Budget) -> Impossible {
-        let limit = u64::from(rules.impossible_watch_seconds);
+        let limit = rules.impossible_watch_seconds;
         let mut out = Impossible::with_hasher(state.clone());
         for stripe in self.stripes {
             let map = stripe.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -1221,13 +1237,14 @@ impl UserHours {
 }
 
 /// The (user hash, hour)s whose views report impossible watch time.
-type Impossible = hashbrown::HashSet<(u64, i64), RandomState>;
+type Impossible = hashbrown::HashSet<UserHour, RandomState>;
 
 /// A dedup task's own watch sums for [`UserHours`].
 fn add_watch(sums: &mut WatchSums, w: &Row) {
-    *sums
-        .entry((w.user_hash, hour_of(w.occurred_at)))
-        .or_default() += u64::from(w.watch_seconds.max(0).unsigned_abs());
+    let sum = sums
+        .entry(user_hour(w.user_hash, w.occurred_at))
+        .or_default();
+    *sum = sum.saturating_add(w.watch_seconds.max(0).unsigned_abs());
 }
 
 /// The start of the UTC hour of `us`.
@@ -1324,7 +1341,7 @@ fn count_bucket<'s>(
 
     if !impossible.is_empty() {
         for (n, r) in billables() {
-            if impossible.contains(&(r.user_hash, hour_of(r.occurred_at))) {
+            if impossible.contains(&user_hour(r.user_hash, r.occurred_at)) {
                 mark(n, FraudRule::ImpossibleWatch);
             }
         }

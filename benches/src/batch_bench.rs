@@ -18,7 +18,6 @@
 //! runs in a child process (this binary with `measure-batch`, or `python3`)
 //! so peak RSS is its own. Run with `scripts/bench batch`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -27,11 +26,10 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use clap::{Parser, Subcommand};
 use loadgen::{GenConfig, Generator};
-use schemas::archive::to_record_batch;
 use schemas::rules::hour_bucket;
 use schemas::{ArchivedEvent, ReceivedEvent, ValidationContext};
 
-use benches::{machine, median, peak_rss_mib, replace_section, spread};
+use benches::{machine, median, peak_rss_mib, replace_section, spread, write_raw};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -282,7 +280,7 @@ async fn prepare(dir: &Path, n: u64) -> anyhow::Result<(DateTime<Utc>, DateTime<
     let ctx = ValidationContext::at(now);
     let partitions = 8;
     let mut offsets = [0i64; 8];
-    let mut buf: BTreeMap<(DateTime<Utc>, i32), Vec<ArchivedEvent>> = BTreeMap::new();
+    let mut buf = benches::RawBuffer::new();
     let (mut min_h, mut max_h) = (None::<DateTime<Utc>>, None::<DateTime<Utc>>);
     let mut files = 0;
     let mut done = 0u64;
@@ -307,11 +305,11 @@ async fn prepare(dir: &Path, n: u64) -> anyhow::Result<(DateTime<Utc>, DateTime<
         });
         done += 1;
         if done.is_multiple_of(1_000_000) {
-            files += write_buffer(store.as_ref(), &mut buf).await?;
+            files += write_raw(store.as_ref(), &mut buf).await?;
             eprintln!("prepared {done} events");
         }
     }
-    files += write_buffer(store.as_ref(), &mut buf).await?;
+    files += write_raw(store.as_ref(), &mut buf).await?;
     let from = min_h
         .context("no events")?
         .duration_trunc(TimeDelta::days(1))?;
@@ -322,23 +320,6 @@ async fn prepare(dir: &Path, n: u64) -> anyhow::Result<(DateTime<Utc>, DateTime<
         serde_json::json!({"from": from, "to": to, "files": files}).to_string(),
     )?;
     Ok((from, to))
-}
-
-/// Writes and empties the buffer: one file per (hour, partition) chunk.
-async fn write_buffer(
-    store: &dyn object_store::ObjectStore,
-    buf: &mut BTreeMap<(DateTime<Utc>, i32), Vec<ArchivedEvent>>,
-) -> anyhow::Result<usize> {
-    let taken = std::mem::take(buf);
-    let n = taken.len();
-    for ((hour, p), rows) in taken {
-        let first = rows.first().map_or(0, |r| r.kafka_offset);
-        let last = rows.last().map_or(0, |r| r.kafka_offset);
-        let bytes =
-            store::layout::parquet_bytes(schemas::raw_schema(), &[to_record_batch(&rows)?])?;
-        store::layout::put(store, &store::layout::raw_file(hour, p, first, last), bytes).await?;
-    }
-    Ok(n)
 }
 
 /// Removes a run's outputs, so each batch run starts from the bare archive.

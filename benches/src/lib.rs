@@ -12,10 +12,40 @@
 //! - `billing-bench`: a month's report over a million video-hours, `ledger
 //!   verify` over ten thousand entries, proof checks, each beside a floor.
 //!
-//! This library holds what the harnesses share: statistics, machine facts and
-//! rewriting their section of `BENCHMARKS.md`.
+//! - `fraud-bench`: the invalid-traffic rules' recall and false positives
+//!   per pattern on a labelled month, and rules v2's batch time beside v1's.
+//!
+//! This library holds what the harnesses share: statistics, machine facts,
+//! writing raw archive files and rewriting their section of `BENCHMARKS.md`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use schemas::ArchivedEvent;
+use schemas::archive::to_record_batch;
+
+/// Raw archive rows by (hour, Kafka partition), as the archive files them.
+pub type RawBuffer = BTreeMap<(DateTime<Utc>, i32), Vec<ArchivedEvent>>;
+
+/// Writes and empties `buf`: one raw archive file per (hour, partition)
+/// chunk, named by its offsets as the archive names them. Returns the
+/// files written.
+pub async fn write_raw(
+    store: &dyn object_store::ObjectStore,
+    buf: &mut RawBuffer,
+) -> anyhow::Result<usize> {
+    let taken = std::mem::take(buf);
+    let n = taken.len();
+    for ((hour, p), rows) in taken {
+        let first = rows.first().map_or(0, |r| r.kafka_offset);
+        let last = rows.last().map_or(0, |r| r.kafka_offset);
+        let bytes =
+            store::layout::parquet_bytes(schemas::raw_schema(), &[to_record_batch(&rows)?])?;
+        store::layout::put(store, &store::layout::raw_file(hour, p, first, last), bytes).await?;
+    }
+    Ok(n)
+}
 
 /// The median of `v` (0 when empty).
 pub fn median(v: &[f64]) -> f64 {

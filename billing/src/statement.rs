@@ -19,6 +19,7 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use rust_decimal::Decimal;
+use schemas::fraud::FraudRule;
 use serde::{Deserialize, Serialize};
 use store::catalog::Catalog;
 use store::state::Published;
@@ -164,11 +165,26 @@ fn opt_amount<S: serde::Serializer>(
 /// (creator, video, rate) → billable views: what a period pays.
 pub type Lines = BTreeMap<(String, String, Decimal), i64>;
 
+/// Billable views of one creator's video the invalid-traffic rules
+/// removed in a period: not paid, listed in `statement.json` so the
+/// creator sees what was removed and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Filtered {
+    /// The video.
+    pub video_id: String,
+    /// Billable views removed.
+    pub filtered_views: u64,
+    /// The same by the rule that removed them (only rules that did).
+    pub by_rule: BTreeMap<&'static str, u64>,
+}
+
 /// A period counted from batch numbers.
 #[derive(Debug, Clone, Default)]
 pub struct Counted {
     /// Paid lines.
     pub lines: Lines,
+    /// Per creator and video, the billable views the rules removed.
+    pub filtered: BTreeMap<(String, String), Filtered>,
     /// Unattributed video → billable views.
     pub unattributed: BTreeMap<String, i64>,
     /// Each hour of the period the batch owns → its run.
@@ -199,8 +215,39 @@ pub async fn count(
     };
     for (run, owned) in by_run {
         let table = store::views::load_views(store, run).await?;
+        // By rule, where the run has a filtered table (rules v2); a run
+        // without one had only the daily cap.
+        let mut rules: BTreeMap<(String, DateTime<Utc>), Vec<(FraudRule, u64)>> = BTreeMap::new();
+        for f in store::filtered::load_filtered(store, run).await? {
+            let hour = DateTime::<Utc>::from_timestamp_micros(f.hour_us).unwrap_or_default();
+            rules
+                .entry((f.video_id, hour))
+                .or_default()
+                .push((f.rule, f.views.max(0).unsigned_abs()));
+        }
         for ((video, hour), counts) in table {
-            if !owned.contains(&hour) || counts[1] == 0 {
+            if !owned.contains(&hour) {
+                continue;
+            }
+            if counts[2] > 0
+                && let Some(creator) = catalog.and_then(|c| c.creator_of(&video))
+            {
+                let f = out
+                    .filtered
+                    .entry((creator.to_owned(), video.clone()))
+                    .or_insert_with(|| Filtered {
+                        video_id: video.clone(),
+                        ..Filtered::default()
+                    });
+                f.filtered_views += counts[2];
+                let by = rules
+                    .remove(&(video.clone(), hour))
+                    .unwrap_or_else(|| vec![(FraudRule::DailyCap, counts[2])]);
+                for (rule, n) in by {
+                    *f.by_rule.entry(rule.name()).or_default() += n;
+                }
+            }
+            if counts[1] == 0 {
                 continue;
             }
             let billable = i64::try_from(counts[1])
@@ -234,6 +281,9 @@ pub struct Statement {
     pub lines: Vec<Line>,
     /// Unattributed videos (not paid).
     pub unattributed: Vec<Line>,
+    /// Per creator and video, billable views the invalid-traffic rules
+    /// removed (not paid).
+    pub filtered: BTreeMap<(String, String), Filtered>,
     /// Inputs.
     pub manifest_inputs: ManifestInputs,
 }
@@ -348,6 +398,10 @@ impl Statement {
             total: String,
             billable_views: i64,
             lines: Vec<&'a Line>,
+            /// Billable views the invalid-traffic rules removed (not paid).
+            filtered_views: u64,
+            /// Per video, what was removed and by which rule.
+            filtered: Vec<&'a Filtered>,
         }
         #[derive(Serialize)]
         struct Unattributed {
@@ -366,24 +420,31 @@ impl Statement {
             unattributed: Unattributed,
         }
         let totals = self.creator_totals();
-        let mut creators: Vec<Creator<'_>> = Vec::new();
+        let mut by_creator: BTreeMap<&str, Creator<'_>> = BTreeMap::new();
+        fn creator<'a>(c: &'a str, totals: &BTreeMap<String, Decimal>) -> Creator<'a> {
+            Creator {
+                creator_id: c,
+                total: format_amount(totals.get(c).copied().unwrap_or_default()),
+                billable_views: 0,
+                lines: Vec::new(),
+                filtered_views: 0,
+                filtered: Vec::new(),
+            }
+        }
         for l in &self.lines {
             let Some(c) = l.creator_id.as_deref() else {
                 continue;
             };
-            if creators.last().is_none_or(|x| x.creator_id != c) {
-                creators.push(Creator {
-                    creator_id: c,
-                    total: format_amount(totals.get(c).copied().unwrap_or_default()),
-                    billable_views: 0,
-                    lines: Vec::new(),
-                });
-            }
-            if let Some(last) = creators.last_mut() {
-                last.billable_views += l.billable_views;
-                last.lines.push(l);
-            }
+            let entry = by_creator.entry(c).or_insert_with(|| creator(c, &totals));
+            entry.billable_views += l.billable_views;
+            entry.lines.push(l);
         }
+        for ((c, _), f) in &self.filtered {
+            let entry = by_creator.entry(c).or_insert_with(|| creator(c, &totals));
+            entry.filtered_views += f.filtered_views;
+            entry.filtered.push(f);
+        }
+        let creators: Vec<Creator<'_>> = by_creator.into_values().collect();
         let doc = Doc {
             statement_id: &self.id,
             period: self.period.label(),
@@ -742,6 +803,7 @@ fn build(
         currency: rates.currency.clone(),
         lines,
         unattributed,
+        filtered: counted.filtered.clone(),
         manifest_inputs,
     })
 }

@@ -86,8 +86,9 @@ pub struct Truth {
     seen: HashSet<Uuid>,
     cells: BTreeMap<(String, DateTime<Utc>), Cell>,
     labels: BTreeMap<Label, LabelTally>,
-    /// Every first sighting and its label, for the invalid-traffic rules.
-    firsts: Vec<(ViewEvent, Label)>,
+    /// Every first sighting, for the invalid-traffic rules, and its label.
+    firsts: Vec<ViewEvent>,
+    first_labels: Vec<Label>,
     accepted_events: u64,
 }
 
@@ -125,19 +126,19 @@ impl Truth {
         cell.1 += u64::from(billable);
         cell.2 += u64::from(e.watch_seconds);
         cell.3 += u64::from(billable && label.is_invalid());
-        self.firsts.push((e.clone(), label));
+        self.firsts.push(e.clone());
+        self.first_labels.push(label);
     }
 
     /// The rule that filters each first sighting, if any.
     fn decisions(&self) -> Vec<Option<FraudRule>> {
-        let views: Vec<ViewEvent> = self.firsts.iter().map(|(e, _)| e.clone()).collect();
-        decide(&self.rules, &views)
+        decide(&self.rules, &self.firsts)
     }
 
     /// Filtered views per (video, hour).
     fn fraud(&self, decisions: &[Option<FraudRule>]) -> BTreeMap<(String, DateTime<Utc>), u64> {
         let mut out: BTreeMap<(String, DateTime<Utc>), u64> = BTreeMap::new();
-        for ((e, _), d) in self.firsts.iter().zip(decisions) {
+        for (e, d) in self.firsts.iter().zip(decisions) {
             if d.is_some() {
                 *out.entry((e.video_id.clone(), hour_bucket(e.occurred_at)))
                     .or_default() += 1;
@@ -179,12 +180,15 @@ impl Truth {
             .collect()
     }
 
-    /// The truth as written by `viewcount gen --truth`.
-    pub fn to_file(&self) -> TruthFile {
-        let decisions = self.decisions();
-        let rows = self.rows_with(&decisions);
+    /// Per label, its events and what `rules` filter of them (the same
+    /// events decided by another rule set, e.g. v1's cap alone, to compare).
+    pub fn labels_under(&self, rules: &RuleSet) -> BTreeMap<Label, LabelTally> {
+        self.labels_with(&decide(rules, &self.firsts))
+    }
+
+    fn labels_with(&self, decisions: &[Option<FraudRule>]) -> BTreeMap<Label, LabelTally> {
         let mut labels = self.labels.clone();
-        for ((_, label), d) in self.firsts.iter().zip(&decisions) {
+        for (label, d) in self.first_labels.iter().zip(decisions) {
             if let Some(rule) = d {
                 let t = labels.entry(*label).or_default();
                 t.filtered_views += 1;
@@ -193,6 +197,14 @@ impl Truth {
                     .or_default() += 1;
             }
         }
+        labels
+    }
+
+    /// The truth as written by `viewcount gen --truth`.
+    pub fn to_file(&self) -> TruthFile {
+        let decisions = self.decisions();
+        let rows = self.rows_with(&decisions);
+        let labels = self.labels_with(&decisions);
         TruthFile {
             rules_version: RULES_VERSION,
             accepted_events: self.accepted_events,

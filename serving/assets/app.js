@@ -81,11 +81,22 @@ async function loadList(creator) {
     billable.dataset.field = "billable_views";
     billable.dataset.value = row.billable_views;
     billable.textContent = fmt.format(row.billable_views);
+    // Billable views the invalid-traffic rules removed (not paid), and why.
+    const removed = document.createElement("td");
+    removed.className = "num muted";
+    removed.dataset.field = "fraud_filtered";
+    removed.dataset.value = row.fraud_filtered;
+    removed.textContent = row.fraud_filtered ? fmt.format(row.fraud_filtered) : "–";
+    const why = Object.entries(row.filtered_by_rule || {});
+    if (why.length) {
+      removed.title = "removed as invalid traffic: " +
+        why.map(([rule, n]) => rule.replaceAll("_", " ") + " " + fmt.format(n)).join(", ");
+    }
     const badge = document.createElement("td");
     if (row.speed_views > 0) {
       badge.innerHTML = "<span class='badge' title='includes views from the speed layer, not yet final'>provisional</span>";
     }
-    tr.append(name, views, billable, badge);
+    tr.append(name, views, billable, removed, badge);
     tr.addEventListener("click", () => select(row.video_id, row.title));
     tbody.append(tr);
   }

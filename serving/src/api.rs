@@ -238,13 +238,28 @@ pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 // ---------------------------------------------------------------- answers
 
+/// The rules that removed views, by name, with how many.
+fn by_rule_names(c: &Counts) -> BTreeMap<&'static str, u64> {
+    schemas::fraud::FraudRule::ALL
+        .iter()
+        .zip(c.filtered_by_rule)
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| (r.name(), n))
+        .collect()
+}
+
 /// The batch part of an answer: hours `[from, to)` before the watermark.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BatchPart {
     views: u64,
+    /// Billable views after the invalid-traffic rules: what is paid.
     billable_views: u64,
-    /// Billable views the fraud rules removed.
+    /// Billable views the invalid-traffic rules removed (not paid).
     fraud_filtered: u64,
+    /// `fraud_filtered` by the rule that removed them (`impossible_watch`,
+    /// `repeat_loop`, `bot_farm`, `zero_engagement`, `daily_cap`; only
+    /// rules that removed any). The README describes each rule.
+    filtered_by_rule: BTreeMap<&'static str, u64>,
     watch_seconds: u64,
     /// End of the batch part: `min(to, W)` (never before `from`).
     #[schema(value_type = String, format = DateTime)]
@@ -383,6 +398,11 @@ pub struct CreatorRow {
     watch_seconds: u64,
     /// Views from the speed part (included in `views`).
     speed_views: u64,
+    /// Billable views of the batch part the invalid-traffic rules removed
+    /// (the speed part is not filtered yet).
+    fraud_filtered: u64,
+    /// `fraud_filtered` by rule, as in [`BatchPart`].
+    filtered_by_rule: BTreeMap<&'static str, u64>,
 }
 
 /// A creator's videos over `[from, to)`.
@@ -770,6 +790,7 @@ impl Merged {
             views: c.views,
             billable_views: c.billable_views,
             fraud_filtered: c.fraud_filtered,
+            filtered_by_rule: by_rule_names(&c),
             watch_seconds: c.watch_seconds,
             to: self
                 .watermark
@@ -1149,10 +1170,7 @@ async fn creator_views(
     for (i, v) in videos.iter().enumerate() {
         let s = m.speed_total(i);
         let b = m.batch[i];
-        batch.views += b.views;
-        batch.billable_views += b.billable_views;
-        batch.fraud_filtered += b.fraud_filtered;
-        batch.watch_seconds += b.watch_seconds;
+        batch += b;
         speed.views += s.views;
         speed.billable_views += s.billable_views;
         speed.watch_seconds += s.watch_seconds;
@@ -1167,6 +1185,8 @@ async fn creator_views(
             billable_views,
             watch_seconds,
             speed_views: s.views,
+            fraud_filtered: b.fraud_filtered,
+            filtered_by_rule: by_rule_names(&b),
         });
     }
     match sort {

@@ -7,13 +7,16 @@
 //! names the run that owns each hour, and each owning run's views file gives
 //! the counts of the hours it owns (and only those: a run's file may hold
 //! hours another run owns now). Memory is about 36 bytes per video-hour
-//! (a `u32` hour and four `u64` running sums) plus a small cost per video;
+//! (a `u32` hour and four `u64` running sums) plus a small cost per video,
+//! and 44 bytes per video-hour where the invalid-traffic rules filtered
+//! views (their per-rule running sums, from the runs' filtered tables);
 //! [`BatchIndex::resident_bytes`] reports it.
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use object_store::ObjectStore;
+use schemas::fraud::FraudRule;
 
 use crate::Result;
 
@@ -22,21 +25,40 @@ use crate::Result;
 pub struct Counts {
     /// Views.
     pub views: u64,
-    /// Billable views after the fraud cap.
+    /// Billable views after the invalid-traffic rules.
     pub billable_views: u64,
-    /// Billable views the fraud cap removed.
+    /// Billable views the invalid-traffic rules removed.
     pub fraud_filtered: u64,
     /// Watch seconds.
     pub watch_seconds: u64,
+    /// `fraud_filtered` by the rule that removed them, in
+    /// [`FraudRule::ALL`] order.
+    pub filtered_by_rule: ByRule,
 }
 
+/// Filtered views per rule, in [`FraudRule::ALL`] order.
+pub type ByRule = [u64; FraudRule::ALL.len()];
+
 impl Counts {
-    fn from_array(a: [u64; 4]) -> Self {
+    fn from_arrays(a: [u64; 4], by_rule: ByRule) -> Self {
         Self {
             views: a[0],
             billable_views: a[1],
             fraud_filtered: a[2],
             watch_seconds: a[3],
+            filtered_by_rule: by_rule,
+        }
+    }
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Counts) {
+        self.views += o.views;
+        self.billable_views += o.billable_views;
+        self.fraud_filtered += o.fraud_filtered;
+        self.watch_seconds += o.watch_seconds;
+        for (x, y) in self.filtered_by_rule.iter_mut().zip(o.filtered_by_rule) {
+            *x += y;
         }
     }
 }
@@ -46,29 +68,72 @@ fn hour_no(t: DateTime<Utc>) -> i64 {
     t.timestamp().div_euclid(3600)
 }
 
-/// One video's hours, sorted, and running sums: `sums[i]` is the total of
-/// the hours before `hours[i]` (so `sums` has one more entry).
-#[derive(Debug, Clone, Default)]
-struct Video {
+/// Hours, sorted, and running sums of `N` counts: `sums[i]` is the total
+/// of the hours before `hours[i]` (so `sums` has one more entry).
+#[derive(Debug, Clone)]
+struct Sums<const N: usize> {
     hours: Vec<u32>,
-    sums: Vec<[u64; 4]>,
+    sums: Vec<[u64; N]>,
 }
 
-impl Video {
+impl<const N: usize> Default for Sums<N> {
+    fn default() -> Self {
+        Self {
+            hours: Vec::new(),
+            sums: vec![[0; N]],
+        }
+    }
+}
+
+impl<const N: usize> Sums<N> {
+    /// From counts per hour, in hour order.
+    fn of(cells: BTreeMap<u32, [u64; N]>) -> Self {
+        let mut v = Self {
+            hours: Vec::with_capacity(cells.len()),
+            sums: Vec::with_capacity(cells.len() + 1),
+        };
+        let mut acc = [0u64; N];
+        v.sums.push(acc);
+        for (h, c) in cells {
+            for (x, y) in acc.iter_mut().zip(c) {
+                *x += y;
+            }
+            v.hours.push(h);
+            v.sums.push(acc);
+        }
+        v
+    }
+
     /// Index of the first hour `>= h`.
     fn lower_bound(&self, h: i64) -> usize {
         let h = h.clamp(0, i64::from(u32::MAX) + 1);
         self.hours.partition_point(|&x| i64::from(x) < h)
     }
 
-    fn range(&self, from: i64, to: i64) -> [u64; 4] {
+    fn range(&self, from: i64, to: i64) -> [u64; N] {
+        let mut out = [0; N];
         if from >= to {
-            return [0; 4];
+            return out;
         }
         let (a, b) = (self.lower_bound(from), self.lower_bound(to));
-        let (lo, hi) = (self.sums[a], self.sums[b]);
-        [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2], hi[3] - lo[3]]
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.sums[b][i] - self.sums[a][i];
+        }
+        out
     }
+
+    fn heap_bytes(&self) -> usize {
+        self.hours.capacity() * std::mem::size_of::<u32>()
+            + self.sums.capacity() * std::mem::size_of::<[u64; N]>()
+    }
+}
+
+/// One video: its counts per hour, and (only the hours where views were
+/// filtered) its filtered views by rule.
+#[derive(Debug, Clone, Default)]
+struct Video {
+    counts: Sums<4>,
+    filtered: Sums<{ FraudRule::ALL.len() }>,
 }
 
 /// The published batch counts, indexed for range queries.
@@ -109,20 +174,13 @@ impl BatchIndex {
             .into_iter()
             .map(|(id, hours)| {
                 video_hours += hours.len();
-                let mut v = Video {
-                    hours: Vec::with_capacity(hours.len()),
-                    sums: Vec::with_capacity(hours.len() + 1),
-                };
-                let mut acc = [0u64; 4];
-                v.sums.push(acc);
-                for (h, c) in hours {
-                    for (x, y) in acc.iter_mut().zip(c) {
-                        *x += y;
-                    }
-                    v.hours.push(h);
-                    v.sums.push(acc);
-                }
-                (id, v)
+                (
+                    id,
+                    Video {
+                        counts: Sums::of(hours),
+                        filtered: Sums::default(),
+                    },
+                )
             })
             .collect();
         Self {
@@ -131,6 +189,28 @@ impl BatchIndex {
             seq,
             video_hours,
         }
+    }
+
+    /// Adds the filtered views by rule: `(video, hour, rule, views)` rows
+    /// in any order (those of a video the index does not have are
+    /// ignored: a filtered view is a view of the views table).
+    pub fn with_filtered<'a>(
+        mut self,
+        rows: impl IntoIterator<Item = (&'a str, DateTime<Utc>, FraudRule, u64)>,
+    ) -> Self {
+        let mut per_video: HashMap<&str, BTreeMap<u32, ByRule>> = HashMap::new();
+        for (video, hour, rule, n) in rows {
+            let Ok(h) = u32::try_from(hour_no(hour)) else {
+                continue;
+            };
+            per_video.entry(video).or_default().entry(h).or_default()[rule.index()] += n;
+        }
+        for (video, hours) in per_video {
+            if let Some(v) = self.videos.get_mut(video) {
+                v.filtered = Sums::of(hours);
+            }
+        }
+        self
     }
 
     /// Loads the published state in force (`None` when nothing is
@@ -152,10 +232,19 @@ impl BatchIndex {
         runs.sort();
         runs.dedup();
         let mut rows: Vec<(String, DateTime<Utc>, [u64; 4])> = Vec::new();
+        let mut filtered: Vec<(String, DateTime<Utc>, FraudRule, u64)> = Vec::new();
         for run in runs {
             for ((video, hour), c) in store::views::load_views(store, run).await? {
                 if state.hours.get(&hour) == Some(run) {
                     rows.push((video, hour, c));
+                }
+            }
+            // A run from before rules v2 has no filtered table: its
+            // filtered views were all the daily cap's.
+            for f in store::filtered::load_filtered(store, run).await? {
+                let hour = DateTime::<Utc>::from_timestamp_micros(f.hour_us).unwrap_or_default();
+                if state.hours.get(&hour) == Some(run) {
+                    filtered.push((f.video_id, hour, f.rule, f.views.max(0).unsigned_abs()));
                 }
             }
         }
@@ -163,7 +252,8 @@ impl BatchIndex {
             rows.iter().map(|(v, h, c)| (v.as_str(), *h, *c)),
             state.watermark,
             Some(state.seq),
-        ))
+        )
+        .with_filtered(filtered.iter().map(|(v, h, r, n)| (v.as_str(), *h, *r, *n))))
     }
 
     /// The batch watermark `W` the index was built at.
@@ -183,11 +273,16 @@ impl BatchIndex {
 
     /// Totals of `video` over `[from, to)` (zero for an unknown video).
     pub fn totals(&self, video: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> Counts {
-        let c = self
-            .videos
-            .get(video)
-            .map_or([0; 4], |v| v.range(hour_no(from), hour_no(to)));
-        Counts::from_array(c)
+        let Some(v) = self.videos.get(video) else {
+            return Counts::default();
+        };
+        let (from, to) = (hour_no(from), hour_no(to));
+        let mut c = Counts::from_arrays(v.counts.range(from, to), v.filtered.range(from, to));
+        // Filtered views of a run without a filtered table (rules v1)
+        // were the daily cap's.
+        let by_rule: u64 = c.filtered_by_rule.iter().sum();
+        c.filtered_by_rule[FraudRule::DailyCap.index()] += c.fraud_filtered.saturating_sub(by_rule);
+        c
     }
 
     /// Totals of `video` per step of `step` hours (1: hourly, 24: daily)
@@ -230,11 +325,7 @@ impl BatchIndex {
             + self
                 .videos
                 .iter()
-                .map(|(id, v)| {
-                    id.capacity()
-                        + v.hours.capacity() * std::mem::size_of::<u32>()
-                        + v.sums.capacity() * std::mem::size_of::<[u64; 4]>()
-                })
+                .map(|(id, v)| id.capacity() + v.counts.heap_bytes() + v.filtered.heap_bytes())
                 .sum::<usize>()
     }
 }
@@ -269,7 +360,10 @@ mod tests {
                 }
             }
         }
-        Counts::from_array(c)
+        // Without a filtered table, filtered views are the daily cap's.
+        let mut by_rule = ByRule::default();
+        by_rule[FraudRule::DailyCap.index()] = c[2];
+        Counts::from_arrays(c, by_rule)
     }
 
     fn rows() -> impl Strategy<Value = Rows> {
@@ -316,6 +410,36 @@ mod tests {
             }
             prop_assert_eq!(sum[0], brute(&rows, "a", from, from + len).views);
         }
+    }
+
+    #[test]
+    fn filtered_views_by_rule_add_up_over_a_range() {
+        let rows: Rows = vec![
+            ("a".into(), 400_000, [10, 4, 6, 100]),
+            ("a".into(), 400_001, [10, 9, 1, 100]),
+            ("a".into(), 400_002, [10, 8, 2, 100]),
+        ];
+        let idx = index(&rows).with_filtered([
+            ("a", hour(400_000), FraudRule::BotFarm, 5),
+            ("a", hour(400_000), FraudRule::DailyCap, 1),
+            ("a", hour(400_001), FraudRule::RepeatLoop, 1),
+            ("a", hour(400_002), FraudRule::BotFarm, 2),
+            ("gone", hour(400_002), FraudRule::BotFarm, 2),
+        ]);
+        let by = |from, to| idx.totals("a", hour(from), hour(to)).filtered_by_rule;
+        let rule = |r: FraudRule, n: u64| {
+            let mut b = ByRule::default();
+            b[r.index()] = n;
+            b
+        };
+        assert_eq!(by(400_001, 400_002), rule(FraudRule::RepeatLoop, 1));
+        let all = by(400_000, 400_003);
+        assert_eq!(all[FraudRule::BotFarm.index()], 7);
+        assert_eq!(all.iter().sum::<u64>(), 9, "the range's fraud_filtered");
+        assert_eq!(
+            idx.totals("gone", hour(0), hour(500_000)),
+            Counts::default()
+        );
     }
 
     #[test]

@@ -117,6 +117,7 @@ async fn a_statement_is_truth_times_rates_and_is_recorded_once() {
         format!("{}.{:02}", total_cents / 100, total_cents % 100)
     );
     assert_eq!(json["provisional"], false);
+    let mut filtered_views = 0;
     for c in json["creators"].as_array().unwrap() {
         let id = c["creator_id"].as_str().unwrap();
         let cents: i64 = want
@@ -129,7 +130,20 @@ async fn a_statement_is_truth_times_rates_and_is_recorded_once() {
             format!("{}.{:02}", cents / 100, cents % 100),
             "{id}"
         );
+        // What the invalid-traffic rules removed, per video and rule.
+        let filtered = c["filtered_views"].as_u64().unwrap();
+        assert_eq!(filtered, w.october_filtered(id, |_| true), "{id}");
+        let by_rule: u64 = c["filtered"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|f| f["by_rule"].as_object().unwrap().values())
+            .map(|n| n.as_u64().unwrap())
+            .sum();
+        assert_eq!(by_rule, filtered, "{id}");
+        filtered_views += filtered;
     }
+    assert!(filtered_views > 0, "the month has filtered views");
     // Unattributed videos are listed, not paid.
     let un = parse_csv(&read(&w, &format!("{dir}/unattributed.csv")).await);
     let un: BTreeMap<String, i64> = un
@@ -394,6 +408,7 @@ async fn explain_lists_exactly_the_billable_events_of_each_line() {
     let want = w.expected(NaiveDate::from_ymd_opt(2026, 10, 1).unwrap());
     let creators: std::collections::BTreeSet<String> = want.keys().map(|k| k.0.clone()).collect();
     let mut all_ids = std::collections::BTreeSet::new();
+    let mut filtered_total = 0u64;
     for creator in &creators {
         let mut out = Vec::new();
         let e = billing::explain::explain(
@@ -410,9 +425,22 @@ async fn explain_lists_exactly_the_billable_events_of_each_line() {
         .unwrap();
         let mut events: BTreeMap<(String, String), i64> = BTreeMap::new();
         let mut kinds = std::collections::BTreeSet::new();
+        let mut filtered = 0u64;
         for line in out.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             let v: serde_json::Value = serde_json::from_slice(line).unwrap();
             kinds.insert(v["record"].as_str().unwrap().to_owned());
+            if v["record"] == "filtered" {
+                let rule = v["rule"].as_str().unwrap();
+                assert!(
+                    schemas::fraud::FraudRule::from_name(rule).is_some(),
+                    "{rule}"
+                );
+                assert!(
+                    all_ids.insert(v["event_id"].as_str().unwrap().to_owned()),
+                    "each event once, paid or filtered"
+                );
+                filtered += 1;
+            }
             if v["record"] == "event" {
                 *events
                     .entry((
@@ -439,7 +467,18 @@ async fn explain_lists_exactly_the_billable_events_of_each_line() {
             .collect();
         assert_eq!(events, mine, "{creator}");
         assert_eq!(e.events as i64, mine.values().sum::<i64>());
+        // Every view of the creator's paid videos the rules removed in the
+        // month is listed, with its rule.
+        assert_eq!(e.filtered_events, filtered, "{creator}");
+        let paid: std::collections::BTreeSet<&str> = mine.keys().map(|(v, _)| v.as_str()).collect();
+        assert_eq!(
+            filtered,
+            w.october_filtered(creator, |v| paid.contains(v)),
+            "{creator}"
+        );
+        filtered_total += filtered;
     }
+    assert!(filtered_total > 0, "the world's traffic has filtered views");
     // Without --all: a sample, the same totals.
     let creator = creators.iter().next().unwrap();
     let mut out = Vec::new();

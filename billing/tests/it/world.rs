@@ -176,6 +176,27 @@ impl World {
             .collect()
     }
 
+    /// The truth's filtered views in October of `creator`'s videos that
+    /// `keep` keeps.
+    pub(crate) fn october_filtered(&self, creator: &str, keep: impl Fn(&str) -> bool) -> u64 {
+        let mine: std::collections::BTreeSet<&str> = self
+            .catalog
+            .iter()
+            .filter(|r| r.creator_id == creator)
+            .map(|r| r.video_id.as_str())
+            .collect();
+        self.truth
+            .rows()
+            .iter()
+            .filter(|r| {
+                r.hour.date_naive().month() == 10
+                    && mine.contains(r.video_id.as_str())
+                    && keep(&r.video_id)
+            })
+            .map(|r| r.fraud_filtered)
+            .sum()
+    }
+
     /// Billable views of unattributed videos in the month.
     pub(crate) fn expected_unattributed(&self, first: NaiveDate) -> BTreeMap<String, i64> {
         let known: std::collections::BTreeSet<&str> =

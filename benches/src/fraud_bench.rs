@@ -1,0 +1,485 @@
+//! Invalid-traffic benchmark: the rules v2 of [`schemas::fraud`] on a
+//! labelled month (four weeks of `viewcount gen --fraud-ratio` traffic:
+//! every invalid pattern, and organic traffic with its hard cases), and the
+//! batch job's time under rules v2 beside rules v1 (the daily cap alone),
+//! alternated in the same invocation.
+//!
+//! - **Recall** per invalid pattern: its billable views the rules filter /
+//!   its billable views (views that were never billable are never paid, so
+//!   they are not what filtering is for).
+//! - **False positives** per organic kind (plain organic traffic, a popular
+//!   video's fans, shared household accounts, binge sessions): its
+//!   billable views filtered / its billable views.
+//!
+//! Both come from the generator's labels and [`schemas::fraud::decide`],
+//! and the harness checks that the batch run's output equals that
+//! reference at every video-hour and in every rule's total, so they are
+//! the batch job's own figures. Each timed run is a child process (this
+//! binary with `measure`). Run with `scripts/bench fraud`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
+use clap::{Parser, Subcommand};
+use loadgen::{GenConfig, Generator, Label, LabelTally, Mix, Truth};
+use schemas::fraud::FraudRule;
+use schemas::rules::hour_bucket;
+use schemas::{ArchivedEvent, ReceivedEvent, RuleSet, ValidationContext};
+
+use benches::{machine, median, peak_rss_mib, replace_section, spread, write_raw};
+
+#[derive(Debug, Parser)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Events of the month (re-sends included).
+    #[arg(long, default_value_t = 5_000_000)]
+    events: u64,
+    /// Organic users.
+    #[arg(long, default_value_t = 100_000)]
+    users: u32,
+    /// Videos.
+    #[arg(long, default_value_t = 10_000)]
+    videos: u32,
+    /// Share of events that are invalid traffic (over the four patterns).
+    #[arg(long, default_value_t = 0.06)]
+    fraud_ratio: f64,
+    /// Share of events from organic hard cases (over the three).
+    #[arg(long, default_value_t = 0.06)]
+    hard_case_ratio: f64,
+    /// Where the archive is kept between runs.
+    #[arg(long, default_value = "/tmp/viewcount-fraud-bench")]
+    dir: PathBuf,
+    /// Timed runs per rule set, alternated.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Replace the fraud section of this Markdown file with the results.
+    #[arg(long)]
+    write: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// (internal) one batch run in this process; prints JSON.
+    Measure {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        from: DateTime<Utc>,
+        #[arg(long)]
+        to: DateTime<Utc>,
+        /// `v1` (the daily cap alone) or `v2` (every rule).
+        #[arg(long)]
+        rules: String,
+    },
+}
+
+/// Rules v1's decisions: the v2 rule set with every v2 rule off.
+fn v1_rules() -> RuleSet {
+    RuleSet {
+        impossible_watch_seconds: 0,
+        repeat_loop_views: 0,
+        bot_farm_accounts: 0,
+        zero_engagement_views: 0,
+        ..RuleSet::default()
+    }
+}
+
+fn rules_named(name: &str) -> anyhow::Result<RuleSet> {
+    match name {
+        "v1" => Ok(v1_rules()),
+        "v2" => Ok(RuleSet::default()),
+        other => bail!("--rules {other}: expected v1 or v2"),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match args.cmd {
+        Some(Cmd::Measure {
+            dir,
+            from,
+            to,
+            rules,
+        }) => rt.block_on(measure(&dir, from, to, rules_named(&rules)?)),
+        None => rt.block_on(run(args)),
+    }
+}
+
+async fn measure(
+    dir: &Path,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    rules: RuleSet,
+) -> anyhow::Result<()> {
+    let store = store::open(&format!("file://{}", dir.display()))?;
+    let opts = batch::run::RunOptions {
+        allow_incomplete: true,
+        rules,
+        ..batch::run::RunOptions::new(from, to)
+    };
+    let t = Instant::now();
+    let report = batch::run::run(store, &opts, &|_, _, _| {}).await?;
+    println!(
+        "{}",
+        serde_json::json!({"seconds": t.elapsed().as_secs_f64(), "rss_mib": peak_rss_mib(),
+            "run_id": report.manifest.run_id, "rows": report.manifest.rows})
+    );
+    Ok(())
+}
+
+/// What preparing leaves for the measurements: the range, and per label
+/// the tallies under rules v2 and v1.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Prepared {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    events: u64,
+    v2: BTreeMap<String, LabelTally>,
+    v1: BTreeMap<String, LabelTally>,
+    /// The reference's counts per video-hour under v2:
+    /// (video, hour) → [views, billable after filtering, filtered].
+    expected: Vec<(String, DateTime<Utc>, [u64; 3])>,
+}
+
+/// Generates the labelled month into `dir` (once: kept for later runs) and
+/// decides it with the reference under both rule sets.
+async fn prepare(args: &Args) -> anyhow::Result<Prepared> {
+    let dir = &args.dir;
+    let marker = dir.join(format!(
+        "prepared-{}-{}-{}-{}-{}.json",
+        args.events, args.users, args.videos, args.fraud_ratio, args.hard_case_ratio
+    ));
+    if let Ok(s) = std::fs::read_to_string(&marker) {
+        eprintln!("archive already prepared in {}", dir.display());
+        return Ok(serde_json::from_str(&s)?);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    let store = store::open(&format!("file://{}", dir.display()))?;
+    let now = Utc::now();
+    // Four weeks ending an hour ago: all within the default late horizon.
+    let start =
+        (now - Duration::days(28) - Duration::hours(1)).duration_trunc(TimeDelta::hours(1))?;
+    let g = Generator::new(GenConfig {
+        events: args.events,
+        seed: 17,
+        videos: args.videos,
+        users: args.users,
+        invalid_ratio: 0.0,
+        duplicate_ratio: 0.05,
+        late_ratio: 0.0,
+        start,
+        span: Duration::days(28),
+        now,
+        mix: Mix {
+            fraud_ratio: args.fraud_ratio,
+            hard_case_ratio: args.hard_case_ratio,
+            ..Mix::default()
+        },
+        ..GenConfig::default()
+    })?;
+    let ctx = ValidationContext::at(now);
+    let mut truth = Truth::new(RuleSet::default());
+    let partitions = 8u32;
+    let mut offsets = [0i64; 8];
+    let mut buf = benches::RawBuffer::new();
+    let (mut min_h, mut max_h) = (None::<DateTime<Utc>>, None::<DateTime<Utc>>);
+    let mut done = 0u64;
+    for e in g {
+        let Ok(ev) = schemas::parse_event(&e.value, &ctx) else {
+            continue;
+        };
+        truth.record_labelled(&ev, e.label);
+        let h = ev
+            .video_id
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        let p = (h % partitions) as i32;
+        let hour = hour_bucket(ev.occurred_at);
+        min_h = Some(min_h.map_or(hour, |m| m.min(hour)));
+        max_h = Some(max_h.map_or(hour, |m| m.max(hour)));
+        let off = offsets[p as usize];
+        offsets[p as usize] += 1;
+        buf.entry((hour, p)).or_default().push(ArchivedEvent {
+            received: ReceivedEvent::new(ev, now),
+            kafka_partition: p,
+            kafka_offset: off,
+        });
+        done += 1;
+        if done.is_multiple_of(1_000_000) {
+            write_raw(store.as_ref(), &mut buf).await?;
+            eprintln!("prepared {done} events");
+        }
+    }
+    write_raw(store.as_ref(), &mut buf).await?;
+    eprintln!("deciding {done} events with the reference (v2, then v1)");
+    let file = truth.to_file();
+    let named = |m: BTreeMap<Label, LabelTally>| {
+        m.into_iter()
+            .map(|(l, t)| (l.name().to_owned(), t))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let prepared = Prepared {
+        from: min_h
+            .context("no events")?
+            .duration_trunc(TimeDelta::days(1))?,
+        to: (max_h.context("no events")? + TimeDelta::days(1))
+            .duration_trunc(TimeDelta::days(1))?,
+        events: done,
+        v2: file.labels.clone(),
+        v1: named(truth.labels_under(&v1_rules())),
+        expected: file
+            .rows
+            .iter()
+            .map(|r| {
+                (
+                    r.video_id.clone(),
+                    r.hour,
+                    [
+                        r.views,
+                        r.billable_views - r.fraud_filtered,
+                        r.fraud_filtered,
+                    ],
+                )
+            })
+            .collect(),
+    };
+    std::fs::write(&marker, serde_json::to_string(&prepared)?)?;
+    Ok(prepared)
+}
+
+/// Removes a run's outputs, so each run starts from the bare archive.
+fn clean(dir: &Path) {
+    for sub in ["views", "filtered", "runs", "published", "CURRENT"] {
+        let p = dir.join(sub);
+        let _ = std::fs::remove_dir_all(&p);
+        let _ = std::fs::remove_file(&p);
+    }
+}
+
+fn measured(cmd: &mut Command, what: &str) -> anyhow::Result<serde_json::Value> {
+    let out = cmd.output()?;
+    if !out.status.success() {
+        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// `part / whole` as a percentage with two decimals ("–" for 0 / 0).
+fn pct(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "–".into()
+    } else {
+        format!("{:.2} %", 100.0 * part as f64 / whole as f64)
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let p = prepare(&args).await?;
+    let exe = std::env::current_exe()?;
+    let mut times: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut rss: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut last_v2 = None;
+    for rep in 0..args.reps {
+        for rules in ["v1", "v2"] {
+            clean(&args.dir);
+            let v = measured(
+                Command::new(&exe).args([
+                    "measure",
+                    "--dir",
+                    &args.dir.display().to_string(),
+                    "--from",
+                    &p.from.to_rfc3339(),
+                    "--to",
+                    &p.to.to_rfc3339(),
+                    "--rules",
+                    rules,
+                ]),
+                &format!("batch run under rules {rules}"),
+            )?;
+            let secs = v["seconds"].as_f64().context("seconds")?;
+            eprintln!("rep {rep}: rules {rules}: {secs:.2} s");
+            times.entry(rules).or_default().push(secs);
+            rss.entry(rules)
+                .or_default()
+                .push(v["rss_mib"].as_f64().unwrap_or(0.0));
+            if rules == "v2" {
+                last_v2 = Some(v);
+            }
+        }
+    }
+    // The last v2 run's output is still in the store: it must be the
+    // reference's, at every video-hour and in every rule's total.
+    let v2 = last_v2.context("no v2 run")?;
+    let run_id = v2["run_id"].as_str().context("run id")?;
+    let store = store::open(&format!("file://{}", args.dir.display()))?;
+    let views = store::views::load_views(store.as_ref(), run_id).await?;
+    let got: Vec<(String, DateTime<Utc>, [u64; 3])> = views
+        .into_iter()
+        .map(|((v, h), c)| (v, h, [c[0], c[1], c[2]]))
+        .collect();
+    if got != p.expected {
+        let diff = got
+            .iter()
+            .zip(&p.expected)
+            .find(|(a, b)| a != b)
+            .map(|(a, b)| format!("batch {a:?}, reference {b:?}"));
+        bail!(
+            "the batch run's views differ from the reference ({} video-hours against {}; first difference: {})",
+            got.len(),
+            p.expected.len(),
+            diff.unwrap_or_else(|| "in length".into())
+        );
+    }
+    let mut by_rule: BTreeMap<String, u64> = BTreeMap::new();
+    for f in store::filtered::load_filtered(store.as_ref(), run_id).await? {
+        *by_rule.entry(f.rule.name().to_owned()).or_default() += f.views as u64;
+    }
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for t in p.v2.values() {
+        for (r, n) in &t.filtered_by_rule {
+            *want.entry(r.clone()).or_default() += n;
+        }
+    }
+    if by_rule != want {
+        bail!(
+            "the batch run's filtered views by rule {by_rule:?} differ from the reference's {want:?}"
+        );
+    }
+
+    let body = report(&args, &p, &times, &rss, &by_rule);
+    println!("{body}");
+    if let Some(path) = &args.write {
+        let section = format!(
+            "<!-- fraud:begin -->\n## Invalid traffic (rules v2)\n\nRun: `scripts/bench fraud` (release build) on {}, {}.\n\n{body}<!-- fraud:end -->\n",
+            machine(),
+            Utc::now().format("%Y-%m-%d")
+        );
+        replace_section(path, "fraud", &section)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn report(
+    args: &Args,
+    p: &Prepared,
+    times: &BTreeMap<&str, Vec<f64>>,
+    rss: &BTreeMap<&str, Vec<f64>>,
+    by_rule: &BTreeMap<String, u64>,
+) -> String {
+    let mut out = format!(
+        "A generated month: {} events over four weeks ({} accepted, re-sends included), {} organic users, {} videos, `--fraud-ratio {}` over the four invalid patterns and `--hard-case-ratio {}` over the three organic hard cases, every pattern at its default parameters (README, \"Labelled traffic\"). Rules at their defaults (README, \"Invalid-traffic rules\"). The batch run's output equals the reference decision (`schemas::fraud::decide`) at all {} video-hours and in every rule's total, so these are the batch job's figures.\n\n",
+        args.events,
+        p.events,
+        args.users,
+        args.videos,
+        args.fraud_ratio,
+        args.hard_case_ratio,
+        p.expected.len()
+    );
+    out += "| traffic | billable views | filtered, rules v2 | share, v2 | by rule (v2) | filtered, rules v1 | share, v1 | target |\n|---|---:|---:|---:|---|---:|---:|---|\n";
+    let (mut inv, mut inv2, mut inv1) = (0u64, 0u64, 0u64);
+    let (mut org, mut org2, mut org1) = (0u64, 0u64, 0u64);
+    let mut recall_ok = true;
+    let mut fp_ok = true;
+    for label in Label::ALL {
+        let name = label.name();
+        let t2 = p.v2.get(name).cloned().unwrap_or_default();
+        let f1 = p.v1.get(name).map_or(0, |t| t.filtered_views);
+        let (kind, target) = if label.is_invalid() {
+            inv += t2.billable_views;
+            inv2 += t2.filtered_views;
+            inv1 += f1;
+            let met = t2.filtered_views * 10 >= t2.billable_views * 9;
+            recall_ok &= met;
+            (
+                "recall",
+                if met {
+                    "≥ 90 %: met"
+                } else {
+                    "≥ 90 %: NOT met"
+                },
+            )
+        } else {
+            org += t2.billable_views;
+            org2 += t2.filtered_views;
+            org1 += f1;
+            let met = t2.filtered_views * 200 <= t2.billable_views;
+            fp_ok &= met;
+            (
+                "false positives",
+                if met {
+                    "≤ 0.5 %: met"
+                } else {
+                    "≤ 0.5 %: NOT met"
+                },
+            )
+        };
+        let by: Vec<String> = t2
+            .filtered_by_rule
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        out += &format!(
+            "| `{name}` ({kind}) | {} | {} | {} | {} | {f1} | {} | {target} |\n",
+            t2.billable_views,
+            t2.filtered_views,
+            pct(t2.filtered_views, t2.billable_views),
+            by.join(", "),
+            pct(f1, t2.billable_views),
+        );
+    }
+    let overall_ok = inv2 * 100 >= inv * 95;
+    let org_ok = org2 * 200 <= org;
+    out += &format!(
+        "| **all invalid** (recall) | {inv} | {inv2} | **{}** | | {inv1} | {} | ≥ 95 %: {}; every pattern ≥ 90 %: {} |\n| **all organic** (false positives) | {org} | {org2} | **{}** | | {org1} | {} | ≤ 0.5 %: {} |\n\n",
+        pct(inv2, inv),
+        pct(inv1, inv),
+        if overall_ok { "met" } else { "NOT met" },
+        if recall_ok { "met" } else { "NOT met" },
+        pct(org2, org),
+        pct(org1, org),
+        if org_ok && fp_ok { "met" } else { "NOT met" },
+    );
+    out += "Filtered views by the rule they are attributed to (the first rule, in attribution order, that catches a view):";
+    for rule in FraudRule::ALL {
+        out += &format!(
+            " `{}` {},",
+            rule.name(),
+            by_rule.get(rule.name()).copied().unwrap_or(0)
+        );
+    }
+    out.pop();
+    out += ".\n\n";
+    let line = |rules: &str| {
+        let t = times.get(rules).cloned().unwrap_or_default();
+        let (lo, hi) = spread(&t);
+        let r = rss.get(rules).cloned().unwrap_or_default();
+        format!(
+            "| rules {rules} | {:.2} s | {lo:.2}–{hi:.2} s | {:.0} MiB |\n",
+            median(&t),
+            median(&r)
+        )
+    };
+    let (m1, m2) = (
+        median(times.get("v1").map_or(&[][..], |v| v)),
+        median(times.get("v2").map_or(&[][..], |v| v)),
+    );
+    let ratio = if m1 > 0.0 { m2 / m1 } else { 0.0 };
+    out += &format!(
+        "Batch time over the month (`batch run`, native engine, default memory limit), {} runs of each rule set, alternated, each in its own process:\n\n| rules | median | spread | peak RSS (median) |\n|---|---:|---:|---:|\n{}{}\nRules v2 cost **{ratio:.2}×** rules v1's time (target ≤ 1.15×: {}).\n",
+        args.reps,
+        line("v1"),
+        line("v2"),
+        if ratio <= 1.15 { "met" } else { "NOT met" }
+    );
+    out
+}
