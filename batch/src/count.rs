@@ -319,11 +319,11 @@ pub(crate) fn count(
     steps.done("reading");
 
     let ids = Ids::merge(read.dicts, read.user_ids, &work.state);
-    let hours = UserHours::new(rules, &work.state);
+    let hours = UserHours::new(rules);
     let (tally, out) = if work.spill.active() {
         let memory = work.shard_parts(read.shards);
         let tally = work.dedup_spilled(&ids, memory, min_watch(rules), &hours)?;
-        let impossible = hours.over(rules, &work.state, &work.budget);
+        let impossible = hours.over(rules, &work);
         steps.done("deduplicating");
         (
             tally,
@@ -331,7 +331,7 @@ pub(crate) fn count(
         )
     } else {
         let (tally, buckets) = work.dedup_in_memory(read.shards, &ids, &hours);
-        let impossible = hours.over(rules, &work.state, &work.budget);
+        let impossible = hours.over(rules, &work);
         steps.done("deduplicating");
         (
             tally,
@@ -525,14 +525,12 @@ impl<'a> Work<'a> {
             let valid: u64 = parts.iter().map(|p| p.len() as u64).sum();
             self.budget.add(valid * DEDUP_BYTES);
             let mut buckets: Vec<Blocks> = (0..BUCKETS).map(|_| Blocks::default()).collect();
-            let mut sums = HashMap::with_hasher(self.state.clone());
+            let mut watched = hours.local();
             let tally = dedup(parts, ids, &self.state, |w| {
-                if hours.on {
-                    add_watch(&mut sums, &w);
-                }
+                hours.add(&mut watched, &w);
                 buckets[w.video as usize % BUCKETS].push(w);
             });
-            hours.merge(sums, &self.budget);
+            hours.merge(watched, &self.budget);
             let kept: u64 = buckets.iter().map(Blocks::bytes).sum();
             self.budget.add(kept);
             self.budget.sub(held + valid * DEDUP_BYTES);
@@ -610,18 +608,16 @@ impl<'a> Work<'a> {
             let each = (valid as usize * 48 / buckets).max(64);
             let mut records: Vec<Vec<u8>> =
                 (0..buckets).map(|_| Vec::with_capacity(each)).collect();
-            let mut sums = HashMap::with_hasher(self.state.clone());
+            let mut watched = hours.local();
             let tally = dedup(rows_of, ids, &self.state, |w| {
-                if hours.on {
-                    add_watch(&mut sums, &w);
-                }
+                hours.add(&mut watched, &w);
                 let user = w.billable(min_watch).then(|| match memory_chunk(w.chunk) {
                     Some(chunk) => ids.user_ids[chunk].value(usize::from(w.row)),
                     None => users[w.chunk as usize].value(usize::from(w.row)),
                 });
                 encode_winner(&w, user, &mut records[bucket_of_video_day(&w, buckets)]);
             });
-            hours.merge(sums, &self.budget);
+            hours.merge(watched, &self.budget);
             for (b, r) in records.iter().enumerate() {
                 self.spill.append_buffered(Stage::Buckets, b, r)?;
             }
@@ -1161,19 +1157,21 @@ pub(crate) type ByRule = [i64; FraudRule::ALL.len()];
 /// filtered views by rule.
 pub(crate) type Out<'s> = (u32, ViewRow<'s>, ByRule);
 
-/// Watch seconds per (user hash, hour) of every winner, for the
+/// Watch seconds of every winner by (user hash, hour), for the
 /// impossible-watch rule (users' views are spread over every bucket, so
-/// dedup sums them as it hands winners on): in stripes, so dedup tasks
-/// merge their own sums at once.
+/// dedup hands them on as it keeps winners): appended to one of
+/// [`USER_STRIPES`] lists by user hash, so that each list is summed on
+/// its own, in cache, when dedup is done.
 struct UserHours {
     on: bool,
-    stripes: Vec<Mutex<WatchSums>>,
+    stripes: Vec<Mutex<Vec<(UserHour, u32)>>>,
 }
 
+/// Lists of [`UserHours`].
+const USER_STRIPES: usize = 64;
+
 /// A (user hash, hour) packed small: the hash's halves and the hour's
-/// number since the epoch (16 bytes an entry with its sum, where a
-/// `(u64, i64)` key and a `u64` sum took 24: these maps hold an entry per
-/// user and hour of the days read).
+/// number since the epoch (with its watch seconds, 16 bytes).
 type UserHour = [u32; 3];
 
 fn user_hour(user_hash: u64, occurred_at: i64) -> UserHour {
@@ -1184,68 +1182,78 @@ fn user_hour(user_hash: u64, occurred_at: i64) -> UserHour {
     ]
 }
 
-/// Watch seconds per (user hash, hour), saturating (the rule's limit is a
-/// `u32` too).
-type WatchSums = HashMap<UserHour, u32, RandomState>;
+/// Bytes a winner's entry holds in [`UserHours`].
+const USER_HOUR_BYTES: u64 = std::mem::size_of::<(UserHour, u32)>() as u64;
 
-/// Bytes an entry of [`UserHours`] holds (key, sum, table overhead).
-const USER_HOUR_BYTES: u64 = 20;
+/// A dedup task's entries for [`UserHours`], by stripe.
+type Watched = Vec<Vec<(UserHour, u32)>>;
 
 impl UserHours {
-    fn new(rules: &RuleSet, state: &RandomState) -> Self {
+    fn new(rules: &RuleSet) -> Self {
         let on = rules.impossible_watch_seconds > 0;
         Self {
             on,
-            stripes: (0..if on { 64 } else { 0 })
-                .map(|_| Mutex::new(HashMap::with_hasher(state.clone())))
+            stripes: (0..if on { USER_STRIPES } else { 0 })
+                .map(|_| Mutex::new(Vec::new()))
                 .collect(),
         }
     }
 
-    /// A dedup task's sums, adding what they grew the stripes by to `budget`.
-    fn merge(&self, local: WatchSums, budget: &Budget) {
-        if local.is_empty() {
-            return;
-        }
-        let mut by_stripe: Vec<Vec<(UserHour, u32)>> = vec![Vec::new(); self.stripes.len()];
-        for (k, v) in local {
-            by_stripe[(k[1] >> 26) as usize % self.stripes.len()].push((k, v));
-        }
-        for (stripe, entries) in self.stripes.iter().zip(by_stripe) {
-            let mut map = stripe.lock().unwrap_or_else(|p| p.into_inner());
-            let before = map.len();
-            for (k, v) in entries {
-                let sum = map.entry(k).or_default();
-                *sum = sum.saturating_add(v);
-            }
-            budget.add((map.len() - before) as u64 * USER_HOUR_BYTES);
+    /// A dedup task's lists (empty if the rule is off).
+    fn local(&self) -> Watched {
+        vec![Vec::new(); self.stripes.len()]
+    }
+
+    /// Adds winner `w` to a task's lists.
+    fn add(&self, local: &mut Watched, w: &Row) {
+        if self.on {
+            let k = user_hour(w.user_hash, w.occurred_at);
+            local[(k[1] >> 26) as usize % USER_STRIPES]
+                .push((k, w.watch_seconds.max(0).unsigned_abs()));
         }
     }
 
-    /// The (user hash, hour)s over the rule's limit; gives the sums' bytes
-    /// back to `budget`.
-    fn over(self, rules: &RuleSet, state: &RandomState, budget: &Budget) -> Impossible {
-        let limit = rules.impossible_watch_seconds;
-        let mut out = Impossible::with_hasher(state.clone());
-        for stripe in self.stripes {
-            let map = stripe.into_inner().unwrap_or_else(|p| p.into_inner());
-            budget.sub(map.len() as u64 * USER_HOUR_BYTES);
-            out.extend(map.into_iter().filter(|(_, w)| *w > limit).map(|(k, _)| k));
+    /// Appends a dedup task's lists, counting them against `budget`.
+    fn merge(&self, local: Watched, budget: &Budget) {
+        for (stripe, entries) in self.stripes.iter().zip(local) {
+            if !entries.is_empty() {
+                budget.add(entries.len() as u64 * USER_HOUR_BYTES);
+                stripe
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(entries);
+            }
         }
+    }
+
+    /// The (user hash, hour)s whose watch seconds pass the rule's limit,
+    /// summing each list on its own (`threads` at once); gives the lists'
+    /// bytes back to `budget`.
+    fn over(self, rules: &RuleSet, work: &Work<'_>) -> Impossible {
+        let limit = rules.impossible_watch_seconds;
+        let stripes = self.stripes;
+        let found = parallel(work.threads, stripes.len(), |i| {
+            let entries = take(&stripes[i]);
+            let mut sums: HashMap<UserHour, u32, RandomState> =
+                HashMap::with_capacity_and_hasher(entries.len(), work.state.clone());
+            for (k, w) in &entries {
+                let sum = sums.entry(*k).or_default();
+                *sum = sum.saturating_add(*w);
+            }
+            work.budget.sub(entries.len() as u64 * USER_HOUR_BYTES);
+            sums.into_iter()
+                .filter(|(_, w)| *w > limit)
+                .map(|(k, _)| k)
+                .collect::<Vec<_>>()
+        });
+        let mut out = Impossible::with_hasher(work.state.clone());
+        out.extend(found.into_iter().flatten());
         out
     }
 }
 
 /// The (user hash, hour)s whose views report impossible watch time.
 type Impossible = hashbrown::HashSet<UserHour, RandomState>;
-
-/// A dedup task's own watch sums for [`UserHours`].
-fn add_watch(sums: &mut WatchSums, w: &Row) {
-    let sum = sums
-        .entry(user_hour(w.user_hash, w.occurred_at))
-        .or_default();
-    *sum = sum.saturating_add(w.watch_seconds.max(0).unsigned_abs());
-}
 
 /// The start of the UTC hour of `us`.
 fn hour_of(us: i64) -> i64 {

@@ -254,22 +254,6 @@ fn ctes(rules: &RuleSet) -> String {
             "uh",
         ));
     }
-    if rules.bot_farm_accounts > 0 {
-        caught.push((
-            FraudRule::BotFarm,
-            format!(
-                "SELECT video_id, hour_us, print, watch_seconds / {band} AS band FROM viewed
-                 WHERE billable = 1 GROUP BY video_id, hour_us, print, watch_seconds / {band}
-                 HAVING COUNT(DISTINCT uh) >= {}",
-                rules.bot_farm_accounts
-            ),
-            format!(
-                "n.video_id = t.video_id AND n.hour_us = t.hour_us AND n.print = t.print
-                 AND n.watch_seconds / {band} = t.band"
-            ),
-            "print",
-        ));
-    }
     if rules.zero_engagement_views > 0 {
         // A window may as well start at a candidate: count each start's
         // window, then a view is caught if a dense one started within the
@@ -293,6 +277,22 @@ fn ctes(rules: &RuleSet) -> String {
             ),
             "n.event_id = t.event_id".into(),
             "event_id",
+        ));
+    }
+    if rules.bot_farm_accounts > 0 {
+        caught.push((
+            FraudRule::BotFarm,
+            format!(
+                "SELECT video_id, hour_us, print, watch_seconds / {band} AS band FROM viewed
+                 WHERE billable = 1 GROUP BY video_id, hour_us, print, watch_seconds / {band}
+                 HAVING COUNT(DISTINCT uh) >= {}",
+                rules.bot_farm_accounts
+            ),
+            format!(
+                "n.video_id = t.video_id AND n.hour_us = t.hour_us AND n.print = t.print
+                 AND n.watch_seconds / {band} = t.band"
+            ),
+            "print",
         ));
     }
     let mut tables = String::new();

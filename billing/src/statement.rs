@@ -217,14 +217,7 @@ pub async fn count(
         let table = store::views::load_views(store, run).await?;
         // By rule, where the run has a filtered table (rules v2); a run
         // without one had only the daily cap.
-        let mut rules: BTreeMap<(String, DateTime<Utc>), Vec<(FraudRule, u64)>> = BTreeMap::new();
-        for f in store::filtered::load_filtered(store, run).await? {
-            let hour = DateTime::<Utc>::from_timestamp_micros(f.hour_us).unwrap_or_default();
-            rules
-                .entry((f.video_id, hour))
-                .or_default()
-                .push((f.rule, f.views.max(0).unsigned_abs()));
-        }
+        let mut rules = store::filtered::load_by_video_hour(store, run).await?;
         for ((video, hour), counts) in table {
             if !owned.contains(&hour) {
                 continue;

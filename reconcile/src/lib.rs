@@ -24,7 +24,7 @@ use object_store::ObjectStore;
 use serde::Serialize;
 
 use schemas::fraud::FraudRule;
-use store::filtered::load_filtered;
+use store::filtered::load_by_video_hour;
 use store::manifest::Input;
 use store::views::{ViewsTable, load_views};
 use store::{Manifest, layout};
@@ -73,10 +73,10 @@ pub enum Cause {
     ImpossibleWatch,
     /// Billable views batch's `repeat_loop` rule removed.
     RepeatLoop,
-    /// Billable views batch's `bot_farm` rule removed.
-    BotFarm,
     /// Billable views batch's `zero_engagement` rule removed.
     ZeroEngagement,
+    /// Billable views batch's `bot_farm` rule removed.
+    BotFarm,
     /// Billable views batch's daily cap removed.
     DailyCap,
     /// Copies with a different payload that speed could not match.
@@ -182,13 +182,12 @@ pub async fn reconcile(
                 batch.insert(k, v);
             }
         }
-        for f in load_filtered(store.as_ref(), r).await? {
-            let hour = DateTime::<Utc>::from_timestamp_micros(f.hour_us).unwrap_or_default();
-            if owned.get(&hour) == Some(r) {
-                filtered
-                    .entry((f.video_id, hour))
-                    .or_default()
-                    .push((Cause::filtered_by(f.rule), f.views.max(0).unsigned_abs()));
+        for (k, rules) in load_by_video_hour(store.as_ref(), r).await? {
+            if owned.get(&k.1) == Some(r) {
+                let causes = rules
+                    .into_iter()
+                    .map(|(rule, n)| (Cause::filtered_by(rule), n));
+                filtered.entry(k).or_default().extend(causes);
             }
         }
     }

@@ -16,8 +16,8 @@
 //! |---|---|
 //! | `impossible_watch` | its user's views in its hour (every view, billable or not) report more than `impossible_watch_seconds` of watch time in all: more than the hour holds on the devices one person plausibly runs at once |
 //! | `repeat_loop` | its user viewed its video at least `repeat_loop_views` times (billable) in its hour: a player replaying one video under fresh sessions |
-//! | `bot_farm` | at least `bot_farm_accounts` users viewed its video in its hour with its behavioural fingerprint: the same device, country, referrer and quality, and a watch time in the same `bot_farm_watch_band_seconds` band |
 //! | `zero_engagement` | it reported no ad impression and less than `zero_engagement_watch_seconds` of watch time, and it lies in a window of `zero_engagement_window_seconds` within its hour that holds at least `zero_engagement_views` such views of its video: a burst of views that only just qualify |
+//! | `bot_farm` | at least `bot_farm_accounts` users viewed its video in its hour with its behavioural fingerprint: the same device, country, referrer and quality, and a watch time in the same `bot_farm_watch_band_seconds` band |
 //! | `daily_cap` | its user already had `fraud_cap_per_user_video_day` billable views of its video that UTC day (by `occurred_at`, then event id): rules v1's only rule |
 //!
 //! Users are known by [`value_hash`] of their id (as the viewer sketch
@@ -41,10 +41,10 @@ pub enum FraudRule {
     ImpossibleWatch,
     /// One user replaying one video within an hour.
     RepeatLoop,
-    /// Many accounts sharing one fingerprint on one video within an hour.
-    BotFarm,
     /// A burst of views that only just qualify, with no ad impression.
     ZeroEngagement,
+    /// Many accounts sharing one fingerprint on one video within an hour.
+    BotFarm,
     /// More billable views per user, video and day than the cap.
     DailyCap,
 }
@@ -55,8 +55,8 @@ impl FraudRule {
     pub const ALL: [FraudRule; 5] = [
         FraudRule::ImpossibleWatch,
         FraudRule::RepeatLoop,
-        FraudRule::BotFarm,
         FraudRule::ZeroEngagement,
+        FraudRule::BotFarm,
         FraudRule::DailyCap,
     ];
 

@@ -257,7 +257,7 @@ pub struct BatchPart {
     /// Billable views the invalid-traffic rules removed (not paid).
     fraud_filtered: u64,
     /// `fraud_filtered` by the rule that removed them (`impossible_watch`,
-    /// `repeat_loop`, `bot_farm`, `zero_engagement`, `daily_cap`; only
+    /// `repeat_loop`, `zero_engagement`, `bot_farm`, `daily_cap`; only
     /// rules that removed any). The README describes each rule.
     filtered_by_rule: BTreeMap<&'static str, u64>,
     watch_seconds: u64,

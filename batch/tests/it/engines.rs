@@ -11,6 +11,7 @@ use batch::run::{Engine, RunOptions, RunReport};
 use chrono::Duration;
 use loadgen::{GenConfig, Generator, Truth};
 use object_store::ObjectStore;
+use schemas::fraud::FraudRule;
 use schemas::rules::hour_bucket;
 use schemas::{ArchivedEvent, RuleSet, ValidationContext};
 
@@ -211,8 +212,11 @@ async fn native_and_sql_engines_agree_byte_for_byte_and_with_the_truth() {
         "the archive keeps most conflicts"
     );
     assert_eq!(r.conflicting_ids, conflicting);
+    let (_, fraud) =
+        crate::harness::filtered_by_rule(store.as_ref(), &native.run_id, "vFraud").await;
     assert_eq!(
-        r.fraud_filtered, 25,
+        fraud,
+        [(FraudRule::RepeatLoop, 24), (FraudRule::DailyCap, 1)].into(),
         "25 billable views of one user 5 minutes apart: two hours of 12 (repeat loops) and the 25th past the daily cap"
     );
 
@@ -300,8 +304,16 @@ async fn reconcile_explains_speed_against_batch_on_the_same_archive() {
         "every extra speed view is one conflicting copy: {:#?}",
         r.totals
     );
-    assert_eq!(r.totals.get(&reconcile::Cause::RepeatLoop), Some(&24));
-    assert_eq!(r.totals.get(&reconcile::Cause::DailyCap), Some(&1));
+    // Every filtered view is explained under its rule.
+    let (by_cause, _) =
+        crate::harness::filtered_by_rule(store.as_ref(), &report.manifest.run_id, "vFraud").await;
+    assert!(
+        by_cause[&reconcile::Cause::RepeatLoop] >= 24,
+        "{by_cause:?}"
+    );
+    for (cause, n) in &by_cause {
+        assert_eq!(r.totals.get(cause), Some(n), "{cause:?}");
+    }
     assert!(r.agreeing > 100, "{}", r.agreeing);
 }
 
@@ -312,7 +324,6 @@ async fn reconcile_explains_speed_against_batch_on_the_same_archive() {
 /// truth ([`schemas::fraud::decide`]), and every rule catches views.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_invalid_traffic_rule_is_the_same_in_both_engines_and_the_truth() {
-    use schemas::fraud::FraudRule;
     let gen_now = crate::hard_cases::now();
     let generator = Generator::new(GenConfig {
         events: 12_000,

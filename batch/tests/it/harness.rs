@@ -221,3 +221,25 @@ pub(crate) fn expected(truth: &Truth) -> store::ViewsTable {
         })
         .collect()
 }
+
+/// A run's filtered views: per rule over every row (as reconcile's causes),
+/// and per rule for the rows of `video`.
+pub(crate) async fn filtered_by_rule(
+    store: &dyn object_store::ObjectStore,
+    run_id: &str,
+    video: &str,
+) -> (
+    std::collections::BTreeMap<reconcile::Cause, u64>,
+    std::collections::BTreeMap<schemas::fraud::FraudRule, u64>,
+) {
+    let mut all = std::collections::BTreeMap::new();
+    let mut of_video = std::collections::BTreeMap::new();
+    for f in store::filtered::load_filtered(store, run_id).await.unwrap() {
+        *all.entry(reconcile::Cause::filtered_by(f.rule))
+            .or_default() += f.views as u64;
+        if f.video_id == video {
+            *of_video.entry(f.rule).or_default() += f.views as u64;
+        }
+    }
+    (all, of_video)
+}

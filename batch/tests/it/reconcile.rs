@@ -168,11 +168,20 @@ async fn speed_and_batch_reconcile_with_every_difference_explained() {
         serde_json::to_value(&spilled).unwrap(),
         serde_json::to_value(&r).unwrap()
     );
+    let (by_cause, bot) =
+        crate::harness::filtered_by_rule(s.store.as_ref(), &report.manifest.run_id, "vBot").await;
     assert_eq!(
-        r.totals.get(&Cause::RepeatLoop),
-        Some(&14),
+        bot,
+        [(schemas::fraud::FraudRule::RepeatLoop, 14)].into(),
         "14 billable views of one video by one user in an hour: a repeat loop"
     );
+    for (cause, n) in &by_cause {
+        assert_eq!(
+            r.totals.get(cause),
+            Some(n),
+            "each filtered view under its rule"
+        );
+    }
     assert_eq!(
         r.totals.get(&Cause::ConflictingDuplicate),
         Some(&4),
