@@ -1297,55 +1297,53 @@ fn count_bucket<'s>(
         rule[n] = rule[n].min(r.index() as u8);
     };
 
-    // Billable views per (video, day, user hash), and per hour of it for
-    // the repeat-loop rule when it is on (the day's count summed from
-    // the hours').
+    // Billable views per (video, day, user hash). Only groups with as many
+    // as a repeat loop, or more than the cap, need more: their rows,
+    // ranked by the exact user id, then time and event id.
     let mut per_day: HashMap<(u32, i32, u64), u32, RandomState> =
         HashMap::with_hasher(state.clone());
-    if rules.repeat_loop_views > 0 {
-        let mut per_hour: HashMap<(u32, i64, u64), u32, RandomState> =
-            HashMap::with_hasher(state.clone());
-        for (_, r) in billables() {
-            *per_hour
-                .entry((r.video, hour_of(r.occurred_at), r.user_hash))
-                .or_default() += 1;
-        }
-        for (&(v, h, u), &n) in &per_hour {
-            *per_day
-                .entry((v, h.div_euclid(DAY_US) as i32, u))
-                .or_default() += n;
-        }
-        per_hour.retain(|_, n| *n >= rules.repeat_loop_views);
-        if !per_hour.is_empty() {
-            for (n, r) in billables() {
-                if per_hour.contains_key(&(r.video, hour_of(r.occurred_at), r.user_hash)) {
-                    mark(n, FraudRule::RepeatLoop);
-                }
-            }
-        }
-    } else {
-        for (_, r) in billables() {
-            *per_day.entry(key(r)).or_default() += 1;
-        }
+    for (_, r) in billables() {
+        *per_day.entry(key(r)).or_default() += 1;
     }
-    // The daily cap: only groups over the cap need more: their rows are
-    // split by the exact user id (two users whose hashes collide are told
-    // apart there; a merged group within the cap gives the same counts as
-    // its parts) and ranked.
+    let repeat = rules.repeat_loop_views as usize;
+    let least = if repeat > 0 {
+        repeat.min(cap + 1)
+    } else {
+        cap + 1
+    };
     // (video, day, user hash), user, occurred_at, event id, row.
     type Ranked<'a> = ((u32, i32, u64), &'a str, i64, [u64; 2], u32);
-    let mut over: Vec<Ranked<'_>> = billables()
-        .filter(|(_, r)| per_day.get(&key(r)).copied().unwrap_or(0) as usize > cap)
+    let mut heavy: Vec<Ranked<'_>> = billables()
+        .filter(|(_, r)| per_day.get(&key(r)).copied().unwrap_or(0) as usize >= least)
         .map(|(n, r)| (key(r), user(r), r.occurred_at, r.id, n as u32))
         .collect();
     drop(per_day);
-    over.sort_unstable();
-    for group in over.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+    heavy.sort_unstable();
+    // The daily cap, per exact user (two users whose hashes collide are
+    // told apart here; a group within the cap marks nothing).
+    for group in heavy.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
         for &(_, _, _, _, n) in group.iter().skip(cap) {
             mark(n as usize, FraudRule::DailyCap);
         }
     }
-    drop(over);
+    // Repeat loops, per user hash and hour of the day's heavy groups.
+    if repeat > 0 {
+        for group in heavy.chunk_by(|a, b| a.0 == b.0) {
+            if group.len() < repeat {
+                continue;
+            }
+            let mut hours: Vec<(i64, u32)> = group.iter().map(|g| (hour_of(g.2), g.4)).collect();
+            hours.sort_unstable();
+            for hour in hours.chunk_by(|a, b| a.0 == b.0) {
+                if hour.len() >= repeat {
+                    for &(_, n) in hour {
+                        mark(n as usize, FraudRule::RepeatLoop);
+                    }
+                }
+            }
+        }
+    }
+    drop(heavy);
 
     if !impossible.is_empty() {
         for (n, r) in billables() {

@@ -153,9 +153,21 @@ struct Prepared {
 /// decides it with the reference under both rule sets.
 async fn prepare(args: &Args) -> anyhow::Result<Prepared> {
     let dir = &args.dir;
+    // The reference's decisions depend on the rules and their attribution
+    // order: a change to either prepares again.
+    let rules = format!(
+        "{}{:?}",
+        serde_json::to_string(&RuleSet::default())?,
+        FraudRule::ALL
+    );
     let marker = dir.join(format!(
-        "prepared-{}-{}-{}-{}-{}.json",
-        args.events, args.users, args.videos, args.fraud_ratio, args.hard_case_ratio
+        "prepared-{}-{}-{}-{}-{}-{:016x}.json",
+        args.events,
+        args.users,
+        args.videos,
+        args.fraud_ratio,
+        args.hard_case_ratio,
+        schemas::fraud::value_hash(rules.as_bytes())
     ));
     if let Ok(s) = std::fs::read_to_string(&marker) {
         eprintln!("archive already prepared in {}", dir.display());

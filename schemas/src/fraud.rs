@@ -166,8 +166,6 @@ impl RuleSet {
     }
 }
 
-const HOUR_US: i64 = 3_600_000_000;
-
 /// Which of `times` (sorted) lie in a dense window: one `window_us` long
 /// (both ends included) holding at least `least` of them. One flag per time.
 pub fn in_dense_window(times: &[i64], window_us: i64, least: usize) -> Vec<bool> {
@@ -291,12 +289,6 @@ pub fn decide(rules: &RuleSet, views: &[ViewEvent]) -> Vec<Option<FraudRule>> {
             FraudRule::ALL.into_iter().find(|r| caught(*r))
         })
         .collect()
-}
-
-/// The start of the UTC hour of `us` microseconds since the epoch (as
-/// [`hour_bucket`] does for a timestamp).
-pub fn hour_of_us(us: i64) -> i64 {
-    us - us.rem_euclid(HOUR_US)
 }
 
 #[cfg(test)]
