@@ -1,12 +1,13 @@
 //! Batch-layer benchmark: `batch run` over a day of 10 M and of 100 M events
 //! (wall time, rows/s, peak RSS, bytes spilled) with the default memory
 //! limit and, side by side in the same invocation, DuckDB (Python package)
-//! running the same dedup + fraud cap + per video-hour aggregation over the
+//! running the same dedup + daily cap + per video-hour aggregation over the
 //! same Parquet files under the same memory limit. The smallest size also
 //! runs ours under the largest size's memory per event, so that it spills
 //! as the largest does: the scaling target compares an in-memory run with
 //! a spilled one, and this splits that ratio into going out of core and
-//! scaling within one mode.
+//! scaling within one mode. Both count with rules v1 (the daily cap
+//! alone: DuckDB's query; rules v2's cost is `fraud-bench`'s to measure).
 //!
 //! `batch-bench --ballista` instead runs the first size on three engines:
 //! the native engine, the SQL specification in this process, and the same
@@ -72,6 +73,10 @@ enum Cmd {
         engine: String,
         #[arg(long)]
         ballista: Option<String>,
+        /// Count with rules v1 (the daily cap alone): what DuckDB's query
+        /// and the Ballista engine compute.
+        #[arg(long)]
+        rules_v1: bool,
     },
     /// (internal) a Ballista scheduler or executor over the store in `dir`.
     Node {
@@ -109,8 +114,20 @@ fn main() -> anyhow::Result<()> {
             to,
             engine,
             ballista,
+            rules_v1,
         }) => {
             let engine = batch::run::Engine::parse(&engine)?;
+            let rules = if rules_v1 {
+                schemas::RuleSet {
+                    impossible_watch_seconds: 0,
+                    repeat_loop_views: 0,
+                    zero_engagement_views: 0,
+                    bot_farm_accounts: 0,
+                    ..schemas::RuleSet::default()
+                }
+            } else {
+                schemas::RuleSet::default()
+            };
             rt.block_on(measure_batch(
                 &dir,
                 memory_limit,
@@ -118,6 +135,7 @@ fn main() -> anyhow::Result<()> {
                 to,
                 engine,
                 ballista,
+                rules,
             ))
         }
         Some(Cmd::Node {
@@ -140,12 +158,14 @@ async fn measure_batch(
     to: DateTime<Utc>,
     engine: batch::run::Engine,
     ballista: Option<String>,
+    rules: schemas::RuleSet,
 ) -> anyhow::Result<()> {
     let store = store::open(&format!("file://{}", dir.display()))?;
     let opts = batch::run::RunOptions {
         allow_incomplete: true,
         engine,
         ballista,
+        rules,
         memory: bench_memory(dir, limit)?,
         ..batch::run::RunOptions::new(from, to)
     };
@@ -427,7 +447,7 @@ async fn engines(
                 .arg(dir)
                 .args(["--memory-limit", &limit.to_string()])
                 .args(["--from", &from.to_rfc3339(), "--to", &to.to_rfc3339()])
-                .args(["--engine", engine]);
+                .args(["--engine", engine, "--rules-v1"]);
             if let Some(url) = ballista {
                 cmd.args(["--ballista", url]);
             }
@@ -649,7 +669,8 @@ async fn size(
                 .args(["measure-batch", "--dir"])
                 .arg(dir)
                 .args(["--memory-limit", &limit.to_string()])
-                .args(["--from", &from.to_rfc3339(), "--to", &to.to_rfc3339()]),
+                .args(["--from", &from.to_rfc3339(), "--to", &to.to_rfc3339()])
+                .arg("--rules-v1"),
             "batch run",
         )
     };

@@ -66,8 +66,14 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     util::init_tracing();
+    // DataFusion and Ballista recurse over plans (planning, and a cluster
+    // process decoding the plans it is sent): the rules' query, one join
+    // per invalid-traffic rule, overflowed an executor's 2 MiB worker
+    // stack. Stacks are reserved, not committed, so 16 MiB costs nothing
+    // until used.
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(16 << 20)
         .build()
     {
         Ok(rt) => rt,
