@@ -27,10 +27,9 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use clap::{Parser, Subcommand};
 use loadgen::{GenConfig, Generator};
-use schemas::rules::hour_bucket;
-use schemas::{ArchivedEvent, ReceivedEvent, ValidationContext};
+use schemas::ValidationContext;
 
-use benches::{machine, median, peak_rss_mib, replace_section, spread, write_raw};
+use benches::{Archiver, machine, measured, median, peak_rss_mib, replace_section, spread};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -298,43 +297,14 @@ async fn prepare(dir: &Path, n: u64) -> anyhow::Result<(DateTime<Utc>, DateTime<
         ..GenConfig::default()
     })?;
     let ctx = ValidationContext::at(now);
-    let partitions = 8;
-    let mut offsets = [0i64; 8];
-    let mut buf = benches::RawBuffer::new();
-    let (mut min_h, mut max_h) = (None::<DateTime<Utc>>, None::<DateTime<Utc>>);
-    let mut files = 0;
-    let mut done = 0u64;
+    let mut archive = Archiver::new(store, now);
     for e in g {
-        let Ok(ev) = schemas::parse_event(&e.value, &ctx) else {
-            continue;
-        };
-        let h = ev
-            .video_id
-            .bytes()
-            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-        let p = (h % partitions) as i32;
-        let hour = hour_bucket(ev.occurred_at);
-        min_h = Some(min_h.map_or(hour, |m| m.min(hour)));
-        max_h = Some(max_h.map_or(hour, |m| m.max(hour)));
-        let off = offsets[p as usize];
-        offsets[p as usize] += 1;
-        buf.entry((hour, p)).or_default().push(ArchivedEvent {
-            received: ReceivedEvent::new(ev, now),
-            kafka_partition: p,
-            kafka_offset: off,
-        });
-        done += 1;
-        if done.is_multiple_of(1_000_000) {
-            files += write_raw(store.as_ref(), &mut buf).await?;
-            eprintln!("prepared {done} events");
+        if let Ok(ev) = schemas::parse_event(&e.value, &ctx) {
+            archive.push(ev).await?;
         }
     }
-    files += write_raw(store.as_ref(), &mut buf).await?;
-    let from = min_h
-        .context("no events")?
-        .duration_trunc(TimeDelta::days(1))?;
-    let to =
-        (max_h.context("no events")? + TimeDelta::days(1)).duration_trunc(TimeDelta::days(1))?;
+    let (from, to) = archive.finish().await?;
+    let files = archive.files;
     std::fs::write(
         &marker,
         serde_json::json!({"from": from, "to": to, "files": files}).to_string(),
@@ -504,16 +474,6 @@ async fn engines(
         args.reps,
         batch::memory::human(limit / 2),
     ))
-}
-
-/// Runs a measurement in its own process (so its peak RSS is its own);
-/// the JSON it prints.
-fn measured(cmd: &mut Command, what: &str) -> anyhow::Result<serde_json::Value> {
-    let out = cmd.output()?;
-    if !out.status.success() {
-        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 /// A measurement's memory: `limit`, spilling under `dir`/spill.

@@ -27,10 +27,9 @@ use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
 use clap::{Parser, Subcommand};
 use loadgen::{GenConfig, Generator, Label, LabelTally, Mix, Truth};
 use schemas::fraud::FraudRule;
-use schemas::rules::hour_bucket;
-use schemas::{ArchivedEvent, ReceivedEvent, RuleSet, ValidationContext};
+use schemas::{RuleSet, ValidationContext};
 
-use benches::{machine, median, peak_rss_mib, replace_section, spread, write_raw};
+use benches::{Archiver, machine, measured, median, peak_rss_mib, replace_section, spread};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -199,38 +198,15 @@ async fn prepare(args: &Args) -> anyhow::Result<Prepared> {
     })?;
     let ctx = ValidationContext::at(now);
     let mut truth = Truth::new(RuleSet::default());
-    let partitions = 8u32;
-    let mut offsets = [0i64; 8];
-    let mut buf = benches::RawBuffer::new();
-    let (mut min_h, mut max_h) = (None::<DateTime<Utc>>, None::<DateTime<Utc>>);
-    let mut done = 0u64;
+    let mut archive = Archiver::new(store, now);
     for e in g {
-        let Ok(ev) = schemas::parse_event(&e.value, &ctx) else {
-            continue;
-        };
-        truth.record_labelled(&ev, e.label);
-        let h = ev
-            .video_id
-            .bytes()
-            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-        let p = (h % partitions) as i32;
-        let hour = hour_bucket(ev.occurred_at);
-        min_h = Some(min_h.map_or(hour, |m| m.min(hour)));
-        max_h = Some(max_h.map_or(hour, |m| m.max(hour)));
-        let off = offsets[p as usize];
-        offsets[p as usize] += 1;
-        buf.entry((hour, p)).or_default().push(ArchivedEvent {
-            received: ReceivedEvent::new(ev, now),
-            kafka_partition: p,
-            kafka_offset: off,
-        });
-        done += 1;
-        if done.is_multiple_of(1_000_000) {
-            write_raw(store.as_ref(), &mut buf).await?;
-            eprintln!("prepared {done} events");
+        if let Ok(ev) = schemas::parse_event(&e.value, &ctx) {
+            truth.record_labelled(&ev, e.label);
+            archive.push(ev).await?;
         }
     }
-    write_raw(store.as_ref(), &mut buf).await?;
+    let (from, to) = archive.finish().await?;
+    let done = archive.events;
     eprintln!("deciding {done} events with the reference (v2, then v1)");
     let file = truth.to_file();
     let named = |m: BTreeMap<Label, LabelTally>| {
@@ -239,11 +215,8 @@ async fn prepare(args: &Args) -> anyhow::Result<Prepared> {
             .collect::<BTreeMap<_, _>>()
     };
     let prepared = Prepared {
-        from: min_h
-            .context("no events")?
-            .duration_trunc(TimeDelta::days(1))?,
-        to: (max_h.context("no events")? + TimeDelta::days(1))
-            .duration_trunc(TimeDelta::days(1))?,
+        from,
+        to,
         events: done,
         v2: file.labels.clone(),
         v1: named(truth.labels_under(&v1_rules())),
@@ -274,14 +247,6 @@ fn clean(dir: &Path) {
         let _ = std::fs::remove_dir_all(&p);
         let _ = std::fs::remove_file(&p);
     }
-}
-
-fn measured(cmd: &mut Command, what: &str) -> anyhow::Result<serde_json::Value> {
-    let out = cmd.output()?;
-    if !out.status.success() {
-        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 /// `part / whole` as a percentage with two decimals ("–" for 0 / 0).

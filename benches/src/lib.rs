@@ -26,25 +26,106 @@ use schemas::ArchivedEvent;
 use schemas::archive::to_record_batch;
 
 /// Raw archive rows by (hour, Kafka partition), as the archive files them.
-pub type RawBuffer = BTreeMap<(DateTime<Utc>, i32), Vec<ArchivedEvent>>;
+type RawBuffer = BTreeMap<(DateTime<Utc>, i32), Vec<ArchivedEvent>>;
 
-/// Writes and empties `buf`: one raw archive file per (hour, partition)
-/// chunk, named by its offsets as the archive names them. Returns the
-/// files written.
-pub async fn write_raw(
-    store: &dyn object_store::ObjectStore,
-    buf: &mut RawBuffer,
-) -> anyhow::Result<usize> {
-    let taken = std::mem::take(buf);
-    let n = taken.len();
-    for ((hour, p), rows) in taken {
-        let first = rows.first().map_or(0, |r| r.kafka_offset);
-        let last = rows.last().map_or(0, |r| r.kafka_offset);
-        let bytes =
-            store::layout::parquet_bytes(schemas::raw_schema(), &[to_record_batch(&rows)?])?;
-        store::layout::put(store, &store::layout::raw_file(hour, p, first, last), bytes).await?;
+/// Kafka partitions of a prepared archive.
+const PARTITIONS: u32 = 8;
+
+/// Writes generated events into a store as the archive would: partitioned
+/// by video, offsets in arrival order, one raw file per (hour, partition)
+/// chunk, flushed every million events.
+pub struct Archiver {
+    store: std::sync::Arc<dyn object_store::ObjectStore>,
+    received_at: DateTime<Utc>,
+    offsets: [i64; PARTITIONS as usize],
+    buf: RawBuffer,
+    hours: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Events written so far.
+    pub events: u64,
+    /// Files written so far.
+    pub files: usize,
+}
+
+impl Archiver {
+    /// Events received at `received_at`, into `store`.
+    pub fn new(
+        store: std::sync::Arc<dyn object_store::ObjectStore>,
+        received_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            store,
+            received_at,
+            offsets: [0; PARTITIONS as usize],
+            buf: RawBuffer::new(),
+            hours: None,
+            events: 0,
+            files: 0,
+        }
     }
-    Ok(n)
+
+    /// Archives one event.
+    pub async fn push(&mut self, ev: schemas::ViewEvent) -> anyhow::Result<()> {
+        let h = ev
+            .video_id
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        let p = (h % PARTITIONS) as i32;
+        let hour = schemas::rules::hour_bucket(ev.occurred_at);
+        self.hours = Some(
+            self.hours
+                .map_or((hour, hour), |(lo, hi)| (lo.min(hour), hi.max(hour))),
+        );
+        let off = self.offsets[p as usize];
+        self.offsets[p as usize] += 1;
+        self.buf.entry((hour, p)).or_default().push(ArchivedEvent {
+            received: schemas::ReceivedEvent::new(ev, self.received_at),
+            kafka_partition: p,
+            kafka_offset: off,
+        });
+        self.events += 1;
+        if self.events.is_multiple_of(1_000_000) {
+            self.flush().await?;
+            eprintln!("prepared {} events", self.events);
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        for ((hour, p), rows) in std::mem::take(&mut self.buf) {
+            let first = rows.first().map_or(0, |r| r.kafka_offset);
+            let last = rows.last().map_or(0, |r| r.kafka_offset);
+            let bytes =
+                store::layout::parquet_bytes(schemas::raw_schema(), &[to_record_batch(&rows)?])?;
+            store::layout::put(
+                self.store.as_ref(),
+                &store::layout::raw_file(hour, p, first, last),
+                bytes,
+            )
+            .await?;
+            self.files += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes what is left; the whole UTC days the events occurred in.
+    pub async fn finish(&mut self) -> anyhow::Result<(DateTime<Utc>, DateTime<Utc>)> {
+        use anyhow::Context;
+        use chrono::{DurationRound, TimeDelta};
+        self.flush().await?;
+        let (lo, hi) = self.hours.context("no events")?;
+        let day = TimeDelta::days(1);
+        Ok((lo.duration_trunc(day)?, (hi + day).duration_trunc(day)?))
+    }
+}
+
+/// Runs a measurement in its own process (so its peak RSS is its own);
+/// the JSON it prints.
+pub fn measured(cmd: &mut std::process::Command, what: &str) -> anyhow::Result<serde_json::Value> {
+    let out = cmd.output()?;
+    if !out.status.success() {
+        anyhow::bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 /// The median of `v` (0 when empty).
