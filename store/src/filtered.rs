@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, AsArray, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{
     DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
@@ -114,24 +114,8 @@ pub fn read_filtered(bytes: bytes::Bytes) -> Result<Vec<FilteredRow>> {
     let mut out = Vec::new();
     for b in reader {
         let b = b?;
-        let column = |name: &str| -> Result<&ArrayRef> {
-            let want = filtered_schema();
-            let field = want
-                .field_with_name(name)
-                .map_err(|e| Error::Corrupt(e.to_string()))?;
-            let col = b.column_by_name(name).ok_or_else(|| {
-                Error::Corrupt(format!("the filtered file has no column {name:?}"))
-            })?;
-            if col.data_type() != field.data_type() || col.null_count() > 0 {
-                return Err(Error::Corrupt(format!(
-                    "column {name:?} of the filtered file is {} with {} nulls, expected {} without",
-                    col.data_type(),
-                    col.null_count(),
-                    field.data_type()
-                )));
-            }
-            Ok(col)
-        };
+        let schema = filtered_schema();
+        let column = |name: &str| layout::checked_column(&b, &schema, name, "the filtered file");
         let v = column("video_id")?.as_string::<i32>();
         let h = column("hour")?.as_primitive::<TimestampMicrosecondType>();
         let r = column("rule")?.as_string::<i32>();

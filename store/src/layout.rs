@@ -198,6 +198,38 @@ pub fn parquet_bytes(
     Ok(Bytes::from(buf))
 }
 
+/// Column `name` of `batch`, read from the file called `file` ("the views
+/// file"): it must be there with `schema`'s type for it and no nulls, else
+/// an error naming the column (a file from elsewhere is refused, never a
+/// panic).
+pub fn checked_column<'b>(
+    batch: &'b arrow::array::RecordBatch,
+    schema: &arrow::datatypes::Schema,
+    name: &str,
+    file: &str,
+) -> Result<&'b arrow::array::ArrayRef> {
+    use arrow::array::Array;
+    let field = schema
+        .field_with_name(name)
+        .map_err(|e| Error::Corrupt(e.to_string()))?;
+    let col = batch
+        .column_by_name(name)
+        .ok_or_else(|| Error::Corrupt(format!("{file} has no column {name:?}")))?;
+    if col.data_type() != field.data_type() {
+        return Err(Error::Corrupt(format!(
+            "column {name:?} of {file} is {}, expected {}",
+            col.data_type(),
+            field.data_type()
+        )));
+    }
+    if col.null_count() > 0 {
+        return Err(Error::Corrupt(format!(
+            "column {name:?} of {file} has nulls"
+        )));
+    }
+    Ok(col)
+}
+
 /// Hex SHA-256.
 pub fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, Int64Builder, RecordBatch, StringBuilder,
+    ArrayRef, AsArray, BinaryBuilder, Int64Builder, RecordBatch, StringBuilder,
     TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{
@@ -108,28 +108,8 @@ pub fn read_views(bytes: bytes::Bytes) -> Result<ViewsTable> {
     let mut out = BTreeMap::new();
     for b in reader {
         let b = b?;
-        let column = |name: &str| -> Result<&ArrayRef> {
-            let want = views_schema();
-            let field = want
-                .field_with_name(name)
-                .map_err(|e| Error::Corrupt(e.to_string()))?;
-            let col = b
-                .column_by_name(name)
-                .ok_or_else(|| Error::Corrupt(format!("the views file has no column {name:?}")))?;
-            if col.data_type() != field.data_type() {
-                return Err(Error::Corrupt(format!(
-                    "column {name:?} of the views file is {}, expected {}",
-                    col.data_type(),
-                    field.data_type()
-                )));
-            }
-            if col.null_count() > 0 {
-                return Err(Error::Corrupt(format!(
-                    "column {name:?} of the views file has nulls"
-                )));
-            }
-            Ok(col)
-        };
+        let schema = views_schema();
+        let column = |name: &str| layout::checked_column(&b, &schema, name, "the views file");
         let v = column("video_id")?.as_string::<i32>();
         let h = column("hour")?.as_primitive::<TimestampMicrosecondType>();
         let n = [
