@@ -117,6 +117,8 @@ def main():
             video: tr.dataset.video,
             views: Number(tr.querySelector('[data-field=views]').dataset.value),
             billable: Number(tr.querySelector('[data-field=billable_views]').dataset.value),
+            removed: Number(tr.querySelector('[data-field=fraud_filtered]').dataset.value),
+            why: tr.querySelector('[data-field=fraud_filtered]').title,
             text: tr.querySelector('[data-field=views]').textContent }))""")
         live = tab.eval("({video: document.getElementById('live-total').dataset.video,"
                         " views: Number(document.getElementById('live-total').dataset.value)})")
@@ -126,8 +128,12 @@ def main():
             raise SystemExit(f"browser check: the page lists {[s['video'] for s in shown]}, the API {list(want)}")
         for s in shown:
             r = want[s["video"]]
-            if (s["views"], s["billable"]) != (r["views"], r["billable_views"]):
+            if (s["views"], s["billable"], s["removed"]) != (r["views"], r["billable_views"], r["fraud_filtered"]):
                 raise SystemExit(f"browser check: {s['video']}: the page shows {s}, the API {r}")
+            # Where views were removed, the tooltip names every rule.
+            for rule in r["filtered_by_rule"]:
+                if rule.replace("_", " ") not in s["why"]:
+                    raise SystemExit(f"browser check: {s['video']}: the Removed tooltip {s['why']!r} misses {rule}")
             if s["text"].replace(",", "") != str(r["views"]):
                 raise SystemExit(f"browser check: {s['video']}: the page prints {s['text']!r}, the API {r['views']}")
         total = api(base, f"/v1/videos/{live['video']}/views", token)
