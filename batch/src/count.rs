@@ -60,22 +60,22 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use schemas::RuleSet;
 use schemas::archive::RawColumns;
-use schemas::dedup::{CopyOrder, event_key};
+use schemas::dedup::event_key;
 use schemas::fraud::{FraudRule, in_dense_window};
 
-use crate::memory::{Budget, Memory, peak_rss, reset_peak_rss};
+use crate::memory::{Budget, Memory};
+use crate::rows::{BATCH_ROWS, Blocks, ROW_BYTES, Row, placed, row_at};
 use crate::spill::{Spill, Stage, encode, encode_winner};
 use crate::{Error, Result};
 use store::filtered::FilteredRow;
 use store::manifest::{Input, Rows, Step};
 use store::sketch::{Sketch, value_hash};
 use store::views::{ViewRow, views_batch};
+use telemetry::process::{peak_rss, reset_peak_rss};
 
 const HOUR_US: i64 = 3_600_000_000;
 const DAY_US: i64 = 24 * HOUR_US;
 
-/// Rows per decoded batch (a row's index in it must fit a `u16`).
-pub(crate) const BATCH_ROWS: usize = 8192;
 /// Dedup tasks (by event id).
 pub const SHARDS: usize = 64;
 /// Count tasks (by video id).
@@ -94,38 +94,60 @@ pub(crate) struct Counted {
     pub rows: Rows,
     /// Each phase: wall time, memory, spill.
     pub steps: Vec<Step>,
+    /// The billable views asked for ([`Wanted`]), unsorted.
+    pub evidence: Vec<Decided>,
+    /// Video names by global number (what [`Decided::video`] indexes).
+    pub video_names: Vec<Box<str>>,
+}
+
+/// Billable views a count also lists one by one (the evidence behind a
+/// statement line): those of `videos` occurring in `[from_us, to_us)`.
+#[derive(Debug, Clone)]
+pub(crate) struct Wanted {
+    pub videos: std::collections::BTreeSet<String>,
+    pub from_us: i64,
+    pub to_us: i64,
+}
+
+/// One billable view as the rules decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Decided {
+    /// The event id ([`event_key`] form).
+    pub id: [u64; 2],
+    /// Global video number ([`Counted`]'s `video_names`).
+    pub video: u32,
+    /// `occurred_at`, µs.
+    pub occurred_at: i64,
+    /// The rule that removed it, if one did.
+    pub rule: Option<FraudRule>,
+}
+
+/// [`Wanted`] in the numbers of one count, and what its buckets found.
+struct Evidence {
+    /// Per global video: whether it is wanted.
+    videos: Vec<bool>,
+    from_us: i64,
+    to_us: i64,
+    found: Mutex<Vec<Decided>>,
+}
+
+impl Evidence {
+    fn new(wanted: &Wanted, ids: &Ids) -> Self {
+        Self {
+            videos: ids
+                .videos
+                .iter()
+                .map(|v| wanted.videos.contains(&**v))
+                .collect(),
+            from_us: wanted.from_us,
+            to_us: wanted.to_us,
+            found: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 /// Progress of a count: `(step, done, total)`.
 pub(crate) type ProgressTx = tokio::sync::mpsc::UnboundedSender<(&'static str, u64, u64)>;
-
-/// What counting needs of one valid row.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Row {
-    pub(crate) id: [u64; 2],
-    pub(crate) fp: u64,
-    pub(crate) received_at: i64,
-    pub(crate) offset: i64,
-    pub(crate) occurred_at: i64,
-    pub(crate) partition: i32,
-    pub(crate) watch_seconds: i32,
-    /// Video number: in the reader's dictionary until dedup, global after.
-    pub(crate) video: u32,
-    /// The user id's [`value_hash`]: the sketch's hash, and how users are
-    /// grouped (equal ids are compared where it matters).
-    pub(crate) user_hash: u64,
-    /// The behavioural [`fingerprint`] (bot-farm rule) of a billable row;
-    /// 0 for the others, or with the rule off.
-    pub(crate) print: u64,
-    /// Where the user id is: decoded chunk, and row in it (the readers'
-    /// chunks in memory, a partition's own when read back from a spill).
-    pub(crate) chunk: u32,
-    pub(crate) row: u16,
-    pub(crate) reader: u16,
-    pub(crate) eligible: bool,
-    /// No ad impression reported (zero-engagement rule).
-    pub(crate) zero_ads: bool,
-}
 
 /// Rows of a spill partition at most (if [`crate::spill::MAX_SPLIT`]
 /// allows): dedup's hash table and counting's groups then stay in cache
@@ -134,8 +156,6 @@ pub(crate) struct Row {
 /// 38.5 s to 28.9 s: its cost was cache misses in the hash table.
 const PARTITION_ROWS: usize = 1 << 17;
 
-/// Bytes a row holds in [`Blocks`].
-const ROW_BYTES: u64 = std::mem::size_of::<Row>() as u64;
 /// Bytes per row a dedup task holds beyond its rows: its table, and the
 /// winners' copies.
 const DEDUP_BYTES: u64 = ROW_BYTES + 12;
@@ -144,70 +164,6 @@ const COUNT_BYTES: u64 = 40;
 /// Bytes per valid row of a partition being worked on (rows, user ids and
 /// the task's own), to size partitions when spilling.
 const WORKING_BYTES: u64 = ROW_BYTES + 24 + DEDUP_BYTES;
-
-impl Row {
-    /// Whether the row is billable (before the fraud cap): the only rows
-    /// whose exact user id and event id counting ever reads.
-    fn billable(&self, min_watch: i32) -> bool {
-        self.eligible && self.watch_seconds >= min_watch
-    }
-
-    /// The dedup winner order ([`schemas::dedup::CopyOrder`]).
-    fn order(&self) -> CopyOrder {
-        CopyOrder {
-            received_at_us: self.received_at,
-            partition: self.partition,
-            offset: self.offset,
-            fingerprint: self.fp,
-        }
-    }
-}
-
-/// Rows in the first block of [`Blocks`]; each next block is twice as
-/// large, up to [`BLOCK`].
-const FIRST_BLOCK: usize = 1 << 10;
-/// Rows in a full-sized block of [`Blocks`].
-const BLOCK: usize = 1 << 16;
-
-/// A growing list of rows in blocks (1 Ki rows, doubling up to 64 Ki):
-/// appending never moves rows (a `Vec` doubling would copy, and touch twice
-/// the memory), and a short list stays small.
-#[derive(Debug, Default)]
-pub(crate) struct Blocks {
-    blocks: Vec<Vec<Row>>,
-}
-
-impl Blocks {
-    /// Appends a row; returns the bytes allocated for it (a new block's).
-    pub(crate) fn push(&mut self, r: Row) -> usize {
-        match self.blocks.last_mut() {
-            Some(b) if b.len() < b.capacity() => {
-                b.push(r);
-                0
-            }
-            last => {
-                let size = last.map_or(FIRST_BLOCK, |b| (b.len() * 2).min(BLOCK));
-                let mut b = Vec::with_capacity(size);
-                b.push(r);
-                self.blocks.push(b);
-                size * ROW_BYTES as usize
-            }
-        }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.blocks.iter().map(Vec::len).sum()
-    }
-
-    /// Bytes allocated.
-    fn bytes(&self) -> u64 {
-        self.blocks.iter().map(|b| b.capacity() as u64).sum::<u64>() * ROW_BYTES
-    }
-
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Row> {
-        self.blocks.iter().flatten()
-    }
-}
 
 /// Distinct strings, numbered in order of first sight.
 #[derive(Default)]
@@ -310,6 +266,7 @@ pub(crate) fn count(
     to_us: i64,
     rules: &RuleSet,
     memory: &Memory,
+    wanted: Option<&Wanted>,
     progress: &ProgressTx,
 ) -> Result<Counted> {
     let work = Work::new(memory, progress);
@@ -319,6 +276,8 @@ pub(crate) fn count(
     steps.done("reading");
 
     let ids = Ids::merge(read.dicts, read.user_ids, &work.state);
+    let evidence = wanted.map(|w| Evidence::new(w, &ids));
+    let evidence = evidence.as_ref();
     let hours = UserHours::new(rules);
     let (tally, out) = if work.spill.active() {
         let memory = work.shard_parts(read.shards);
@@ -327,7 +286,7 @@ pub(crate) fn count(
         steps.done("deduplicating");
         (
             tally,
-            work.count_spilled(&ids, from_us, to_us, rules, &impossible)?,
+            work.count_spilled(&ids, from_us, to_us, rules, &impossible, evidence)?,
         )
     } else {
         let (tally, buckets) = work.dedup_in_memory(read.shards, &ids, &hours);
@@ -335,7 +294,7 @@ pub(crate) fn count(
         steps.done("deduplicating");
         (
             tally,
-            work.count_in_memory(buckets, &ids, from_us, to_us, rules, &impossible),
+            work.count_in_memory(buckets, &ids, from_us, to_us, rules, &impossible, evidence),
         )
     };
     let mut out: Vec<Out<'_>> = out.into_iter().flatten().collect();
@@ -369,12 +328,15 @@ pub(crate) fn count(
     }
     let views = views_batch(out.into_iter())?;
     steps.done("counting");
+    let evidence = evidence.map_or_else(Vec::new, |e| take(&e.found));
     Ok(Counted {
         inputs: read.inputs,
         views,
         filtered,
         rows,
         steps: steps.list,
+        evidence,
+        video_names: ids.videos,
     })
 }
 
@@ -550,6 +512,7 @@ impl<'a> Work<'a> {
     }
 
     /// Phase 3 with every winner in memory.
+    #[allow(clippy::too_many_arguments)]
     fn count_in_memory<'s>(
         &self,
         buckets: Vec<Vec<Blocks>>,
@@ -558,6 +521,7 @@ impl<'a> Work<'a> {
         to_us: i64,
         rules: &RuleSet,
         impossible: &Impossible,
+        evidence: Option<&Evidence>,
     ) -> Vec<Vec<Out<'s>>> {
         let buckets: Vec<Mutex<Vec<Blocks>>> = buckets.into_iter().map(Mutex::new).collect();
         let done = AtomicU64::new(0);
@@ -575,6 +539,7 @@ impl<'a> Work<'a> {
                 rules,
                 &self.state,
                 impossible,
+                evidence,
             );
             self.budget.sub(held + rows * COUNT_BYTES);
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
@@ -634,6 +599,7 @@ impl<'a> Work<'a> {
     }
 
     /// Phase 3 from spill files: a (video, day) partition at a time.
+    #[allow(clippy::too_many_arguments)]
     fn count_spilled<'s>(
         &self,
         ids: &'s Ids,
@@ -641,6 +607,7 @@ impl<'a> Work<'a> {
         to_us: i64,
         rules: &RuleSet,
         impossible: &Impossible,
+        evidence: Option<&Evidence>,
     ) -> Result<Vec<Vec<Out<'s>>>> {
         let buckets = BUCKETS * self.spill.split();
         let threads = self.threads_for(Stage::Buckets, buckets, 2);
@@ -658,6 +625,7 @@ impl<'a> Work<'a> {
                 rules,
                 &self.state,
                 impossible,
+                evidence,
             );
             self.budget.sub(held + extra);
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
@@ -1046,23 +1014,6 @@ impl Reader<'_> {
     }
 }
 
-/// A row's place among a shard's parts: part (16 bits), block (24), row
-/// in the block (24).
-fn row_at(parts: &[Blocks], pos: u64) -> Row {
-    parts[(pos >> 48) as usize].blocks[(pos >> 24) as usize & 0xff_ffff][pos as usize & 0xff_ffff]
-}
-
-/// Every row of a shard's parts with its place ([`row_at`]).
-fn placed(parts: &[Blocks]) -> impl Iterator<Item = (u64, &Row)> {
-    parts.iter().enumerate().flat_map(|(p, part)| {
-        part.blocks.iter().enumerate().flat_map(move |(b, rows)| {
-            rows.iter()
-                .enumerate()
-                .map(move |(i, r)| ((p as u64) << 48 | (b as u64) << 24 | i as u64, r))
-        })
-    })
-}
-
 /// The first copy of every event id among a shard's parts: a table of each
 /// id's winner as its place, so rows are not copied; and how many ids have
 /// copies with different payloads.
@@ -1274,6 +1225,7 @@ fn count_bucket<'s>(
     rules: &RuleSet,
     state: &RandomState,
     impossible: &Impossible,
+    evidence: Option<&Evidence>,
 ) -> Vec<Out<'s>> {
     let min_watch = min_watch(rules);
     let cap = rules.fraud_cap_per_user_video_day as usize;
@@ -1426,6 +1378,26 @@ fn count_bucket<'s>(
         watch: i64,
         sketch: Sketch,
     }
+    if let Some(e) = evidence {
+        let decided: Vec<Decided> = billables()
+            .filter(|(_, r)| {
+                e.videos[r.video as usize] && r.occurred_at >= e.from_us && r.occurred_at < e.to_us
+            })
+            .map(|(n, r)| Decided {
+                id: r.id,
+                video: r.video,
+                occurred_at: r.occurred_at,
+                rule: (rule[n] != NONE).then(|| FraudRule::ALL[usize::from(rule[n])]),
+            })
+            .collect();
+        if !decided.is_empty() {
+            e.found
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(decided);
+        }
+    }
+
     let mut groups: HashMap<(u32, i64), Agg, RandomState> = HashMap::with_hasher(state.clone());
     for (n, r) in rows().enumerate() {
         if r.occurred_at < from_us || r.occurred_at >= to_us {
@@ -1521,6 +1493,7 @@ mod tests {
                 },
                 &state,
                 &Impossible::default(),
+                None,
             );
             let fraud: i64 = out.iter().map(|(_, r, _)| r.fraud_filtered).sum();
             let billable: i64 = out.iter().map(|(_, r, _)| r.billable_views).sum();

@@ -5,8 +5,9 @@
 //! tables, file bytes in flight) in a [`Budget`]. When the rows read would
 //! pass half the limit it spills them to local disk by partition and works
 //! partition by partition (see [`crate::count`]); the output is the same
-//! bytes either way. Peak RSS is the kernel's (`VmHWM`), reset per step where
-//! the kernel allows it, so a step's figure is that step's own.
+//! bytes either way. Peak RSS is the kernel's (`VmHWM`, read by
+//! [`telemetry::process`]), reset per step where the kernel allows it, so a
+//! step's figure is that step's own.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,38 +105,9 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
-/// The peak resident set of this process (`VmHWM`), in bytes.
-pub fn peak_rss() -> Option<u64> {
-    status_kib("self", "VmHWM:").map(|k| k * 1024)
-}
-
-/// [`peak_rss`] of another process (a child a benchmark measures).
-pub fn peak_rss_of(pid: u32) -> Option<u64> {
-    status_kib(&pid.to_string(), "VmHWM:").map(|k| k * 1024)
-}
-
-/// Resets [`peak_rss`] to the current resident set, so the next reading is
-/// the peak since now. False where the kernel does not allow it (then the
-/// next reading is the process's peak so far).
-pub fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-/// A field of `/proc/<process>/status`, in KiB.
-fn status_kib(process: &str, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
-    kib(&status, field)
-}
-
+/// A field of `/proc/meminfo`, in bytes.
 fn meminfo(field: &str) -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    kib(&info, field).map(|k| k * 1024)
-}
-
-fn kib(text: &str, field: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    telemetry::process::meminfo(field)
 }
 
 /// What the engine holds, against its limit.
@@ -230,6 +202,6 @@ mod tests {
         assert!(limit >= 256 << 20, "{limit}");
         let total = meminfo("MemTotal:").expect("/proc/meminfo names MemTotal");
         assert!(limit <= total.max(1 << 30), "{limit} of {total}");
-        assert!(peak_rss().is_some_and(|p| p > 0));
+        assert!(telemetry::process::peak_rss().is_some_and(|p| p > 0));
     }
 }

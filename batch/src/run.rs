@@ -10,8 +10,10 @@
 //!    then lowest partition and offset), apply the fraud cap, and aggregate
 //!    per video per hour with sketches of unique viewers. The native engine
 //!    ([`crate::count`]) reads each input once, checksumming and counting the
-//!    same bytes; the SQL engine ([`crate::sql`]) states the same rules in
-//!    DataFusion SQL and gives byte-identical output.
+//!    same bytes; another engine plugs in as a [`Compute`] (the SQL
+//!    specification in the `batch-sql` crate, a Ballista cluster in
+//!    `batch-cluster`), which this crate knows only by that trait, so it
+//!    builds without DataFusion.
 //! 3. Write `views/run=<id>/part-0.parquet` sorted by (video, hour) with fixed
 //!    writer settings (same rows → same bytes), then the manifest, then
 //!    publish (see [`crate::publish`]).
@@ -19,12 +21,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use arrow::array::RecordBatch;
+use futures::future::BoxFuture;
+
 use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use schemas::{RULES_VERSION, RuleSet};
-use store::filtered::{filtered_batch, filtered_schema};
+use store::filtered::{FilteredRow, filtered_batch, filtered_schema};
 pub use store::manifest::Engine;
 use store::manifest::{Input, Manifest, Output, Rows, Step};
 use store::state::Published;
@@ -32,7 +37,7 @@ use store::views::{views_batch, views_schema};
 use store::{layout, progress};
 
 pub use crate::memory::Memory;
-use crate::{Error, Result, count, publish, sql};
+use crate::{Error, Result, count, publish};
 
 /// Code version recorded in manifests.
 pub const CODE_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -53,12 +58,8 @@ pub struct RunOptions {
     pub allow_incomplete: bool,
     /// Plan only: say what would be read and written.
     pub dry_run: bool,
-    /// How to compute.
-    pub engine: Engine,
-    /// The Ballista scheduler (`df://HOST:PORT`) for [`Engine::Ballista`].
-    pub ballista: Option<String>,
-    /// How long a Ballista run waits for the cluster to run a first task.
-    pub ballista_wait: std::time::Duration,
+    /// How to compute: the native engine when `None`.
+    pub compute: Option<Arc<dyn Compute>>,
     /// How much memory the computation may hold, and where it spills.
     pub memory: Memory,
 }
@@ -77,12 +78,53 @@ impl RunOptions {
             lateness: Self::DEFAULT_LATENESS,
             allow_incomplete: false,
             dry_run: false,
-            engine: Engine::default(),
-            ballista: None,
-            ballista_wait: crate::cluster::DEFAULT_WAIT,
+            compute: None,
             memory: Memory::default(),
         }
     }
+
+    /// The engine these options compute with.
+    pub fn engine(&self) -> Engine {
+        self.compute.as_ref().map_or(Engine::Native, |c| c.engine())
+    }
+}
+
+/// What an engine computed for a run: the views table sorted by (video,
+/// hour), the filtered views by rule sorted by (video, hour, rule), and the
+/// row counts.
+#[derive(Debug)]
+pub struct Computed {
+    /// The views table ([`store::views::views_schema`]).
+    pub views: RecordBatch,
+    /// Filtered views by rule.
+    pub filtered: Vec<FilteredRow>,
+    /// Row counts.
+    pub rows: Rows,
+}
+
+/// An engine other than the native one: it computes a run's [`Computed`]
+/// from the raw files the run planned, with the same semantics, and a test
+/// of its crate holds its output byte-identical to the native engine's.
+/// The run checksums the inputs itself before handing them over.
+pub trait Compute: Send + Sync + std::fmt::Debug {
+    /// The engine recorded in the manifest.
+    fn engine(&self) -> Engine;
+
+    /// Refuses, before anything is read, rules this engine cannot count
+    /// with; the error says what to run instead.
+    fn check(&self, rules: &RuleSet) -> Result<()>;
+
+    /// Counts hours `[from, to)` of the raw files at `paths` (store paths)
+    /// with `rules`, within `memory`.
+    fn compute<'a>(
+        &'a self,
+        store: Arc<dyn ObjectStore>,
+        paths: Vec<String>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        rules: &'a RuleSet,
+        memory: &'a Memory,
+    ) -> BoxFuture<'a, Result<Computed>>;
 }
 
 /// What a run did.
@@ -179,7 +221,7 @@ pub async fn run(
         rules_version: RULES_VERSION,
         rules: opts.rules,
         code_version: CODE_VERSION.into(),
-        engine: opts.engine,
+        engine: opts.engine(),
         archive_watermark,
         inputs: Vec::new(),
         outputs: Vec::new(),
@@ -197,35 +239,10 @@ pub async fn run(
     };
     step(&mut manifest, &mut step_clock, "planning");
     let (from_us, to_us) = (opts.from.timestamp_micros(), to.timestamp_micros());
-    match (opts.engine, &opts.ballista) {
-        (Engine::Ballista, None) => {
-            return Err(Error::Input(
-                "--engine ballista needs the scheduler: --ballista df://HOST:PORT".into(),
-            ));
-        }
-        (Engine::Ballista, Some(url)) => {
-            crate::cluster::parse_scheduler_url(url)?;
-            if opts.rules.v2_rules_on() {
-                // Known limit: Ballista 55's executors overflowed their
-                // stacks on the rules v2 query (a join per rule, window
-                // frames), and with larger stacks the job never finished.
-                return Err(Error::Input(
-                    "--engine ballista counts with rules v1 only (the daily cap): the rules v2 query does not finish on Ballista 55 yet; \
-                     run --engine native or --engine sql, or turn the v2 rules off with \
-                     --impossible-watch 0 --repeat-loop-views 0 --zero-engagement-views 0 --bot-farm-accounts 0"
-                        .into(),
-                ));
-            }
-        }
-        (engine, Some(_)) => {
-            return Err(Error::Input(format!(
-                "--ballista is for --engine ballista, not --engine {}",
-                engine.as_str()
-            )));
-        }
-        (_, None) => {}
+    if let Some(compute) = &opts.compute {
+        compute.check(&opts.rules)?;
     }
-    let counted = if opts.dry_run || opts.engine != Engine::Native {
+    let counted = if opts.dry_run || opts.compute.is_some() {
         manifest.inputs = checksum(store.as_ref(), &inputs_meta, progress).await?;
         if opts.dry_run {
             manifest.run_id = run_id(opts.from, to, &opts.rules, &manifest.inputs);
@@ -246,29 +263,27 @@ pub async fn run(
             });
         }
         progress("computing", 0, 1);
-        let paths = manifest.inputs.iter().map(|i| i.path.as_str());
-        let (views, filtered, rows) = if manifest.inputs.is_empty() {
-            (
-                views_batch(std::iter::empty())?,
-                Vec::new(),
-                Rows::default(),
-            )
-        } else {
-            match &opts.ballista {
-                Some(url) => {
-                    let ctx = crate::cluster::remote_session(url, store.clone(), paths).await?;
-                    crate::cluster::wait_ready(&ctx, url, opts.ballista_wait).await?;
-                    sql::compute(&ctx, opts.from, to, &opts.rules)
-                        .await
-                        .map_err(|e| crate::cluster::explain(url, e))?
-                }
-                None => {
-                    let ctx =
-                        crate::session::raw_session(store.clone(), paths, &opts.memory).await?;
-                    sql::compute(&ctx, opts.from, to, &opts.rules).await?
-                }
+        let paths: Vec<String> = manifest.inputs.iter().map(|i| i.path.clone()).collect();
+        let computed = match &opts.compute {
+            Some(compute) if !paths.is_empty() => {
+                compute
+                    .compute(
+                        store.clone(),
+                        paths,
+                        opts.from,
+                        to,
+                        &opts.rules,
+                        &opts.memory,
+                    )
+                    .await?
             }
+            _ => Computed {
+                views: views_batch(std::iter::empty())?,
+                filtered: Vec::new(),
+                rows: Rows::default(),
+            },
         };
+        let (views, filtered, rows) = (computed.views, computed.filtered, computed.rows);
         progress("computing", 1, 1);
         manifest.rows = rows;
         step(&mut manifest, &mut step_clock, "computing");
@@ -281,7 +296,11 @@ pub async fn run(
         let io = tokio::runtime::Handle::current();
         let task = tokio::task::spawn_blocking({
             let store = store.clone();
-            move || count::count(&io, store, &files, from_us, to_us, &rules, &memory, &tx)
+            move || {
+                count::count(
+                    &io, store, &files, from_us, to_us, &rules, &memory, None, &tx,
+                )
+            }
         });
         while let Some((step, done, total)) = rx.recv().await {
             progress(step, done, total);
@@ -344,7 +363,32 @@ pub async fn removed_copies(
     window: Duration,
     memory: &Memory,
 ) -> Result<std::collections::BTreeMap<(String, DateTime<Utc>), [u64; 2]>> {
-    let files = inputs
+    let files = input_metas(inputs)?;
+    let window_us = window.num_microseconds().unwrap_or(i64::MAX);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let io = tokio::runtime::Handle::current();
+    let (rules, memory) = (*rules, memory.clone());
+    let task = tokio::task::spawn_blocking(move || {
+        count::removed_copies(&io, store, &files, &rules, &memory, window_us, &tx)
+    });
+    while rx.recv().await.is_some() {}
+    let (read, removed) = task
+        .await
+        .map_err(|e| Error::Input(format!("the counting engine failed: {e}")))??;
+    check_unchanged(inputs, &read)?;
+    removed
+        .into_iter()
+        .map(|((video, hour), n)| {
+            let hour = DateTime::from_timestamp_micros(hour)
+                .ok_or_else(|| Error::Corrupt(format!("hour {hour} µs is out of range")))?;
+            Ok(((video, hour), n))
+        })
+        .collect()
+}
+
+/// A manifest's inputs as the native engine takes them.
+pub(crate) fn input_metas(inputs: &[Input]) -> Result<Vec<ObjectMeta>> {
+    inputs
         .iter()
         .map(|i| {
             Ok(ObjectMeta {
@@ -357,19 +401,12 @@ pub async fn removed_copies(
                 version: None,
             })
         })
-        .collect::<Result<Vec<_>>>()?;
-    let window_us = window.num_microseconds().unwrap_or(i64::MAX);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let io = tokio::runtime::Handle::current();
-    let (rules, memory) = (*rules, memory.clone());
-    let task = tokio::task::spawn_blocking(move || {
-        count::removed_copies(&io, store, &files, &rules, &memory, window_us, &tx)
-    });
-    while rx.recv().await.is_some() {}
-    let (read, removed) = task
-        .await
-        .map_err(|e| Error::Input(format!("the counting engine failed: {e}")))??;
-    for (was, now) in inputs.iter().zip(&read) {
+        .collect()
+}
+
+/// Fails unless every input read has the checksum a manifest recorded.
+pub(crate) fn check_unchanged(recorded: &[Input], read: &[Input]) -> Result<()> {
+    for (was, now) in recorded.iter().zip(read) {
         if was.sha256 != now.sha256 {
             return Err(Error::Corrupt(format!(
                 "raw file {} changed since the run that read it (sha256 {} then, {} now); rerun `viewcount batch run` over its hours",
@@ -377,14 +414,7 @@ pub async fn removed_copies(
             )));
         }
     }
-    removed
-        .into_iter()
-        .map(|((video, hour), n)| {
-            let hour = DateTime::from_timestamp_micros(hour)
-                .ok_or_else(|| Error::Corrupt(format!("hour {hour} µs is out of range")))?;
-            Ok(((video, hour), n))
-        })
-        .collect()
+    Ok(())
 }
 
 /// Reads every input once to checksum it (dry runs and the SQL engine, which

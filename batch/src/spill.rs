@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, StringArray, StringBuilder};
 
-use crate::count::{BATCH_ROWS, Blocks, Row};
 use crate::memory::Budget;
+use crate::rows::{BATCH_ROWS, Blocks, Row};
 use crate::{Error, Result};
 
 /// The most partitions per in-memory shard or bucket.

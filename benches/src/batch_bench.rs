@@ -21,6 +21,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -160,10 +161,21 @@ async fn measure_batch(
     rules: schemas::RuleSet,
 ) -> anyhow::Result<()> {
     let store = store::open(&format!("file://{}", dir.display()))?;
+    let compute: Option<Arc<dyn batch::run::Compute>> = match (engine, ballista) {
+        (batch::run::Engine::Native, None) => None,
+        (batch::run::Engine::Sql, None) => Some(Arc::new(batch_sql::Sql)),
+        (batch::run::Engine::Ballista, Some(url)) => Some(Arc::new(batch_cluster::Ballista::new(
+            &url,
+            std::time::Duration::from_secs(120),
+        )?)),
+        (engine, url) => bail!(
+            "engine {} with scheduler {url:?}: the ballista engine (only) takes --ballista",
+            engine.as_str()
+        ),
+    };
     let opts = batch::run::RunOptions {
         allow_incomplete: true,
-        engine,
-        ballista,
+        compute,
         rules,
         memory: bench_memory(dir, limit)?,
         ..batch::run::RunOptions::new(from, to)
@@ -187,8 +199,8 @@ async fn node(dir: &Path, port: u16, executor: Option<Vec<u16>>, limit: u64) -> 
     let store = store::open(&format!("file://{}", dir.display()))?;
     match executor.as_deref() {
         Some(&[flight_port, grpc_port]) => {
-            batch::cluster::run_executor(
-                batch::cluster::ExecutorOptions {
+            batch_cluster::run_executor(
+                batch_cluster::ExecutorOptions {
                     scheduler: ("127.0.0.1".into(), port),
                     bind_host: "127.0.0.1".into(),
                     external_host: "127.0.0.1".into(),
@@ -204,8 +216,8 @@ async fn node(dir: &Path, port: u16, executor: Option<Vec<u16>>, limit: u64) -> 
         }
         Some(_) => bail!("--executor takes the flight and the gRPC port"),
         None => {
-            batch::cluster::run_scheduler(
-                batch::cluster::SchedulerOptions {
+            batch_cluster::run_scheduler(
+                batch_cluster::SchedulerOptions {
                     bind: ([127, 0, 0, 1], port).into(),
                     external_host: "127.0.0.1".into(),
                 },
@@ -341,7 +353,7 @@ impl Drop for Child {
 impl Child {
     /// The process's peak RSS so far (VmHWM), MiB.
     fn peak_rss_mib(&self) -> f64 {
-        batch::memory::peak_rss_of(self.0.id()).map_or(0.0, |b| b as f64 / 1048576.0)
+        telemetry::process::peak_rss_of(self.0.id()).map_or(0.0, |b| b as f64 / 1048576.0)
     }
 }
 

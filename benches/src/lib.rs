@@ -150,7 +150,7 @@ pub fn spread(v: &[f64]) -> (f64, f64) {
 /// Peak resident set of this process (`VmHWM`), in MiB: measured in a
 /// child process per operation, it is that operation's own.
 pub fn peak_rss_mib() -> f64 {
-    batch::memory::peak_rss().map_or(0.0, |b| b as f64 / 1048576.0)
+    telemetry::process::peak_rss().map_or(0.0, |b| b as f64 / 1048576.0)
 }
 
 /// "N cores (CPU model)".

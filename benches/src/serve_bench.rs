@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::Parser;
+use counters::keys::KeySpace;
 use infra::redis::RedisServer;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -26,7 +27,6 @@ use serving::source::TokensFile;
 use serving::speed_part::SpeedConfig;
 use serving::tokens::{Role, Tokens, new_token};
 use serving::{ServeOptions, Serving};
-use speed::keys::KeySpace;
 use store::views::{ViewRow, views_batch};
 use telemetry::OpsBuilder;
 use tokio_util::sync::CancellationToken;

@@ -21,16 +21,17 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use chrono::{NaiveDate, Utc};
 use clap::Parser;
+use counters::apply::{PartitionBatch, Record, Retention, SCRIPT};
+use counters::keys::KeySpace;
 use infra::kafka::EmbeddedKafka;
-use infra::redis::{RedisCluster, RedisServer};
+use infra::redis::RedisServer;
 use loadgen::{GenConfig, Generator};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use schemas::{ReceivedEvent, RuleSet};
 use speed::SpeedConfig;
-use speed::apply::{PartitionBatch, Record, Retention, SCRIPT};
-use speed::keys::KeySpace;
 use telemetry::ReadyFlag;
+use testkit::redis::RedisCluster;
 use tokio::sync::oneshot;
 
 use benches::{machine, median, replace_section, spread};
@@ -221,8 +222,12 @@ fn start_speed(bootstrap: &str, topic: &str, redis_url: &str, args: &Args) -> Sp
     }
 }
 
-async fn stored_total(conn: &mut speed::conn::RedisConn, keys: &KeySpace, partitions: i32) -> i64 {
-    speed::read::stored_offsets(conn, keys, partitions)
+async fn stored_total(
+    conn: &mut counters::conn::RedisConn,
+    keys: &KeySpace,
+    partitions: i32,
+) -> i64 {
+    counters::read::stored_offsets(conn, keys, partitions)
         .await
         .map(|v| v.into_iter().map(|o| o.unwrap_or(0)).sum())
         .unwrap_or(0)
@@ -292,7 +297,7 @@ async fn end_to_end(
     kafka.create_topic("bench-dlq", 1)?;
     let p = producer(kafka.bootstrap_servers())?;
     preload(&p, "bench", evs).await?;
-    let mut conn = speed::conn::connect_reader(url).await?;
+    let mut conn = counters::conn::connect_reader(url).await?;
     let run = start_speed(kafka.bootstrap_servers(), "bench", url, args);
     let (t0, base) = loop {
         let s = stored_total(&mut conn, keys, args.partitions).await;
@@ -309,7 +314,7 @@ async fn end_to_end(
     let _ = run.stop.send(());
     let _ = run.handle.await;
     // The figure only counts if the counts are right.
-    let counted: u64 = speed::read::all_counts(&mut conn, keys)
+    let counted: u64 = counters::read::all_counts(&mut conn, keys)
         .await?
         .values()
         .map(|c| c.views)
@@ -469,7 +474,7 @@ async fn raw_pipelined(
             pipe.cmd("HSETNX")
                 .arg(&dk)
                 .arg(field)
-                .arg(&speed::apply::fingerprint(e)[..])
+                .arg(&counters::apply::fingerprint(e)[..])
                 .ignore();
             pipe.cmd("HINCRBY")
                 .arg(&ck)
@@ -533,7 +538,7 @@ async fn freshness_run(args: &Args, url: &str) -> anyhow::Result<(Vec<f64>, f64)
     // Let the group settle with a trickle before measuring.
     let warm = events(100, 3)?;
     preload(&p, "fresh", &warm).await?;
-    let mut conn = speed::conn::connect_reader(url).await?;
+    let mut conn = counters::conn::connect_reader(url).await?;
     while stored_total(&mut conn, &keys, args.partitions).await < warm.len() as i64 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -545,7 +550,7 @@ async fn freshness_run(args: &Args, url: &str) -> anyhow::Result<(Vec<f64>, f64)
     let poller = tokio::spawn(async move {
         let mut samples: Vec<(Instant, Vec<i64>)> = Vec::new();
         loop {
-            let v = speed::read::stored_offsets(&mut conn, &poll_keys, partitions)
+            let v = counters::read::stored_offsets(&mut conn, &poll_keys, partitions)
                 .await
                 .map(|v| v.into_iter().map(|o| o.unwrap_or(0)).collect())
                 .unwrap_or_default();
@@ -590,7 +595,7 @@ async fn freshness_run(args: &Args, url: &str) -> anyhow::Result<(Vec<f64>, f64)
     let offered = evs.len() as f64 / started.elapsed().as_secs_f64();
     // Wait for the last record, then stop polling.
     let want: i64 = sent.len() as i64 + warm.len() as i64;
-    let mut c2 = speed::conn::connect_reader(url).await?;
+    let mut c2 = counters::conn::connect_reader(url).await?;
     while stored_total(&mut c2, &keys, args.partitions).await < want {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -8,17 +8,21 @@
 //! - [`statement`]: `billing report` and `billing finalize`: counting a month
 //!   from the published batch runs, adjustments for finalized months, the
 //!   statement files.
-//! - [`explain`]: a payout traced to the runs, raw files and event ids
-//!   behind it.
+//! - [`earnings`]: a creator's statement figures and, until the period is
+//!   final, an estimate, by the statement's money rule.
 //! - [`ledger`]: the transparency log: create-only entries, RFC 6962 Merkle
 //!   tree, signed C2SP checkpoints, `verify`, inclusion and consistency
 //!   proofs.
+//!
+//! `billing explain`, a payout traced to the runs, raw files and event ids
+//! behind it, is the `explain` crate: it needs the batch engine, which
+//! billing (and serving, which reads statements and the ledger) does not.
 //!
 //! There is no floating point in this crate: money is `rust_decimal`, counts
 //! are integers.
 #![deny(clippy::float_arithmetic)]
 
-pub mod explain;
+pub mod earnings;
 pub mod ledger;
 pub mod money;
 pub mod rates;

@@ -45,6 +45,142 @@ pub const CSV_HEADER: [&str; 9] = [
     "reference",
 ];
 
+/// A statement's directory in the store: `statements/<YYYY-MM>/<id>`
+/// (DESIGN §6), the one place that spells it.
+pub fn dir(period: &str, statement_id: &str) -> String {
+    format!("statements/{period}/{statement_id}")
+}
+
+/// The store path of file `name` (like `statement.csv`) of the statement
+/// a ledger entry records.
+pub fn file_of(entry: &Entry, name: &str) -> Path {
+    Path::from(format!(
+        "{}/{name}",
+        dir(&entry.period, &entry.statement_id)
+    ))
+}
+
+/// One line of a recorded statement CSV, read back: the [`Line`] and the
+/// currency the file states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedLine {
+    /// The line.
+    pub line: Line,
+    /// Its `currency` column.
+    pub currency: String,
+}
+
+/// Parses a statement CSV (`statement.csv`, or `unattributed.csv`) as
+/// [`Statement::csv`] writes it, the one reader of the format: the header
+/// must be [`CSV_HEADER`], and line *i* after it is leaf *i* of the ledger's
+/// line tree ([`ledger::line_leaves`]; a title is one line of text, so a
+/// record never spans two). Anything else, a bad number, a missing field,
+/// an unknown kind, is `Tampered`, naming `path` and the line: a recorded
+/// statement is never read around.
+pub fn parse_csv(path: &str, bytes: &[u8]) -> Result<Vec<RecordedLine>> {
+    let bad = |line: usize, why: String| Error::Tampered(format!("{path} line {line}: {why}"));
+    let header = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    if header != CSV_HEADER.join(",").as_bytes() {
+        return Err(bad(
+            1,
+            format!("the header is not {}", CSV_HEADER.join(",")),
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, leaf) in ledger::line_leaves(bytes).into_iter().enumerate() {
+        let n = i + 2;
+        let record = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(leaf)
+            .records()
+            .next()
+            .ok_or_else(|| bad(n, "an empty line".into()))?
+            .map_err(|e| bad(n, e.to_string()))?;
+        if record.len() != CSV_HEADER.len() {
+            return Err(bad(
+                n,
+                format!("{} fields, not {}", record.len(), CSV_HEADER.len()),
+            ));
+        }
+        let f = |k: usize| &record[k];
+        let opt = |k: usize| (!f(k).is_empty()).then(|| f(k).to_owned());
+        let decimal = |k: usize| -> Result<Option<Decimal>> {
+            opt(k)
+                .map(|v| {
+                    Decimal::from_str(&v)
+                        .map_err(|_| bad(n, format!("{} {v:?} is not a decimal", CSV_HEADER[k])))
+                })
+                .transpose()
+        };
+        let kind = match f(7) {
+            "views" => LineKind::Views,
+            "adjustment" => LineKind::Adjustment,
+            other => {
+                return Err(bad(
+                    n,
+                    format!("kind {other:?} is neither views nor adjustment"),
+                ));
+            }
+        };
+        out.push(RecordedLine {
+            line: Line {
+                creator_id: opt(0),
+                video_id: f(1).to_owned(),
+                title: f(2).to_owned(),
+                billable_views: f(3).parse().map_err(|_| {
+                    bad(
+                        n,
+                        format!("billable_views {:?} is not a whole number", f(3)),
+                    )
+                })?,
+                cpm: decimal(4)?,
+                amount: decimal(5)?,
+                kind,
+                reference: opt(8)
+                    .map(|r| {
+                        r.parse()
+                            .map_err(|_| bad(n, format!("reference {r:?} is not a ledger entry")))
+                    })
+                    .transpose()?,
+            },
+            currency: f(6).to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// Reads file `name` (like `rates.toml`) of the statement `entry` records,
+/// checked against the SHA-256 the entry recorded for it: `Tampered` if it
+/// differs, is missing, or the entry recorded none.
+pub async fn read_recorded(store: &dyn ObjectStore, entry: &Entry, name: &str) -> Result<Bytes> {
+    let path = file_of(entry, name);
+    let bytes = get(store, &path).await?;
+    match entry.files.get(path.as_ref()) {
+        Some(want) if store::layout::sha256(&bytes) == *want => Ok(bytes),
+        Some(_) => Err(Error::Tampered(format!(
+            "{path} does not have the SHA-256 ledger entry {} recorded; run `viewcount ledger verify`",
+            entry.seq
+        ))),
+        None => Err(Error::Tampered(format!(
+            "ledger entry {} records no SHA-256 for {path}; run `viewcount ledger verify`",
+            entry.seq
+        ))),
+    }
+}
+
+/// Reads statement CSV `name` (`statement.csv` or `unattributed.csv`) of
+/// the statement `entry` records ([`read_recorded`]): its bytes and its
+/// lines ([`parse_csv`]).
+pub async fn read_csv(
+    store: &dyn ObjectStore,
+    entry: &Entry,
+    name: &str,
+) -> Result<(Bytes, Vec<RecordedLine>)> {
+    let bytes = read_recorded(store, entry, name).await?;
+    let lines = parse_csv(file_of(entry, name).as_ref(), &bytes)?;
+    Ok((bytes, lines))
+}
+
 /// A billing period: one calendar month, UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Period {
@@ -111,7 +247,8 @@ pub enum LineKind {
 }
 
 impl LineKind {
-    fn as_str(self) -> &'static str {
+    /// As the CSV's `kind` column spells it.
+    pub fn as_str(self) -> &'static str {
         match self {
             LineKind::Views => "views",
             LineKind::Adjustment => "adjustment",
@@ -334,7 +471,7 @@ impl Statement {
 
     /// The store directory.
     pub fn dir(&self) -> String {
-        format!("statements/{}/{}", self.period, self.id)
+        dir(&self.period.label(), &self.id)
     }
 
     /// The totals a ledger entry records.
@@ -853,8 +990,7 @@ async fn adjustments(
     let mut adjusted = Vec::new();
     for (_, s, lines) in final_statements {
         let original_period = Period::parse(&s.period)?;
-        let dir = format!("statements/{}/{}", s.period, s.statement_id);
-        let rate_bytes = get(store, &Path::from(format!("{dir}/rates.toml"))).await?;
+        let rate_bytes = read_recorded(store, s, "rates.toml").await?;
         let rates = RateCard::parse(&rate_bytes)?;
         let catalog = match &s.inputs.catalog_sha256 {
             Some(sha) => Some(store::catalog::load(store, sha).await?),
@@ -910,50 +1046,38 @@ async fn adjustments(
 
 /// A recorded statement's lines: ((creator, video, cpm), views) and the
 /// reference of adjustment lines.
-type RecordedLine = ((String, String, Decimal), i64);
+type RecordedKey = ((String, String, Decimal), i64);
 
-async fn read_lines(
-    store: &dyn ObjectStore,
-    e: &Entry,
-) -> Result<Vec<(RecordedLine, Option<u64>)>> {
-    let path = Path::from(format!(
-        "statements/{}/{}/statement.csv",
-        e.period, e.statement_id
-    ));
-    let bytes = get(store, &path).await?;
-    if let Some(want) = e.files.get(path.as_ref())
-        && store::layout::sha256(&bytes) != *want
-    {
-        return Err(Error::Tampered(format!(
-            "{path} does not have the SHA-256 ledger entry {} recorded; run `viewcount ledger verify`",
-            e.seq
-        )));
-    }
-    let mut r = csv::Reader::from_reader(bytes.as_ref());
-    let mut out = Vec::new();
-    for (i, row) in r.records().enumerate() {
-        let row = row.map_err(|err| Error::Tampered(format!("{path} line {}: {err}", i + 2)))?;
-        let field = |n: usize| row.get(n).unwrap_or_default();
-        let bad = |what: &str| Error::Tampered(format!("{path} line {}: bad {what}", i + 2));
-        let views: i64 = field(3).parse().map_err(|_| bad("billable_views"))?;
-        let cpm = Decimal::from_str(field(4)).map_err(|_| bad("cpm"))?;
-        let reference = match field(8) {
-            "" => None,
-            s => Some(s.parse::<u64>().map_err(|_| bad("reference"))?),
-        };
-        out.push((
-            (
-                (field(0).to_owned(), field(1).to_owned(), cpm.normalize()),
-                views,
-            ),
-            reference,
-        ));
-    }
-    Ok(out)
+async fn read_lines(store: &dyn ObjectStore, e: &Entry) -> Result<Vec<(RecordedKey, Option<u64>)>> {
+    let (_, lines) = read_csv(store, e, "statement.csv").await?;
+    lines
+        .into_iter()
+        .map(|r| {
+            let l = r.line;
+            let cpm = l.cpm.ok_or_else(|| {
+                Error::Tampered(format!(
+                    "{}: a paid line of {} has no cpm",
+                    file_of(e, "statement.csv"),
+                    l.video_id
+                ))
+            })?;
+            Ok((
+                (
+                    (
+                        l.creator_id.unwrap_or_default(),
+                        l.video_id,
+                        cpm.normalize(),
+                    ),
+                    l.billable_views,
+                ),
+                l.reference,
+            ))
+        })
+        .collect()
 }
 
 /// A recorded object's bytes; missing is an error (it was recorded).
-pub(crate) async fn get(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
+pub async fn get(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
     match store.get(path).await {
         Ok(r) => Ok(r.bytes().await?),
         Err(object_store::Error::NotFound { .. }) => Err(Error::Tampered(format!(

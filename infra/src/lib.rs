@@ -1,22 +1,18 @@
-//! Real infrastructure, started in-process or as child processes: what
-//! `viewcount up` runs on embedded defaults and what every integration test
-//! stands on. Nothing here is a fake.
+//! Real infrastructure that services and `viewcount up` run on, started
+//! in-process or as child processes. Nothing here is a fake; the fixtures
+//! only tests use (a Kafka per test, a Redis Cluster, an S3 server) are the
+//! `testkit` crate, built on this one.
 //!
-//! - [`kafka::EmbeddedKafka`]: librdkafka's mock cluster, a real Kafka-protocol
-//!   broker on a loopback port, owned by a thread of its own (the mock handle is
-//!   not `Send`), with fault injection (brokers down/up).
+//! - [`kafka`]: librdkafka's mock cluster ([`kafka::EmbeddedKafka`], a real
+//!   Kafka-protocol broker on a loopback port, owned by a thread of its own
+//!   since the mock handle is not `Send`, with fault injection), the
+//!   consumer configuration and record headers speed and archive share, the
+//!   class of a Kafka error, and reading a topic's ends and records.
 //! - [`redis::RedisServer`]: a child `redis-server` on a free port with a
 //!   temporary directory, stopped on drop.
-//! - [`s3::S3Server`]: a child S3-compatible server (`moto`) on a free port
-//!   with one bucket, stopped on drop.
-//! - [`test`]: what tests share: a Kafka that is the external broker named by
-//!   `VIEWCOUNT_TEST_KAFKA` when set and an embedded one otherwise, and unique
-//!   topic names so tests run in parallel.
 
 pub mod kafka;
 pub mod redis;
-pub mod s3;
-pub mod test;
 
 /// Errors starting or driving infrastructure.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +31,6 @@ pub enum Error {
     /// `redis-server` did not come up.
     #[error("redis-server did not start: {0}")]
     RedisStart(String),
-    /// The S3 server did not come up.
-    #[error("S3 server (moto) did not start: {0}")]
-    S3Start(String),
     /// Any other I/O failure.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

@@ -261,10 +261,6 @@ pub struct GenEvent {
     pub label: Label,
 }
 
-pub(crate) const DEVICES: [&str; 5] = ["web", "mobile", "tv", "console", "other"];
-pub(crate) const COUNTRIES: [&str; 8] = ["US", "GB", "DE", "FR", "IN", "BR", "JP", "NG"];
-pub(crate) const QUALITIES: [&str; 4] = ["360p", "720p", "1080p", "2160p"];
-pub(crate) const ORGANIC_REFERRER: &str = "https://example.com/feed";
 /// How many recent valid events a duplicate may copy.
 const RECENT: usize = 4096;
 
@@ -324,7 +320,7 @@ impl Generator {
 
     /// The video id for a popularity rank (1 = most popular).
     pub fn video_id(rank: u32) -> String {
-        format!("v{rank:05}")
+        crate::vocab::video_id(rank)
     }
 
     /// The on-time `occurred_at` of the next event.

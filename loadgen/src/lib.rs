@@ -20,6 +20,7 @@ mod generator;
 mod patterns;
 mod send;
 mod truth;
+mod vocab;
 
 pub use catalog::{CatalogConfig, CatalogRow, catalog};
 pub use generator::{GenConfig, GenEvent, Generator, InvalidKind, Kind};

@@ -17,7 +17,7 @@ use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-use crate::generator::{COUNTRIES, DEVICES, ORGANIC_REFERRER, QUALITIES};
+use crate::vocab::{COUNTRIES, DEVICES, ORGANIC_REFERRER, QUALITIES, video_id};
 use crate::{Error, Result};
 
 /// What produced an event.
@@ -512,7 +512,7 @@ pub(crate) fn episode(mix: &Mix, label: Label, d: &mut Draw<'_>) -> Vec<Value> {
                     for k in 0..mix.farm_views_per_bot {
                         views.push(View {
                             user: user.clone(),
-                            video: crate::Generator::video_id(v),
+                            video: video_id(v),
                             at: d.within(t0, span),
                             watch: watch + d.rng.random_range(0..3u32),
                             eligible: true,
@@ -572,7 +572,7 @@ pub(crate) fn episode(mix: &Mix, label: Label, d: &mut Draw<'_>) -> Vec<Value> {
         Label::Fans => {
             let span = minutes(mix.fan_minutes);
             let t0 = d.window(span);
-            let video = crate::Generator::video_id(d.rng.random_range(1..=d.videos.min(3)));
+            let video = video_id(d.rng.random_range(1..=d.videos.min(3)));
             for _ in 0..mix.fan_views {
                 let user = d.user();
                 let watch = (d.watch)(d.rng);
@@ -677,7 +677,7 @@ mod tests {
         let end = start + Duration::hours(6);
         let mut d = Draw {
             rng: &mut rng,
-            video: &mut |r: &mut ChaCha8Rng| crate::Generator::video_id(zipf.sample(r) as u32),
+            video: &mut |r: &mut ChaCha8Rng| video_id(zipf.sample(r) as u32),
             watch: &mut |r: &mut ChaCha8Rng| Distribution::<f64>::sample(&exp, r).round() as u32,
             users: 1_000,
             videos: 100,

@@ -12,8 +12,10 @@
 //!   [`fraud::FraudRule`] and the reference [`fraud::decide`].
 //! - [`time`]: timestamps in canonical form (UTC, µs, RFC 3339), shared by
 //!   the event types and validation.
-//! - [`archive`]: the Arrow schema of the raw archive and conversions between
-//!   events and record batches.
+//! - [`archive`] (cargo feature `arrow`): the Arrow schema of the raw
+//!   archive and conversions between events and record batches. Only the
+//!   crates that read or write the archive turn it on, so the others (ingest,
+//!   the speed layer, the generator, the fuzzer) build without Arrow.
 //! - [`class`]: [`ErrorClass`], how callers treat a failure (input,
 //!   unavailable, corrupt, bug); every crate's error maps to one.
 //! - [`dedup`]: the dedup rule once: the payload fingerprint (XXH3 over a
@@ -24,6 +26,7 @@
 //! `view_event.schema.json` beside this crate is the same contract as a JSON
 //! Schema document for client developers; a test keeps the two in agreement.
 
+#[cfg(feature = "arrow")]
 pub mod archive;
 pub mod class;
 mod country;
@@ -36,6 +39,7 @@ pub mod trace;
 pub mod validate;
 pub mod wire;
 
+#[cfg(feature = "arrow")]
 pub use archive::{ArchivedEvent, raw_schema};
 pub use class::ErrorClass;
 pub use event::{Device, ReceivedEvent, ViewEvent};
@@ -49,6 +53,7 @@ pub enum Error {
     #[error("record batch does not match the raw archive schema: {0}")]
     ArchiveSchema(String),
     /// Arrow refused to build a batch.
+    #[cfg(feature = "arrow")]
     #[error("arrow error: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     /// A Kafka payload was not a JSON object with a valid `received_at`.

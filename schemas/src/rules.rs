@@ -20,75 +20,112 @@ pub const RULES_VERSION: u32 = 2;
 
 /// Every configurable parameter of validation and counting, in one place.
 ///
-/// Ingest, speed, archive and batch all take this one value (the binary's
-/// flags build it once, with the same names and `VIEWCOUNT_*` variables for
-/// every command), so no configuration can make one layer accept what another
-/// rejects. Ingest stamps the acceptance limits it used on every Kafka record
-/// ([`LIMITS_HEADER`]); a consumer whose limits are narrower refuses to run
-/// rather than drop accepted views ([`RuleSet::check_limits_header`]). Batch
-/// manifests record the whole set and the run id hashes it.
+/// Ingest, speed, archive and batch all take this one value (with the `cli`
+/// feature it is also the binary's flags, with the same names and
+/// `VIEWCOUNT_*` variables for every command: its doc comments are their
+/// help), so no configuration can make one layer accept what another
+/// rejects. Ingest stamps the acceptance limits it used on every Kafka
+/// record ([`LIMITS_HEADER`]); a consumer whose limits are narrower refuses
+/// to run rather than drop accepted views ([`RuleSet::check_limits_header`]).
+/// Batch manifests record the whole set and the run id hashes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(deny_unknown_fields, default)]
 pub struct RuleSet {
-    /// `occurred_at` may be at most this many seconds after `received_at`.
+    /// Accept `occurred_at` up to this far after its receipt (a duration
+    /// like 5m). Every layer must run with the same value.
+    #[cfg_attr(feature = "cli", arg(id = "max_future", long = "max-future", env = "VIEWCOUNT_MAX_FUTURE", value_name = "DURATION", default_value = "5m", value_parser = parse_seconds))]
     pub max_future_seconds: u32,
-    /// `occurred_at` may be at most this many seconds before `received_at`
-    /// (the late-data horizon).
+    /// Accept `occurred_at` up to this far before its receipt: the
+    /// late-data horizon (a duration like 30d). Every layer must run with
+    /// the same value.
+    #[cfg_attr(feature = "cli", arg(id = "late_horizon", long = "late-horizon", env = "VIEWCOUNT_LATE_HORIZON", value_name = "DURATION", default_value = "30d", value_parser = parse_seconds))]
     pub late_horizon_seconds: u32,
-    /// A view is billable when revenue-eligible and watched at least this long.
+    /// A view is billable when revenue-eligible and watched at least this
+    /// many seconds.
+    #[cfg_attr(feature = "cli", arg(id = "billable_min_watch", long = "billable-min-watch", env = "VIEWCOUNT_BILLABLE_MIN_WATCH", value_name = "SECONDS", default_value_t = RuleSet::DEFAULT.billable_min_watch_seconds))]
     pub billable_min_watch_seconds: u32,
-    /// Batch only: at most this many billable views per (user, video, UTC day).
+    /// Batch rule `daily_cap`: at most this many billable views per user,
+    /// video and UTC day.
+    #[cfg_attr(feature = "cli", arg(id = "fraud_cap", long = "fraud-cap", env = "VIEWCOUNT_FRAUD_CAP", value_name = "VIEWS", default_value_t = RuleSet::DEFAULT.fraud_cap_per_user_video_day))]
     pub fraud_cap_per_user_video_day: u32,
-    /// Batch only (`impossible_watch`): a user's views in one UTC hour
-    /// reporting more watch seconds than this in all are filtered; 0 = off.
+    /// Batch rule `impossible_watch`: a user's views in one UTC hour that
+    /// report more watch seconds than this in all are filtered (0: off).
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(id = "impossible_watch", long = "impossible-watch", env = "VIEWCOUNT_IMPOSSIBLE_WATCH", value_name = "SECONDS", default_value_t = RuleSet::DEFAULT.impossible_watch_seconds))]
     pub impossible_watch_seconds: u32,
-    /// Batch only (`repeat_loop`): this many billable views of one video by
-    /// one user in one UTC hour are all filtered; 0 = off.
+    /// Batch rule `repeat_loop`: this many billable views of one video by
+    /// one user in one UTC hour are all filtered (0: off).
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(id = "repeat_loop_views", long = "repeat-loop-views", env = "VIEWCOUNT_REPEAT_LOOP_VIEWS", value_name = "VIEWS", default_value_t = RuleSet::DEFAULT.repeat_loop_views))]
     pub repeat_loop_views: u32,
-    /// Batch only (`bot_farm`): this many users viewing one video in one
-    /// UTC hour with one fingerprint are all filtered; 0 = off.
+    /// Batch rule `bot_farm`: this many users viewing one video in one UTC
+    /// hour with one device, country, referrer, quality and watch band are
+    /// all filtered (0: off).
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(id = "bot_farm_accounts", long = "bot-farm-accounts", env = "VIEWCOUNT_BOT_FARM_ACCOUNTS", value_name = "USERS", default_value_t = RuleSet::DEFAULT.bot_farm_accounts))]
     pub bot_farm_accounts: u32,
-    /// Batch only (`bot_farm`): the width of the watch-time bands the
-    /// fingerprint puts watch times in.
+    /// Batch rule `bot_farm`: the width in seconds of its watch bands.
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(id = "bot_farm_watch_band", long = "bot-farm-watch-band", env = "VIEWCOUNT_BOT_FARM_WATCH_BAND", value_name = "SECONDS", default_value_t = RuleSet::DEFAULT.bot_farm_watch_band_seconds))]
     pub bot_farm_watch_band_seconds: u32,
-    /// Batch only (`zero_engagement`): this many views of one video without
-    /// ad impressions and under the watch bound, within the window of each
-    /// other in one UTC hour, are all filtered; 0 = off.
+    /// Batch rule `zero_engagement`: this many views of one video with no
+    /// ad impression and under --zero-engagement-watch seconds, within
+    /// --zero-engagement-window of each other in one UTC hour, are all
+    /// filtered (0: off).
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(id = "zero_engagement_views", long = "zero-engagement-views", env = "VIEWCOUNT_ZERO_ENGAGEMENT_VIEWS", value_name = "VIEWS", default_value_t = RuleSet::DEFAULT.zero_engagement_views))]
     pub zero_engagement_views: u32,
-    /// Batch only (`zero_engagement`): views watched less than this many
-    /// seconds (and without ad impressions) are candidates.
+    /// Batch rule `zero_engagement`: the watch seconds below which a view
+    /// without ad impressions is a candidate.
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(id = "zero_engagement_watch", long = "zero-engagement-watch", env = "VIEWCOUNT_ZERO_ENGAGEMENT_WATCH", value_name = "SECONDS", default_value_t = RuleSet::DEFAULT.zero_engagement_watch_seconds))]
     pub zero_engagement_watch_seconds: u32,
-    /// Batch only (`zero_engagement`): how close, in seconds either side,
-    /// the burst's views must be to each view.
+    /// Batch rule `zero_engagement`: the burst's window, in seconds (how
+    /// close, either side, the burst's views must be to each view).
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(id = "zero_engagement_window", long = "zero-engagement-window", env = "VIEWCOUNT_ZERO_ENGAGEMENT_WINDOW", value_name = "SECONDS", default_value_t = RuleSet::DEFAULT.zero_engagement_window_seconds))]
     pub zero_engagement_window_seconds: u32,
+}
+
+/// A duration flag (`30d`, `5m`, `300s`, or bare seconds) as whole seconds.
+#[cfg(feature = "cli")]
+fn parse_seconds(s: &str) -> Result<u32, String> {
+    let d = match s.trim().parse::<u64>() {
+        Ok(secs) => std::time::Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(s.trim())
+            .map_err(|e| format!("{s:?} is not a duration like 30d, 5m or 300s: {e}"))?,
+    };
+    if d.subsec_nanos() != 0 {
+        return Err(format!("{s:?}: give whole seconds"));
+    }
+    u32::try_from(d.as_secs()).map_err(|_| format!("{s:?} is too long (at most 136 years)"))
 }
 
 /// The Kafka record header in which ingest states the acceptance limits it
 /// validated the record with: `late_horizon_seconds,max_future_seconds`.
 pub const LIMITS_HEADER: &str = "vc-limits";
 
+impl RuleSet {
+    /// The defaults, as a constant (the flags' defaults read them).
+    pub const DEFAULT: RuleSet = RuleSet {
+        max_future_seconds: 5 * 60,
+        late_horizon_seconds: 30 * 24 * 3600,
+        billable_min_watch_seconds: 30,
+        fraud_cap_per_user_video_day: 10,
+        impossible_watch_seconds: 4 * 3600,
+        repeat_loop_views: 5,
+        bot_farm_accounts: 10,
+        bot_farm_watch_band_seconds: 5,
+        zero_engagement_views: 20,
+        zero_engagement_watch_seconds: 35,
+        zero_engagement_window_seconds: 300,
+    };
+}
+
 impl Default for RuleSet {
     fn default() -> Self {
-        Self {
-            max_future_seconds: 5 * 60,
-            late_horizon_seconds: 30 * 24 * 3600,
-            billable_min_watch_seconds: 30,
-            fraud_cap_per_user_video_day: 10,
-            impossible_watch_seconds: 4 * 3600,
-            repeat_loop_views: 5,
-            bot_farm_accounts: 10,
-            bot_farm_watch_band_seconds: 5,
-            zero_engagement_views: 20,
-            zero_engagement_watch_seconds: 35,
-            zero_engagement_window_seconds: 300,
-        }
+        Self::DEFAULT
     }
 }
 
@@ -197,6 +234,42 @@ mod tests {
             ..RuleSet::default()
         };
         assert!(bad.check().unwrap_err().contains("--bot-farm-watch-band"));
+    }
+
+    /// The flags' defaults are the rule set's, and durations parse as
+    /// whole seconds.
+    #[cfg(feature = "cli")]
+    #[test]
+    fn the_flags_default_to_the_rule_set() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            rules: RuleSet,
+        }
+        let parse = |args: &[&str]| {
+            Flags::try_parse_from(std::iter::once("x").chain(args.iter().copied())).map(|f| f.rules)
+        };
+        assert_eq!(parse(&[]).unwrap(), RuleSet::default());
+        let r = parse(&[
+            "--late-horizon",
+            "60d",
+            "--max-future",
+            "600",
+            "--fraud-cap",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                r.late_horizon_seconds,
+                r.max_future_seconds,
+                r.fraud_cap_per_user_video_day
+            ),
+            (60 * 86_400, 600, 3)
+        );
+        assert!(parse(&["--late-horizon", "1.5s"]).is_err());
+        assert!(parse(&["--max-future", "soon"]).is_err());
     }
 
     #[test]

@@ -244,7 +244,7 @@ pub fn parse_event(value: &Value, ctx: &ValidationContext) -> Result<ViewEvent, 
 
 /// The fields the per-field rules look at, borrowed: what [`validate`] checks
 /// of a typed event, and what the batch layer checks of an archived row
-/// without building one (see [`crate::archive::RawColumns`]).
+/// without building one (`archive::RawColumns`, with the `arrow` feature).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fields<'a> {
     /// `video_id`.
@@ -452,13 +452,32 @@ fn check_event_id(s: &str) -> Result<Uuid, Violation> {
     }
 }
 
+/// The one id rule of video and creator ids (DESIGN §3, §6), as the regular
+/// expression the JSON Schema, the OpenAPI document and test generators
+/// state: [`is_id`] is the code that applies it.
+pub const ID_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
+
+/// Whether `s` is a video or creator id ([`ID_PATTERN`]: 1 to
+/// [`MAX_VIDEO_ID_CHARS`] characters of A-Z, a-z, 0-9, `_` or `-`).
+pub fn is_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_VIDEO_ID_CHARS
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// What [`is_id`] refuses, in words, for the field `field`.
+pub fn id_rule(field: &str, s: &str) -> String {
+    format!(
+        "{field} must be 1 to {MAX_VIDEO_ID_CHARS} characters of A-Z, a-z, 0-9, '_' or '-', got {:?}",
+        truncate_for_message(s)
+    )
+}
+
 /// The `video_id` rule alone (for other files that name videos, such as
 /// the catalog).
 pub fn check_video_id(s: &str) -> Result<(), Violation> {
-    let ok_chars = s
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if s.is_empty() || s.len() > MAX_VIDEO_ID_CHARS || !ok_chars {
+    if !is_id(s) {
         return Err(Violation::new(
             "video_id",
             Rule::Format,

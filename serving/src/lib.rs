@@ -16,14 +16,12 @@
 //!   answering.
 //! - [`tokens`]: bearer tokens (hashes only, compared in constant time),
 //!   roles and the creator scope.
-//! - [`api`]: the routes, authentication, per-token rate limits, live
-//!   streams and the OpenAPI document.
-//! - [`billing_api`]: statements and the ledger (finance; creators see
-//!   their own lines, each with a proof).
+//! - [`api`]: the routes by family (views, live streams, statements and
+//!   the ledger, the dashboard), authentication, per-token rate limits and
+//!   the OpenAPI document.
 //! - [`service`]: `viewcount serve`: all of it on one listener.
 
 pub mod api;
-pub mod billing_api;
 pub mod index;
 pub mod metrics;
 pub mod service;

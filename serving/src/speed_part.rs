@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use chrono::{DateTime, Utc};
-use speed::conn::{RedisClient, RedisConn};
-use speed::keys::KeySpace;
-use speed::read::VideosRead;
+use counters::conn::{RedisClient, RedisConn};
+use counters::keys::KeySpace;
+use counters::read::VideosRead;
 use tokio_util::sync::CancellationToken;
 
 /// Where and how to read the speed layer.
@@ -37,7 +37,7 @@ impl SpeedConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            prefix: speed::defaults::KEY_PREFIX.to_owned(),
+            prefix: counters::defaults::KEY_PREFIX.to_owned(),
             timeout: Self::DEFAULT_TIMEOUT,
         }
     }
@@ -66,7 +66,7 @@ pub struct SpeedSource {
 impl SpeedSource {
     /// A source that connects in the background ([`SpeedSource::run`]).
     pub fn new(config: SpeedConfig) -> Self {
-        let keys = KeySpace::new(config.prefix.clone(), speed::defaults::DEDUP_BUCKET_BITS);
+        let keys = KeySpace::new(config.prefix.clone(), counters::defaults::DEDUP_BUCKET_BITS);
         Self {
             config,
             keys,
@@ -99,7 +99,7 @@ impl SpeedSource {
             return Err("not connected".into());
         };
         let mut c = (*conn).clone();
-        let read = speed::read::stored_partitions(&mut c, &self.keys);
+        let read = counters::read::stored_partitions(&mut c, &self.keys);
         match tokio::time::timeout(self.config.timeout, read).await {
             Ok(Ok(Some(n))) => {
                 self.partitions.store(n, Ordering::Relaxed);
@@ -154,7 +154,7 @@ impl SpeedSource {
         }
         let mut c = (*conn).clone();
         let read =
-            speed::read::videos_once(&mut c, &self.keys, videos, from, to, partitions, viewers);
+            counters::read::videos_once(&mut c, &self.keys, videos, from, to, partitions, viewers);
         match tokio::time::timeout(self.config.timeout, read).await {
             Ok(Ok(r)) => SpeedRead::Ok(r),
             Ok(Err(e)) => SpeedRead::Unavailable(e.to_string()),

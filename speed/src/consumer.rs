@@ -21,10 +21,10 @@ use schemas::{ReceivedEvent, ValidationContext};
 use telemetry::ReadyFlag;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{Applied, PartitionBatch, Record, Retention, SCRIPT};
-use crate::conn::{RedisClient, RedisConn};
-use crate::keys::KeySpace;
 use crate::{Error, Metrics, Result, SpeedConfig};
+use counters::apply::{Applied, PartitionBatch, Record, Retention, SCRIPT};
+use counters::conn::{RedisClient, RedisConn};
+use counters::keys::KeySpace;
 
 /// Librdkafka callbacks: resume from Redis's offsets on assignment; lag metrics.
 struct SpeedContext {
@@ -178,7 +178,7 @@ impl Speed {
             .map_err(|e| Error::Config(format!("redis url {:?}: {e}", config.redis_url)))?;
         let redis = connect(
             &client,
-            crate::conn::script_timeout(config.batch_max),
+            counters::conn::script_timeout(config.batch_max),
             config.max_backoff,
             &metrics,
             &ready,
@@ -568,7 +568,8 @@ impl Speed {
     /// Runs one partition's script, retrying Redis errors with capped
     /// exponential backoff until it succeeds or shutdown. `None` on shutdown.
     async fn invoke(&self, partition: i32, call: &PartitionBatch) -> Option<Applied> {
-        let mut delays = crate::conn::backoff(Duration::from_millis(50), self.config.max_backoff);
+        let mut delays =
+            counters::conn::backoff(Duration::from_millis(50), self.config.max_backoff);
         loop {
             let started = Instant::now();
             let mut inv = self.script.prepare_invoke();
@@ -604,7 +605,8 @@ impl Speed {
     /// Produces poison records to the dead-letter topic and waits for acks,
     /// retrying until acknowledged or shutdown. False on shutdown.
     async fn dead_letter(&self, dead: &[(&OwnedMessage, &'static str, String)]) -> bool {
-        let mut delays = crate::conn::backoff(Duration::from_millis(50), self.config.max_backoff);
+        let mut delays =
+            counters::conn::backoff(Duration::from_millis(50), self.config.max_backoff);
         loop {
             let sends = dead.iter().map(|(m, code, reason)| {
                 let partition = m.partition();
@@ -722,11 +724,11 @@ async fn connect(
     ready: &ReadyFlag,
     cancel: &CancellationToken,
 ) -> Result<RedisConn> {
-    let mut delays = crate::conn::backoff(Duration::from_millis(100), max_backoff);
+    let mut delays = counters::conn::backoff(Duration::from_millis(100), max_backoff);
     loop {
         let backoff = delays.next().unwrap_or(max_backoff);
         match client
-            .connect(crate::conn::CONNECT_TIMEOUT, response, 6)
+            .connect(counters::conn::CONNECT_TIMEOUT, response, 6)
             .await
         {
             Ok(c) => return Ok(c),

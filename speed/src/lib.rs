@@ -1,20 +1,14 @@
 //! The speed layer: view counts in Redis within seconds, effectively once.
 //!
-//! - [`keys`]: the Redis key layout (hash-tagged per Kafka partition, so it
-//!   works on Redis Cluster), free of I/O.
-//! - [`apply`]: the one atomic Lua script per partition batch, and the pure
-//!   code that builds its arguments. Dedup by `event_id`, counter increments,
-//!   viewer HyperLogLogs and the partition's consumed offset change together
-//!   or not at all (DESIGN §5.2).
 //! - [`consumer`]: the Kafka consumer group: batches of up to N records or T
 //!   ms, re-validation with [`schemas::parse_event`], poison records to the
 //!   dead-letter topic, Redis outages waited out with backoff, resumption from
 //!   the offsets stored in Redis.
-//! - [`conn`]: Redis connections (one server, or a Redis Cluster from a
-//!   `redis+cluster://` URL) with timeouts sized for their work, and the one
-//!   backoff policy for outages.
-//! - [`read`]: reading the counters back (tests, reconcile, serving).
 //! - [`metrics`]: telemetry, one function per notable event.
+//!
+//! What it writes to Redis, and how (the key layout, the one atomic Lua
+//! script per partition batch, connections and reads), is the `counters`
+//! crate, which serving and reconcile read without Kafka.
 //!
 //! Why it is exact: a record is applied only by the script, which skips
 //! offsets below the partition's stored offset (replays, rebalance overlap),
@@ -22,38 +16,27 @@
 //! consumer rewinds), and counts an id only on its first `HSETNX` in the dedup
 //! window. Kafka commits are advisory, for lag tools.
 
-pub mod apply;
-pub mod conn;
 pub mod consumer;
-pub mod keys;
 pub mod metrics;
-pub mod read;
 
 use std::time::Duration;
 
 pub use consumer::run;
 pub use metrics::Metrics;
-pub use read::Counts;
 
 /// The defaults of [`SpeedConfig`], written once: the binary's flags take
-/// theirs from here.
+/// theirs from here (the key layout's from [`counters::defaults`]).
 pub mod defaults {
     use std::time::Duration;
 
+    pub use counters::defaults::{COUNTER_RETENTION, DEDUP_BUCKET_BITS, DEDUP_WINDOW, KEY_PREFIX};
+
     /// Consumer group.
     pub const GROUP: &str = "speed";
-    /// Prefix of every key.
-    pub const KEY_PREFIX: &str = "vc:";
-    /// `2^bits` dedup hashes per partition per day.
-    pub const DEDUP_BUCKET_BITS: u32 = 16;
     /// Most records per batch.
     pub const BATCH_MAX: usize = 20_000;
     /// Longest wait to fill a batch.
     pub const BATCH_WAIT: Duration = Duration::from_millis(20);
-    /// How long an event id is remembered after its receipt.
-    pub const DEDUP_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(48);
-    /// How long counters live after their day ends.
-    pub const COUNTER_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(35);
 }
 
 /// Speed-layer settings; defaults in [`SpeedConfig::new`] (from [`defaults`]).
@@ -161,6 +144,15 @@ impl Error {
             Error::Kafka(e) => infra::kafka::error_class(e),
             Error::Redis(_) => ErrorClass::Unavailable,
             Error::Stopped => ErrorClass::Unavailable,
+        }
+    }
+}
+
+impl From<counters::Error> for Error {
+    fn from(e: counters::Error) -> Self {
+        match e {
+            counters::Error::Redis(e) => Error::Redis(e),
+            counters::Error::BadInput(m) => Error::BadInput(m),
         }
     }
 }

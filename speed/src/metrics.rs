@@ -9,7 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::apply::Applied;
+use counters::apply::Applied;
 
 type Labels = Vec<(String, String)>;
 

@@ -5,7 +5,7 @@
 //!
 //! The file is CSV with the header `video_id,creator_id,title`: `video_id`
 //! as events carry it (1–64 of `A-Z a-z 0-9 _ -`), `creator_id`
-//! `^[A-Za-z0-9_-]{1,64}$`, `title` free text of at most 512 characters on
+//! the same id rule as a video id, `title` free text of at most 512 characters on
 //! one line (no control characters; quote it if it holds commas or quotes).
 //! A video appears once. A bad line is an error naming the line and the
 //! rule, and then nothing is imported.
@@ -28,8 +28,6 @@ use crate::{Error, Result, layout};
 
 /// The header line, exactly.
 pub const HEADER: [&str; 3] = ["video_id", "creator_id", "title"];
-/// Longest `creator_id`, in characters.
-pub const MAX_CREATOR_ID_CHARS: usize = 64;
 /// Longest `title`, in characters.
 pub const MAX_TITLE_CHARS: usize = 512;
 
@@ -203,20 +201,13 @@ pub fn to_csv<'a>(rows: impl IntoIterator<Item = [&'a str; 3]>) -> Vec<u8> {
     w.into_inner().unwrap_or_default()
 }
 
-/// Checks a creator id (DESIGN §6: `^[A-Za-z0-9_-]{1,64}$`); the error
-/// says the rule and shows the value (cut short).
+/// Checks a creator id (DESIGN §6: [`schemas::validate::ID_PATTERN`], the
+/// video ids' rule); the error says the rule and shows the value (cut short).
 pub fn check_creator_id(s: &str) -> std::result::Result<(), String> {
-    let ok = !s.is_empty()
-        && s.len() <= MAX_CREATOR_ID_CHARS
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
+    if schemas::validate::is_id(s) {
         Ok(())
     } else {
-        Err(format!(
-            "creator_id must be 1 to {MAX_CREATOR_ID_CHARS} characters of A-Z, a-z, 0-9, '_' or '-', got {:?}",
-            s.chars().take(80).collect::<String>()
-        ))
+        Err(schemas::validate::id_rule("creator_id", s))
     }
 }
 

@@ -6,6 +6,11 @@
 //! readiness as a [`ReadyFlag`] (flipped by the service as its dependencies come
 //! and go) or an async check (run on each `/readyz`). `viewcount up` builds one
 //! [`Ops`] for all services in the process, so one `/metrics` shows them all.
+//!
+//! [`process`]: this process's peak memory (and a child's) as the kernel
+//! counts it, which batch runs record and benchmarks measure.
+
+pub mod process;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -77,6 +77,7 @@ pub(crate) enum BatchCommand {
 }
 
 #[derive(Debug, clap::Args)]
+#[cfg_attr(not(feature = "ballista"), allow(dead_code))]
 pub(crate) struct SchedulerArgs {
     #[command(flatten)]
     store: StoreFlag,
@@ -94,6 +95,7 @@ pub(crate) struct SchedulerArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[cfg_attr(not(feature = "ballista"), allow(dead_code))]
 pub(crate) struct ExecutorArgs {
     #[command(flatten)]
     store: StoreFlag,
@@ -186,7 +188,7 @@ pub(crate) struct MemoryFlags {
 }
 
 impl MemoryFlags {
-    fn memory(&self) -> batch::memory::Memory {
+    pub(crate) fn memory(&self) -> batch::memory::Memory {
         batch::memory::Memory {
             limit: self
                 .memory_limit
@@ -218,12 +220,72 @@ impl ComputeFlags {
                 .context("--lateness is out of range")?,
             allow_incomplete: false,
             dry_run: false,
-            engine: self.engine,
-            ballista: self.ballista.clone(),
-            ballista_wait: self.ballista_wait.into(),
+            compute: self.compute()?,
             memory: self.memory.memory(),
         })
     }
+
+    /// The engine `--engine` names; the native one is `None`.
+    fn compute(&self) -> anyhow::Result<Option<Arc<dyn batch::run::Compute>>> {
+        if self.ballista.is_some() && self.engine != Engine::Ballista {
+            anyhow::bail!(
+                "--ballista is for --engine ballista, not --engine {}",
+                self.engine.as_str()
+            );
+        }
+        match self.engine {
+            Engine::Native => Ok(None),
+            Engine::Sql => sql_engine(),
+            Engine::Ballista => {
+                let url = self.ballista.as_deref().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--engine ballista needs the scheduler: --ballista df://HOST:PORT"
+                    )
+                })?;
+                ballista_engine(url, self.ballista_wait.into())
+            }
+        }
+    }
+}
+
+#[cfg(feature = "sql")]
+fn sql_engine() -> anyhow::Result<Option<Arc<dyn batch::run::Compute>>> {
+    Ok(Some(Arc::new(batch_sql::Sql)))
+}
+
+#[cfg(not(feature = "sql"))]
+fn sql_engine() -> anyhow::Result<Option<Arc<dyn batch::run::Compute>>> {
+    Err(not_built("--engine sql", "sql"))
+}
+
+#[cfg(feature = "ballista")]
+fn ballista_engine(
+    url: &str,
+    wait: std::time::Duration,
+) -> anyhow::Result<Option<Arc<dyn batch::run::Compute>>> {
+    Ok(Some(Arc::new(batch_cluster::Ballista::new(url, wait)?)))
+}
+
+#[cfg(not(feature = "ballista"))]
+fn ballista_engine(
+    _url: &str,
+    _wait: std::time::Duration,
+) -> anyhow::Result<Option<Arc<dyn batch::run::Compute>>> {
+    Err(not_built("--engine ballista", "ballista"))
+}
+
+/// What to do when this binary was built without an engine's cargo feature.
+#[cfg(not(all(feature = "sql", feature = "ballista")))]
+fn not_built(what: &str, feature: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{what} needs a viewcount built with the `{feature}` cargo feature (it links DataFusion{}, which the default build leaves out): \
+         cargo build --release -p viewcount --features {feature}",
+        if feature == "ballista" {
+            " and Ballista"
+        } else {
+            ""
+        }
+    )
 }
 
 #[derive(Debug, clap::Args)]
@@ -320,6 +382,7 @@ pub(crate) async fn batch(cmd: BatchCommand) -> anyhow::Result<()> {
 
 /// The host others reach a cluster process at: `--external-host`, else the
 /// host it binds, unless that is a wildcard address (which names no machine).
+#[cfg(feature = "ballista")]
 fn external_host(given: Option<String>, bind: &str, flag: &str) -> anyhow::Result<String> {
     match given {
         Some(host) => Ok(host),
@@ -335,28 +398,30 @@ fn external_host(given: Option<String>, bind: &str, flag: &str) -> anyhow::Resul
     }
 }
 
+#[cfg(feature = "ballista")]
 async fn scheduler(a: SchedulerArgs) -> anyhow::Result<()> {
     let store = store::open(&a.store.url())?;
-    let options = batch::cluster::SchedulerOptions {
+    let options = batch_cluster::SchedulerOptions {
         bind: a.bind,
         external_host: external_host(a.external_host, &a.bind.ip().to_string(), "--bind")?,
     };
     tracing::info!(bind = %a.bind, store = %a.store.url(), "ballista scheduler starting");
     tokio::select! {
-        result = batch::cluster::run_scheduler(options, store) => {
+        result = batch_cluster::run_scheduler(options, store) => {
             result.with_context(|| format!("the Ballista scheduler on {} stopped", a.bind))
         }
         () = crate::util::shutdown_signal() => Ok(()),
     }
 }
 
+#[cfg(feature = "ballista")]
 async fn executor(a: ExecutorArgs) -> anyhow::Result<()> {
     let store = store::open(&a.store.url())?;
-    let scheduler = batch::cluster::parse_scheduler_url(&a.scheduler)?;
+    let scheduler = batch_cluster::parse_scheduler_url(&a.scheduler)?;
     let work_dir = a.work_dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("viewcount-executor-{}", a.flight_port))
     });
-    let options = batch::cluster::ExecutorOptions {
+    let options = batch_cluster::ExecutorOptions {
         scheduler,
         external_host: external_host(a.external_host, &a.bind_host, "--bind-host")?,
         bind_host: a.bind_host,
@@ -369,9 +434,19 @@ async fn executor(a: ExecutorArgs) -> anyhow::Result<()> {
     tracing::info!(scheduler = %a.scheduler, store = %a.store.url(), flight_port = a.flight_port, "ballista executor starting");
     // The executor handles Ctrl-C and SIGTERM itself: it drains its tasks
     // and deregisters from the scheduler before returning.
-    batch::cluster::run_executor(options, store)
+    batch_cluster::run_executor(options, store)
         .await
         .with_context(|| format!("the Ballista executor of scheduler {} stopped", a.scheduler))
+}
+
+#[cfg(not(feature = "ballista"))]
+async fn scheduler(_a: SchedulerArgs) -> anyhow::Result<()> {
+    Err(not_built("`viewcount batch scheduler`", "ballista"))
+}
+
+#[cfg(not(feature = "ballista"))]
+async fn executor(_a: ExecutorArgs) -> anyhow::Result<()> {
+    Err(not_built("`viewcount batch executor`", "ballista"))
 }
 
 /// How many dirty hours a summary lists.
@@ -607,12 +682,12 @@ pub(crate) struct ReconcileArgs {
 /// Compares speed and batch; errors (exit 1) on any unexplained difference.
 pub(crate) async fn reconcile(a: ReconcileArgs) -> anyhow::Result<()> {
     let store = store::open(&a.store.url())?;
-    let mut conn = speed::conn::connect_reader(&a.redis_url)
+    let mut conn = counters::conn::connect_reader(&a.redis_url)
         .await
         .with_context(|| format!("connecting to redis at {}", a.redis_url))?;
     // The bucket bits do not matter for reading counters.
-    let keys = speed::keys::KeySpace::new(&a.redis_prefix, speed::defaults::DEDUP_BUCKET_BITS);
-    let speed_table: reconcile::SpeedTable = speed::read::all_counts(&mut conn, &keys)
+    let keys = counters::keys::KeySpace::new(&a.redis_prefix, speed::defaults::DEDUP_BUCKET_BITS);
+    let speed_table: reconcile::SpeedTable = counters::read::all_counts(&mut conn, &keys)
         .await?
         .into_iter()
         .filter(|((_, h), _)| *h >= a.range.from && *h < a.range.to)

@@ -7,7 +7,7 @@ use anyhow::Context;
 use billing::ledger::{self, Appended, Ledger, LogKey, Proven};
 use billing::statement::{self, Finalized, Period, ReportOptions};
 
-use crate::batch_cmd::StoreFlag;
+use crate::batch_cmd::{MemoryFlags, StoreFlag};
 
 /// Billing subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -95,6 +95,8 @@ pub(crate) struct ExplainArgs {
     all: bool,
     #[command(flatten)]
     store: StoreFlag,
+    #[command(flatten)]
+    memory: MemoryFlags,
 }
 
 #[derive(Debug, clap::Args)]
@@ -215,15 +217,16 @@ pub(crate) async fn billing(c: BillingCommand) -> anyhow::Result<()> {
         }
         BillingCommand::Explain(a) => {
             let store = store::open(&a.store.url())?;
-            let opts = billing::explain::ExplainOptions {
+            let opts = explain::ExplainOptions {
                 creator: a.creator,
                 period: Period::parse(&a.period)?,
                 video: a.video,
                 all: a.all,
+                memory: a.memory.memory(),
             };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            let e = billing::explain::explain(store, &opts, &mut out).await?;
+            let e = explain::explain(store, &opts, &mut out).await?;
             std::io::Write::flush(&mut out)?;
             eprintln!(
                 "explained ledger entry {}: {} lines, {} billable views, {} event ids found behind them{}",

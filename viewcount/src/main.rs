@@ -12,7 +12,7 @@ mod speed_cmd;
 mod status_cmd;
 mod token_cmd;
 mod up;
-mod up_billing;
+
 mod util;
 
 use clap::{Parser, Subcommand};

@@ -12,9 +12,9 @@ use std::time::Duration;
 use anyhow::Context;
 use batch::run::RunOptions;
 use chrono::{DateTime, Utc};
+use counters::keys::KeySpace;
 use object_store::ObjectStore;
 use serde::Serialize;
-use speed::keys::KeySpace;
 
 use crate::batch_cmd::StoreFlag;
 
@@ -150,14 +150,14 @@ pub(crate) async fn gather(s: &Sources<'_>) -> anyhow::Result<Status> {
     };
     let (speed, speed_offsets) = match s.redis {
         Some((url, keys)) => {
-            let mut conn = speed::conn::connect_reader(url)
+            let mut conn = counters::conn::connect_reader(url)
                 .await
                 .with_context(|| format!("connecting to redis at {url}"))?;
-            let n = speed::read::stored_partitions(&mut conn, keys)
+            let n = counters::read::stored_partitions(&mut conn, keys)
                 .await?
                 .unwrap_or(partitions);
-            let applied = speed::read::applied_at(&mut conn, keys, n).await?;
-            let offsets = speed::read::stored_offsets(&mut conn, keys, n).await?;
+            let applied = counters::read::applied_at(&mut conn, keys, n).await?;
+            let offsets = counters::read::stored_offsets(&mut conn, keys, n).await?;
             (
                 Some(SpeedStatus {
                     freshness_seconds: serving::speed_part::freshness(&applied, Utc::now()),

@@ -1,7 +1,5 @@
 //! Small helpers shared by the subcommands.
 
-use std::time::Duration;
-
 use schemas::RuleSet;
 
 /// Logs to stderr: readable lines on a terminal, one JSON object per line
@@ -51,53 +49,13 @@ pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// The one rule set (DESIGN §3, §4) as flags, shared by every command that
 /// validates or counts: `ingest`, `speed`, `archive`, `batch run` and `up`
 /// all take these same flags and variables, so one setting reaches every
-/// layer (`reconcile` uses the rule set the runs' manifests recorded). Defaults come from [`RuleSet::default`].
+/// layer (`reconcile` uses the rule set the runs' manifests recorded). The
+/// flags are [`RuleSet`]'s own (its `cli` feature): names, variables, help
+/// and defaults are written once, on its fields.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct RuleFlags {
-    /// Accept `occurred_at` up to this far before its receipt (the late-data
-    /// horizon). Every layer must run with the same value.
-    #[arg(long, env = "VIEWCOUNT_LATE_HORIZON", default_value_t = secs(RuleSet::default().late_horizon_seconds))]
-    pub(crate) late_horizon: humantime::Duration,
-    /// Accept `occurred_at` up to this far after its receipt.
-    #[arg(long, env = "VIEWCOUNT_MAX_FUTURE", default_value_t = secs(RuleSet::default().max_future_seconds))]
-    pub(crate) max_future: humantime::Duration,
-    /// A view is billable when revenue-eligible and watched at least this
-    /// many seconds.
-    #[arg(long, env = "VIEWCOUNT_BILLABLE_MIN_WATCH", default_value_t = RuleSet::default().billable_min_watch_seconds)]
-    pub(crate) billable_min_watch: u32,
-    /// Batch fraud cap: at most this many billable views per user, video and
-    /// UTC day.
-    #[arg(long, env = "VIEWCOUNT_FRAUD_CAP", default_value_t = RuleSet::default().fraud_cap_per_user_video_day)]
-    pub(crate) fraud_cap: u32,
-    /// Batch rule `impossible_watch`: a user's views in one UTC hour that
-    /// report more watch seconds than this in all are filtered (0: off).
-    #[arg(long, env = "VIEWCOUNT_IMPOSSIBLE_WATCH", default_value_t = RuleSet::default().impossible_watch_seconds)]
-    pub(crate) impossible_watch: u32,
-    /// Batch rule `repeat_loop`: this many billable views of one video by
-    /// one user in one UTC hour are all filtered (0: off).
-    #[arg(long, env = "VIEWCOUNT_REPEAT_LOOP_VIEWS", default_value_t = RuleSet::default().repeat_loop_views)]
-    pub(crate) repeat_loop_views: u32,
-    /// Batch rule `bot_farm`: this many users viewing one video in one UTC
-    /// hour with one device, country, referrer, quality and watch band are
-    /// all filtered (0: off).
-    #[arg(long, env = "VIEWCOUNT_BOT_FARM_ACCOUNTS", default_value_t = RuleSet::default().bot_farm_accounts)]
-    pub(crate) bot_farm_accounts: u32,
-    /// Batch rule `bot_farm`: the width in seconds of its watch bands.
-    #[arg(long, env = "VIEWCOUNT_BOT_FARM_WATCH_BAND", default_value_t = RuleSet::default().bot_farm_watch_band_seconds)]
-    pub(crate) bot_farm_watch_band: u32,
-    /// Batch rule `zero_engagement`: this many views of one video with no
-    /// ad impression and under --zero-engagement-watch seconds, within
-    /// --zero-engagement-window of each other in one UTC hour, are all
-    /// filtered (0: off).
-    #[arg(long, env = "VIEWCOUNT_ZERO_ENGAGEMENT_VIEWS", default_value_t = RuleSet::default().zero_engagement_views)]
-    pub(crate) zero_engagement_views: u32,
-    /// Batch rule `zero_engagement`: the watch seconds below which a view
-    /// without ad impressions is a candidate.
-    #[arg(long, env = "VIEWCOUNT_ZERO_ENGAGEMENT_WATCH", default_value_t = RuleSet::default().zero_engagement_watch_seconds)]
-    pub(crate) zero_engagement_watch: u32,
-    /// Batch rule `zero_engagement`: the burst's window, in seconds.
-    #[arg(long, env = "VIEWCOUNT_ZERO_ENGAGEMENT_WINDOW", default_value_t = RuleSet::default().zero_engagement_window_seconds)]
-    pub(crate) zero_engagement_window: u32,
+    #[command(flatten)]
+    rules: RuleSet,
 }
 
 /// `--dedup-window`'s default: the speed layer's.
@@ -114,36 +72,11 @@ pub(crate) fn dedup_window(d: humantime::Duration) -> anyhow::Result<chrono::Dur
         .map_err(|_| anyhow::anyhow!("--dedup-window {d} is out of range"))
 }
 
-fn secs(s: u32) -> humantime::Duration {
-    Duration::from_secs(s.into()).into()
-}
-
 impl RuleFlags {
-    /// The rule set these flags name.
+    /// The rule set these flags name, checked ([`RuleSet::check`]).
     pub(crate) fn rules(&self) -> anyhow::Result<RuleSet> {
-        let whole_seconds = |d: &humantime::Duration, flag: &str| -> anyhow::Result<u32> {
-            let d: Duration = (*d).into();
-            if d.subsec_nanos() != 0 {
-                anyhow::bail!("--{flag} {d:?}: give whole seconds");
-            }
-            u32::try_from(d.as_secs())
-                .map_err(|_| anyhow::anyhow!("--{flag} {d:?} is too long (at most 136 years)"))
-        };
-        let rules = RuleSet {
-            late_horizon_seconds: whole_seconds(&self.late_horizon, "late-horizon")?,
-            max_future_seconds: whole_seconds(&self.max_future, "max-future")?,
-            billable_min_watch_seconds: self.billable_min_watch,
-            fraud_cap_per_user_video_day: self.fraud_cap,
-            impossible_watch_seconds: self.impossible_watch,
-            repeat_loop_views: self.repeat_loop_views,
-            bot_farm_accounts: self.bot_farm_accounts,
-            bot_farm_watch_band_seconds: self.bot_farm_watch_band,
-            zero_engagement_views: self.zero_engagement_views,
-            zero_engagement_watch_seconds: self.zero_engagement_watch,
-            zero_engagement_window_seconds: self.zero_engagement_window,
-        };
-        rules.check().map_err(anyhow::Error::msg)?;
-        Ok(rules)
+        self.rules.check().map_err(anyhow::Error::msg)?;
+        Ok(self.rules)
     }
 }
 

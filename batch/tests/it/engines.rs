@@ -22,7 +22,7 @@ async fn run(store: Arc<dyn ObjectStore>, engine: Engine) -> RunReport {
     let (from, to) = days();
     let opts = RunOptions {
         allow_incomplete: true,
-        engine,
+        compute: crate::harness::compute(engine),
         ..RunOptions::new(from, to)
     };
     batch::run::run(store, &opts, &|_, _, _| {}).await.unwrap()
@@ -229,7 +229,7 @@ async fn native_and_sql_engines_agree_byte_for_byte_and_with_the_truth() {
     let got = store::views::load_views(store.as_ref(), &native.run_id)
         .await
         .unwrap();
-    infra::test::assert_same_map(&got, &expected(&truth), "batch output");
+    testkit::assert_same_map(&got, &expected(&truth), "batch output");
 }
 
 /// What the speed layer counts from these rows: each Kafka record once, in
@@ -386,7 +386,7 @@ async fn every_invalid_traffic_rule_is_the_same_in_both_engines_and_the_truth() 
     let got = store::views::load_views(store.as_ref(), &native.run_id)
         .await
         .unwrap();
-    infra::test::assert_same_map(&got, &expected(&truth), "batch output");
+    testkit::assert_same_map(&got, &expected(&truth), "batch output");
 
     // The filtered table, by rule, is the truth's attribution.
     let filtered = store::filtered::load_filtered(store.as_ref(), &native.run_id)
@@ -414,5 +414,74 @@ async fn every_invalid_traffic_rule_is_the_same_in_both_engines_and_the_truth() 
         by_rule.values().sum::<u64>(),
         native.rows.fraud_filtered,
         "the filtered table sums to fraud_filtered"
+    );
+
+    // The events behind the counts (billing explain's evidence): the native
+    // engine's list, in memory and spilling, is the SQL specification's,
+    // and adds up to the run's billable and filtered views of those videos.
+    let videos: Vec<String> = got
+        .keys()
+        .map(|(v, _)| v.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .take(40)
+        .collect();
+    let (from, to) = (native.from, native.to);
+    let evidence = |memory: batch::memory::Memory| {
+        let (store, inputs, videos) = (store.clone(), native.inputs.clone(), videos.clone());
+        async move {
+            batch::evidence::billable_events(
+                store,
+                &inputs,
+                &videos,
+                from,
+                to,
+                &native.rules,
+                &memory,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let in_memory = evidence(batch::memory::Memory::default()).await;
+    let spilling = evidence(batch::memory::Memory {
+        limit: batch::memory::MIN_LIMIT,
+        spill_dir: Some(spill.path().to_owned()),
+    })
+    .await;
+    let by_sql = batch_sql::sql::billable_events(
+        store.clone(),
+        &native.inputs,
+        &videos,
+        from,
+        to,
+        &native.rules,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        in_memory, by_sql,
+        "native evidence differs from the SQL specification's"
+    );
+    assert_eq!(
+        spilling, by_sql,
+        "spilled evidence differs from the SQL specification's"
+    );
+    let (mut billable, mut filtered) = (0u64, 0u64);
+    for ((v, _), c) in &got {
+        if videos.contains(v) {
+            billable += c[1];
+            filtered += c[2];
+        }
+    }
+    let caught = in_memory.iter().filter(|e| e.filtered_by.is_some()).count() as u64;
+    assert_eq!(
+        (in_memory.len() as u64 - caught, caught),
+        (billable, filtered),
+        "the evidence holds each billable and filtered view once"
+    );
+    assert!(
+        caught > 0 && billable > 0,
+        "{billable} billable, {caught} filtered"
     );
 }

@@ -87,7 +87,7 @@ async fn a_fixed_archive_gives_pinned_bytes_and_run_id() {
         write(store.as_ref(), &rows(), 0).await;
         let opts = RunOptions {
             allow_incomplete: true,
-            engine,
+            compute: crate::harness::compute(engine),
             rules: RuleSet::default(),
             ..RunOptions::new(at("2026-11-20T00:00:00Z"), at("2026-11-21T00:00:00Z"))
         };

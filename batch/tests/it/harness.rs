@@ -6,12 +6,12 @@ use std::time::Duration;
 use archive::{ArchiveConfig, ArchiveMetrics};
 use batch::run::{RunOptions, RunReport};
 use chrono::{DateTime, Utc};
-use infra::test::TestKafka;
 use ingest::{EventProducer, ProducerConfig};
 use loadgen::{GenConfig, Generator, Truth};
 use object_store::ObjectStore;
 use schemas::ReceivedEvent;
 use telemetry::ReadyFlag;
+use testkit::TestKafka;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -242,4 +242,14 @@ pub(crate) async fn filtered_by_rule(
         }
     }
     (all, of_video)
+}
+
+/// The engine `engine` names, as `RunOptions::compute` takes it: the native
+/// engine is `None`, the SQL specification `batch_sql::Sql`.
+pub(crate) fn compute(engine: batch::run::Engine) -> Option<Arc<dyn batch::run::Compute>> {
+    match engine {
+        batch::run::Engine::Native => None,
+        batch::run::Engine::Sql => Some(Arc::new(batch_sql::Sql)),
+        other => panic!("no {} engine in these tests", other.as_str()),
+    }
 }

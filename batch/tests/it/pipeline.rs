@@ -43,7 +43,7 @@ async fn batch_counts_equal_the_truth_with_duplicates_late_events_and_fraud() {
 
     let report = s.run_batch(&truth).await;
     let want = expected(&truth);
-    infra::test::assert_same_map(&s.views(&report).await, &want, "batch output");
+    testkit::assert_same_map(&s.views(&report).await, &want, "batch output");
     let fraud_total: u64 = want.values().map(|v| v[2]).sum();
     assert_eq!(report.manifest.rows.fraud_filtered, fraud_total);
     // (The generated traffic's own filtered views depend on where its
@@ -116,7 +116,7 @@ async fn archive_aborted_mid_stream_and_restarted_loses_nothing() {
     s.wait_archived().await;
     archive.stop().await;
     let report = s.run_batch(&truth).await;
-    infra::test::assert_same_map(&s.views(&report).await, &expected(&truth), "batch output");
+    testkit::assert_same_map(&s.views(&report).await, &expected(&truth), "batch output");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

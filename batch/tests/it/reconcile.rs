@@ -3,13 +3,13 @@
 use std::time::Duration;
 
 use chrono::{DurationRound, TimeDelta, Utc};
+use counters::keys::KeySpace;
 use infra::redis::RedisServer;
 use loadgen::Truth;
 use reconcile::{Cause, SpeedTable};
 use redis::AsyncCommands;
 use schemas::{ReceivedEvent, RuleSet, ValidationContext};
 use serde_json::json;
-use speed::keys::KeySpace;
 
 use crate::harness::{PARTITIONS, Setup};
 
@@ -31,8 +31,8 @@ fn event(
 }
 
 async fn speed_table(redis: &RedisServer, keys: &KeySpace) -> SpeedTable {
-    let mut conn = speed::conn::connect_reader(&redis.url()).await.unwrap();
-    speed::read::all_counts(&mut conn, keys)
+    let mut conn = counters::conn::connect_reader(&redis.url()).await.unwrap();
+    counters::read::all_counts(&mut conn, keys)
         .await
         .unwrap()
         .into_iter()
@@ -96,10 +96,10 @@ async fn speed_and_batch_reconcile_with_every_difference_explained() {
     s.wait_archived().await;
     archive.stop().await;
     let total: u64 = truth.accepted_events();
-    let mut conn = speed::conn::connect_reader(&redis.url()).await.unwrap();
+    let mut conn = counters::conn::connect_reader(&redis.url()).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let applied: i64 = speed::read::stored_offsets(&mut conn, &keys, PARTITIONS)
+        let applied: i64 = counters::read::stored_offsets(&mut conn, &keys, PARTITIONS)
             .await
             .unwrap()
             .into_iter()

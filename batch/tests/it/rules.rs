@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use counters::keys::KeySpace;
 use infra::redis::RedisServer;
 use loadgen::Truth;
 use schemas::{RuleSet, ValidationContext};
 use serde_json::{Value, json};
-use speed::keys::KeySpace;
 use tokio::sync::oneshot;
 
 use crate::harness::{PARTITIONS, Setup, expected};
@@ -226,9 +226,9 @@ async fn accepted_by_ingest_iff_counted_by_speed_iff_counted_by_batch_at_every_e
     // Speed: the same views, billable before the cap, watch seconds.
     let speed = start_speed(&s, &redis, rules);
     let keys = KeySpace::new("rules:", 16);
-    let mut conn = speed::conn::connect_reader(&redis.url()).await.unwrap();
+    let mut conn = counters::conn::connect_reader(&redis.url()).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while speed::read::stored_offsets(&mut conn, &keys, PARTITIONS)
+    while counters::read::stored_offsets(&mut conn, &keys, PARTITIONS)
         .await
         .unwrap()
         .into_iter()
@@ -244,7 +244,7 @@ async fn accepted_by_ingest_iff_counted_by_speed_iff_counted_by_batch_at_every_e
     }
     let _ = speed.stop.send(());
     speed.task.await.unwrap().unwrap();
-    let got: BTreeMap<_, _> = speed::read::all_counts(&mut conn, &keys)
+    let got: BTreeMap<_, _> = counters::read::all_counts(&mut conn, &keys)
         .await
         .unwrap()
         .into_iter()
@@ -254,7 +254,7 @@ async fn accepted_by_ingest_iff_counted_by_speed_iff_counted_by_batch_at_every_e
         .iter()
         .map(|(k, c)| (k.clone(), [c[0], c[1] + c[2], c[3]]))
         .collect();
-    infra::test::assert_same_map(&got, &want_speed, "speed counts");
+    testkit::assert_same_map(&got, &want_speed, "speed counts");
 
     // Archive and batch, under the same rules.
     let archive = s.archive_with("archive", rules);
@@ -285,12 +285,12 @@ async fn accepted_by_ingest_iff_counted_by_speed_iff_counted_by_batch_at_every_e
         report.manifest.rules, rules,
         "the manifest records the rule set"
     );
-    infra::test::assert_same_map(&s.views(&report).await, &want, "batch views");
+    testkit::assert_same_map(&s.views(&report).await, &want, "batch views");
     // The SQL engine (the rules as SQL) honours the same rule set.
     let sql = batch::run::run(
         s.store.clone(),
         &batch::run::RunOptions {
-            engine: batch::run::Engine::Sql,
+            compute: crate::harness::compute(batch::run::Engine::Sql),
             ..opts.clone()
         },
         &|_, _, _| {},
@@ -334,10 +334,10 @@ async fn consumers_with_narrower_limits_than_ingest_stop_instead_of_dropping_vie
     );
     assert!(err.to_string().contains("--late-horizon"), "{err}");
     drop(speed.stop);
-    let mut conn = speed::conn::connect_reader(&redis.url()).await.unwrap();
+    let mut conn = counters::conn::connect_reader(&redis.url()).await.unwrap();
     let keys = KeySpace::new("rules:", 16);
     assert!(
-        speed::read::all_counts(&mut conn, &keys)
+        counters::read::all_counts(&mut conn, &keys)
             .await
             .unwrap()
             .is_empty(),

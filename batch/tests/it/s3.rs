@@ -8,11 +8,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::TryStreamExt;
-use infra::s3::S3Server;
 use loadgen::Truth;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use schemas::RuleSet;
+use testkit::s3::S3Server;
 
 use crate::harness::{Setup, expected};
 
@@ -190,7 +190,7 @@ async fn archive_and_the_scheduled_batch_run_on_s3() {
     }
     let mut want = expected(&truth);
     want.retain(|(_, h), _| *h < w);
-    infra::test::assert_same_map(&got, &want, "batch on S3");
+    testkit::assert_same_map(&got, &want, "batch on S3");
     // A rerun finds nothing to do, and a repeated run writes the same bytes.
     let again = batch::dirty::plan(s.store.as_ref(), &opts).await.unwrap();
     assert!(again.dirty.is_empty(), "{again:#?}");

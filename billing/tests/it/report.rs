@@ -411,13 +411,14 @@ async fn explain_lists_exactly_the_billable_events_of_each_line() {
     let mut filtered_total = 0u64;
     for creator in &creators {
         let mut out = Vec::new();
-        let e = billing::explain::explain(
+        let e = explain::explain(
             w.store.clone(),
-            &billing::explain::ExplainOptions {
+            &explain::ExplainOptions {
                 creator: creator.clone(),
                 period: Period::parse("2026-10").unwrap(),
                 video: None,
                 all: true,
+                memory: Default::default(),
             },
             &mut out,
         )
@@ -482,13 +483,14 @@ async fn explain_lists_exactly_the_billable_events_of_each_line() {
     // Without --all: a sample, the same totals.
     let creator = creators.iter().next().unwrap();
     let mut out = Vec::new();
-    let e = billing::explain::explain(
+    let e = explain::explain(
         w.store.clone(),
-        &billing::explain::ExplainOptions {
+        &explain::ExplainOptions {
             creator: creator.clone(),
             period: Period::parse("2026-10").unwrap(),
             video: None,
             all: false,
+            memory: Default::default(),
         },
         &mut out,
     )
@@ -499,13 +501,14 @@ async fn explain_lists_exactly_the_billable_events_of_each_line() {
         .matches("\"record\":\"event\"")
         .count() as u64;
     assert!(listed <= e.events && listed > 0);
-    let err = billing::explain::explain(
+    let err = explain::explain(
         w.store.clone(),
-        &billing::explain::ExplainOptions {
+        &explain::ExplainOptions {
             creator: "nobody".into(),
             period: Period::parse("2026-10").unwrap(),
             video: None,
             all: false,
+            memory: Default::default(),
         },
         &mut Vec::new(),
     )
@@ -534,13 +537,14 @@ async fn explain_lists_exactly_the_billable_events_of_each_line() {
     store::layout::put(w.store.as_ref(), &Path::from(victim.as_str()), bytes.into())
         .await
         .unwrap();
-    let err = billing::explain::explain(
+    let err = explain::explain(
         w.store.clone(),
-        &billing::explain::ExplainOptions {
+        &explain::ExplainOptions {
             creator: creator.clone(),
             period: Period::parse("2026-10").unwrap(),
             video: None,
             all: false,
+            memory: Default::default(),
         },
         &mut Vec::new(),
     )

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use infra::test::TestKafka;
 use serde_json::json;
+use testkit::TestKafka;
 
 use crate::harness::{Ingest, event};
 

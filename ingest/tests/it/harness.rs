@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use infra::kafka::{KafkaRecord, read_topic};
-use infra::test::TestKafka;
 use ingest::{EventProducer, IngestConfig, ProducerConfig};
 use schemas::{ReceivedEvent, ValidationContext};
 use serde_json::{Value, json};
+use testkit::TestKafka;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

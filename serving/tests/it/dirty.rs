@@ -28,8 +28,10 @@ async fn owners(w: &World) -> BTreeMap<DateTime<Utc>, String> {
 }
 
 async fn reconcile(w: &World, from: DateTime<Utc>, to: DateTime<Utc>) -> reconcile::Report {
-    let mut conn = speed::conn::connect_reader(&w.redis.url()).await.unwrap();
-    let speed: reconcile::SpeedTable = speed::read::all_counts(&mut conn, &w.keys())
+    let mut conn = counters::conn::connect_reader(&w.redis.url())
+        .await
+        .unwrap();
+    let speed: reconcile::SpeedTable = counters::read::all_counts(&mut conn, &w.keys())
         .await
         .unwrap()
         .into_iter()

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use archive::{ArchiveConfig, ArchiveMetrics};
 use chrono::{DateTime, TimeDelta, Utc};
+use counters::keys::KeySpace;
 use infra::redis::RedisServer;
-use infra::test::{TestKafka, unique_name};
 use ingest::{EventProducer, ProducerConfig};
 use loadgen::{GenConfig, Generator, Truth};
 use object_store::ObjectStore;
@@ -18,8 +18,8 @@ use serving::source::TokensFile;
 use serving::speed_part::SpeedConfig;
 use serving::tokens::{Role, new_token};
 use serving::{ServeOptions, Serving};
-use speed::keys::KeySpace;
 use telemetry::{OpsBuilder, ReadyFlag};
+use testkit::{TestKafka, unique_name};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) const PARTITIONS: i32 = 3;
@@ -244,13 +244,13 @@ impl World {
     /// Waits until the speed layer has applied every record of the topic.
     pub(crate) async fn wait_speed(&self) {
         let high = self.high().await;
-        let mut conn = speed::conn::connect_reader(&self.redis.url())
+        let mut conn = counters::conn::connect_reader(&self.redis.url())
             .await
             .unwrap();
         let keys = self.keys();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
         loop {
-            let stored = speed::read::stored_offsets(&mut conn, &keys, PARTITIONS)
+            let stored = counters::read::stored_offsets(&mut conn, &keys, PARTITIONS)
                 .await
                 .unwrap();
             if (0..PARTITIONS as usize).all(|p| stored[p].unwrap_or(0) >= high[p]) {

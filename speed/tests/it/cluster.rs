@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use infra::redis::RedisCluster;
-use speed::conn::key_slot;
+use counters::conn::key_slot;
+use testkit::redis::RedisCluster;
 
 use crate::harness::{PARTITIONS, Setup};
 
@@ -42,7 +42,7 @@ async fn a_master_killed_mid_stream_fails_over_and_counts_stay_exact() {
     let keys = s.keys();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let at_kill = loop {
-        let stored = speed::read::stored_offsets(&mut conn, &keys, 1)
+        let stored = counters::read::stored_offsets(&mut conn, &keys, 1)
             .await
             .unwrap();
         let p0 = stored[0].unwrap_or(0);
@@ -87,7 +87,7 @@ async fn a_master_killed_mid_stream_fails_over_and_counts_stay_exact() {
 
     // What serving reads: a video's hours in one pipeline (split by slot on
     // the cluster), equal to the full scan of every master.
-    let partitions = speed::read::stored_partitions(&mut conn, &keys)
+    let partitions = counters::read::stored_partitions(&mut conn, &keys)
         .await
         .unwrap()
         .expect("the speed layer records the partition count");
@@ -98,11 +98,11 @@ async fn a_master_killed_mid_stream_fails_over_and_counts_stay_exact() {
         *hours.iter().max().unwrap() + chrono::Duration::hours(1),
     );
     let videos = ["v00001", "v00002", "v00050"];
-    let read = speed::read::videos_once(&mut conn, &keys, &videos, from, to, partitions, true)
+    let read = counters::read::videos_once(&mut conn, &keys, &videos, from, to, partitions, true)
         .await
         .unwrap();
     for (v, got) in videos.iter().zip(&read.hours) {
-        let scanned: BTreeMap<DateTime<Utc>, speed::Counts> = all
+        let scanned: BTreeMap<DateTime<Utc>, counters::Counts> = all
             .iter()
             .filter(|((video, _), _)| video == v)
             .map(|((_, h), c)| (*h, *c))

@@ -34,7 +34,7 @@ async fn generated_stream_with_duplicates_and_late_events_is_counted_exactly() {
     // video's hours in the full scan, for ranges cutting through days.
     let mut conn = s.redis_conn().await;
     let keys = s.keys();
-    let partitions = speed::read::stored_partitions(&mut conn, &keys)
+    let partitions = counters::read::stored_partitions(&mut conn, &keys)
         .await
         .unwrap()
         .expect("the speed layer records the partition count");
@@ -51,10 +51,11 @@ async fn generated_stream_with_duplicates_and_late_events_is_counted_exactly() {
             ),
             (last, last + chrono::Duration::days(2)),
         ] {
-            let direct = speed::read::video_counts(&mut conn, &keys, video, from, to, partitions)
-                .await
-                .unwrap();
-            let scanned: std::collections::BTreeMap<DateTime<Utc>, speed::Counts> = all
+            let direct =
+                counters::read::video_counts(&mut conn, &keys, video, from, to, partitions)
+                    .await
+                    .unwrap();
+            let scanned: std::collections::BTreeMap<DateTime<Utc>, counters::Counts> = all
                 .iter()
                 .filter(|((v, h), _)| v == video && from <= *h && *h < to)
                 .map(|((_, h), c)| (*h, *c))
@@ -83,7 +84,7 @@ async fn generated_stream_with_duplicates_and_late_events_is_counted_exactly() {
         let slot = &mut newest[r.partition as usize];
         *slot = (*slot).max(Some(e.received_at));
     }
-    let applied = speed::read::applied_at(&mut conn, &keys, PARTITIONS)
+    let applied = counters::read::applied_at(&mut conn, &keys, PARTITIONS)
         .await
         .unwrap();
     let now = Utc::now();
@@ -96,10 +97,10 @@ async fn generated_stream_with_duplicates_and_late_events_is_counted_exactly() {
             "partition {p}: applied-at {at} must lie in [newest received {received}, now {now}]"
         );
     }
-    let err = speed::read::video_counts(&mut conn, &keys, "v1}:c:x", first, last, partitions)
+    let err = counters::read::video_counts(&mut conn, &keys, "v1}:c:x", first, last, partitions)
         .await
         .unwrap_err();
-    assert!(matches!(err, speed::Error::BadInput(_)), "{err}");
+    assert!(matches!(err, counters::Error::BadInput(_)), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,7 +191,7 @@ async fn idle_caught_up_partitions_report_their_counters_fresh() {
     let caught_up = chrono::Utc::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut conn = s.redis_conn().await;
-    let at = speed::read::applied_at(&mut conn, &s.keys(), PARTITIONS)
+    let at = counters::read::applied_at(&mut conn, &s.keys(), PARTITIONS)
         .await
         .unwrap();
     assert!(at.iter().any(Option::is_some), "{at:?}");

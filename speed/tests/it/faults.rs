@@ -107,7 +107,7 @@ async fn redis_losing_its_recent_writes_is_repaired_by_rewinding() {
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(infra::test::unique_name("redis-snapshot"));
+    let d = std::env::temp_dir().join(testkit::unique_name("redis-snapshot"));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -122,7 +122,7 @@ async fn readers_wait_for_redis_to_come_up() {
         .unwrap()
         .port();
     let url = format!("redis://127.0.0.1:{port}/");
-    let reader = tokio::spawn(async move { speed::conn::connect_reader(&url).await });
+    let reader = tokio::spawn(async move { counters::conn::connect_reader(&url).await });
     // Refused connections for a while: the reader keeps trying.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert!(!reader.is_finished(), "gave up while Redis was down");
@@ -136,8 +136,8 @@ async fn readers_wait_for_redis_to_come_up() {
         .expect("connects once Redis is up")
         .unwrap()
         .expect("a connection");
-    let keys = speed::keys::KeySpace::new("t:", 4);
-    let offsets = speed::read::stored_offsets(&mut conn, &keys, 2)
+    let keys = counters::keys::KeySpace::new("t:", 4);
+    let offsets = counters::read::stored_offsets(&mut conn, &keys, 2)
         .await
         .unwrap();
     assert_eq!(offsets, vec![None, None]);

@@ -5,15 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use counters::Counts;
+use counters::keys::KeySpace;
 use infra::redis::{RedisOptions, RedisServer};
-use infra::test::{TestKafka, unique_name};
 use ingest::{EventProducer, ProducerConfig};
 use loadgen::{GenConfig, Generator, Truth};
 use prometheus_client::registry::Registry;
 use schemas::RuleSet;
-use speed::keys::KeySpace;
-use speed::{Counts, SpeedConfig};
+use speed::SpeedConfig;
 use telemetry::ReadyFlag;
+use testkit::{TestKafka, unique_name};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -169,20 +170,20 @@ impl Setup {
         self.redis.as_mut().expect("a test with one Redis server")
     }
 
-    pub(crate) async fn redis_conn(&self) -> speed::conn::RedisConn {
-        speed::conn::connect_reader(&self.url).await.unwrap()
+    pub(crate) async fn redis_conn(&self) -> counters::conn::RedisConn {
+        counters::conn::connect_reader(&self.url).await.unwrap()
     }
 
     /// Sum of the offsets stored in Redis.
     pub(crate) async fn applied(&self) -> i64 {
-        let Ok(client) = speed::conn::RedisClient::open(&self.url) else {
+        let Ok(client) = counters::conn::RedisClient::open(&self.url) else {
             return -1;
         };
         let timeout = Duration::from_secs(2);
         let Ok(mut conn) = client.connect(timeout, timeout, 0).await else {
             return -1;
         };
-        match speed::read::stored_offsets(&mut conn, &self.keys(), PARTITIONS).await {
+        match counters::read::stored_offsets(&mut conn, &self.keys(), PARTITIONS).await {
             Ok(v) => v.into_iter().map(|o| o.unwrap_or(0)).sum(),
             Err(_) => -1,
         }
@@ -223,7 +224,7 @@ impl Setup {
 
     pub(crate) async fn counts(&self) -> BTreeMap<(String, DateTime<Utc>), Counts> {
         let mut conn = self.redis_conn().await;
-        speed::read::all_counts(&mut conn, &self.keys())
+        counters::read::all_counts(&mut conn, &self.keys())
             .await
             .unwrap()
     }
@@ -245,7 +246,7 @@ impl Setup {
                 )
             })
             .collect();
-        infra::test::assert_same_map(&got, &want, "Redis counters");
+        testkit::assert_same_map(&got, &want, "Redis counters");
         let total: u64 = got.values().map(|c| c.views).sum();
         assert_eq!(total, truth.views());
     }

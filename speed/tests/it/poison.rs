@@ -114,7 +114,7 @@ fn dlq_headers(bootstrap: &str, topic: &str) -> Vec<Vec<(String, String)>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", infra::test::unique_name("dlq"))
+        .set("group.id", testkit::unique_name("dlq"))
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();

@@ -3,10 +3,10 @@
 //! skipped while the offset moves past it.
 
 use chrono::{DateTime, Duration, Utc};
+use counters::apply::{Applied, PartitionBatch, Record, Retention, SCRIPT};
+use counters::keys::KeySpace;
 use infra::redis::RedisServer;
 use schemas::{ReceivedEvent, RuleSet};
-use speed::apply::{Applied, PartitionBatch, Record, Retention, SCRIPT};
-use speed::keys::KeySpace;
 
 fn rec(offset: i64) -> Record {
     let now: DateTime<Utc> = Utc::now();
@@ -24,7 +24,7 @@ fn rec(offset: i64) -> Record {
 }
 
 async fn apply(
-    conn: &mut speed::conn::RedisConn,
+    conn: &mut counters::conn::RedisConn,
     keys: &KeySpace,
     records: &[Record],
     span: (i64, i64),
@@ -50,7 +50,7 @@ async fn apply(
 #[tokio::test]
 async fn a_batch_past_the_stored_offset_is_a_gap_even_before_the_first_write() {
     let redis = RedisServer::start().expect("redis-server");
-    let mut conn = speed::conn::connect_reader(&redis.url()).await.unwrap();
+    let mut conn = counters::conn::connect_reader(&redis.url()).await.unwrap();
     let keys = KeySpace::new("t:", 8);
     // Nothing applied yet: a first batch that starts at 5 would skip 0..5.
     let late: Vec<Record> = (5..8).map(rec).collect();

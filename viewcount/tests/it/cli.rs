@@ -3,19 +3,15 @@
 //! token create`): exit codes, output and the files it leaves.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use crate::text;
 
 fn viewcount(args: &[&str], store: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_viewcount"))
-        .args(args)
-        .env("VIEWCOUNT_STORE", format!("file://{}", store.display()))
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("viewcount runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    crate::run(
+        args,
+        &[("VIEWCOUNT_STORE", format!("file://{}", store.display()))],
+    )
 }
 
 #[test]

@@ -1,13 +1,17 @@
 //! The batch on a Ballista cluster: `viewcount batch scheduler`, `viewcount
-//! batch executor`, and the client session `batch run --engine ballista`
-//! plans the SQL specification ([`crate::sql`]) in.
+//! batch executor`, and [`Ballista`], the [`batch::run::Compute`] that
+//! `batch run --engine ballista` plans the SQL specification (crate
+//! `batch-sql`) with.
 //!
 //! Every process of the cluster registers the rules' functions
-//! ([`crate::sql::register_functions`]; Ballista ships a plan's functions by
-//! name) and its own handle on the same store under
-//! [`crate::session::DATAFUSION_URL`], so a plan names files the same way
-//! wherever it runs: a `file://` store must be the same directory on every
-//! machine (a shared mount), an `s3://` store the same bucket and prefix.
+//! ([`batch_sql::functions::register_functions`]; Ballista ships a plan's
+//! functions by name) and its own handle on the same store under
+//! [`batch_sql::session::DATAFUSION_URL`], so a plan names files the same
+//! way wherever it runs: a `file://` store must be the same directory on
+//! every machine (a shared mount), an `s3://` store the same bucket and
+//! prefix.
+//!
+//! The binary links this crate only with its `ballista` cargo feature.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,13 +23,62 @@ use ballista_core::utils::default_session_builder;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
+use batch::memory::Memory;
+use batch::run::{Computed, Engine};
+use batch_sql::session::store_url;
+use chrono::{DateTime, Utc};
 use datafusion::execution::SessionState;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::future::BoxFuture;
 use object_store::ObjectStore;
+use schemas::{ErrorClass, RuleSet};
 
-use crate::session::store_url;
-use crate::{Error, Result};
+/// Errors of a cluster process or a run on the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting is unusable.
+    #[error("{0}")]
+    Input(String),
+    /// The cluster is not there, or failed.
+    #[error("{0}")]
+    Cluster(String),
+    /// DataFusion failed.
+    #[error("datafusion: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    /// The SQL engine failed.
+    #[error(transparent)]
+    Sql(#[from] batch_sql::Error),
+}
+
+impl Error {
+    /// What a caller can do about it.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Input(_) => ErrorClass::Input,
+            Error::Cluster(_) => ErrorClass::Unavailable,
+            Error::DataFusion(e) => batch_sql::datafusion_error_class(e),
+            Error::Sql(e) => e.class(),
+        }
+    }
+}
+
+impl From<Error> for batch::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Input(m) => batch::Error::Input(m),
+            Error::Sql(e) => e.into_batch(Engine::Ballista),
+            other => batch::Error::Engine {
+                engine: Engine::Ballista.as_str(),
+                class: other.class(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A scheduler's address in `batch run --ballista`: `df://HOST:PORT`.
 pub const URL_SCHEME: &str = "df://";
@@ -51,8 +104,8 @@ pub fn parse_scheduler_url(url: &str) -> Result<(String, u16)> {
 
 /// A client session on the scheduler at `url` (`df://HOST:PORT`) with
 /// `store`'s raw files at `paths` as the table `raw`: what
-/// [`crate::sql`] plans in for `--engine ballista`. Connects on the first
-/// query.
+/// [`batch_sql::sql`] plans in for `--engine ballista`. Connects on the
+/// first query.
 pub async fn remote_session<'a>(
     url: &str,
     store: Arc<dyn ObjectStore>,
@@ -62,27 +115,24 @@ pub async fn remote_session<'a>(
     // The functions are registered after the context exists: making it
     // replaces the state's function lists with Ballista's.
     let ctx = SessionContext::remote(url).await?;
-    crate::session::register_raw(&ctx, store, paths).await?;
+    batch_sql::session::register_raw(&ctx, store, paths).await?;
     Ok(ctx)
 }
 
 /// A failure of a run on the cluster at `url`, saying what to check when it
-/// is not the data's fault (a corrupt input stays [`Error::DataFusion`],
+/// is not the data's fault (a corrupt input stays a DataFusion error,
 /// classed by its cause).
 pub fn explain(url: &str, e: Error) -> Error {
-    match e {
-        Error::DataFusion(inner)
-            if !matches!(
-                crate::datafusion_error_class(&inner),
-                schemas::ErrorClass::Corrupt
-            ) =>
-        {
-            Error::Cluster(format!(
-                "the run on the scheduler at {url} failed: {inner}; check that `viewcount batch scheduler` listens there, that executors are registered with it (`viewcount batch executor --scheduler {url}`), and that every process opens the same --store"
-            ))
-        }
-        other => other,
+    let inner = match e {
+        Error::DataFusion(inner) | Error::Sql(batch_sql::Error::DataFusion(inner)) => inner,
+        other => return other,
+    };
+    if batch_sql::datafusion_error_class(&inner) == ErrorClass::Corrupt {
+        return Error::DataFusion(inner);
     }
+    Error::Cluster(format!(
+        "the run on the scheduler at {url} failed: {inner}; check that `viewcount batch scheduler` listens there, that executors are registered with it (`viewcount batch executor --scheduler {url}`), and that every process opens the same --store"
+    ))
 }
 
 /// How long a run waits, by default, for the cluster to run a first task.
@@ -109,11 +159,70 @@ pub async fn wait_ready(ctx: &SessionContext, url: &str, wait: std::time::Durati
 /// an executor's function registry.
 fn cluster_state(config: SessionConfig, store: &Arc<dyn ObjectStore>) -> Result<SessionState> {
     let mut state = default_session_builder(config)?;
-    crate::sql::register_functions(&mut state)?;
+    batch_sql::functions::register_functions(&mut state)?;
     state
         .runtime_env()
         .register_object_store(&store_url(), store.clone());
     Ok(state)
+}
+
+/// `batch run --engine ballista`: the SQL specification planned on the
+/// scheduler at `url`, which waits up to `wait` for the cluster to run a
+/// first task.
+#[derive(Debug, Clone)]
+pub struct Ballista {
+    url: String,
+    wait: std::time::Duration,
+}
+
+impl Ballista {
+    /// The cluster whose scheduler is at `url` (`df://HOST:PORT`, checked).
+    pub fn new(url: &str, wait: std::time::Duration) -> Result<Self> {
+        parse_scheduler_url(url)?;
+        Ok(Self {
+            url: url.to_owned(),
+            wait,
+        })
+    }
+}
+
+impl batch::run::Compute for Ballista {
+    fn engine(&self) -> Engine {
+        Engine::Ballista
+    }
+
+    fn check(&self, rules: &RuleSet) -> batch::Result<()> {
+        if rules.v2_rules_on() {
+            // Known limit: Ballista 55's executors overflowed their stacks
+            // on the rules v2 query (a join per rule, window frames), and
+            // with larger stacks the job never finished.
+            return Err(batch::Error::Input(
+                "--engine ballista counts with rules v1 only (the daily cap): the rules v2 query does not finish on Ballista 55 yet; \
+                 run --engine native or --engine sql, or turn the v2 rules off with \
+                 --impossible-watch 0 --repeat-loop-views 0 --zero-engagement-views 0 --bot-farm-accounts 0"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn compute<'a>(
+        &'a self,
+        store: Arc<dyn ObjectStore>,
+        paths: Vec<String>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        rules: &'a RuleSet,
+        _memory: &'a Memory,
+    ) -> BoxFuture<'a, batch::Result<Computed>> {
+        Box::pin(async move {
+            let ctx = remote_session(&self.url, store, paths.iter().map(String::as_str)).await?;
+            wait_ready(&ctx, &self.url, self.wait).await?;
+            batch_sql::sql::compute(&ctx, from, to, rules)
+                .await
+                .map_err(|e| explain(&self.url, e.into()).into())
+        })
+    }
 }
 
 /// What `viewcount batch scheduler` runs.

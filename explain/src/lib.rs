@@ -3,11 +3,12 @@
 //! Payout → the creator's statement lines → the per-hour batch rows of each
 //! line's video → the runs owning those hours (their manifests: rules, code,
 //! inputs) → the raw files of those hours → the event ids the rules counted
-//! as billable. The event ids are decided again by the counting rules as SQL
-//! ([`batch::sql::billable_events`]) over exactly the inputs each run
+//! as billable. The event ids are decided again by the native engine
+//! ([`batch::evidence::billable_events`]) over exactly the inputs each run
 //! recorded (each checked against the SHA-256 the run recorded), with the
-//! rules it recorded; the count per line must equal the line's billable
-//! views, and explain fails loudly if it does not. The billable views the
+//! rules it recorded, within `--memory-limit`; the count per line must
+//! equal the line's billable views, and explain fails loudly if it does
+//! not. The billable views the
 //! invalid-traffic rules removed ([`schemas::fraud`]) are listed too, each
 //! with the rule that removed it: what the creator was not paid for, and
 //! why.
@@ -19,7 +20,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -28,11 +28,12 @@ use object_store::path::Path;
 use rust_decimal::Decimal;
 use serde_json::json;
 
-use crate::ledger::{Kind, Ledger};
-use crate::money::format_cpm;
-use crate::rates::RateCard;
-use crate::statement::{Period, StatementManifest};
-use crate::{Error, Result};
+use batch::memory::Memory;
+use billing::ledger::{Kind, Ledger};
+use billing::money::format_cpm;
+use billing::rates::RateCard;
+use billing::statement::{LineKind, Period, StatementManifest, read_csv, read_recorded};
+pub use billing::{Error, Result};
 
 /// Event ids listed per line without `--all`.
 pub const SAMPLE: usize = 10;
@@ -48,6 +49,8 @@ pub struct ExplainOptions {
     pub video: Option<String>,
     /// Every event id, not a sample.
     pub all: bool,
+    /// Memory the re-decision may hold (it spills past it, as a run does).
+    pub memory: Memory,
 }
 
 /// What explain found.
@@ -88,13 +91,12 @@ pub async fn explain(
             "{label} has no statement in the ledger: run `viewcount billing report --period {label}` first"
         ))
     })?;
-    let dir = format!("statements/{}/{}", entry.period, entry.statement_id);
+    let dir = billing::statement::dir(&entry.period, &entry.statement_id);
     let manifest: StatementManifest =
-        store::layout::get_json(store.as_ref(), &Path::from(format!("{dir}/manifest.json")))
-            .await?
-            .ok_or_else(|| Error::Tampered(format!("{dir}/manifest.json is missing")))?;
-    let rates = RateCard::parse(&read(store.as_ref(), &format!("{dir}/rates.toml")).await?)?;
-    let csv = read(store.as_ref(), &format!("{dir}/statement.csv")).await?;
+        serde_json::from_slice(&read_recorded(store.as_ref(), entry, "manifest.json").await?)
+            .map_err(|e| Error::Tampered(format!("{dir}/manifest.json: {e}")))?;
+    let rates = RateCard::parse(&read_recorded(store.as_ref(), entry, "rates.toml").await?)?;
+    let (_, recorded) = read_csv(store.as_ref(), entry, "statement.csv").await?;
     emit(
         out,
         json!({"record": "statement", "statement_id": entry.statement_id, "period": label,
@@ -102,27 +104,29 @@ pub async fn explain(
                "finalized": log.finalized(&label).map(|f| f.seq), "directory": dir}),
     )?;
 
-    // The creator's lines.
-    let mut lines: Vec<(String, Decimal, i64, String, String)> = Vec::new();
-    let mut reader = csv::Reader::from_reader(csv.as_ref());
-    for row in reader.records() {
-        let row = row.map_err(|e| Error::Tampered(format!("{dir}/statement.csv: {e}")))?;
-        let f = |n: usize| row.get(n).unwrap_or_default().to_owned();
-        if f(0) != opts.creator || opts.video.as_ref().is_some_and(|v| *v != f(1)) {
+    // The creator's lines: (video, cpm, billable views, kind).
+    let mut lines: Vec<(String, Decimal, i64, LineKind)> = Vec::new();
+    for r in recorded {
+        let l = r.line;
+        if l.creator_id.as_deref() != Some(opts.creator.as_str())
+            || opts.video.as_ref().is_some_and(|v| *v != l.video_id)
+        {
             continue;
         }
-        let cpm = Decimal::from_str(&f(4))
-            .map_err(|_| Error::Tampered(format!("{dir}/statement.csv: bad cpm {:?}", f(4))))?;
-        let views = f(3)
-            .parse::<i64>()
-            .map_err(|_| Error::Tampered(format!("{dir}/statement.csv: bad billable_views")))?;
-        lines.push((f(1), cpm, views, f(7), f(8)));
+        let cpm = l.cpm.ok_or_else(|| {
+            Error::Tampered(format!(
+                "{dir}/statement.csv: the line of {} has no cpm",
+                l.video_id
+            ))
+        })?;
         emit(
             out,
-            json!({"record": "line", "creator_id": opts.creator, "video_id": f(1), "title": f(2),
-                   "billable_views": views, "cpm": f(4), "amount": f(5), "currency": f(6),
-                   "kind": f(7), "reference": f(8)}),
+            json!({"record": "line", "creator_id": opts.creator, "video_id": l.video_id, "title": l.title,
+                   "billable_views": l.billable_views, "cpm": format_cpm(cpm),
+                   "amount": l.amount.map(billing::money::format_amount), "currency": r.currency,
+                   "kind": l.kind.as_str(), "reference": l.reference}),
         )?;
+        lines.push((l.video_id, cpm, l.billable_views, l.kind));
     }
     if lines.is_empty() {
         return Err(Error::Input(format!(
@@ -137,7 +141,7 @@ pub async fn explain(
     }
     let videos: BTreeSet<String> = lines
         .iter()
-        .filter(|l| l.3 == "views")
+        .filter(|l| l.3 == LineKind::Views)
         .map(|l| l.0.clone())
         .collect();
 
@@ -194,31 +198,29 @@ pub async fn explain(
             }
         }
         // The events the run counted, decided again from its inputs — the
-        // very bytes it read: each input is checked against the manifest.
+        // very bytes it read: each input is checked against the manifest
+        // while it is read.
         let (Some(&from), Some(&last)) = (owned.first(), owned.last()) else {
             continue;
         };
-        for i in &m.inputs {
-            let bytes = read(store.as_ref(), &i.path).await?;
-            if store::layout::sha256(&bytes) != i.sha256 {
-                return Err(Error::Tampered(format!(
-                    "{} no longer has the SHA-256 run {run} recorded for it: the raw archive was changed after the run; \
-                     its counts cannot be traced to events until the batch reruns those hours",
-                    i.path
-                )));
-            }
-        }
         let videos: Vec<String> = videos.iter().cloned().collect();
-        let events = batch::sql::billable_events(
+        let events = batch::evidence::billable_events(
             store.clone(),
             &m.inputs,
             &videos,
             from,
             last + chrono::Duration::hours(1),
             &m.rules,
+            &opts.memory,
         )
         .await
-        .map_err(|e| Error::Input(format!("re-deciding the events of run {run}: {e}")))?;
+        .map_err(|e| match e.class() {
+            schemas::ErrorClass::Corrupt => Error::Tampered(format!(
+                "an input changed after the run {run} read it: {e}; \
+                 its counts cannot be traced to events until the batch reruns those hours"
+            )),
+            _ => Error::Input(format!("re-deciding the events of run {run}: {e}")),
+        })?;
         for e in events {
             let at = DateTime::<Utc>::from_timestamp_micros(e.occurred_at_us).unwrap_or_default();
             if !owned.contains(&schemas::rules::hour_bucket(at)) {
@@ -261,8 +263,8 @@ pub async fn explain(
         entry: entry.seq,
         ..Explained::default()
     };
-    for (video, cpm, views, kind, _) in &lines {
-        if kind != "views" {
+    for (video, cpm, views, kind) in &lines {
+        if *kind != LineKind::Views {
             continue;
         }
         let n = found.get(&(video.clone(), *cpm)).copied().unwrap_or(0);
@@ -279,8 +281,4 @@ pub async fn explain(
     explained.events = events_total;
     explained.filtered_events = filtered_total;
     Ok(explained)
-}
-
-async fn read(store: &dyn ObjectStore, path: &str) -> Result<bytes::Bytes> {
-    crate::statement::get(store, &Path::from(path)).await
 }

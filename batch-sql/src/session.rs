@@ -1,5 +1,5 @@
 //! DataFusion over the store: the raw files as a table, for the SQL engine
-//! (on this machine or on a Ballista cluster) and billing's evidence.
+//! (on this machine or on a Ballista cluster) and its evidence queries.
 
 use std::sync::Arc;
 
@@ -9,8 +9,8 @@ use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use object_store::ObjectStore;
 use object_store::path::Path;
 
-use crate::memory::Memory;
 use crate::{Error, Result};
+use batch::memory::Memory;
 
 /// The URL DataFusion reads the store under, in this process and in every
 /// process of a Ballista cluster (each registers its own handle on the same
@@ -47,8 +47,8 @@ pub async fn raw_session<'a>(
 
 /// Registers `store` under [`DATAFUSION_URL`], the raw files at `paths` as
 /// the table `raw` (the raw archive schema) and the rules' functions
-/// ([`crate::sql::register_functions`]) with `ctx`.
-pub(crate) async fn register_raw<'a>(
+/// ([`crate::functions::register_functions`]) with `ctx`.
+pub async fn register_raw<'a>(
     ctx: &SessionContext,
     store: Arc<dyn ObjectStore>,
     paths: impl IntoIterator<Item = &'a str>,
@@ -68,6 +68,6 @@ pub(crate) async fn register_raw<'a>(
         )
         .await?;
     ctx.register_table("raw", raw.into_view())?;
-    crate::sql::register_functions(&mut ctx.clone())?;
+    crate::functions::register_functions(&mut ctx.clone())?;
     Ok(())
 }

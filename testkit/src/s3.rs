@@ -10,7 +10,8 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::redis::{find_on_path, free_port};
+use infra::redis::{find_on_path, free_port};
+
 use crate::{Error, Result};
 
 /// A running S3 server with one bucket, killed on drop.

@@ -3,7 +3,7 @@
 //!
 //! The `redis` crate's defaults (1 s to connect, 500 ms per reply) suit small
 //! commands on an idle server. Our work is not that: the applier sends one
-//! Lua script per partition batch, up to [`crate::SpeedConfig::batch_max`]
+//! Lua script per partition batch, up to the speed layer's `--speed-batch`
 //! events, and a reader walks a whole keyspace with `SCAN`. On a loaded
 //! two-core machine a large script can take well over 500 ms, and a reply
 //! that times out is not a failed write (the script still runs to the end),

@@ -7,6 +7,8 @@
 
 use std::process::{Command, Output};
 
+use crate::text;
+
 fn up(args: &[&str], env: &[(String, String)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_viewcount"))
         .arg("up")
@@ -28,16 +30,8 @@ fn up(args: &[&str], env: &[(String, String)]) -> Output {
 }
 
 fn viewcount(args: &[&str], env: &[(String, String)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_viewcount"))
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("viewcount runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    crate::run(args, &env)
 }
 
 /// The demo's checks, as printed.
@@ -83,7 +77,7 @@ fn up_demo_checks_every_layer_on_a_local_store() {
 
 #[test]
 fn up_demo_runs_the_whole_product_on_s3() {
-    let s3 = infra::s3::S3Server::start("viewcount").expect("moto");
+    let s3 = testkit::s3::S3Server::start("viewcount").expect("moto");
     let env = s3.vars();
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("ledger.key");

@@ -6,22 +6,15 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+
+use crate::text;
 use std::time::{Duration, Instant};
 
-#[path = "../../batch/tests/it/hard_cases.rs"]
+#[path = "../../../batch/tests/it/hard_cases.rs"]
 mod hard_cases;
 
 fn viewcount(args: &[&str], store: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_viewcount"))
-        .args(args)
-        .env("VIEWCOUNT_STORE", store)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("viewcount runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    crate::run(args, &[("VIEWCOUNT_STORE", store.to_owned())])
 }
 
 /// A cluster process, killed when dropped; its log is a file.

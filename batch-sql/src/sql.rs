@@ -1,11 +1,11 @@
 //! The SQL engine: the counting rules as DataFusion SQL over the raw Parquet.
 //!
-//! The same semantics as the native engine ([`crate::count`]), written as
+//! The same semantics as the native engine (`batch::count`), written as
 //! the queries an analyst would write (and DuckDB or Spark would run over
 //! the same files). It is the executable specification: a test holds its
 //! output byte-identical to the native engine's, and a data engineer can
 //! cross-check any run with `batch run --engine sql`, or run it on a
-//! Ballista cluster with `--engine ballista` ([`crate::cluster`]).
+//! Ballista cluster with `--engine ballista` (crate `batch-cluster`).
 //!
 //! The whole run is one query: re-validate and fingerprint every raw row,
 //! keep each event id's first copy with a `GROUP BY` and `first_value(…
@@ -15,203 +15,29 @@
 //! of [`schemas::fraud`] catches (a `GROUP BY … HAVING` per rule, window
 //! counts for zero-engagement bursts) and join it in, and aggregate per
 //! video and hour with
-//! the viewer sketch as an aggregate function. The
-//! functions take the rule set as their last argument, a JSON literal, so
-//! they hold no state and a cluster's processes need only their names.
+//! the viewer sketch as an aggregate function ([`crate::functions`]).
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch, UInt64Array};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Int64Type;
 use chrono::{DateTime, Utc};
-use datafusion::common::ScalarValue;
-use datafusion::error::DataFusionError;
-use datafusion::execution::FunctionRegistry;
-use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, ColumnarValue, ScalarUDF, Volatility, create_udaf, create_udf,
-};
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use schemas::RuleSet;
-use schemas::archive::RawColumns;
-
-use crate::Result;
 use schemas::dedup::{SQL_COPY_ORDER, SQL_EVENT_KEY};
-use schemas::fraud::{FraudRule, value_hash};
+use schemas::fraud::FraudRule;
 use store::filtered::FilteredRow;
 use store::manifest::{Input, Rows};
-use store::sketch::Sketch;
 use store::views::{ViewRow, views_batch};
 
-/// A UDF over every raw column (in schema order) and the rule set (a JSON
-/// string literal), computing one value per row from [`RawColumns`].
-fn raw_udf(
-    name: &str,
-    out: DataType,
-    per_batch: impl Fn(&RawColumns<'_>, &RuleSet) -> ArrayRef + Send + Sync + 'static,
-) -> ScalarUDF {
-    let mut types: Vec<DataType> = schemas::raw_schema()
-        .fields()
-        .iter()
-        .map(|f| f.data_type().clone())
-        .collect();
-    types.push(DataType::Utf8);
-    let udf = name.to_owned();
-    create_udf(
-        name,
-        types,
-        out,
-        Volatility::Immutable,
-        Arc::new(move |args: &[ColumnarValue]| {
-            let Some((ColumnarValue::Scalar(ScalarValue::Utf8(Some(json))), columns)) =
-                args.split_last()
-            else {
-                return Err(DataFusionError::Plan(format!(
-                    "{udf}: the last argument must be the rule set as a JSON string literal"
-                )));
-            };
-            let rules: RuleSet = serde_json::from_str(json).map_err(|e| {
-                DataFusionError::Plan(format!("{udf}: the rule set {json} does not parse: {e}"))
-            })?;
-            let arrays = ColumnarValue::values_to_arrays(columns)?;
-            // Rebuild the batch under the raw schema, nullability relaxed to
-            // what the reader produced.
-            let fields: Vec<Field> = schemas::raw_schema()
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone().with_nullable(true))
-                .collect();
-            let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
-            let cols =
-                RawColumns::new(&batch).map_err(|e| DataFusionError::External(Box::new(e)))?;
-            Ok(ColumnarValue::Array(per_batch(&cols, &rules)))
-        }),
-    )
-}
+use batch::evidence::BillableEvent;
+use batch::memory::Memory;
+use batch::run::Computed;
 
-/// `vc_valid(raw columns, rules)`: the row passes re-validation under the
-/// rule set.
-pub fn valid_udf() -> ScalarUDF {
-    raw_udf("vc_valid", DataType::Boolean, |c, rules| {
-        Arc::new(c.verdicts(rules))
-    })
-}
-
-/// `vc_payload_fp(raw columns, rules)`: the payload fingerprint of
-/// [`schemas::dedup::Payload`]; null for rows invalid under the rule set.
-pub fn payload_fp_udf() -> ScalarUDF {
-    raw_udf("vc_payload_fp", DataType::UInt64, |c, rules| {
-        let mut scratch = Vec::with_capacity(256);
-        Arc::new(
-            (0..c.len())
-                .map(|i| {
-                    c.is_valid(i, rules)
-                        .then(|| c.payload(i).fingerprint_with(&mut scratch))
-                })
-                .collect::<UInt64Array>(),
-        )
-    })
-}
-
-/// `vc_print(raw columns, rules)`: a view's behavioural fingerprint
-/// ([`schemas::fraud::fingerprint`]), as the bot-farm rule groups views.
-pub fn print_udf() -> ScalarUDF {
-    raw_udf("vc_print", DataType::UInt64, |c, _| {
-        let mut scratch = Vec::with_capacity(64);
-        Arc::new(
-            (0..c.len())
-                .map(|i| c.print(i, &mut scratch))
-                .collect::<UInt64Array>(),
-        )
-    })
-}
-
-/// `vc_user_hash(user_id)`: the hash the invalid-traffic rules (and the
-/// viewer sketch) know users by ([`schemas::fraud::value_hash`]).
-pub fn user_hash_udf() -> ScalarUDF {
-    create_udf(
-        "vc_user_hash",
-        vec![DataType::Utf8],
-        DataType::UInt64,
-        Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let users = arrays[0].as_string::<i32>();
-            Ok(ColumnarValue::Array(Arc::new(
-                users
-                    .iter()
-                    .map(|u| u.map(|u| value_hash(u.as_bytes())))
-                    .collect::<UInt64Array>(),
-            )))
-        }),
-    )
-}
-
-/// `vc_sketch(user_id)`: the unique-viewer [`Sketch`] of a group, in its
-/// byte form (register-wise maximum, so partial sketches merge in any
-/// order to the same bytes).
-pub fn sketch_udaf() -> AggregateUDF {
-    create_udaf(
-        "vc_sketch",
-        vec![DataType::Utf8],
-        Arc::new(DataType::Binary),
-        Volatility::Immutable,
-        Arc::new(|_| Ok(Box::new(SketchAccumulator::default()))),
-        Arc::new(vec![DataType::Binary]),
-    )
-}
-
-#[derive(Debug, Default)]
-struct SketchAccumulator(Sketch);
-
-impl Accumulator for SketchAccumulator {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> datafusion::error::Result<()> {
-        let users = values[0].as_string::<i32>();
-        for user in users.iter().flatten() {
-            self.0.insert(user.as_bytes());
-        }
-        Ok(())
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> datafusion::error::Result<()> {
-        let sketches: &BinaryArray = states[0].as_binary::<i32>();
-        for bytes in sketches.iter().flatten() {
-            let other = Sketch::from_bytes(bytes).ok_or_else(|| {
-                DataFusionError::Internal("vc_sketch: a partial sketch does not parse".into())
-            })?;
-            self.0.merge(&other);
-        }
-        Ok(())
-    }
-
-    fn state(&mut self) -> datafusion::error::Result<Vec<ScalarValue>> {
-        Ok(vec![self.evaluate()?])
-    }
-
-    fn evaluate(&mut self) -> datafusion::error::Result<ScalarValue> {
-        Ok(ScalarValue::Binary(Some(self.0.to_bytes())))
-    }
-
-    fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.0.heap_bytes()
-    }
-}
-
-/// Registers the rules' functions ([`valid_udf`], [`payload_fp_udf`],
-/// [`print_udf`], [`user_hash_udf`], [`sketch_udaf`]) with a context, a session state or a cluster process's
-/// registry: every process that plans or runs the SQL needs them.
-pub fn register_functions(registry: &mut dyn FunctionRegistry) -> datafusion::error::Result<()> {
-    registry.register_udf(Arc::new(valid_udf()))?;
-    registry.register_udf(Arc::new(payload_fp_udf()))?;
-    registry.register_udf(Arc::new(print_udf()))?;
-    registry.register_udf(Arc::new(user_hash_udf()))?;
-    registry.register_udaf(Arc::new(sketch_udaf()))?;
-    Ok(())
-}
-
-/// The columns every UDF over raw rows takes, in schema order.
-pub const RAW_COLUMNS: &str = "event_id, video_id, user_id, session_id, occurred_at, watch_seconds, device, country, referrer, quality, revenue_eligible, ad_impressions, schema_version, received_at, kafka_partition, kafka_offset";
+use crate::functions::RAW_COLUMNS;
+use crate::{Error, Result};
 
 /// The rules as SQL common table expressions over the table `raw`, ending
 /// in `capped`: one row per event (its winning copy) with `billable` (0 or
@@ -378,20 +204,6 @@ fn counts_sql(rules: &RuleSet) -> String {
     )
 }
 
-/// A billable view as the rules decide it: which event, and which rule,
-/// if any, filtered it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BillableEvent {
-    /// The event id (lower case).
-    pub event_id: String,
-    /// The video.
-    pub video_id: String,
-    /// `occurred_at`, microseconds since the epoch.
-    pub occurred_at_us: i64,
-    /// The rule that filtered it (not paid), if one did.
-    pub filtered_by: Option<FraudRule>,
-}
-
 /// The billable views of `videos` occurring in `[from, to)` that a run over
 /// `inputs` with `rules` decides, each event once: the evidence behind a
 /// statement line. Sorted by video, occurred_at, event id.
@@ -409,7 +221,7 @@ pub async fn billable_events(
     let ctx = crate::session::raw_session(
         store,
         inputs.iter().map(|i| i.path.as_str()),
-        &crate::memory::Memory::default(),
+        &Memory::default(),
     )
     .await?;
     let list = videos
@@ -440,13 +252,13 @@ pub async fn billable_events(
                 None
             } else {
                 Some(FraudRule::from_name(rule.value(i)).ok_or_else(|| {
-                    crate::Error::Bug(format!("the rules SQL names no rule {:?}", rule.value(i)))
+                    Error::Bug(format!("the rules SQL names no rule {:?}", rule.value(i)))
                 })?)
             };
             out.push(BillableEvent {
-                event_id: id.value(i).to_owned(),
                 video_id: v.value(i).to_owned(),
                 occurred_at_us: t.value(i),
+                event_id: id.value(i).to_owned(),
                 filtered_by,
             });
         }
@@ -457,12 +269,12 @@ pub async fn billable_events(
 /// Counts hours `[from, to)` of `inputs` with `rules` in `ctx`, a session
 /// (local or on a cluster) with the inputs as the table `raw` and the
 /// rules' functions registered.
-pub(crate) async fn compute(
+pub async fn compute(
     ctx: &SessionContext,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     rules: &RuleSet,
-) -> Result<(RecordBatch, Vec<FilteredRow>, Rows)> {
+) -> Result<Computed> {
     let (from_us, to_us) = (from.timestamp_micros(), to.timestamp_micros());
     let mut rows = Rows::default();
     let mut out = Vec::new();
@@ -519,5 +331,9 @@ pub(crate) async fn compute(
     rows.invalid = rows.input - copies;
     rows.duplicates = copies - firsts;
     let views = views_batch(out.into_iter())?;
-    Ok((views, filtered, rows))
+    Ok(Computed {
+        views,
+        filtered,
+        rows,
+    })
 }

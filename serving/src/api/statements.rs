@@ -16,16 +16,18 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use billing::ledger::{Kind, Ledger, LineProof, Log};
+use billing::statement;
 use chrono::{DateTime, Utc};
-use object_store::ObjectStoreExt;
-use object_store::path::Path;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::api::{ApiError, ApiResult, App, Caller, ErrorBody, Params, PathParam, QueryMap};
+use super::app::App;
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::params::{Params, PathParam, QueryMap};
 use crate::tokens::Role;
 
-fn ledger_error(e: billing::Error) -> ApiError {
+pub(crate) fn ledger_error(e: billing::Error) -> ApiError {
     match e.class() {
         schemas::ErrorClass::Unavailable => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -41,27 +43,18 @@ fn ledger_error(e: billing::Error) -> ApiError {
     }
 }
 
-async fn read_log(app: &App) -> ApiResult<Log> {
+pub(crate) async fn read_log(app: &App) -> ApiResult<Log> {
     Ledger::new(app.store()).read().await.map_err(ledger_error)
 }
 
-/// A recorded object of the store (a statement file).
-async fn read_object(app: &App, path: String) -> ApiResult<axum::body::Bytes> {
-    let get = async {
-        let path = Path::from(path);
-        app.store().get(&path).await?.bytes().await
-    };
-    get.await.map_err(|err| ledger_error(err.into()))
-}
-
-fn finance_only(caller: &Caller) -> ApiResult<()> {
+pub(crate) fn finance_only(caller: &Caller) -> ApiResult<()> {
     match caller.0.role {
         Role::Finance | Role::Admin => Ok(()),
         Role::Creator => Err(ApiError::forbidden("the ledger (finance and admin only)")),
     }
 }
 
-fn text(content_type: &'static str, body: impl Into<axum::body::Body>) -> Response {
+pub(crate) fn text(content_type: &'static str, body: impl Into<axum::body::Body>) -> Response {
     let mut r = Response::new(body.into());
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -72,22 +65,22 @@ fn text(content_type: &'static str, body: impl Into<axum::body::Body>) -> Respon
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatementSummary {
     /// Its ledger entry.
-    ledger_entry: u64,
+    pub(crate) ledger_entry: u64,
     /// `YYYY-MM`.
-    period: String,
-    statement_id: String,
+    pub(crate) period: String,
+    pub(crate) statement_id: String,
     /// Issued before the period could be billed; never paid as is.
-    provisional: bool,
+    pub(crate) provisional: bool,
     /// The period was finalized with this statement.
     #[serde(rename = "final")]
-    is_final: bool,
+    pub(crate) is_final: bool,
     #[schema(value_type = String, format = DateTime)]
-    recorded_at: DateTime<Utc>,
-    currency: String,
+    pub(crate) recorded_at: DateTime<Utc>,
+    pub(crate) currency: String,
     /// The statement total (finance and admin only).
-    total: Option<String>,
+    pub(crate) total: Option<String>,
     /// Creators paid (finance and admin only).
-    creators: Option<u64>,
+    pub(crate) creators: Option<u64>,
 }
 
 /// Every statement in the ledger, oldest first.
@@ -134,35 +127,35 @@ pub(crate) async fn statements(
 /// A creator's lines of a statement, each provable alone.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatorStatement {
-    statement_id: String,
-    period: String,
-    provisional: bool,
+    pub(crate) statement_id: String,
+    pub(crate) period: String,
+    pub(crate) provisional: bool,
     #[serde(rename = "final")]
-    is_final: bool,
-    ledger_entry: u64,
-    currency: String,
-    creator_id: String,
+    pub(crate) is_final: bool,
+    pub(crate) ledger_entry: u64,
+    pub(crate) currency: String,
+    pub(crate) creator_id: String,
     /// Σ of the lines' amounts.
-    total: String,
-    lines: Vec<CreatorLine>,
+    pub(crate) total: String,
+    pub(crate) lines: Vec<CreatorLine>,
 }
 
 /// One line and its proof.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatorLine {
-    video_id: String,
-    title: String,
-    billable_views: i64,
-    cpm: String,
-    amount: String,
+    pub(crate) video_id: String,
+    pub(crate) title: String,
+    pub(crate) billable_views: i64,
+    pub(crate) cpm: String,
+    pub(crate) amount: String,
     /// `views` or `adjustment`.
-    kind: String,
+    pub(crate) kind: String,
     /// For an adjustment: the ledger entry it corrects.
-    reference: Option<u64>,
+    pub(crate) reference: Option<u64>,
     /// Check it offline: save it to a file and run
     /// `viewcount ledger check-proof FILE --pubkey log.pub`.
     #[schema(value_type = Object)]
-    proof: LineProof,
+    pub(crate) proof: LineProof,
 }
 
 /// A statement: finance and admin get all of it (JSON, or `?format=csv`);
@@ -215,19 +208,23 @@ pub(crate) async fn statement(
     let is_final = log
         .finalized(&e.period)
         .is_some_and(|f| f.references.first() == Some(&e.seq));
-    let dir = format!("statements/{}/{}", e.period, e.statement_id);
-    let read = |name: &str| read_object(&app, format!("{dir}/{name}"));
-    let statement_csv = read("statement.csv").await?;
+    let store = app.store();
     let creator = match caller.0.role {
         Role::Creator => caller.0.creator_id.clone().unwrap_or_default(),
         Role::Finance | Role::Admin => {
             if csv {
-                return Ok(text("text/csv; charset=utf-8", statement_csv));
+                let (bytes, _) = statement::read_csv(store.as_ref(), e, "statement.csv")
+                    .await
+                    .map_err(ledger_error)?;
+                return Ok(text("text/csv; charset=utf-8", bytes));
             }
-            let mut v: serde_json::Value = serde_json::from_slice(&read("statement.json").await?)
-                .map_err(|err| {
+            let json = statement::read_recorded(store.as_ref(), e, "statement.json")
+                .await
+                .map_err(ledger_error)?;
+            let mut v: serde_json::Value = serde_json::from_slice(&json).map_err(|err| {
                 ledger_error(billing::Error::Tampered(format!(
-                    "{dir}/statement.json: {err}"
+                    "{}: {err}",
+                    statement::file_of(e, "statement.json")
                 )))
             })?;
             v["ledger_entry"] = e.seq.into();
@@ -235,19 +232,15 @@ pub(crate) async fn statement(
             return Ok(axum::Json(v).into_response());
         }
     };
+    let (statement_csv, recorded) = statement::read_csv(store.as_ref(), e, "statement.csv")
+        .await
+        .map_err(ledger_error)?;
     let leaves = billing::ledger::line_leaves(&statement_csv);
-    let mine: Vec<(u64, csv::StringRecord)> = leaves
-        .iter()
+    let mine: Vec<(u64, statement::RecordedLine)> = recorded
+        .into_iter()
         .enumerate()
-        .filter_map(|(i, l)| {
-            let rec = csv::ReaderBuilder::new()
-                .has_headers(false)
-                .from_reader(*l)
-                .records()
-                .next()?
-                .ok()?;
-            (rec.get(0) == Some(creator.as_str())).then_some((i as u64, rec))
-        })
+        .filter(|(_, r)| r.line.creator_id.as_deref() == Some(creator.as_str()))
+        .map(|(i, r)| (i as u64, r))
         .collect();
     if csv {
         let mut out = statement_csv
@@ -268,21 +261,26 @@ pub(crate) async fn statement(
         .map_err(ledger_error)?;
     let mut lines = Vec::with_capacity(mine.len());
     let mut amounts = Vec::with_capacity(mine.len());
-    for (i, rec) in mine {
+    for (i, r) in mine {
         let (line, n, hashes) =
             billing::ledger::prove_line(&statement_csv, i).map_err(ledger_error)?;
-        let f = |k: usize| rec.get(k).unwrap_or_default().to_owned();
-        if let Ok(a) = f(5).parse::<rust_decimal::Decimal>() {
-            amounts.push(a);
-        }
+        let l = r.line;
+        let (Some(cpm), Some(amount)) = (l.cpm, l.amount) else {
+            return Err(ledger_error(billing::Error::Tampered(format!(
+                "{}: the line of {} for {creator} has no cpm or amount",
+                statement::file_of(e, "statement.csv"),
+                l.video_id
+            ))));
+        };
+        amounts.push(amount);
         lines.push(CreatorLine {
-            video_id: f(1),
-            title: f(2),
-            billable_views: f(3).parse().unwrap_or_default(),
-            cpm: f(4),
-            amount: f(5),
-            kind: f(7),
-            reference: f(8).parse().ok(),
+            video_id: l.video_id,
+            title: l.title,
+            billable_views: l.billable_views,
+            cpm: billing::money::format_cpm(cpm),
+            amount: billing::money::format_amount(amount),
+            kind: l.kind.as_str().to_owned(),
+            reference: l.reference,
             proof: LineProof {
                 line,
                 index: i,
@@ -292,6 +290,7 @@ pub(crate) async fn statement(
             },
         });
     }
+    let total = billing::earnings::total(&amounts, "the creator's total").map_err(ledger_error)?;
     Ok(axum::Json(CreatorStatement {
         statement_id: e.statement_id.clone(),
         period: e.period.clone(),
@@ -300,7 +299,7 @@ pub(crate) async fn statement(
         ledger_entry: e.seq,
         currency: e.totals.currency.clone(),
         creator_id: creator,
-        total: billing::money::format_amount(billing::money::sum(&amounts).unwrap_or_default()),
+        total: billing::money::format_amount(total),
         lines,
     })
     .into_response())
@@ -399,51 +398,51 @@ pub(crate) async fn checkpoint(
 /// A statement an answer comes from.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatementRef {
-    statement_id: String,
-    ledger_entry: u64,
+    pub(crate) statement_id: String,
+    pub(crate) ledger_entry: u64,
     /// Not payable as is.
-    provisional: bool,
+    pub(crate) provisional: bool,
     /// The period was finalized with it: this is what is paid.
     #[serde(rename = "final")]
-    is_final: bool,
+    pub(crate) is_final: bool,
 }
 
 /// Billable views and what they earn.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Earned {
-    billable_views: i64,
+    pub(crate) billable_views: i64,
     /// Two decimals, in the rate card's currency.
-    amount: String,
+    pub(crate) amount: String,
 }
 
 /// One video's earnings in the period.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct VideoEarnings {
-    video_id: String,
-    title: String,
+    pub(crate) video_id: String,
+    pub(crate) title: String,
     /// From the period's statement (the final one once finalized).
-    statement: Option<Earned>,
+    pub(crate) statement: Option<Earned>,
     /// Until the period is finalized: the merged batch + speed billable
     /// views × the rate card. An estimate: speed numbers are not yet
     /// filtered for fraud, and it is never recorded or paid.
-    estimated: Option<Earned>,
+    pub(crate) estimated: Option<Earned>,
 }
 
 /// A creator's earnings in a period: statement figures beside estimates.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Earnings {
-    creator_id: String,
+    pub(crate) creator_id: String,
     /// `YYYY-MM`.
-    period: String,
-    currency: Option<String>,
+    pub(crate) period: String,
+    pub(crate) currency: Option<String>,
     /// The statement the `statement` figures come from (`null`: none yet).
-    statement: Option<StatementRef>,
+    pub(crate) statement: Option<StatementRef>,
     /// Σ of the statement figures.
-    statement_total: Option<String>,
+    pub(crate) statement_total: Option<String>,
     /// Σ of the estimates (`null` once finalized, or without a rate card).
-    estimated_total: Option<String>,
-    videos: Vec<VideoEarnings>,
-    warnings: Vec<String>,
+    pub(crate) estimated_total: Option<String>,
+    pub(crate) videos: Vec<VideoEarnings>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// A creator's earnings per video in a month: *finalized* (or latest
@@ -453,7 +452,7 @@ pub struct Earnings {
     get,
     path = "/v1/creators/{creator_id}/earnings",
     params(
-        ("creator_id" = String, Path, description = "The creator", pattern = r"^[A-Za-z0-9_-]{1,64}$"),
+        ("creator_id" = String, Path, description = "The creator"),
         ("period" = Option<String>, Query, description = "The month, YYYY-MM; default: the current one", pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$"),
     ),
     responses(
@@ -472,9 +471,9 @@ pub(crate) async fn earnings(
     PathParam(creator_id): PathParam,
     QueryMap(q): QueryMap,
 ) -> ApiResult<axum::Json<Earnings>> {
-    use billing::money::{format_amount, round_cents, sum};
+    use billing::earnings::{Estimate, Figures, rate_stretches, statement_figures, total};
+    use billing::money::format_amount;
     use billing::statement::Period;
-    use rust_decimal::Decimal;
 
     let q = Params::new(q, &["period"])?;
     let period = match q.get("period") {
@@ -484,7 +483,7 @@ pub(crate) async fn earnings(
         })?,
     };
     let snap = app.snapshot();
-    let videos: Vec<String> = crate::api::creator_videos(&snap, &caller, &creator_id)?.to_vec();
+    let videos: Vec<String> = super::views::creator_videos(&snap, &caller, &creator_id)?.to_vec();
     let label = period.label();
     let log = read_log(&app).await?;
     let finalized = log.finalized(&label);
@@ -497,59 +496,31 @@ pub(crate) async fn earnings(
     };
     let mut warnings = Vec::new();
     // Statement figures: the creator's lines, per video.
-    let mut from_statement: std::collections::BTreeMap<String, (i64, Vec<Decimal>)> =
-        Default::default();
-    if let Some(e) = entry {
-        let bytes = read_object(
-            &app,
-            format!("statements/{}/{}/statement.csv", e.period, e.statement_id),
-        )
-        .await?;
-        let mut r = csv::Reader::from_reader(bytes.as_ref());
-        for rec in r.records().flatten() {
-            if rec.get(0) != Some(creator_id.as_str()) {
-                continue;
-            }
-            let slot = from_statement
-                .entry(rec.get(1).unwrap_or_default().to_owned())
-                .or_default();
-            slot.0 += rec.get(3).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
-            if let Some(a) = rec.get(5).and_then(|v| v.parse::<Decimal>().ok()) {
-                slot.1.push(a);
-            }
+    let mut from_statement = match entry {
+        Some(e) => {
+            let (_, lines) = statement::read_csv(app.store().as_ref(), e, "statement.csv")
+                .await
+                .map_err(ledger_error)?;
+            statement_figures(&lines, &creator_id).map_err(ledger_error)?
         }
-    }
+        None => Default::default(),
+    };
     // Estimates until the period is final: merged billable views per
-    // stretch of constant rate × that rate, rounded once per video.
-    let mut estimates: Option<Vec<(i64, Decimal)>> = None;
+    // stretch of constant rate, priced by billing as the statement will be.
+    let mut estimate: Option<Estimate> = None;
     match (finalized, app.rates()) {
         (Some(_), _) => {}
         (None, None) => warnings.push(
             "no rate card is configured on this server (serve --rates FILE): estimates are not offered".into(),
         ),
         (None, Some(rates)) => {
-            let (start, end) = (period.start(), period.end());
-            let mut cuts: Vec<DateTime<Utc>> = vec![start, end];
-            for o in rates.overrides_of(&creator_id) {
-                for d in [Some(o.effective_from), o.effective_to].into_iter().flatten() {
-                    let t = d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
-                    if t > start && t < end {
-                        cuts.push(t);
-                    }
-                }
-            }
-            cuts.sort();
-            cuts.dedup();
             let refs: Vec<&str> = videos.iter().map(String::as_str).collect();
-            let mut per_video = vec![(0i64, Decimal::ZERO); videos.len()];
-            for w in cuts.windows(2) {
-                let (a, b) = (w[0], w[1]);
-                let cpm = rates.cpm(&creator_id, a.date_naive());
+            let mut e = Estimate::default();
+            for (a, b, cpm) in rate_stretches(rates, &creator_id, period) {
                 let m = app.merge(&snap, &refs, a, b, false).await;
-                for (i, slot) in per_video.iter_mut().enumerate() {
-                    let views = (m.batch[i].billable_views + m.speed_total(i).billable_views) as i64;
-                    slot.0 += views;
-                    slot.1 += Decimal::from(views) * cpm / Decimal::ONE_THOUSAND;
+                for (i, v) in videos.iter().enumerate() {
+                    let views = m.batch[i].billable_views + m.speed_total(i).billable_views;
+                    e.add(v, cpm, i64::try_from(views).unwrap_or(i64::MAX));
                 }
                 for w in m.warnings {
                     if !warnings.contains(&w) {
@@ -557,30 +528,32 @@ pub(crate) async fn earnings(
                     }
                 }
             }
-            estimates = Some(per_video);
+            estimate = Some(e);
         }
     }
+    let earned = |f: Figures| Earned {
+        billable_views: f.billable_views,
+        amount: format_amount(f.amount),
+    };
     let mut rows = Vec::with_capacity(videos.len());
     let (mut statement_amounts, mut estimated_amounts) = (Vec::new(), Vec::new());
-    for (i, v) in videos.iter().enumerate() {
-        let statement = entry.map(|_| {
-            let (views, amounts) = from_statement.remove(v).unwrap_or_default();
-            let amount = sum(&amounts).unwrap_or_default();
-            statement_amounts.push(amount);
-            Earned {
-                billable_views: views,
-                amount: format_amount(amount),
+    for v in &videos {
+        let statement = match entry {
+            Some(_) => {
+                let f = from_statement.remove(v).unwrap_or_default();
+                statement_amounts.push(f.amount);
+                Some(earned(f))
             }
-        });
-        let estimated = estimates.as_ref().map(|e| {
-            let (views, exact) = e[i];
-            let amount = round_cents(exact);
-            estimated_amounts.push(amount);
-            Earned {
-                billable_views: views,
-                amount: format_amount(amount),
+            None => None,
+        };
+        let estimated = match &estimate {
+            Some(e) => {
+                let f = e.figures(v).map_err(ledger_error)?;
+                estimated_amounts.push(f.amount);
+                Some(earned(f))
             }
-        });
+            None => None,
+        };
         rows.push(VideoEarnings {
             video_id: v.clone(),
             title: snap
@@ -593,6 +566,18 @@ pub(crate) async fn earnings(
             estimated,
         });
     }
+    let statement_total = match entry {
+        Some(_) => Some(format_amount(
+            total(&statement_amounts, "the statement total").map_err(ledger_error)?,
+        )),
+        None => None,
+    };
+    let estimated_total = match &estimate {
+        Some(_) => Some(format_amount(
+            total(&estimated_amounts, "the estimated total").map_err(ledger_error)?,
+        )),
+        None => None,
+    };
     Ok(axum::Json(Earnings {
         creator_id,
         period: label.clone(),
@@ -605,10 +590,8 @@ pub(crate) async fn earnings(
             provisional: e.provisional,
             is_final: finalized.is_some(),
         }),
-        statement_total: entry.map(|_| format_amount(sum(&statement_amounts).unwrap_or_default())),
-        estimated_total: estimates
-            .as_ref()
-            .map(|_| format_amount(sum(&estimated_amounts).unwrap_or_default())),
+        statement_total,
+        estimated_total,
         videos: rows,
         warnings,
     }))

@@ -1,4 +1,4 @@
-//! What integration tests share.
+//! A Kafka for each test, and names and checks tests share.
 
 use std::time::Duration;
 
@@ -6,8 +6,9 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 
+use infra::kafka::EmbeddedKafka;
+
 use crate::Result;
-use crate::kafka::EmbeddedKafka;
 
 /// Environment variable naming an external broker for the external test tier.
 pub const EXTERNAL_KAFKA_ENV: &str = "VIEWCOUNT_TEST_KAFKA";
@@ -58,11 +59,12 @@ impl TestKafka {
     /// High watermarks of `topic`'s first `partitions` partitions.
     pub async fn high_watermarks(&self, topic: &str, partitions: i32) -> Result<Vec<i64>> {
         let (b, t) = (self.bootstrap.clone(), topic.to_owned());
-        tokio::task::spawn_blocking(move || {
-            crate::kafka::high_watermarks(&b, &t, partitions, Duration::from_secs(10))
+        let ends = tokio::task::spawn_blocking(move || {
+            infra::kafka::high_watermarks(&b, &t, partitions, Duration::from_secs(10))
         })
         .await
-        .map_err(|e| crate::Error::Io(std::io::Error::other(e)))?
+        .map_err(|e| crate::Error::Io(std::io::Error::other(e)))??;
+        Ok(ends)
     }
 
     /// Creates a uniquely named topic and returns its name.
