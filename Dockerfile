@@ -2,9 +2,16 @@
 # it as ingest, speed, archive, batch schedule and serve). librdkafka is built
 # from the rdkafka crate's bundled source.
 FROM rust:1.95-bookworm AS build
+# Cargo features of the binary: `sql` (batch run --engine sql, the SQL
+# specification to cross-check runs; links DataFusion). `ballista` (the
+# cluster engine, `batch scheduler` and `batch executor`) is off: this
+# deployment runs no scheduler or executors. Build with
+# --build-arg VIEWCOUNT_FEATURES=ballista only together with compose
+# services for them.
+ARG VIEWCOUNT_FEATURES=sql
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p viewcount
+RUN cargo build --release --locked -p viewcount --features "$VIEWCOUNT_FEATURES"
 
 FROM debian:bookworm-slim
 # curl: the compose healthchecks ask /readyz with it.
