@@ -71,6 +71,14 @@ ensure_chromium() {
   python3 -c 'import websocket'
 }
 
+# cargo-nextest, the test runner scripts/test uses (machines of this kind
+# have it; built from crates.io once where one does not).
+ensure_nextest() {
+  cargo nextest --version >/dev/null 2>&1 && return 0
+  echo "== installing cargo-nextest (cargo install)" >&2
+  cargo install --locked cargo-nextest >/dev/null
+}
+
 # cargo-fuzz (libFuzzer driver) for scripts/fuzz; built from crates.io once.
 ensure_cargo_fuzz() {
   cargo fuzz --version >/dev/null 2>&1 && return 0

@@ -22,10 +22,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use futures::future::BoxFuture;
-
 use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
 use futures::TryStreamExt;
+use futures::future::BoxFuture;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use schemas::{RULES_VERSION, RuleSet};
