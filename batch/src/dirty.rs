@@ -126,7 +126,10 @@ pub async fn plan(store: &dyn ObjectStore, opts: &RunOptions) -> Result<Plan> {
         .unwrap_or(aw);
     let scan_from = floor_day(oldest_progress - opts.rules.late_horizon() - opts.lateness)?;
     let raw = raw_files_since(store, scan_from, aw).await?;
-    let owned = published.map(|p| p.hours).unwrap_or_default();
+    let owned = published
+        .as_ref()
+        .map(|p| p.hours.clone())
+        .unwrap_or_default();
     let mut read_by: HashMap<String, BTreeSet<String>> = HashMap::new();
     let mut pending: BTreeMap<DateTime<Utc>, Why> = BTreeMap::new();
     for (hour, files) in &raw {
@@ -137,8 +140,10 @@ pub async fn plan(store: &dyn ObjectStore, opts: &RunOptions) -> Result<Plan> {
             }
             continue;
         };
-        if !read_by.contains_key(run) {
-            read_by.insert(run.clone(), inputs_of(store, run).await?);
+        if !read_by.contains_key(run)
+            && let Some(p) = &published
+        {
+            read_by.insert(run.clone(), inputs_of(store, p, run).await?);
         }
         let read = &read_by[run];
         let unread = files.iter().filter(|f| !read.contains(*f)).count();
@@ -241,16 +246,13 @@ async fn raw_files_since(
     Ok(by_hour)
 }
 
-/// The raw files a run read.
-async fn inputs_of(store: &dyn ObjectStore, run_id: &str) -> Result<BTreeSet<String>> {
-    let m: Manifest = layout::get_json(store, &layout::manifest(run_id))
-        .await?
-        .ok_or_else(|| {
-            Error::Corrupt(format!(
-                "the published state names run {run_id}, but {} is missing; restore it from a backup",
-                layout::manifest(run_id)
-            ))
-        })?;
+/// The raw files a run read (its manifest checked against the state).
+async fn inputs_of(
+    store: &dyn ObjectStore,
+    published: &store::Published,
+    run_id: &str,
+) -> Result<BTreeSet<String>> {
+    let m: Manifest = published.manifest(store, run_id).await?;
     Ok(m.inputs.into_iter().map(|i| i.path).collect())
 }
 

@@ -18,7 +18,9 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, TimeDelta, Utc};
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use store::layout;
-use store::state::{Current, Published, current, watermark};
+#[cfg(test)]
+use store::state::current;
+use store::state::{Current, Published, current_with_hash, watermark};
 
 use crate::{Error, Result};
 
@@ -27,10 +29,14 @@ use crate::{Error, Result};
 /// crashes (an orphaned state costs no attempt).
 const ATTEMPTS: usize = 50;
 
-/// Publishes `run_id` as the owner of hours `[from, to)`.
+/// Publishes `run_id` (whose manifest's bytes hash to `manifest_sha256`) as
+/// the owner of hours `[from, to)`. The new state records that hash, keeps
+/// those of the runs still owning hours, and the hash of the state it
+/// follows; `CURRENT` records the new state's.
 pub async fn publish(
     store: &dyn ObjectStore,
     run_id: &str,
+    manifest_sha256: &str,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Published> {
@@ -41,22 +47,43 @@ pub async fn publish(
         .with_max_times(ATTEMPTS)
         .build();
     loop {
-        let base = current(store).await?;
-        let seq = base.as_ref().map_or(1, |c| c.seq + 1);
-        let mut hours = base.map(|c| c.hours).unwrap_or_default();
+        let base = current_with_hash(store).await?;
+        let seq = base.as_ref().map_or(1, |(c, _)| c.seq + 1);
+        let (mut hours, mut manifests, prev_sha256) = match base {
+            Some((c, sha)) => (c.hours, c.manifests, Some(sha)),
+            None => Default::default(),
+        };
         let mut h = from;
         while h < to {
             hours.insert(h, run_id.to_owned());
             h += TimeDelta::hours(1);
         }
+        manifests.insert(run_id.to_owned(), manifest_sha256.to_owned());
+        // A state from before manifests were hashed names runs it has no
+        // hash for: take each from its manifest now, as it is.
+        for run in hours.values() {
+            if !manifests.contains_key(run) {
+                let path = layout::manifest(run);
+                let bytes = layout::get_bytes(store, &path).await?.ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "the published state names run {run}, whose manifest {path} is missing; rerun its hours"
+                    ))
+                })?;
+                manifests.insert(run.clone(), layout::sha256(&bytes));
+            }
+        }
+        let owners: std::collections::BTreeSet<&String> = hours.values().collect();
+        manifests.retain(|run, _| owners.contains(run));
         let state = Published {
             seq,
             watermark: watermark(&hours),
             hours,
             published_at: Utc::now(),
+            manifests,
+            prev_sha256,
         };
-        let mut bytes = serde_json::to_vec_pretty(&state).map_err(|e| Error::Bug(e.to_string()))?;
-        bytes.push(b'\n');
+        let bytes = layout::json_bytes(&state)?;
+        let state_sha256 = layout::sha256(&bytes);
         let opts = PutOptions {
             mode: PutMode::Create,
             ..PutOptions::default()
@@ -88,6 +115,7 @@ pub async fn publish(
             &Current {
                 seq,
                 path: layout::published(seq).to_string(),
+                sha256: Some(state_sha256),
             },
         )
         .await?;
@@ -114,6 +142,7 @@ mod tests {
         let first = publish(
             &store,
             "a",
+            "sha-a",
             h("2026-11-21T00:00:00Z"),
             h("2026-11-21T02:00:00Z"),
         )
@@ -124,6 +153,7 @@ mod tests {
         let mut orphan = first.clone();
         orphan.seq = 2;
         orphan.hours.insert(h("2026-11-21T02:00:00Z"), "b".into());
+        orphan.manifests.insert("b".into(), "sha-b".into());
         orphan.watermark = watermark(&orphan.hours);
         layout::put_json(&store, &layout::published(2), &orphan)
             .await
@@ -133,6 +163,7 @@ mod tests {
         let next = publish(
             &store,
             "c",
+            "sha-c",
             h("2026-11-21T03:00:00Z"),
             h("2026-11-21T04:00:00Z"),
         )
@@ -162,6 +193,7 @@ mod tests {
                     publish(
                         store.as_ref(),
                         &format!("r{i}"),
+                        "sha",
                         from,
                         from + TimeDelta::hours(1),
                     )

@@ -329,19 +329,17 @@ pub async fn run(
         ),
     ];
     for (out_path, bytes, rows) in outputs {
-        manifest.outputs.push(Output {
-            path: out_path.to_string(),
-            size: bytes.len() as u64,
-            sha256: layout::sha256(&bytes),
-            rows,
-        });
-        layout::put(store.as_ref(), &out_path, bytes).await?;
+        manifest
+            .outputs
+            .push(store::manifest::put_output(store.as_ref(), &out_path, bytes, rows).await?);
     }
     step(&mut manifest, &mut step_clock, "writing");
     manifest.seconds = clock.elapsed().as_secs_f64();
-    layout::put_json(store.as_ref(), &layout::manifest(&run_id), &manifest).await?;
+    let manifest_sha256 =
+        layout::put_json(store.as_ref(), &layout::manifest(&run_id), &manifest).await?;
     progress("publishing", 0, 1);
-    let published = publish::publish(store.as_ref(), &run_id, opts.from, to).await?;
+    let published =
+        publish::publish(store.as_ref(), &run_id, &manifest_sha256, opts.from, to).await?;
     progress("publishing", 1, 1);
     Ok(RunReport {
         manifest,

@@ -181,7 +181,11 @@ async fn measure(op: &str, dir: &std::path::Path) -> anyhow::Result<()> {
         }
         "read-views" => {
             let t = Instant::now();
-            let v = store::views::load_views(store.as_ref(), "bench-run").await?;
+            let state = store::state::current(store.as_ref())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("nothing published"))?;
+            let m = state.manifest(store.as_ref(), "bench-run").await?;
+            let v = store::views::load_views(store.as_ref(), &m).await?;
             extra = serde_json::json!({"seconds": t.elapsed().as_secs_f64(), "rows": v.len()});
         }
         "verify" => {
@@ -253,13 +257,15 @@ async fn build_month(store: &dyn ObjectStore, videos: u32) -> anyhow::Result<usi
             }
         }))?);
     }
-    let bytes = store::layout::parquet_bytes(store::views::views_schema(), &batches)?;
-    store::layout::put(store, &store::layout::views_file("bench-run"), bytes).await?;
+    let end = start + TimeDelta::hours(744);
+    let sha = store::views::put_run(store, "bench-run", &batches, start, end).await?;
     let published = store::Published {
         seq: 1,
         hours: hours.iter().map(|h| (*h, "bench-run".to_owned())).collect(),
-        watermark: Some(start + TimeDelta::hours(744)),
+        watermark: Some(end),
         published_at: Utc::now(),
+        manifests: [("bench-run".to_owned(), sha)].into(),
+        prev_sha256: None,
     };
     store::layout::put_json(store, &store::layout::published(1), &published).await?;
     let creators: Vec<String> = (0..names.len())

@@ -297,7 +297,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let v2 = last_v2.context("no v2 run")?;
     let run_id = v2["run_id"].as_str().context("run id")?;
     let store = store::open(&format!("file://{}", args.dir.display()))?;
-    let views = store::views::load_views(store.as_ref(), run_id).await?;
+    let manifest = store::manifest::load(store.as_ref(), run_id, None, "the benchmark").await?;
+    let views = store::views::load_views(store.as_ref(), &manifest).await?;
     let got: Vec<(String, DateTime<Utc>, [u64; 3])> = views
         .into_iter()
         .map(|((v, h), c)| (v, h, [c[0], c[1], c[2]]))
@@ -316,7 +317,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let mut by_rule: BTreeMap<String, u64> = BTreeMap::new();
-    for f in store::filtered::load_filtered(store.as_ref(), run_id).await? {
+    for f in store::filtered::load_filtered(store.as_ref(), &manifest).await? {
         *by_rule.entry(f.rule.name().to_owned()).or_default() += f.views as u64;
     }
     let mut want: BTreeMap<String, u64> = BTreeMap::new();

@@ -198,7 +198,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let (s, republish) = (store.clone(), (first, w));
         let reload = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            batch::publish::publish(s.as_ref(), "bench-run", republish.0, republish.1).await
+            let m = store::manifest::load(s.as_ref(), "bench-run", None, "the benchmark").await?;
+            let sha = store::layout::sha256(&store::layout::json_bytes(&m)?);
+            anyhow::Ok(
+                batch::publish::publish(s.as_ref(), "bench-run", &sha, republish.0, republish.1)
+                    .await?,
+            )
         });
         let during = offer(
             &client,
@@ -358,9 +363,8 @@ async fn build_state(
             }
         }))?);
     }
-    let bytes = store::layout::parquet_bytes(store::views::views_schema(), &batches)?;
-    store::layout::put(store, &store::layout::views_file("bench-run"), bytes).await?;
-    batch::publish::publish(store, "bench-run", first, w).await?;
+    let sha = store::views::put_run(store, "bench-run", &batches, first, w).await?;
+    batch::publish::publish(store, "bench-run", &sha, first, w).await?;
     // The catalog: the bench creator owns 100 videos across the ranks; the
     // rest belong to 99 others.
     let owner = |v: usize| {

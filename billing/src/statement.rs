@@ -181,6 +181,80 @@ pub async fn read_csv(
     Ok((bytes, lines))
 }
 
+/// What [`verify_deep`] re-checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeepVerified {
+    /// Statements followed down.
+    pub statements: u64,
+    /// Run manifests checked (each against the hash its statement, or for
+    /// statements from before manifests were hashed, nothing, recorded).
+    pub manifests: u64,
+    /// Views and filtered files re-hashed against their run's manifest.
+    pub outputs: u64,
+    /// Raw archive files re-hashed against the manifests that read them.
+    pub raw_files: u64,
+    /// Bytes re-hashed.
+    pub bytes: u64,
+}
+
+/// Re-checks every statement of `log` down to the data it was computed
+/// from: its manifest (against the hash its ledger entry recorded), each
+/// run that owned one of its hours (the run's manifest against the hash the
+/// statement recorded), the run's views and filtered files, and every raw
+/// archive file the run read (each against its manifest). Each object is
+/// hashed as it streams in; the first mismatch is an error naming it.
+/// `progress` is told each statement as it starts.
+pub async fn verify_deep(
+    store: &dyn ObjectStore,
+    log: &ledger::Log,
+    progress: &mut dyn FnMut(&Entry),
+) -> Result<DeepVerified> {
+    let mut done = DeepVerified::default();
+    let mut seen_runs: BTreeSet<String> = BTreeSet::new();
+    for e in log.entries.iter().filter(|e| e.kind == Kind::Statement) {
+        progress(e);
+        let manifest: StatementManifest = serde_json::from_slice(
+            &read_recorded(store, e, "manifest.json").await?,
+        )
+        .map_err(|err| Error::Tampered(format!("{}: {err}", file_of(e, "manifest.json"))))?;
+        done.statements += 1;
+        let runs: BTreeSet<&String> = manifest.inputs.hours.values().collect();
+        for run in runs {
+            if !seen_runs.insert(run.clone()) {
+                continue;
+            }
+            let named_by = format!("statement {}", e.statement_id);
+            let m = store::manifest::load(
+                store,
+                run,
+                manifest.inputs.manifests.get(run).map(String::as_str),
+                &named_by,
+            )
+            .await?;
+            done.manifests += 1;
+            for o in &m.outputs {
+                let path = Path::from(o.path.as_str());
+                let bytes = m.read_output(store, &path).await?.unwrap_or_default();
+                done.outputs += 1;
+                done.bytes += bytes.len() as u64;
+            }
+            let read_by = format!("run {run}'s manifest");
+            for i in &m.inputs {
+                let bytes = store::layout::get_verified(
+                    store,
+                    &Path::from(i.path.as_str()),
+                    &i.sha256,
+                    &read_by,
+                )
+                .await?;
+                done.raw_files += 1;
+                done.bytes += bytes.len() as u64;
+            }
+        }
+    }
+    Ok(done)
+}
+
 /// A billing period: one calendar month, UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Period {
@@ -326,6 +400,11 @@ pub struct Counted {
     pub unattributed: BTreeMap<String, i64>,
     /// Each hour of the period the batch owns → its run.
     pub hours: BTreeMap<DateTime<Utc>, String>,
+    /// Each of those runs → the SHA-256 of its manifest the published state
+    /// recorded (empty for a state from before manifests were hashed).
+    pub manifests: BTreeMap<String, String>,
+    /// The counting rules versions of those runs.
+    pub rules_versions: BTreeSet<u32>,
 }
 
 /// Counts `period` from the batch runs `published` names: per (creator,
@@ -351,10 +430,16 @@ pub async fn count(
         ..Counted::default()
     };
     for (run, owned) in by_run {
-        let table = store::views::load_views(store, run).await?;
+        let manifest = published.manifest(store, run).await?;
+        out.manifests.insert(
+            run.to_owned(),
+            published.manifests.get(run).cloned().unwrap_or_default(),
+        );
+        let table = store::views::load_views(store, &manifest).await?;
         // By rule, where the run has a filtered table (rules v2); a run
         // without one had only the daily cap.
-        let mut rules = store::filtered::load_by_video_hour(store, run).await?;
+        let mut rules = store::filtered::load_by_video_hour(store, &manifest).await?;
+        out.rules_versions.insert(manifest.rules_version);
         for ((video, hour), counts) in table {
             if !owned.contains(&hour) {
                 continue;
@@ -423,6 +508,12 @@ pub struct Statement {
 pub struct ManifestInputs {
     /// The run owning each hour of the period.
     pub hours: BTreeMap<DateTime<Utc>, String>,
+    /// SHA-256 of each of those runs' manifests, as the published state
+    /// recorded it (so the statement vouches for everything below it:
+    /// `ledger verify --deep` and explain check it). Statements made
+    /// before manifests were hashed have none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub manifests: BTreeMap<String, String>,
     /// Catalog SHA-256, if one was in force.
     pub catalog_sha256: Option<String>,
     /// Rate card SHA-256 (its bytes are `rates.toml` beside the statement).
@@ -767,22 +858,17 @@ pub async fn report(
     let catalog = store::catalog::current(store.as_ref()).await?;
     let counted = count(store.as_ref(), &published, period, catalog.as_ref(), &rates).await?;
     let (adjust_lines, adjusts) = adjustments(store.as_ref(), &published, period, &log).await?;
-    let mut rules_versions = BTreeSet::new();
-    for run in counted.hours.values().collect::<BTreeSet<_>>() {
-        if let Some(m) = store::layout::get_json::<store::Manifest>(
-            store.as_ref(),
-            &store::layout::manifest(run),
-        )
-        .await?
-        {
-            rules_versions.insert(m.rules_version);
-        }
-    }
     let inputs = ManifestInputs {
         hours: counted.hours.clone(),
+        manifests: counted
+            .manifests
+            .iter()
+            .filter(|(_, sha)| !sha.is_empty())
+            .map(|(r, sha)| (r.clone(), sha.clone()))
+            .collect(),
         catalog_sha256: catalog.as_ref().map(|c| c.sha256.clone()),
         rate_card_sha256: rates.sha256.clone(),
-        rules_versions: rules_versions.into_iter().collect(),
+        rules_versions: counted.rules_versions.iter().copied().collect(),
         code_version: CODE_VERSION.to_owned(),
         adjusts,
     };

@@ -158,7 +158,16 @@ pub async fn explain(
     let mut filtered_total = 0u64;
     let mut events_total = 0u64;
     for (run, owned) in &by_run {
-        let table = store::views::load_views(store.as_ref(), run).await?;
+        // The run's manifest, checked against the hash the statement
+        // recorded for it; its views against the manifest's.
+        let m = store::manifest::load(
+            store.as_ref(),
+            run,
+            manifest.inputs.manifests.get(*run).map(String::as_str),
+            &format!("statement {}", entry.statement_id),
+        )
+        .await?;
+        let table = store::views::load_views(store.as_ref(), &m).await?;
         let mut used = false;
         for ((video, hour), c) in &table {
             if videos.contains(video) && owned.contains(hour) && c[1] + c[2] > 0 {
@@ -175,12 +184,6 @@ pub async fn explain(
         if !used {
             continue;
         }
-        let m: store::Manifest =
-            store::layout::get_json(store.as_ref(), &store::layout::manifest(run))
-                .await?
-                .ok_or_else(|| {
-                    Error::Tampered(format!("{} is missing", store::layout::manifest(run)))
-                })?;
         emit(
             out,
             json!({"record": "run", "run_id": run, "rules_version": m.rules_version, "rules": m.rules,

@@ -24,10 +24,10 @@ use object_store::ObjectStore;
 use serde::Serialize;
 
 use schemas::fraud::FraudRule;
+use store::Manifest;
 use store::filtered::load_by_video_hour;
 use store::manifest::Input;
 use store::views::{ViewsTable, load_views};
-use store::{Manifest, layout};
 
 /// Errors of reconciliation.
 #[derive(Debug, thiserror::Error)]
@@ -177,12 +177,13 @@ pub async fn reconcile(
     runs.sort();
     runs.dedup();
     for r in runs {
-        for (k, v) in load_views(store.as_ref(), r).await? {
+        let manifest = state.manifest(store.as_ref(), r).await?;
+        for (k, v) in load_views(store.as_ref(), &manifest).await? {
             if owned.get(&k.1) == Some(r) {
                 batch.insert(k, v);
             }
         }
-        for (k, rules) in load_by_video_hour(store.as_ref(), r).await? {
+        for (k, rules) in load_by_video_hour(store.as_ref(), &manifest).await? {
             if owned.get(&k.1) == Some(r) {
                 let causes = rules
                     .into_iter()
@@ -212,7 +213,7 @@ pub async fn reconcile(
     let excess = if owned.is_empty() {
         BTreeMap::new()
     } else {
-        speed_excess(store, &owned, dedup_window, memory).await?
+        speed_excess(store, &state, &owned, dedup_window, memory).await?
     };
 
     let mut keys: Vec<&(String, DateTime<Utc>)> = batch
@@ -282,6 +283,7 @@ pub async fn reconcile(
 /// `[conflicting, late beyond the window]`.
 async fn speed_excess(
     store: Arc<dyn ObjectStore>,
+    state: &store::Published,
     owned: &BTreeMap<DateTime<Utc>, String>,
     dedup_window: Duration,
     memory: &batch::memory::Memory,
@@ -293,9 +295,7 @@ async fn speed_excess(
     runs.sort();
     runs.dedup();
     for r in runs {
-        let m: Manifest = layout::get_json(store.as_ref(), &layout::manifest(r))
-            .await?
-            .ok_or_else(|| Error::Corrupt(format!("the manifest of run {r} is missing")))?;
+        let m: Manifest = state.manifest(store.as_ref(), r).await?;
         // Which copies batch removed depends on which rows it found valid:
         // judge them by the rules the runs counted with.
         match rules {

@@ -234,14 +234,17 @@ impl BatchIndex {
         let mut rows: Vec<(String, DateTime<Utc>, [u64; 4])> = Vec::new();
         let mut filtered: Vec<(String, DateTime<Utc>, FraudRule, u64)> = Vec::new();
         for run in runs {
-            for ((video, hour), c) in store::views::load_views(store, run).await? {
+            let manifest = state.manifest(store, run).await?;
+            for ((video, hour), c) in store::views::load_views(store, &manifest).await? {
                 if state.hours.get(&hour) == Some(run) {
                     rows.push((video, hour, c));
                 }
             }
             // A run from before rules v2 has no filtered table: its
             // filtered views were all the daily cap's.
-            for ((video, hour), rules) in store::filtered::load_by_video_hour(store, run).await? {
+            for ((video, hour), rules) in
+                store::filtered::load_by_video_hour(store, &manifest).await?
+            {
                 if state.hours.get(&hour) == Some(run) {
                     for (rule, n) in rules {
                         filtered.push((video.clone(), hour, rule, n));
@@ -473,17 +476,20 @@ mod tests {
                     sketch: store::sketch::Sketch::default().to_bytes(),
                 }))
                 .unwrap();
-                let bytes =
-                    store::layout::parquet_bytes(store::views::views_schema(), &[batch]).unwrap();
-                store::layout::put(s.as_ref(), &store::layout::views_file(run), bytes)
-                    .await
-                    .unwrap();
+                let sha =
+                    store::views::put_run(s.as_ref(), run, &[batch], hour(400_000), hour(400_003))
+                        .await
+                        .unwrap();
+                (run.to_owned(), sha)
             }
         };
         // run1 counted hours 0..3 with 5 views each; run2 recounted hour 1
         // with 7. The state says hour 1 is run2's: 5 + 7 + 5, not 5+5+5+7.
-        write("run1", vec![(400_000, 5), (400_001, 5), (400_002, 5)]).await;
-        write("run2", vec![(400_001, 7)]).await;
+        let manifests = [
+            write("run1", vec![(400_000, 5), (400_001, 5), (400_002, 5)]).await,
+            write("run2", vec![(400_001, 7)]).await,
+        ]
+        .into();
         let state = store::state::Published {
             seq: 1,
             hours: [(400_000, "run1"), (400_001, "run2"), (400_002, "run1")]
@@ -492,6 +498,8 @@ mod tests {
                 .collect(),
             watermark: Some(hour(400_003)),
             published_at: hour(400_010),
+            manifests,
+            prev_sha256: None,
         };
         store::layout::put_json(s.as_ref(), &store::layout::published(1), &state)
             .await

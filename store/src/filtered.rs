@@ -15,9 +15,10 @@ use arrow::datatypes::{
     DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
 use chrono::{DateTime, Utc};
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 use schemas::fraud::FraudRule;
 
+use crate::manifest::Manifest;
 use crate::{Error, Result, layout};
 
 static FILTERED_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -72,16 +73,17 @@ pub fn filtered_batch(rows: &[FilteredRow]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(filtered_schema(), columns)?)
 }
 
-/// Reads a run's filtered file from the store; a run made before the file
-/// existed (rules v1) has none, and reads as empty.
-pub async fn load_filtered(store: &dyn ObjectStore, run_id: &str) -> Result<Vec<FilteredRow>> {
-    let path = layout::filtered_file(run_id);
-    match store.get(&path).await {
-        Ok(got) => {
-            read_filtered(got.bytes().await?).map_err(|e| Error::Corrupt(format!("{path}: {e}")))
-        }
-        Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
-        Err(e) => Err(e.into()),
+/// Reads a run's filtered file, checked against the SHA-256 its manifest
+/// records; a run made before the file existed (rules v1) lists none, and
+/// reads as empty.
+pub async fn load_filtered(
+    store: &dyn ObjectStore,
+    manifest: &Manifest,
+) -> Result<Vec<FilteredRow>> {
+    let path = layout::filtered_file(&manifest.run_id);
+    match manifest.read_output(store, &path).await? {
+        Some(bytes) => read_filtered(bytes).map_err(|e| Error::Corrupt(format!("{path}: {e}"))),
+        None => Ok(Vec::new()),
     }
 }
 
@@ -90,9 +92,13 @@ pub async fn load_filtered(store: &dyn ObjectStore, run_id: &str) -> Result<Vec<
 pub type ByVideoHour = BTreeMap<(String, DateTime<Utc>), Vec<(FraudRule, u64)>>;
 
 /// [`load_filtered`], grouped by (video, hour).
-pub async fn load_by_video_hour(store: &dyn ObjectStore, run_id: &str) -> Result<ByVideoHour> {
+pub async fn load_by_video_hour(
+    store: &dyn ObjectStore,
+    manifest: &Manifest,
+) -> Result<ByVideoHour> {
     let mut out = ByVideoHour::new();
-    for f in load_filtered(store, run_id).await? {
+    let run_id = &manifest.run_id;
+    for f in load_filtered(store, manifest).await? {
         let hour = DateTime::<Utc>::from_timestamp_micros(f.hour_us).ok_or_else(|| {
             Error::Corrupt(format!(
                 "the filtered file of run {run_id} has an hour out of range: {}",

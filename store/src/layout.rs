@@ -235,10 +235,69 @@ pub fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Reads an object that another names by its SHA-256 (`named_by`, for the
+/// error), hashing it as it streams in: the bytes returned are the bytes
+/// hashed, never a second read. A mismatch, or a missing object, is
+/// [`Error::Corrupt`] naming the object, both hashes and what names it:
+/// nothing downstream ever uses bytes that are not the ones recorded.
+pub async fn get_verified(
+    store: &dyn ObjectStore,
+    path: &Path,
+    sha256: &str,
+    named_by: &str,
+) -> Result<Bytes> {
+    use futures::TryStreamExt;
+    let got = match store.get(path).await {
+        Ok(r) => r,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(Error::Corrupt(format!(
+                "{path}, which {named_by} names, is missing from the store; restore it, or rerun what wrote it"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut hasher = Sha256::new();
+    let mut bytes = bytes::BytesMut::with_capacity(usize::try_from(got.meta.size).unwrap_or(0));
+    let mut stream = got.into_stream();
+    while let Some(chunk) = stream.try_next().await? {
+        hasher.update(&chunk);
+        bytes.extend_from_slice(&chunk);
+    }
+    let found = hex::encode(hasher.finalize());
+    if found != sha256 {
+        return Err(Error::Corrupt(format!(
+            "{path} has SHA-256 {found}, not the {sha256} that {named_by} records: it changed after it was written; \
+             restore it, or rerun what wrote it (`viewcount batch run` over its hours)"
+        )));
+    }
+    Ok(bytes.freeze())
+}
+
+/// [`get_verified`] of a JSON object.
+pub async fn get_json_verified<T: serde::de::DeserializeOwned>(
+    store: &dyn ObjectStore,
+    path: &Path,
+    sha256: &str,
+    named_by: &str,
+) -> Result<T> {
+    let bytes = get_verified(store, path, sha256, named_by).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Corrupt(format!("{path} is not valid JSON for its kind: {e}")))
+}
+
 /// Writes `bytes` to `path` (whole-object put: readers never see half a file).
 pub async fn put(store: &dyn ObjectStore, path: &Path, bytes: Bytes) -> Result<()> {
     store.put(path, PutPayload::from(bytes)).await?;
     Ok(())
+}
+
+/// Reads an object's bytes, `None` when absent.
+pub async fn get_bytes(store: &dyn ObjectStore, path: &Path) -> Result<Option<Bytes>> {
+    match store.get(path).await {
+        Ok(r) => Ok(Some(r.bytes().await?)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Reads a JSON object, `None` when absent.
@@ -258,15 +317,24 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// Writes a JSON object (pretty, trailing newline).
+/// Writes a JSON object (pretty, trailing newline); returns the SHA-256 of
+/// the bytes written, for whatever names the object.
 pub async fn put_json<T: serde::Serialize>(
     store: &dyn ObjectStore,
     path: &Path,
     v: &T,
-) -> Result<()> {
+) -> Result<String> {
+    let bytes = json_bytes(v)?;
+    let sha = sha256(&bytes);
+    put(store, path, bytes).await?;
+    Ok(sha)
+}
+
+/// The bytes [`put_json`] writes.
+pub fn json_bytes<T: serde::Serialize>(v: &T) -> Result<Bytes> {
     let mut bytes = serde_json::to_vec_pretty(v).map_err(|e| Error::Corrupt(e.to_string()))?;
     bytes.push(b'\n');
-    put(store, path, Bytes::from(bytes)).await
+    Ok(Bytes::from(bytes))
 }
 
 #[cfg(test)]

@@ -205,6 +205,99 @@ impl From<StepRepr> for Step {
     }
 }
 
+impl Manifest {
+    /// A manifest of run `run_id` over hours `[from, to)` with the default
+    /// rules, no inputs and no outputs yet, started now: what a run fills
+    /// in, and what tests and benchmarks that write a run by hand start from.
+    pub fn new(run_id: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> Self {
+        Self {
+            run_id: run_id.to_owned(),
+            from,
+            to,
+            skipped_incomplete_to: None,
+            rules_version: schemas::RULES_VERSION,
+            rules: RuleSet::default(),
+            code_version: env!("CARGO_PKG_VERSION").to_owned(),
+            engine: Engine::default(),
+            archive_watermark: None,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            rows: Rows::default(),
+            started_at: Utc::now(),
+            seconds: 0.0,
+            steps: Vec::new(),
+        }
+    }
+
+    /// The output at `path`, which this manifest vouches for by hash.
+    pub fn output(&self, path: &object_store::path::Path) -> Option<&Output> {
+        self.outputs.iter().find(|o| o.path == path.as_ref())
+    }
+
+    /// Reads output `path` of this run, checked against the SHA-256 the
+    /// manifest records ([`crate::layout::get_verified`]); `None` if the
+    /// run has no such output (a run from before the file existed).
+    pub async fn read_output(
+        &self,
+        store: &dyn object_store::ObjectStore,
+        path: &object_store::path::Path,
+    ) -> crate::Result<Option<bytes::Bytes>> {
+        let Some(o) = self.output(path) else {
+            return Ok(None);
+        };
+        let named_by = format!("run {}'s manifest", self.run_id);
+        crate::layout::get_verified(store, path, &o.sha256, &named_by)
+            .await
+            .map(Some)
+    }
+}
+
+/// Reads run `run_id`'s manifest, checked against `sha256`, the hash
+/// `named_by` (a published state, a statement) recorded for it. Without a
+/// hash (a state or statement written before manifests were hashed) it is
+/// read as is; everything it names is still checked against it.
+pub async fn load(
+    store: &dyn object_store::ObjectStore,
+    run_id: &str,
+    sha256: Option<&str>,
+    named_by: &str,
+) -> crate::Result<Manifest> {
+    let path = crate::layout::manifest(run_id);
+    let m: Manifest = match sha256 {
+        Some(sha) => crate::layout::get_json_verified(store, &path, sha, named_by).await?,
+        None => crate::layout::get_json(store, &path).await?.ok_or_else(|| {
+            crate::Error::Corrupt(format!(
+                "{path}, which {named_by} names, is missing; rerun `viewcount batch run` over its hours"
+            ))
+        })?,
+    };
+    if m.run_id != run_id {
+        return Err(crate::Error::Corrupt(format!(
+            "{path} holds the manifest of run {}, not {run_id}",
+            m.run_id
+        )));
+    }
+    Ok(m)
+}
+
+/// Writes output file `path` of a run (`rows` rows) and returns what its
+/// manifest records of it: size and SHA-256 of exactly the bytes written.
+pub async fn put_output(
+    store: &dyn object_store::ObjectStore,
+    path: &object_store::path::Path,
+    bytes: bytes::Bytes,
+    rows: u64,
+) -> crate::Result<Output> {
+    let out = Output {
+        path: path.to_string(),
+        size: bytes.len() as u64,
+        sha256: crate::layout::sha256(&bytes),
+        rows,
+    };
+    crate::layout::put(store, path, bytes).await?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

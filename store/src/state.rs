@@ -8,6 +8,13 @@
 //! `CURRENT`, one small object, in one write. Readers read `CURRENT`, then the
 //! state it names, then each hour's run: they never see half a publish.
 //!
+//! Every link of that chain is checked by hash as it is read: `CURRENT`
+//! records the SHA-256 of the state it names, each state that of the state
+//! before it (so the states a crashed publisher left past `CURRENT` are
+//! checked link by link) and of the manifest of every run it names, and a
+//! manifest that of each output file ([`crate::manifest::Manifest::read_output`]).
+//! A mismatch is a `corrupt` error naming the object, never a number.
+//!
 //! The batch watermark `W` is the end of the contiguous block of owned hours
 //! that starts at the earliest owned hour: serving takes hours before `W` from
 //! batch and the rest from the speed layer (DESIGN §5.4).
@@ -18,6 +25,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 
+use crate::manifest::Manifest;
 use crate::{Error, Result, layout};
 
 /// A published state.
@@ -32,6 +40,35 @@ pub struct Published {
     pub watermark: Option<DateTime<Utc>>,
     /// When it was published.
     pub published_at: DateTime<Utc>,
+    /// SHA-256 of the bytes of each named run's manifest (states written
+    /// before manifests were hashed have none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub manifests: BTreeMap<String, String>,
+    /// SHA-256 of the bytes of the state before this one (`None` for the
+    /// first, and for states written before the chain was hashed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_sha256: Option<String>,
+}
+
+impl Published {
+    /// Run `run_id`'s manifest, checked against the hash this state
+    /// records for it.
+    pub async fn manifest(&self, store: &dyn ObjectStore, run_id: &str) -> Result<Manifest> {
+        let sha = self.manifests.get(run_id);
+        if sha.is_none() && !self.manifests.is_empty() {
+            return Err(Error::Corrupt(format!(
+                "published state {} names run {run_id} but records no hash of its manifest",
+                self.seq
+            )));
+        }
+        crate::manifest::load(
+            store,
+            run_id,
+            sha.map(String::as_str),
+            &format!("published state {}", self.seq),
+        )
+        .await
+    }
 }
 
 /// `CURRENT`: names the published state in force.
@@ -42,41 +79,77 @@ pub struct Current {
     pub seq: u64,
     /// Its path.
     pub path: String,
+    /// SHA-256 of its bytes (absent in a `CURRENT` written before states
+    /// were hashed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// The latest published state, if any run was published: the one `CURRENT`
 /// names, or a later one if the chain goes on past it (a publisher that died
 /// between writing its state and `CURRENT`, or whose `CURRENT` write was
 /// overtaken). Every state is complete when it appears (one create-only
-/// put), so following the chain is always safe.
+/// put), so following the chain is always safe; every link is checked by
+/// hash.
 pub async fn current(store: &dyn ObjectStore) -> Result<Option<Published>> {
+    Ok(current_with_hash(store).await?.map(|(p, _)| p))
+}
+
+/// [`current`], with the SHA-256 of the state's bytes (what the next state
+/// records as its `prev_sha256`).
+pub async fn current_with_hash(store: &dyn ObjectStore) -> Result<Option<(Published, String)>> {
     let mut latest = match layout::get_json::<Current>(store, &layout::current()).await? {
-        Some(c) => Some(
-            layout::get_json::<Published>(store, &layout::published(c.seq))
-                .await?
-                .ok_or_else(|| {
+        Some(c) => {
+            let path = layout::published(c.seq);
+            let bytes = match &c.sha256 {
+                Some(sha) => layout::get_verified(store, &path, sha, "CURRENT").await?,
+                None => layout::get_bytes(store, &path).await?.ok_or_else(|| {
                     Error::Corrupt(format!(
                         "CURRENT names {} which does not exist; restore it from a backup or point CURRENT at the latest published/ state",
                         c.path
                     ))
                 })?,
-        ),
+            };
+            Some(parse(&path, c.seq, bytes)?)
+        }
         None => None,
     };
     loop {
-        let next = latest.as_ref().map_or(1, |p| p.seq + 1);
-        match layout::get_json::<Published>(store, &layout::published(next)).await? {
-            Some(p) if p.seq == next => latest = Some(p),
-            Some(p) => {
-                return Err(Error::Corrupt(format!(
-                    "{} holds seq {}; restore it from a backup",
-                    layout::published(next),
-                    p.seq
-                )));
-            }
-            None => return Ok(latest),
+        let next = latest
+            .as_ref()
+            .map_or(1, |(p, _): &(Published, String)| p.seq + 1);
+        let path = layout::published(next);
+        let Some(bytes) = layout::get_bytes(store, &path).await? else {
+            return Ok(latest);
+        };
+        let (p, sha) = parse(&path, next, bytes)?;
+        if let Some((prev, prev_sha)) = &latest
+            && p.prev_sha256.as_ref().is_some_and(|s| s != prev_sha)
+        {
+            return Err(Error::Corrupt(format!(
+                "{path} records the state before it as SHA-256 {}, but state {} hashes to {prev_sha}: one of them changed after it was written; restore it from a backup",
+                p.prev_sha256.as_deref().unwrap_or_default(),
+                prev.seq
+            )));
         }
+        latest = Some((p, sha));
     }
+}
+
+fn parse(
+    path: &object_store::path::Path,
+    seq: u64,
+    bytes: bytes::Bytes,
+) -> Result<(Published, String)> {
+    let p: Published = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Corrupt(format!("{path} is not a published state: {e}")))?;
+    if p.seq != seq {
+        return Err(Error::Corrupt(format!(
+            "{path} holds seq {}; restore it from a backup",
+            p.seq
+        )));
+    }
+    Ok((p, layout::sha256(&bytes)))
 }
 
 /// The watermark of an hour map.

@@ -14,8 +14,9 @@ use arrow::datatypes::{
     DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
 use chrono::{DateTime, Utc};
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 
+use crate::manifest::Manifest;
 use crate::{Error, Result, layout};
 
 static VIEWS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -93,11 +94,36 @@ pub fn views_batch<'a>(rows: impl Iterator<Item = ViewRow<'a>>) -> Result<Record
 /// Counts by (video, hour): `[views, billable_views, fraud_filtered, watch_seconds]`.
 pub type ViewsTable = BTreeMap<(String, DateTime<Utc>), [u64; 4]>;
 
-/// Reads a run's views file from the store.
-pub async fn load_views(store: &dyn ObjectStore, run_id: &str) -> Result<ViewsTable> {
-    let path = layout::views_file(run_id);
-    read_views(store.get(&path).await?.bytes().await?)
-        .map_err(|e| Error::Corrupt(format!("{path}: {e}")))
+/// Reads a run's views file, checked against the SHA-256 its manifest
+/// records: the only way to read a run's counts from the store.
+pub async fn load_views(store: &dyn ObjectStore, manifest: &Manifest) -> Result<ViewsTable> {
+    let path = layout::views_file(&manifest.run_id);
+    let bytes = manifest.read_output(store, &path).await?.ok_or_else(|| {
+        Error::Corrupt(format!(
+            "run {}'s manifest lists no views file {path}",
+            manifest.run_id
+        ))
+    })?;
+    read_views(bytes).map_err(|e| Error::Corrupt(format!("{path}: {e}")))
+}
+
+/// Writes `batches` (views-schema rows) as the only output of run `run_id`
+/// over `[from, to)`, with a manifest that vouches for it, and returns the
+/// manifest's SHA-256 (what a published state records). For tests and
+/// benchmarks that make a run by hand; batch writes its own.
+pub async fn put_run(
+    store: &dyn ObjectStore,
+    run_id: &str,
+    batches: &[RecordBatch],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<String> {
+    let bytes = layout::parquet_bytes(views_schema(), batches)?;
+    let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let mut m = Manifest::new(run_id, from, to);
+    m.outputs
+        .push(crate::manifest::put_output(store, &layout::views_file(run_id), bytes, rows).await?);
+    layout::put_json(store, &layout::manifest(run_id), &m).await
 }
 
 /// Reads a views file back. A file whose columns are not the views schema's

@@ -117,6 +117,11 @@ pub(crate) struct VerifyArgs {
     /// A checkpoint you saw before: the log must extend it.
     #[arg(long)]
     trusted_checkpoint: Option<PathBuf>,
+    /// Also follow every statement down to its data: the run manifests of
+    /// its hours, their views and filtered files and every raw archive file
+    /// they read, each re-hashed against what names it.
+    #[arg(long)]
+    deep: bool,
     #[command(flatten)]
     store: StoreFlag,
 }
@@ -273,10 +278,26 @@ pub(crate) async fn ledger(c: LedgerCommand) -> anyhow::Result<()> {
                 .map(|p| read(p, "the trusted checkpoint"))
                 .transpose()?;
             let store = store::open(&a.store.url())?;
-            let v = Ledger::new(store)
+            let ledger = Ledger::new(store.clone());
+            let v = ledger
                 .verify(pubkey.as_deref(), trusted.as_deref())
                 .await
                 .context("the ledger does not verify")?;
+            if a.deep {
+                let log = ledger.read().await?;
+                let d = statement::verify_deep(store.as_ref(), &log, &mut |e| {
+                    eprintln!(
+                        "deep: statement {} of {} (entry {})",
+                        e.statement_id, e.period, e.seq
+                    )
+                })
+                .await
+                .context("the ledger does not verify down to its data")?;
+                println!(
+                    "deep: {} statements followed down: {} run manifests, {} views and filtered files, {} raw files re-hashed ({} bytes), every one as recorded",
+                    d.statements, d.manifests, d.outputs, d.raw_files, d.bytes
+                );
+            }
             match v.root {
                 Some(root) => println!(
                     "ledger verifies: {} entries, {} statement files re-hashed, every checkpoint signed by {} \

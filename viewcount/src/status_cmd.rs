@@ -251,8 +251,7 @@ async fn last_run(
     let Some((_, run_id)) = changed else {
         return Ok(None);
     };
-    let m: Option<store::manifest::Manifest> =
-        store::layout::get_json(store, &store::layout::manifest(run_id)).await?;
+    let m = Some(p.manifest(store, run_id).await?);
     Ok(m.map(|m| LastRun {
         run_id: m.run_id,
         from: m.from,

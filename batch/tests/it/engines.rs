@@ -212,8 +212,7 @@ async fn native_and_sql_engines_agree_byte_for_byte_and_with_the_truth() {
         "the archive keeps most conflicts"
     );
     assert_eq!(r.conflicting_ids, conflicting);
-    let (_, fraud) =
-        crate::harness::filtered_by_rule(store.as_ref(), &native.run_id, "vFraud").await;
+    let (_, fraud) = crate::harness::filtered_by_rule(store.as_ref(), &native, "vFraud").await;
     assert_eq!(
         fraud,
         [(FraudRule::RepeatLoop, 24), (FraudRule::DailyCap, 1)].into(),
@@ -226,7 +225,7 @@ async fn native_and_sql_engines_agree_byte_for_byte_and_with_the_truth() {
         truth.record(&r.received.event);
     }
     assert_eq!(r.duplicates, (valid.len() - payloads.len()) as u64);
-    let got = store::views::load_views(store.as_ref(), &native.run_id)
+    let got = store::views::load_views(store.as_ref(), &native)
         .await
         .unwrap();
     testkit::assert_same_map(&got, &expected(&truth), "batch output");
@@ -272,7 +271,7 @@ async fn reconcile_explains_speed_against_batch_on_the_same_archive() {
     write(store.as_ref(), &a.rows, 0).await;
     write(store.as_ref(), &a.rearchived, 1_000_000).await;
     let report = run(store.clone(), Engine::Native).await;
-    let batch_views: u64 = store::views::load_views(store.as_ref(), &report.manifest.run_id)
+    let batch_views: u64 = store::views::load_views(store.as_ref(), &report.manifest)
         .await
         .unwrap()
         .values()
@@ -306,7 +305,7 @@ async fn reconcile_explains_speed_against_batch_on_the_same_archive() {
     );
     // Every filtered view is explained under its rule.
     let (by_cause, _) =
-        crate::harness::filtered_by_rule(store.as_ref(), &report.manifest.run_id, "vFraud").await;
+        crate::harness::filtered_by_rule(store.as_ref(), &report.manifest, "vFraud").await;
     assert!(
         by_cause[&reconcile::Cause::RepeatLoop] >= 24,
         "{by_cause:?}"
@@ -383,13 +382,13 @@ async fn every_invalid_traffic_rule_is_the_same_in_both_engines_and_the_truth() 
         );
         assert_eq!(native.rows, other.rows);
     }
-    let got = store::views::load_views(store.as_ref(), &native.run_id)
+    let got = store::views::load_views(store.as_ref(), &native)
         .await
         .unwrap();
     testkit::assert_same_map(&got, &expected(&truth), "batch output");
 
     // The filtered table, by rule, is the truth's attribution.
-    let filtered = store::filtered::load_filtered(store.as_ref(), &native.run_id)
+    let filtered = store::filtered::load_filtered(store.as_ref(), &native)
         .await
         .unwrap();
     let mut by_rule: BTreeMap<String, u64> = BTreeMap::new();

@@ -196,7 +196,7 @@ impl Setup {
     }
 
     pub(crate) async fn views(&self, report: &RunReport) -> store::ViewsTable {
-        store::views::load_views(self.store.as_ref(), &report.manifest.run_id)
+        store::views::load_views(self.store.as_ref(), &report.manifest)
             .await
             .unwrap()
     }
@@ -226,7 +226,7 @@ pub(crate) fn expected(truth: &Truth) -> store::ViewsTable {
 /// and per rule for the rows of `video`.
 pub(crate) async fn filtered_by_rule(
     store: &dyn object_store::ObjectStore,
-    run_id: &str,
+    run: &store::Manifest,
     video: &str,
 ) -> (
     std::collections::BTreeMap<reconcile::Cause, u64>,
@@ -234,7 +234,7 @@ pub(crate) async fn filtered_by_rule(
 ) {
     let mut all = std::collections::BTreeMap::new();
     let mut of_video = std::collections::BTreeMap::new();
-    for f in store::filtered::load_filtered(store, run_id).await.unwrap() {
+    for f in store::filtered::load_filtered(store, run).await.unwrap() {
         *all.entry(reconcile::Cause::filtered_by(f.rule))
             .or_default() += f.views as u64;
         if f.video_id == video {

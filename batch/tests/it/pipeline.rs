@@ -49,7 +49,7 @@ async fn batch_counts_equal_the_truth_with_duplicates_late_events_and_fraud() {
     // (The generated traffic's own filtered views depend on where its
     // times fall in the hour: only the fraud pattern's are pinned.)
     let (_, fraud) =
-        crate::harness::filtered_by_rule(s.store.as_ref(), &report.manifest.run_id, "vFraud").await;
+        crate::harness::filtered_by_rule(s.store.as_ref(), &report.manifest, "vFraud").await;
     assert_eq!(
         fraud,
         [(schemas::fraud::FraudRule::RepeatLoop, 25)].into(),

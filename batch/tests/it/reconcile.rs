@@ -169,7 +169,7 @@ async fn speed_and_batch_reconcile_with_every_difference_explained() {
         serde_json::to_value(&r).unwrap()
     );
     let (by_cause, bot) =
-        crate::harness::filtered_by_rule(s.store.as_ref(), &report.manifest.run_id, "vBot").await;
+        crate::harness::filtered_by_rule(s.store.as_ref(), &report.manifest, "vBot").await;
     assert_eq!(
         bot,
         [(schemas::fraud::FraudRule::RepeatLoop, 14)].into(),

@@ -129,6 +129,7 @@ async fn racing_publishers_all_land_through_current_on_s3() {
                 batch::publish::publish(
                     store.as_ref(),
                     &format!("r{i}"),
+                    "sha",
                     from,
                     from + TimeDelta::hours(1),
                 )

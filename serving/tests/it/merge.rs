@@ -369,3 +369,66 @@ async fn redis_down_answers_from_batch_alone_and_readyz_says_degraded() {
     assert_eq!(ready["status"], "degraded", "{ready}");
     assert!(ready["degraded"]["redis"].is_string(), "{ready}");
 }
+
+/// A published run whose views file no longer hashes to what its manifest
+/// records is refused at reload: the last good state keeps serving,
+/// `/readyz` says degraded naming the file, and once the file is restored
+/// the new state is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_damaged_run_is_refused_and_the_last_good_state_keeps_serving() {
+    use object_store::ObjectStoreExt;
+    let w = World::new(2_000, 17).await;
+    let wm = middle(&w);
+    w.publish(w.first, wm).await;
+    let s = w.serve(unlimited()).await;
+    s.reload().await;
+    let good_seq = s.source.snapshot().index.seq();
+    w.publish(wm, w.end).await;
+    let state = store::state::current(w.store.as_ref())
+        .await
+        .unwrap()
+        .unwrap();
+    let path = store::layout::views_file(&state.hours[&wm]);
+    let original = w.store.get(&path).await.unwrap().bytes().await.unwrap();
+    let mut damaged = original.to_vec();
+    let i = damaged.len() / 2;
+    damaged[i] ^= 0x01;
+    store::layout::put(w.store.as_ref(), &path, damaged.into())
+        .await
+        .unwrap();
+
+    let err = s.source.refresh().await.unwrap_err().to_string();
+    assert!(
+        err.contains("corrupt") && err.contains(path.as_ref()),
+        "{err}"
+    );
+    assert_eq!(
+        s.source.snapshot().index.seq(),
+        good_seq,
+        "the last good state serves"
+    );
+    let a = s
+        .ok(
+            &format!(
+                "/v1/videos/{}/views?from={}&to={}",
+                w.video_a,
+                q(w.first),
+                q(w.end)
+            ),
+            &w.secrets.admin,
+        )
+        .await;
+    assert_eq!(a["watermark"], serde_json::json!(wm), "{a}");
+    let (status, _, ready) = s.get("/readyz", None).await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert!(ready.to_string().contains(path.as_ref()), "{ready}");
+
+    store::layout::put(w.store.as_ref(), &path, original)
+        .await
+        .unwrap();
+    s.reload().await;
+    assert_eq!(s.source.snapshot().index.seq(), Some(state.seq));
+    let (_, _, ready) = s.get("/readyz", None).await;
+    assert!(ready.get("degraded").is_none(), "{ready}");
+}

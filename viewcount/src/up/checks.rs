@@ -166,7 +166,8 @@ pub(super) async fn demo_batch(
     }
     let mut views = store::ViewsTable::new();
     for (run, hours) in &runs {
-        let table = store::views::load_views(store.as_ref(), run).await?;
+        let manifest = published.manifest(store.as_ref(), run).await?;
+        let table = store::views::load_views(store.as_ref(), &manifest).await?;
         views.extend(table.into_iter().filter(|((_, h), _)| hours.contains(h)));
     }
     println!(

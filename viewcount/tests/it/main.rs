@@ -5,6 +5,7 @@
 //! - [`cli`]: the commands a user types, their output and errors;
 //! - [`flags`]: the README's configuration table against every flag;
 //! - [`metrics`]: every service's `/metrics` through Prometheus' linter;
+//! - [`tamper`]: a flipped byte in any stored object is refused by every reader;
 //! - [`up`]: `viewcount up --demo`, the README's main command, on a local
 //!   store and on S3;
 //! - [`ballista`] (with the `ballista` feature, which `scripts/test` turns
@@ -15,6 +16,7 @@ mod ballista;
 mod cli;
 mod flags;
 mod metrics;
+mod tamper;
 mod up;
 
 use std::process::{Command, Output};
