@@ -49,9 +49,11 @@ pub const PROOF_HEADER: &str = "c2sp.org/tlog-proof@v1";
 /// the tree-to-tree proof C2SP does not define a file for).
 pub const CONSISTENCY_HEADER: &str = "viewcount/tlog-consistency-proof@v1";
 
-/// How long an appender waits for another writer's checkpoint to follow its
-/// entry before calling the entry unsigned.
-const UNSIGNED_WAIT: Duration = Duration::from_secs(20);
+/// How long an appender gives another writer to sign the entry it just
+/// wrote before it checks that entry and signs it itself (a writer that
+/// died between its entry and its checkpoint): a live writer signs within
+/// milliseconds, and signing twice is harmless (the same checkpoint).
+const UNSIGNED_GRACE: Duration = Duration::from_secs(1);
 
 /// Path of entry `seq`.
 pub fn entry_path(seq: u64) -> Path {
@@ -494,6 +496,18 @@ impl Ledger {
         Ok(Log { bytes, entries })
     }
 
+    /// The log as far as a signed checkpoint covers it: what the API and
+    /// `status` show. An entry past the newest checkpoint (its writer
+    /// stopped before signing; the next append or `ledger repair` checks and
+    /// signs it) is left out.
+    pub async fn read_signed(&self) -> Result<Log> {
+        let mut log = self.read().await?;
+        let signed = usize::try_from(self.signed_size().await?).unwrap_or(usize::MAX);
+        log.entries.truncate(signed);
+        log.bytes.truncate(signed);
+        Ok(log)
+    }
+
     /// The size of the latest checkpoint (0 when none).
     async fn signed_size(&self) -> Result<u64> {
         Ok(self.checkpoint_sizes().await?.last().copied().unwrap_or(0))
@@ -512,26 +526,22 @@ impl Ledger {
         let mut waited = Duration::ZERO;
         loop {
             let log = self.read().await?;
-            if let Some(seq) = already(&log) {
-                return Ok(Appended::Existing(seq));
-            }
             let n = log.entries.len() as u64;
             let signed = self.signed_size().await?;
             if signed < n {
                 // Another writer's entry whose checkpoint has not appeared
-                // yet: it is about to, unless that writer died.
-                if waited >= UNSIGNED_WAIT {
-                    return Err(Error::Tampered(format!(
-                        "entry {} ({}) has had no signed checkpoint for {}s: its writer died before signing, \
-                         or it was written without the key. Check it; `viewcount ledger verify` names it",
-                        signed,
-                        entry_path(signed),
-                        UNSIGNED_WAIT.as_secs()
-                    )));
+                // yet: it is about to, unless that writer died. Past the
+                // grace, check the entry and sign it.
+                if waited < UNSIGNED_GRACE {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    waited += Duration::from_millis(100);
+                    continue;
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                waited += Duration::from_millis(100);
+                self.repair_with(key, &log, signed).await?;
                 continue;
+            }
+            if let Some(seq) = already(&log) {
+                return Ok(Appended::Existing(seq));
             }
             let mut entry = new.entry.clone();
             entry.seq = n;
@@ -567,15 +577,127 @@ impl Ledger {
             )
             .await?;
         tree.push(bytes)?;
-        let note = key.sign(n + 1, tree.root(n + 1)?)?;
-        self.store
+        self.sign(key, tree).await
+    }
+
+    /// Writes the signed checkpoint of `tree`, create-only. One already
+    /// there with the same bytes (another writer signed the same tree: the
+    /// signature is deterministic) is success; another is `AlreadyExists`.
+    async fn sign(&self, key: &LogKey, tree: &Tree) -> Result<Vec<u8>> {
+        let size = tree.size();
+        let note = key.sign(size, tree.root(size)?)?;
+        let path = checkpoint_path(size);
+        match self
+            .store
             .put_opts(
-                &checkpoint_path(n + 1),
+                &path,
                 PutPayload::from(note.clone()),
                 PutOptions::from(PutMode::Create),
             )
-            .await?;
-        Ok(note)
+            .await
+        {
+            Ok(_) => Ok(note),
+            Err(object_store::Error::AlreadyExists { path: p, source })
+                if self.get(&path).await?.as_deref() != Some(note.as_slice()) =>
+            {
+                Err(Error::ObjectStore(object_store::Error::AlreadyExists {
+                    path: p,
+                    source,
+                }))
+            }
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(note),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Brings the log back to signed after a writer crashed mid-append, with
+    /// the key: an entry whose checkpoint is missing (its writer died between
+    /// the two writes) is checked and signed, and `ledger/checkpoint` is
+    /// moved to the newest checkpoint (a writer that died before updating
+    /// it). Nothing unsigned is trusted: the entry is signed only if it is
+    /// the one entry past the newest checkpoint, names the hash of the entry
+    /// before it, refers only to earlier entries, and every statement file
+    /// it records exists with the recorded SHA-256; otherwise the error says
+    /// which check failed and nothing is written. Returns the entries it
+    /// signed (0 or 1).
+    pub async fn repair(&self, key: &LogKey) -> Result<u64> {
+        self.publish_key(key).await?;
+        let log = self.read().await?;
+        let signed = self.signed_size().await?;
+        let repaired = if signed < log.entries.len() as u64 {
+            self.repair_with(key, &log, signed).await?;
+            1
+        } else {
+            0
+        };
+        let newest = self.signed_size().await?;
+        if newest > 0 {
+            let note = self
+                .get(&checkpoint_path(newest))
+                .await?
+                .unwrap_or_default()
+                .to_vec();
+            self.publish_latest(newest, note).await?;
+        }
+        Ok(repaired)
+    }
+
+    /// Checks entry `signed` of `log` (the first past the newest checkpoint)
+    /// and signs the tree that ends with it (see [`Ledger::repair`]).
+    async fn repair_with(&self, key: &LogKey, log: &Log, signed: u64) -> Result<()> {
+        let n = log.entries.len() as u64;
+        let refuse = |why: String| {
+            Error::Tampered(format!(
+                "entry {signed} ({}) has no signed checkpoint and cannot be signed: {why}. \
+                 Compare it with the statement it names; `viewcount ledger verify` names it",
+                entry_path(signed)
+            ))
+        };
+        if n > signed + 1 {
+            return Err(refuse(format!(
+                "{} entries follow the newest checkpoint, and a writer with the key never writes an entry before the previous one is signed",
+                n - signed
+            )));
+        }
+        let e = &log.entries[signed as usize];
+        let prev = match signed {
+            0 => GENESIS_PREV.to_owned(),
+            s => store::layout::sha256(&log.bytes[s as usize - 1]),
+        };
+        if e.prev != prev {
+            return Err(refuse(format!(
+                "it names {} as the entry before it, which hashes to {prev}",
+                e.prev
+            )));
+        }
+        if let Some(r) = e.references.iter().find(|&&r| r >= signed) {
+            return Err(refuse(format!(
+                "it refers to entry {r}, which is not before it"
+            )));
+        }
+        for (path, sha) in &e.files {
+            store::layout::get_verified(
+                self.store.as_ref(),
+                &Path::from(path.as_str()),
+                sha,
+                &format!("unsigned entry {signed}"),
+            )
+            .await
+            .map_err(|err| refuse(err.to_string()))?;
+        }
+        let tree = Tree::of(log.bytes.iter().map(|b| b.as_ref()))?;
+        let note = match self.sign(key, &tree).await {
+            Ok(note) => note,
+            // Another writer signed a different tree of this size: the
+            // next read shows what the log is.
+            Err(Error::ObjectStore(object_store::Error::AlreadyExists { .. })) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        tracing::warn!(
+            seq = signed,
+            "ledger: entry {signed} had no signed checkpoint (its writer stopped between the two writes); checked and signed it"
+        );
+        self.publish_latest(n, note).await
     }
 
     /// Appends many entries after one read of the log (a backfill, or a
@@ -583,14 +705,10 @@ impl Ledger {
     /// its own checkpoint, as [`Ledger::append`] does one at a time. A racing
     /// writer makes it stop with an error (what it appended stays, signed).
     pub async fn append_all(&self, key: &LogKey, news: Vec<NewEntry>) -> Result<Vec<u64>> {
-        self.publish_key(key).await?;
+        // A writer that crashed mid-append left the log unsigned at its
+        // end: check and sign that first.
+        self.repair(key).await?;
         let log = self.read().await?;
-        if self.signed_size().await? < log.entries.len() as u64 {
-            return Err(Error::Tampered(
-                "the log has an entry without a signed checkpoint; run `viewcount ledger verify`"
-                    .into(),
-            ));
-        }
         let mut tree = Tree::of(log.bytes.iter().map(|b| b.as_ref()))?;
         let mut prev = log
             .bytes
@@ -780,8 +898,9 @@ impl Ledger {
         let signed = sizes.len() as u64;
         if signed < n {
             return Err(Error::Tampered(format!(
-                "entry {signed} ({}) is not covered by any signed checkpoint: it was appended without the log's key \
-                 (or its writer died before signing)",
+                "entry {signed} ({}) is not covered by any signed checkpoint: its writer stopped between writing it and signing it, \
+                 or it was written without the log's key. `viewcount ledger repair --ledger-key KEY` checks it (its place, the hash \
+                 of the entry before it, its statement files) and signs it; the next `billing report` or `finalize` does the same",
                 entry_path(signed)
             )));
         }
@@ -808,7 +927,8 @@ impl Ledger {
                 .map_err(|why| Error::Tampered(format!("{}: {why}", latest_checkpoint_path())))?;
             if cp.size() < n {
                 return Err(Error::Tampered(format!(
-                    "{} is for {} entries but the log has {n}, signed up to {}: the latest checkpoint was rolled back",
+                    "{} is for {} entries but the log has {n}, signed up to {}: the latest checkpoint was rolled back, \
+                     or its writer stopped before moving it (`viewcount ledger repair --ledger-key KEY` moves it to the newest)",
                     latest_checkpoint_path(),
                     cp.size(),
                     checkpoint_path(n)

@@ -10,7 +10,10 @@
 //!   replicas, whose nodes can be killed.
 //! - [`s3::S3Server`]: a child S3-compatible server (`moto`) with one
 //!   bucket, stopped on drop.
+//! - [`faults::FaultyStore`]: a real store whose chosen operations fail
+//!   (a crash between two writes, a full disk, a dropped connection).
 
+pub mod faults;
 pub mod kafka;
 pub mod redis;
 pub mod s3;

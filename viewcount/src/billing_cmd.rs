@@ -27,6 +27,9 @@ pub(crate) enum LedgerCommand {
     Keygen(KeygenArgs),
     /// Recompute everything: chain, Merkle roots, checkpoint signatures and consistency, file hashes.
     Verify(VerifyArgs),
+    /// After a crash mid-append: check the entry that has no signed
+    /// checkpoint and sign it, and move `ledger/checkpoint` to the newest.
+    Repair(RepairArgs),
     /// Print an inclusion proof of an entry (C2SP tlog-proof), or a consistency proof.
     Prove(ProveArgs),
     /// Check a proof offline with nothing but the public key.
@@ -122,6 +125,14 @@ pub(crate) struct VerifyArgs {
     /// they read, each re-hashed against what names it.
     #[arg(long)]
     deep: bool,
+    #[command(flatten)]
+    store: StoreFlag,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RepairArgs {
+    #[command(flatten)]
+    key: KeyFlag,
     #[command(flatten)]
     store: StoreFlag,
 }
@@ -307,6 +318,16 @@ pub(crate) async fn ledger(c: LedgerCommand) -> anyhow::Result<()> {
                     v.origin.unwrap_or_default()
                 ),
                 None => println!("ledger is empty: nothing to verify"),
+            }
+        }
+        LedgerCommand::Repair(a) => {
+            let key = LogKey::from_file(&a.key.ledger_key)?;
+            let store = store::open(&a.store.url())?;
+            match Ledger::new(store).repair(&key).await? {
+                0 => println!("ledger: every entry is signed; the latest checkpoint is the newest"),
+                n => println!(
+                    "ledger: checked and signed {n} entry left unsigned by a crash; it verifies now"
+                ),
             }
         }
         LedgerCommand::Prove(a) => {

@@ -44,7 +44,10 @@ pub(crate) fn ledger_error(e: billing::Error) -> ApiError {
 }
 
 pub(crate) async fn read_log(app: &App) -> ApiResult<Log> {
-    Ledger::new(app.store()).read().await.map_err(ledger_error)
+    Ledger::new(app.store())
+        .read_signed()
+        .await
+        .map_err(ledger_error)
 }
 
 pub(crate) fn finance_only(caller: &Caller) -> ApiResult<()> {
