@@ -7,6 +7,14 @@
 //! named for their offset range; batch removes the duplicates by `event_id`.
 //! Records below a partition's recorded progress are skipped, so a restart
 //! does not even rewrite them.
+//!
+//! A store that fails (a full disk, too many open files, a dropped
+//! connection) stalls the archive instead of ending it: it stops consuming,
+//! keeps every record it holds, reports not ready with the error (so `up`'s
+//! ingest answers 503 and acknowledges nothing it cannot keep), counts each
+//! failure in `archive_store_failures` and retries with a backoff of 1 s
+//! doubling to 30 s until the write succeeds. Any other error stops it,
+//! loudly: logged at error, counted, and not ready with the reason.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -89,6 +97,10 @@ pub struct ArchiveConfig {
     pub rules: RuleSet,
     /// Kafka group session timeout.
     pub session_timeout: Duration,
+    /// How long the last flush at shutdown retries a failing store before
+    /// the archive stops with the error (the unwritten records stay in
+    /// Kafka, their offsets not committed).
+    pub shutdown_retry: Duration,
 }
 
 impl ArchiveConfig {
@@ -106,6 +118,7 @@ impl ArchiveConfig {
             in_flight_margin: chrono::Duration::seconds(30),
             rules: RuleSet::default(),
             session_timeout: Duration::from_secs(10),
+            shutdown_retry: Duration::from_secs(20),
         }
     }
 }
@@ -118,6 +131,7 @@ pub struct ArchiveMetrics {
     bytes: Counter,
     skipped_invalid: Counter,
     skipped_archived: Counter,
+    store_failures: Counter,
 }
 
 impl ArchiveMetrics {
@@ -130,6 +144,7 @@ impl ArchiveMetrics {
             bytes: Counter::default(),
             skipped_invalid: Counter::default(),
             skipped_archived: Counter::default(),
+            store_failures: Counter::default(),
         };
         r.register(
             "records",
@@ -148,7 +163,17 @@ impl ArchiveMetrics {
             "Records below a partition's recorded progress (already archived)",
             m.skipped_archived.clone(),
         );
+        r.register(
+            "store_failures",
+            "Store reads or writes of the archive that failed (each retried with backoff while the store is unavailable; anything else stops the archive)",
+            m.store_failures.clone(),
+        );
         m
+    }
+
+    /// Store failures so far (each retry counts).
+    pub fn store_failures(&self) -> u64 {
+        self.store_failures.get()
     }
 
     /// Records archived so far.
@@ -197,12 +222,29 @@ pub async fn run(
         cluster_id,
         rules: Some(config.rules),
     };
-    if let Some(old) =
-        layout::get_json::<ArchiveMeta>(store.as_ref(), &layout::archive_meta()).await?
-    {
-        meta.check_same_source(&old).map_err(Error::Config)?;
+    let mut retry: Option<Retry> = None;
+    loop {
+        match record_meta(store.as_ref(), &meta).await {
+            Ok(()) => break,
+            Err(e) if e.class() == schemas::ErrorClass::Unavailable => {
+                let r = Retry::after(retry.as_ref());
+                metrics.store_failures.inc();
+                tracing::error!(error = %e, retry_in = ?r.delay, "archive: cannot record its metadata in the store; retrying");
+                ready.set_not_ready(format!(
+                    "the archive cannot reach the store ({e}); retrying"
+                ));
+                tokio::select! {
+                    () = cancel.cancelled() => return Err(e),
+                    () = tokio::time::sleep(r.delay) => {}
+                }
+                retry = Some(r);
+            }
+            Err(e) => {
+                ready.set_not_ready(format!("the archive stopped: {e}"));
+                return Err(e);
+            }
+        }
     }
-    layout::put_json(store.as_ref(), &layout::archive_meta(), &meta).await?;
     ready.set_ready();
     tracing::info!(topic = %config.topic, partitions, "archive running");
 
@@ -215,31 +257,107 @@ pub async fn run(
         progress: HashMap::new(),
         buffered: 0,
     };
+    // A record received but not yet taken (taking it read the store and
+    // failed): taken before any other.
+    let mut pending: Option<rdkafka::message::OwnedMessage> = None;
+    // While the store fails: when to try again. Nothing more is consumed
+    // meanwhile, so what is buffered stays exactly what the failed write
+    // held, and the retry writes the same files.
+    let mut failing: Option<Retry> = None;
     let mut last_flush = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
+        let consuming = failing.is_none() && pending.is_none();
         tokio::select! {
             () = cancel.cancelled() => break,
             _ = tick.tick() => {}
-            m = a.consumer.recv() => match m {
-                Ok(m) => {
-                    let m = m.detach();
-                    a.take(&m).await?;
-                }
+            m = a.consumer.recv(), if consuming => match m {
+                Ok(m) => pending = Some(m.detach()),
                 Err(e) => tracing::warn!(error = %e, "archive: kafka consume error"),
             },
         }
-        if a.buffered >= a.config.flush_rows || last_flush.elapsed() >= a.config.flush_interval {
-            a.flush().await?;
-            last_flush = Instant::now();
+        if failing.as_ref().is_some_and(|f| Instant::now() < f.at) {
+            continue;
+        }
+        let due = failing.is_some()
+            || a.buffered >= a.config.flush_rows
+            || last_flush.elapsed() >= a.config.flush_interval;
+        match a.step(&mut pending, due).await {
+            Ok(flushed) => {
+                if flushed {
+                    last_flush = Instant::now();
+                }
+                if failing.take().is_some() {
+                    tracing::info!("archive: the store works again; archiving resumed");
+                    ready.set_ready();
+                }
+            }
+            Err(e) if e.class() == schemas::ErrorClass::Unavailable => {
+                let retry = Retry::after(failing.as_ref());
+                a.metrics.store_failures.inc();
+                tracing::error!(error = %e, retry_in = ?retry.delay, buffered = a.buffered, "archive: cannot write to the store; holding what it has and retrying");
+                ready.set_not_ready(format!(
+                    "the archive cannot write to the store ({e}); {} records held, retrying every {} s",
+                    a.buffered,
+                    retry.delay.as_secs()
+                ));
+                failing = Some(retry);
+            }
+            Err(e) => return Err(a.stopped(&ready, e)),
         }
     }
-    a.flush().await?;
+    // What is held is written before stopping; a store that keeps failing
+    // is retried for a bounded time, then the error says what was not kept.
+    let deadline = Instant::now() + a.config.shutdown_retry;
+    let mut retry: Option<Retry> = None;
+    loop {
+        match a.step(&mut pending, true).await {
+            Ok(_) => break,
+            Err(e)
+                if e.class() == schemas::ErrorClass::Unavailable && Instant::now() < deadline =>
+            {
+                let r = Retry::after(retry.as_ref());
+                a.metrics.store_failures.inc();
+                tracing::error!(error = %e, "archive: final flush failed; retrying");
+                tokio::time::sleep(r.delay).await;
+                retry = Some(r);
+            }
+            Err(e) => return Err(a.stopped(&ready, e)),
+        }
+    }
     let _ = a
         .consumer
         .commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
     tracing::info!("archive stopped");
     Ok(())
+}
+
+/// Checks the store belongs to this source, then records it.
+async fn record_meta(store: &dyn ObjectStore, meta: &ArchiveMeta) -> Result<()> {
+    if let Some(old) = layout::get_json::<ArchiveMeta>(store, &layout::archive_meta()).await? {
+        meta.check_same_source(&old).map_err(Error::Config)?;
+    }
+    layout::put_json(store, &layout::archive_meta(), meta).await?;
+    Ok(())
+}
+
+/// The next attempt after a failed store write: doubling from 1 s up to 30 s.
+struct Retry {
+    delay: Duration,
+    at: Instant,
+}
+
+impl Retry {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(30);
+
+    fn after(previous: Option<&Retry>) -> Self {
+        let delay = previous.map_or(Self::FIRST, |p| (p.delay * 2).min(Self::MAX));
+        Self {
+            delay,
+            at: Instant::now() + delay,
+        }
+    }
 }
 
 struct Archiver {
@@ -253,6 +371,33 @@ struct Archiver {
 }
 
 impl Archiver {
+    /// Takes the pending record, then flushes when `due`; whether it flushed.
+    /// On an error the record stays pending and the buffers stay whole.
+    async fn step(
+        &mut self,
+        pending: &mut Option<rdkafka::message::OwnedMessage>,
+        due: bool,
+    ) -> Result<bool> {
+        if let Some(m) = pending.as_ref() {
+            self.take(m).await?;
+            *pending = None;
+        }
+        if due {
+            self.flush().await?;
+        }
+        Ok(due)
+    }
+
+    /// The archive stops on `e` (not a store outage): loud, and not ready
+    /// with the reason, so whatever watches it (ingest in `up`, `/readyz`)
+    /// stops acknowledging what it could not keep.
+    fn stopped(&self, ready: &ReadyFlag, e: Error) -> Error {
+        self.metrics.store_failures.inc();
+        tracing::error!(error = %e, buffered = self.buffered, "archive stopped on an error");
+        ready.set_not_ready(format!("the archive stopped: {e}"));
+        e
+    }
+
     async fn progress_of(&mut self, partition: i32) -> Result<Progress> {
         if let Some(p) = self.progress.get(&partition) {
             return Ok(*p);
@@ -314,7 +459,9 @@ impl Archiver {
     }
 
     /// Uploads every buffered partition's files, then records progress for
-    /// every assigned partition (also idle ones, so the watermark moves).
+    /// every assigned partition (also idle ones, so the watermark moves). A
+    /// partition's buffer is let go only once its files and progress are
+    /// written: after an error, a retry writes the same files again.
     async fn flush(&mut self) -> Result<()> {
         let check_time = Utc::now();
         let assigned: Vec<i32> = self
@@ -322,16 +469,15 @@ impl Archiver {
             .assignment()
             .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
             .unwrap_or_default();
-        let buffers = std::mem::take(&mut self.buffers);
-        self.buffered = 0;
         let mut touched: Vec<i32> = assigned.clone();
-        touched.extend(buffers.keys().copied());
+        touched.extend(self.buffers.keys().copied());
         touched.sort_unstable();
         touched.dedup();
         for p in touched {
             let prev = self.progress_of(p).await?;
-            let buf = buffers.get(&p);
+            let buf = self.buffers.get(&p);
             let next_offset = buf.map_or(prev.next_offset, |b| b.last + 1);
+            let newest = buf.and_then(|b| b.rows.iter().map(|r| r.received.received_at).max());
             let high = tokio::task::block_in_place(|| {
                 self.consumer.fetch_watermarks(
                     &self.config.topic,
@@ -348,13 +494,11 @@ impl Archiver {
             let mut complete_through = prev.complete_through;
             if caught_up {
                 complete_through = complete_through.max(check_time - self.config.in_flight_margin);
-            } else if let Some(b) = buf {
+            } else if let Some(t) = newest {
                 // Not caught up: only what was received before the oldest
                 // unarchived record is known complete; the last archived
                 // record's receive time is a safe lower bound.
-                if let Some(t) = b.rows.iter().map(|r| r.received.received_at).max() {
-                    complete_through = complete_through.max(t - self.config.in_flight_margin);
-                }
+                complete_through = complete_through.max(t - self.config.in_flight_margin);
             }
             let progress = Progress {
                 partition: p,
@@ -364,11 +508,12 @@ impl Archiver {
             if progress != prev {
                 layout::put_json(self.store.as_ref(), &layout::progress(p), &progress).await?;
                 self.progress.insert(p, progress);
-                if buf.is_some() {
-                    let _ = self
-                        .consumer
-                        .store_offset(&self.config.topic, p, next_offset - 1);
-                }
+            }
+            if let Some(b) = self.buffers.remove(&p) {
+                self.buffered -= b.rows.len();
+                let _ = self
+                    .consumer
+                    .store_offset(&self.config.topic, p, next_offset - 1);
             }
         }
         Ok(())

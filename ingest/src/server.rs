@@ -33,6 +33,12 @@ pub struct IngestConfig {
     /// The one rule set (acceptance limits among it); every layer runs
     /// with the same one.
     pub rules: RuleSet,
+    /// What must keep every acknowledged event, when ingest can see it: in
+    /// `up` the archive's readiness (the embedded Kafka keeps records only
+    /// in memory). While it is not ready, requests answer 503 with
+    /// `Retry-After` and nothing is acknowledged. Deployed apart, Kafka's
+    /// retention keeps events for an archive that is down: `None`.
+    pub keeper: Option<telemetry::ReadyFlag>,
 }
 
 impl IngestConfig {
@@ -48,6 +54,7 @@ impl Default for IngestConfig {
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
             max_events: Self::DEFAULT_MAX_EVENTS,
             rules: RuleSet::default(),
+            keeper: None,
         }
     }
 }
@@ -155,6 +162,15 @@ async fn handle_events(
     body: Result<Bytes, BytesRejection>,
     trace: &TraceParent,
 ) -> Response {
+    if let Some(Err(why)) = st.config.keeper.as_ref().map(telemetry::ReadyFlag::get) {
+        tracing::warn!(reason = %why, trace_id = %trace.trace_id(), "ingest: the archive cannot keep events, answering 503");
+        return unavailable(
+            "archive_unavailable",
+            format!(
+                "the archive cannot keep events now ({why}); nothing in this request is accepted. Retry after the Retry-After delay"
+            ),
+        );
+    }
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());

@@ -7,10 +7,13 @@
 //! and go) or an async check (run on each `/readyz`). `viewcount up` builds one
 //! [`Ops`] for all services in the process, so one `/metrics` shows them all.
 //!
+//! [`supervise`]: long-running tasks watched, so one that stops is loud.
+//!
 //! [`process`]: this process's peak memory (and a child's) as the kernel
 //! counts it, which batch runs record and benchmarks measure.
 
 pub mod process;
+pub mod supervise;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

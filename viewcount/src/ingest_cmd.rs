@@ -28,6 +28,7 @@ impl IngestFlags {
             max_body_bytes: self.max_body_bytes,
             max_events: self.max_events,
             rules,
+            keeper: None,
         }
     }
 

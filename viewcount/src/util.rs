@@ -114,7 +114,9 @@ impl Stop {
 }
 
 /// Runs one service with `/healthz`, `/readyz`, `/metrics` on `listen` until
-/// SIGINT/SIGTERM, then stops both and waits for them.
+/// SIGINT/SIGTERM, then stops both and waits for them. A service that ends
+/// by itself (an error it does not retry, a panic) ends the process with
+/// its error, so whatever runs the process sees it and restarts it.
 pub(crate) async fn run_service<F, E>(
     listen: &str,
     ops: telemetry::Ops,
@@ -129,11 +131,25 @@ where
     let stop = Stop::new();
     let app = ops.router().fallback(telemetry::not_found);
     let http = tokio::spawn(telemetry::serve(listener, app, ops, stop.wait()));
-    let task = tokio::spawn(service(Box::pin(stop.wait())));
-    shutdown_signal().await;
+    let mut task = tokio::spawn(service(Box::pin(stop.wait())));
+    let ended = tokio::select! {
+        () = shutdown_signal() => None,
+        r = &mut task => Some(r),
+    };
     stop.stop();
-    task.await.context("service task")?.map_err(Into::into)?;
-    http.await.context("http task")??;
+    let outcome = match ended {
+        None => task.await,
+        Some(r) => {
+            tracing::error!("the service stopped by itself; stopping the process");
+            r
+        }
+    };
+    let served = http.await.context("http task");
+    outcome
+        .context("service task")?
+        .map_err(Into::into)
+        .context("the service stopped")?;
+    served??;
     Ok(())
 }
 

@@ -29,6 +29,9 @@ pub(crate) struct Setup {
 pub(crate) struct Archive {
     pub(crate) handle: JoinHandle<archive::Result<()>>,
     stop: Option<oneshot::Sender<()>>,
+    /// Its readiness, as `/readyz` shows it.
+    pub(crate) ready: ReadyFlag,
+    pub(crate) metrics: ArchiveMetrics,
 }
 
 impl Archive {
@@ -40,6 +43,17 @@ impl Archive {
             .await
             .expect("join")
             .expect("archive run");
+    }
+
+    /// Asks the archive to stop and returns the error it stops with.
+    pub(crate) async fn stop_err(mut self) -> archive::Error {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        (&mut self.handle)
+            .await
+            .expect("join")
+            .expect_err("the archive stops with an error")
     }
 
     /// Waits for the archive to stop by itself (without asking it to).
@@ -104,12 +118,13 @@ impl Setup {
     pub(crate) fn archive_from(&self, c: ArchiveConfig) -> Archive {
         let mut reg = prometheus_client::registry::Registry::default();
         let metrics = ArchiveMetrics::register(&mut reg);
+        let ready = ReadyFlag::new("test");
         let (stop, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(archive::run(
             c,
             self.store.clone(),
-            metrics,
-            ReadyFlag::new("test"),
+            metrics.clone(),
+            ready.clone(),
             async move {
                 let _ = rx.await;
             },
@@ -117,6 +132,8 @@ impl Setup {
         Archive {
             handle,
             stop: Some(stop),
+            ready,
+            metrics,
         }
     }
 
@@ -148,6 +165,58 @@ impl Setup {
                 truth.record(&e.event);
             }
         }
+    }
+
+    /// Runs ingest with `config` on a free port into the topic and posts
+    /// `body` in one request: the status, `Retry-After` and body.
+    pub(crate) async fn post(
+        &self,
+        config: ingest::IngestConfig,
+        body: &[serde_json::Value],
+    ) -> (u16, Option<String>, serde_json::Value) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/events", listener.local_addr().unwrap());
+        let producer = Arc::new(
+            EventProducer::new(&ProducerConfig::new(
+                self.kafka.bootstrap_servers(),
+                &self.topic,
+            ))
+            .unwrap(),
+        );
+        let (stop, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(ingest::server::run(
+            listener,
+            config,
+            producer,
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body: serde_json::Value = resp.json().await.unwrap();
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+        (status, retry_after, body)
+    }
+
+    /// Records in the topic.
+    pub(crate) async fn records(&self) -> i64 {
+        self.kafka
+            .high_watermarks(&self.topic, PARTITIONS)
+            .await
+            .expect("watermarks")
+            .iter()
+            .sum()
     }
 
     /// Waits until the archive's progress covers every record in the topic.

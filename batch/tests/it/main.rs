@@ -3,6 +3,7 @@
 
 mod duckdb;
 mod engines;
+mod faults;
 mod golden;
 mod hard_cases;
 mod harness;

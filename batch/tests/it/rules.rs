@@ -4,7 +4,6 @@
 //! narrower limits than ingest's stops rather than drop accepted views.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -81,38 +80,11 @@ fn probes() -> Vec<Probe> {
 /// Runs ingest with `rules` on a free port and posts `body` in one
 /// request. Returns the response's status and body.
 async fn post(s: &Setup, rules: RuleSet, body: Vec<Value>) -> (u16, Value) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1/events", listener.local_addr().unwrap());
-    let producer = Arc::new(
-        ingest::EventProducer::new(&ingest::ProducerConfig::new(
-            s.kafka.bootstrap_servers(),
-            &s.topic,
-        ))
-        .unwrap(),
-    );
     let config = ingest::IngestConfig {
         rules,
         ..ingest::IngestConfig::default()
     };
-    let (stop, rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(ingest::server::run(
-        listener,
-        config,
-        producer,
-        async move {
-            let _ = rx.await;
-        },
-    ));
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap();
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    let (status, _, body) = s.post(config, &body).await;
     (status, body)
 }
 
@@ -346,6 +318,7 @@ async fn consumers_with_narrower_limits_than_ingest_stop_instead_of_dropping_vie
 
     // Archive on the defaults: stops too, archives nothing.
     let archive = s.archive_with("archive", RuleSet::default());
+    let ready = archive.ready.clone();
     let err = archive
         .join(Duration::from_secs(60))
         .await
@@ -356,4 +329,7 @@ async fn consumers_with_narrower_limits_than_ingest_stop_instead_of_dropping_vie
     );
     let (_, progress) = store::progress::load(s.store.as_ref()).await.unwrap();
     assert!(progress.iter().all(|p| p.next_offset == 0), "{progress:?}");
+    // And says so where it is watched.
+    let why = ready.get().expect_err("a stopped archive is not ready");
+    assert!(why.starts_with("the archive stopped: "), "{why}");
 }

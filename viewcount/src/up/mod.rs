@@ -182,6 +182,11 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let archive_metrics = archive::ArchiveMetrics::register(ops.registry());
     let archive_ready = ops.flag("archive");
     let batch_metrics = batch::schedule::Metrics::register(ops.registry());
+    let scheduler_ready = ops.flag("scheduler");
+    scheduler_ready.set_ready();
+    // Every long-running task is watched: one that ends on an error or a
+    // panic fails /readyz naming it, is logged and counted.
+    let supervisor = telemetry::supervise::Supervisor::register(&mut ops);
     // Stopping is ordered: the HTTP server (no new acknowledgements) first,
     // the pipeline once it has everything acknowledged.
     let stop_http = Stop::new();
@@ -217,7 +222,12 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     )
     .await?;
     let ops = ops.build();
-    let app = ingest::server::router(a.ingest.config(rules), producer.clone(), ingest_metrics)
+    let ops_view = ops.clone();
+    // Nothing is acknowledged that the archive cannot keep: the embedded
+    // Kafka holds records only in memory.
+    let mut ingest_config = a.ingest.config(rules);
+    ingest_config.keeper = Some(archive_ready.clone());
+    let app = ingest::server::router(ingest_config, producer.clone(), ingest_metrics)
         .merge(serving.router.clone())
         .merge(ops.router())
         .fallback(telemetry::not_found);
@@ -234,22 +244,30 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
             served
         }
     });
-    let speed_task = tokio::spawn(speed::run(
-        speed_config,
-        speed_metrics.clone(),
-        speed_ready,
-        stop.wait(),
-    ));
+    let speed_task = supervisor.spawn(
+        "speed",
+        speed_ready.clone(),
+        speed::run(
+            speed_config,
+            speed_metrics.clone(),
+            speed_ready,
+            stop.wait(),
+        ),
+    );
     let mut archive_config = archive::ArchiveConfig::new(&bootstrap, &a.topic);
     archive_config.flush_interval = Duration::from_secs(2);
     archive_config.rules = rules;
-    let archive_task = tokio::spawn(archive::run(
-        archive_config,
-        store.clone(),
-        archive_metrics,
-        archive_ready,
-        stop.wait(),
-    ));
+    let archive_task = supervisor.spawn(
+        "archive",
+        archive_ready.clone(),
+        archive::run(
+            archive_config,
+            store.clone(),
+            archive_metrics,
+            archive_ready,
+            stop.wait(),
+        ),
+    );
     let now = Utc::now();
     let scheduler = batch::schedule::Scheduler::new(
         store.clone(),
@@ -260,7 +278,13 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         a.batch_every.into(),
         batch_metrics,
     );
-    let scheduler_task = tokio::spawn(scheduler.clone().run(stop.wait()));
+    let scheduler_task = supervisor.spawn("scheduler", scheduler_ready, {
+        let (scheduler, stop) = (scheduler.clone(), stop.wait());
+        async move {
+            scheduler.run(stop).await;
+            Ok::<(), std::convert::Infallible>(())
+        }
+    });
     println!("ingest: http://{addr}/v1/events  (also /healthz /readyz /metrics)");
     println!(
         "serve: http://{addr}/v1/videos/{{video_id}}/views and the rest of the API: http://{addr}/openapi.json"
@@ -348,6 +372,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
             ingest: &ingest_metrics_view,
             speed: &speed_metrics,
             scheduler: &scheduler,
+            ops: ops_view,
         };
         tokio::select! {
             () = shutdown_signal() => {},
@@ -365,10 +390,11 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     stop_http.stop();
     server.await.context("ingest task")??;
     let drained = drain(store.as_ref(), &bootstrap, &a.topic, &redis_url, &keys).await;
+    supervisor.stopping();
     stop.stop();
     speed_task.await.context("speed task")??;
     archive_task.await.context("archive task")??;
-    scheduler_task.await.context("batch scheduler task")?;
+    let Ok(()) = scheduler_task.await.context("batch scheduler task")?;
     match &drained {
         Ok(n) => println!(
             "stopped: all {n} records in Kafka are archived in {store_url} and applied by the speed layer"

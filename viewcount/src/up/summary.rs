@@ -52,6 +52,8 @@ pub(super) struct Live<'a> {
     pub(super) ingest: &'a ingest::metrics::Metrics,
     pub(super) speed: &'a speed::Metrics,
     pub(super) scheduler: &'a batch::schedule::Scheduler,
+    /// What `/readyz` reports: a failing check is the summary's first line.
+    pub(super) ops: telemetry::Ops,
 }
 
 impl Live<'_> {
@@ -62,6 +64,11 @@ impl Live<'_> {
         let mut verified: Option<(u64, String)> = None;
         loop {
             tick.tick().await;
+            if let Err(failing) = self.ops.readiness().await {
+                for (check, why) in failing {
+                    println!("NOT READY {check}: {why}");
+                }
+            }
             match self.summary(&mut verified).await {
                 Ok(text) => println!("{text}"),
                 Err(e) => println!("[summary unavailable: {e:#}]"),

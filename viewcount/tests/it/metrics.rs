@@ -4,8 +4,8 @@
 //! it (against a real Kafka-protocol broker on loopback and a real
 //! `redis-server`), and `up`, which serves them all on one listener.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -51,24 +51,16 @@ fn scrape(port: u16, service: &mut Service) -> String {
         if let Ok(Some(status)) = service.0.try_wait() {
             panic!("the service exited with {status}");
         }
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let req = format!(
-                "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
-            );
-            let mut answer = String::new();
-            if s.write_all(req.as_bytes()).is_ok()
-                && s.read_to_string(&mut answer).is_ok()
-                && let Some((head, body)) = answer.split_once("\r\n\r\n")
-                && head.starts_with("HTTP/1.1 200")
-            {
-                assert!(
-                    head.to_ascii_lowercase()
-                        .contains("text/plain; version=0.0.4"),
-                    "{head}"
-                );
-                return body.to_owned();
-            }
+        if let Some(a) = crate::http(
+            &format!("127.0.0.1:{port}"),
+            "GET",
+            "/metrics",
+            &["Accept: text/plain"],
+            "",
+        ) && a.status == 200
+        {
+            assert!(a.head.contains("text/plain; version=0.0.4"), "{}", a.head);
+            return a.body;
         }
         assert!(Instant::now() < deadline, "no /metrics on port {port}");
         std::thread::sleep(Duration::from_millis(200));
