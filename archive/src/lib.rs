@@ -257,79 +257,13 @@ pub async fn run(
         progress: HashMap::new(),
         buffered: 0,
     };
-    // A record received but not yet taken (taking it read the store and
-    // failed): taken before any other.
-    let mut pending: Option<rdkafka::message::OwnedMessage> = None;
-    // While the store fails: when to try again. Nothing more is consumed
-    // meanwhile, so what is buffered stays exactly what the failed write
-    // held, and the retry writes the same files.
-    let mut failing: Option<Retry> = None;
-    let mut last_flush = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        let consuming = failing.is_none() && pending.is_none();
-        tokio::select! {
-            () = cancel.cancelled() => break,
-            _ = tick.tick() => {}
-            m = a.consumer.recv(), if consuming => match m {
-                Ok(m) => pending = Some(m.detach()),
-                Err(e) => tracing::warn!(error = %e, "archive: kafka consume error"),
-            },
-        }
-        if failing.as_ref().is_some_and(|f| Instant::now() < f.at) {
-            continue;
-        }
-        let due = failing.is_some()
-            || a.buffered >= a.config.flush_rows
-            || last_flush.elapsed() >= a.config.flush_interval;
-        match a.step(&mut pending, due).await {
-            Ok(flushed) => {
-                if flushed {
-                    last_flush = Instant::now();
-                }
-                if failing.take().is_some() {
-                    tracing::info!("archive: the store works again; archiving resumed");
-                    ready.set_ready();
-                }
-            }
-            Err(e) if e.class() == schemas::ErrorClass::Unavailable => {
-                let retry = Retry::after(failing.as_ref());
-                a.metrics.store_failures.inc();
-                tracing::error!(error = %e, retry_in = ?retry.delay, buffered = a.buffered, "archive: cannot write to the store; holding what it has and retrying");
-                ready.set_not_ready(format!(
-                    "the archive cannot write to the store ({e}); {} records held, retrying every {} s",
-                    a.buffered,
-                    retry.delay.as_secs()
-                ));
-                failing = Some(retry);
-            }
-            Err(e) => return Err(a.stopped(&ready, e)),
-        }
+    let out = a.serve(&cancel, &ready).await;
+    // Closing a consumer blocks in librdkafka: off the runtime, bounded.
+    infra::kafka::close(a.consumer, "archive consumer").await;
+    if out.is_ok() {
+        tracing::info!("archive stopped");
     }
-    // What is held is written before stopping; a store that keeps failing
-    // is retried for a bounded time, then the error says what was not kept.
-    let deadline = Instant::now() + a.config.shutdown_retry;
-    let mut retry: Option<Retry> = None;
-    loop {
-        match a.step(&mut pending, true).await {
-            Ok(_) => break,
-            Err(e)
-                if e.class() == schemas::ErrorClass::Unavailable && Instant::now() < deadline =>
-            {
-                let r = Retry::after(retry.as_ref());
-                a.metrics.store_failures.inc();
-                tracing::error!(error = %e, "archive: final flush failed; retrying");
-                tokio::time::sleep(r.delay).await;
-                retry = Some(r);
-            }
-            Err(e) => return Err(a.stopped(&ready, e)),
-        }
-    }
-    let _ = a
-        .consumer
-        .commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
-    tracing::info!("archive stopped");
-    Ok(())
+    out
 }
 
 /// Checks the store belongs to this source, then records it.
@@ -371,6 +305,87 @@ struct Archiver {
 }
 
 impl Archiver {
+    /// Consumes and archives until `cancel`, then writes what it holds.
+    async fn serve(
+        &mut self,
+        cancel: &tokio_util::sync::CancellationToken,
+        ready: &ReadyFlag,
+    ) -> Result<()> {
+        // A record received but not yet taken (taking it read the store and
+        // failed): taken before any other.
+        let mut pending: Option<rdkafka::message::OwnedMessage> = None;
+        // While the store fails: when to try again. Nothing more is consumed
+        // meanwhile, so what is buffered stays exactly what the failed write
+        // held, and the retry writes the same files.
+        let mut failing: Option<Retry> = None;
+        let mut last_flush = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let consuming = failing.is_none() && pending.is_none();
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                _ = tick.tick() => {}
+                m = self.consumer.recv(), if consuming => match m {
+                    Ok(m) => pending = Some(m.detach()),
+                    Err(e) => tracing::warn!(error = %e, "archive: kafka consume error"),
+                },
+            }
+            if failing.as_ref().is_some_and(|f| Instant::now() < f.at) {
+                continue;
+            }
+            let due = failing.is_some()
+                || self.buffered >= self.config.flush_rows
+                || last_flush.elapsed() >= self.config.flush_interval;
+            match self.step(&mut pending, due).await {
+                Ok(flushed) => {
+                    if flushed {
+                        last_flush = Instant::now();
+                    }
+                    if failing.take().is_some() {
+                        tracing::info!("archive: the store works again; archiving resumed");
+                        ready.set_ready();
+                    }
+                }
+                Err(e) if e.class() == schemas::ErrorClass::Unavailable => {
+                    let retry = Retry::after(failing.as_ref());
+                    self.metrics.store_failures.inc();
+                    tracing::error!(error = %e, retry_in = ?retry.delay, buffered = self.buffered, "archive: cannot write to the store; holding what it has and retrying");
+                    ready.set_not_ready(format!(
+                        "the archive cannot write to the store ({e}); {} records held, retrying every {} s",
+                        self.buffered,
+                        retry.delay.as_secs()
+                    ));
+                    failing = Some(retry);
+                }
+                Err(e) => return Err(self.stopped(ready, e)),
+            }
+        }
+        // What is held is written before stopping; a store that keeps failing
+        // is retried for a bounded time, then the error says what was not kept.
+        let deadline = Instant::now() + self.config.shutdown_retry;
+        let mut retry: Option<Retry> = None;
+        loop {
+            match self.step(&mut pending, true).await {
+                Ok(_) => break,
+                Err(e)
+                    if e.class() == schemas::ErrorClass::Unavailable
+                        && Instant::now() < deadline =>
+                {
+                    let r = Retry::after(retry.as_ref());
+                    self.metrics.store_failures.inc();
+                    tracing::error!(error = %e, "archive: final flush failed; retrying");
+                    tokio::time::sleep(r.delay).await;
+                    retry = Some(r);
+                }
+                Err(e) => return Err(self.stopped(ready, e)),
+            }
+        }
+        let _ = self
+            .consumer
+            .commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
+        Ok(())
+    }
+
     /// Takes the pending record, then flushes when `due`; whether it flushed.
     /// On an error the record stays pending and the buffers stay whole.
     async fn step(

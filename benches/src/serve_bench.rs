@@ -118,6 +118,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         speed: SpeedConfig::new(redis.url()),
         tokens: Default::default(),
         reload_every: Duration::from_millis(500),
+        http: telemetry::http::Limits::default(),
     };
     let load_started = Instant::now();
     let serving = Serving::start_with(

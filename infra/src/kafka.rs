@@ -310,3 +310,32 @@ pub fn consumer_config(
         );
     c
 }
+
+/// How long [`close`] waits for a Kafka client to close.
+pub const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Drops a Kafka client (a consumer leaves its group, a producer flushes)
+/// on a thread of its own, waiting at most [`CLOSE_TIMEOUT`]: librdkafka's
+/// close blocks with no deadline of its own, and on a runtime worker it
+/// would stall every task scheduled there (a stop that hangs for good when
+/// the broker is already gone). Past the deadline the thread is left to the
+/// process' exit, and the wait is logged.
+pub async fn close<T: Send + 'static>(client: T, what: &'static str) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name(format!("close {what}"))
+        .spawn(move || {
+            drop(client);
+            let _ = tx.send(());
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start a thread to close the {what}; leaving it open");
+        return;
+    }
+    if tokio::time::timeout(CLOSE_TIMEOUT, rx).await.is_err() {
+        tracing::warn!(
+            "the {what} did not close within {} s; leaving it to the process' exit",
+            CLOSE_TIMEOUT.as_secs()
+        );
+    }
+}

@@ -39,6 +39,8 @@ pub struct IngestConfig {
     /// `Retry-After` and nothing is acknowledged. Deployed apart, Kafka's
     /// retention keeps events for an archive that is down: `None`.
     pub keeper: Option<telemetry::ReadyFlag>,
+    /// Deadlines and connection caps of the listener ([`ingest::run`](run)).
+    pub http: telemetry::http::Limits,
 }
 
 impl IngestConfig {
@@ -55,6 +57,7 @@ impl Default for IngestConfig {
             max_events: Self::DEFAULT_MAX_EVENTS,
             rules: RuleSet::default(),
             keeper: None,
+            http: telemetry::http::Limits::default(),
         }
     }
 }
@@ -118,12 +121,13 @@ pub async fn run(
     let mut ops = OpsBuilder::new();
     let metrics = register(&mut ops, &producer);
     let ops = ops.build();
+    let limits = config.http;
     let app = router(config, producer.clone(), metrics)
         .merge(ops.router())
         .fallback(telemetry::not_found);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, topic = producer.topic(), "ingest listening");
-    telemetry::serve(listener, app, ops, shutdown).await?;
+    telemetry::http::serve(listener, app, ops, limits, shutdown, std::future::pending()).await?;
     if let Err(e) = producer.flush().await {
         tracing::warn!(error = %e, "ingest: producer flush on shutdown incomplete");
     }
@@ -196,6 +200,16 @@ async fn handle_events(
                 ),
             );
         }
+        Err(r) if telemetry::http::BodyTimeout::caused(&r) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the body did not arrive within {} s; send it faster or in smaller requests",
+                    st.config.http.body_timeout.as_secs()
+                ),
+            );
+        }
         Err(r) => return error(StatusCode::BAD_REQUEST, "unreadable_body", r.body_text()),
     };
     let slots = match decode_body(format, &body, st.config.max_events) {
@@ -258,17 +272,23 @@ async fn handle_events(
         }
     }
 
+    let rejected_total = rejected.len();
+    let by_rule = rejections_by_rule(&rejected);
+    rejected.truncate(MAX_LISTED_REJECTIONS);
     if accepted.is_empty() {
-        let n = rejected.len();
         return (
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(json!({
                 "error": {
                     "code": "no_valid_events",
-                    "message": format!("none of the {n} events was valid; see `rejected` for each reason"),
+                    "message": format!(
+                        "none of the {rejected_total} events was valid; see `rejected` for the reasons (the first {MAX_LISTED_REJECTIONS} events) and `rejected_by_rule` for every event"
+                    ),
                 },
                 "accepted": 0,
                 "rejected": rejected,
+                "rejected_total": rejected_total,
+                "rejected_by_rule": by_rule,
             })),
         )
             .into_response();
@@ -286,7 +306,12 @@ async fn handle_events(
                 .events_accepted(accepted.len(), started.elapsed());
             (
                 StatusCode::ACCEPTED,
-                Json(json!({"accepted": accepted.len(), "rejected": rejected})),
+                Json(json!({
+                    "accepted": accepted.len(),
+                    "rejected": rejected,
+                    "rejected_total": rejected_total,
+                    "rejected_by_rule": by_rule,
+                })),
             )
                 .into_response()
         }
@@ -314,6 +339,21 @@ async fn handle_events(
             )
         }
     }
+}
+
+/// Rejected events an answer lists one by one; past them only the counts
+/// by rule (a body of 10 000 bad events must not become a 7 MB answer).
+pub const MAX_LISTED_REJECTIONS: usize = 20;
+
+/// How many events broke each `field.rule` (an event may break several).
+fn rejections_by_rule(rejected: &[Rejected]) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for r in rejected {
+        for v in &r.violations {
+            *out.entry(format!("{}.{}", v.field, v.rule)).or_default() += 1;
+        }
+    }
+    out
 }
 
 /// `{"error": {"code", "message"}}` with `status`.

@@ -440,6 +440,14 @@ fn check_range(field: &'static str, n: i128, min: u32, max: u32) -> Result<u32, 
 fn check_event_id(s: &str) -> Result<Uuid, Violation> {
     // Only the 36-character hyphenated form, as the JSON Schema says.
     match Uuid::try_parse(s) {
+        Ok(u) if s.len() == 36 && (u.is_nil() || u.is_max()) => Err(Violation::new(
+            "event_id",
+            Rule::Format,
+            format!(
+                "must not be the {} UUID {s:?}: it is a placeholder, not the id of one view; give each view a random (v4) UUID",
+                if u.is_nil() { "nil" } else { "max" }
+            ),
+        )),
         Ok(u) if s.len() == 36 => Ok(u),
         _ => Err(Violation::new(
             "event_id",
@@ -513,15 +521,47 @@ fn check_len(field: &'static str, s: &str, min: usize, max: usize) -> Result<(),
 }
 
 fn check_user_id(s: &str) -> Result<(), Violation> {
-    check_len("user_id", s, 1, MAX_USER_ID_CHARS)
+    check_len("user_id", s, 1, MAX_USER_ID_CHARS)?;
+    check_printable("user_id", s)
 }
 
 fn check_session_id(s: &str) -> Result<(), Violation> {
-    check_len("session_id", s, 0, MAX_USER_ID_CHARS)
+    check_len("session_id", s, 0, MAX_USER_ID_CHARS)?;
+    check_printable("session_id", s)
 }
 
 fn check_text(field: &'static str, s: &str) -> Result<(), Violation> {
-    check_len(field, s, 0, MAX_TEXT_CHARS)
+    check_len(field, s, 0, MAX_TEXT_CHARS)?;
+    check_printable(field, s)
+}
+
+/// Whether `c` may not appear in an event's text: a control character
+/// (C0, DEL, C1) or a bidirectional mark, embedding, override or isolate,
+/// which can make one id display as another (the JSON Schema's
+/// [`TEXT_PATTERN`]).
+pub fn is_forbidden_char(c: char) -> bool {
+    matches!(c,
+        '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
+        | '\u{61c}' | '\u{200e}' | '\u{200f}'
+        | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// The JSON Schema pattern of text fields: no [`is_forbidden_char`].
+pub const TEXT_PATTERN: &str =
+    "^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069]*$";
+
+fn check_printable(field: &'static str, s: &str) -> Result<(), Violation> {
+    match s.chars().enumerate().find(|(_, c)| is_forbidden_char(*c)) {
+        None => Ok(()),
+        Some((at, c)) => Err(Violation::new(
+            field,
+            Rule::Format,
+            format!(
+                "must not contain control or bidirectional-formatting characters, got U+{:04X} at character {at}",
+                u32::from(c)
+            ),
+        )),
+    }
 }
 
 fn check_occurred_at(t: DateTime<Utc>, ctx: &ValidationContext) -> Result<(), Violation> {

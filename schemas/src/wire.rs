@@ -56,6 +56,83 @@ pub fn body_format(content_type: Option<&str>) -> Result<BodyFormat, DecodeError
     }
 }
 
+/// JSON parsed into a [`Value`], refusing an object that names a key twice
+/// (serde_json keeps the last one silently; two readers of one event could
+/// then disagree on its `video_id`). The error names the key and where.
+pub fn strict_from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v = Strict.deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+/// Builds a [`Value`] as serde_json does, but fails on a duplicate key.
+#[derive(Clone, Copy)]
+struct Strict;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Strict {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        serde::de::DeserializeSeed::deserialize(self, d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(v) = seq.next_element_seed(self)? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "the key {key:?} appears twice in one object; send each field once"
+                )));
+            }
+            let v = map.next_value_seed(self)?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
 /// Splits a body into event slots, at most `max_events` of them.
 pub fn decode_body(
     format: BodyFormat,
@@ -64,7 +141,7 @@ pub fn decode_body(
 ) -> Result<Vec<Slot>, DecodeError> {
     let slots = match format {
         BodyFormat::Json => {
-            let value: Value = serde_json::from_slice(body).map_err(|e| {
+            let value: Value = strict_from_slice(body).map_err(|e| {
                 DecodeError::Unparseable(format!("the body is not valid JSON: {e}"))
             })?;
             match value {
@@ -99,7 +176,7 @@ pub fn decode_body(
             let slots: Vec<Slot> = lines
                 .into_iter()
                 .map(|(n, l)| {
-                    serde_json::from_str::<Value>(l)
+                    strict_from_slice(l.as_bytes())
                         .map_err(|e| format!("line {n} is not valid JSON: {e}"))
                 })
                 .collect();
@@ -128,6 +205,30 @@ pub fn decode_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_twice_in_an_event_is_refused_naming_it() {
+        let body = br#"[{"event_id":"a","video_id":"v1","video_id":"v2"}]"#;
+        let e = decode_body(BodyFormat::Json, body, 10).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(r#"the key "video_id" appears twice"#),
+            "{e}"
+        );
+        // In NDJSON the line alone.
+        let body = b"{\"a\":1}\n{\"b\":1,\"b\":2}\n";
+        let slots = decode_body(BodyFormat::Ndjson, body, 10).unwrap();
+        assert!(slots[0].is_ok());
+        let err = slots[1].as_ref().unwrap_err();
+        assert!(
+            err.contains("line 2") && err.contains(r#""b" appears twice"#),
+            "{err}"
+        );
+        // Same keys in different objects are fine, and values are as serde_json's.
+        let body = br#"{"a":{"x":1},"b":{"x":[1.5,-2,null,true,"s"]}}"#;
+        let strict = strict_from_slice(body).unwrap();
+        assert_eq!(strict, serde_json::from_slice::<Value>(body).unwrap());
+    }
 
     #[test]
     fn content_types() {

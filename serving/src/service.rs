@@ -30,6 +30,8 @@ pub struct ServeOptions {
     /// How often the published state, the catalog, the tokens file and
     /// the Redis connection are checked for changes.
     pub reload_every: Duration,
+    /// Deadlines and connection caps of the listener ([`run`]).
+    pub http: telemetry::http::Limits,
 }
 
 impl ServeOptions {
@@ -129,6 +131,7 @@ pub async fn run(
 ) -> Result<()> {
     let cancel = telemetry::cancel_on(shutdown);
     let mut ops = OpsBuilder::new();
+    let options_http = options.http;
     let serving = Serving::start(&mut ops, store, options, cancel.clone()).await?;
     let ops = ops.build();
     let app = serving
@@ -138,7 +141,15 @@ pub async fn run(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving listening");
     let c = cancel.clone();
-    telemetry::serve(listener, app, ops, async move { c.cancelled().await }).await?;
+    telemetry::http::serve(
+        listener,
+        app,
+        ops,
+        options_http,
+        async move { c.cancelled().await },
+        std::future::pending(),
+    )
+    .await?;
     tracing::info!("serving stopped");
     Ok(())
 }

@@ -271,7 +271,7 @@ impl Speed {
         let _ = self
             .consumer
             .commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
-        match stopped_by {
+        let out = match stopped_by {
             Some(e) => {
                 tracing::error!(error = %e, "speed layer stopped");
                 self.ready.set_not_ready(e.to_string());
@@ -281,7 +281,12 @@ impl Speed {
                 tracing::info!("speed layer stopped");
                 Ok(())
             }
-        }
+        };
+        // Closing Kafka clients blocks in librdkafka: off the runtime, bounded.
+        let Speed { consumer, dlq, .. } = self;
+        infra::kafka::close(consumer, "speed consumer").await;
+        infra::kafka::close(dlq, "dead-letter producer").await;
+        out
     }
 
     /// Reads batches until shutdown; `Some` if a record stopped it (its

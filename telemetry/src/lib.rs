@@ -7,11 +7,15 @@
 //! and go) or an async check (run on each `/readyz`). `viewcount up` builds one
 //! [`Ops`] for all services in the process, so one `/metrics` shows them all.
 //!
+//! [`http`]: the HTTP edge (deadlines, connection caps, a bounded drain)
+//! every listener runs behind.
+//!
 //! [`supervise`]: long-running tasks watched, so one that stops is loud.
 //!
 //! [`process`]: this process's peak memory (and a child's) as the kernel
 //! counts it, which batch runs record and benchmarks measure.
 
+pub mod http;
 pub mod process;
 pub mod supervise;
 
@@ -287,21 +291,24 @@ pub fn classic_text(open_metrics: &str) -> String {
     out
 }
 
-/// Serves `app` on `listener` until `shutdown`, then drains: `/readyz` turns
-/// 503, no new connections are accepted, in-flight requests complete.
+/// Serves `app` on `listener` with the default [`http::Limits`] until
+/// `shutdown`, then drains: `/readyz` turns 503, no new connections are
+/// accepted, in-flight requests complete (within the drain deadline).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     ops: Ops,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            ops.start_draining();
-            tracing::info!("shutdown requested, draining in-flight requests");
-        })
-        .await
+    http::serve(
+        listener,
+        app,
+        ops,
+        http::Limits::default(),
+        shutdown,
+        std::future::pending(),
+    )
+    .await
 }
 
 /// 404 in the API's error shape.

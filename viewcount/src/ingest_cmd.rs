@@ -6,7 +6,7 @@ use anyhow::Context;
 use ingest::{EventProducer, IngestConfig, ProducerConfig};
 use schemas::RuleSet;
 
-use crate::util::{KafkaFlags, RuleFlags, bind, shutdown_signal};
+use crate::util::{HttpFlags, KafkaFlags, RuleFlags, bind, shutdown_signal};
 
 /// Flags shared by every command that runs ingest.
 #[derive(Debug, clap::Args)]
@@ -29,6 +29,7 @@ impl IngestFlags {
             max_events: self.max_events,
             rules,
             keeper: None,
+            http: telemetry::http::Limits::default(),
         }
     }
 
@@ -49,18 +50,16 @@ pub(crate) struct Args {
     #[command(flatten)]
     flags: IngestFlags,
     #[command(flatten)]
+    http: HttpFlags,
+    #[command(flatten)]
     rules: RuleFlags,
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let producer = Arc::new(a.flags.producer(&a.broker.kafka, &a.broker.topic)?);
     let listener = bind(&a.listen).await?;
-    ingest::run(
-        listener,
-        a.flags.config(a.rules.rules()?),
-        producer,
-        shutdown_signal(),
-    )
-    .await?;
+    let mut config = a.flags.config(a.rules.rules()?);
+    config.http = a.http.limits();
+    ingest::run(listener, config, producer, shutdown_signal()).await?;
     Ok(())
 }

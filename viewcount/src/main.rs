@@ -66,6 +66,8 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     util::init_tracing();
+    util::raise_fd_limit();
+    util::quiet_broken_pipe();
     // DataFusion and Ballista recurse over plans (planning, and a cluster
     // process decoding the plans it is sent): the rules' query, one join
     // per invalid-traffic rule, overflowed an executor's 2 MiB worker

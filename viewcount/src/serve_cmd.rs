@@ -9,7 +9,7 @@ use serving::api::ApiConfig;
 use serving::speed_part::SpeedConfig;
 
 use crate::batch_cmd::StoreFlag;
-use crate::util::{bind, shutdown_signal};
+use crate::util::{HttpFlags, bind, shutdown_signal};
 
 /// Serving flags shared by `serve` and `up`.
 #[derive(Debug, clap::Args)]
@@ -47,6 +47,7 @@ impl ServeFlags {
             speed,
             tokens,
             reload_every: self.reload_every.into(),
+            http: telemetry::http::Limits::default(),
         }
     }
 }
@@ -73,6 +74,8 @@ pub(crate) struct Args {
     rates: Option<PathBuf>,
     #[command(flatten)]
     flags: ServeFlags,
+    #[command(flatten)]
+    http: HttpFlags,
 }
 
 /// Reads and checks a rate card for serving's estimates.
@@ -90,6 +93,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let listener = bind(&a.listen).await?;
     let mut options = a.flags.options(&a.redis_url, &a.redis_prefix, a.tokens);
     options.api.rates = a.rates.as_deref().map(rate_card).transpose()?;
+    options.http = a.http.limits();
     serving::service::run(listener, store, options, shutdown_signal()).await?;
     Ok(())
 }

@@ -113,6 +113,103 @@ impl Stop {
     }
 }
 
+/// Whether stdout was found closed (a pipe whose reader ended).
+static STDOUT_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Prints a line to stdout; once stdout is closed (`up | tee log` and the
+/// `tee` ended), to stderr instead, saying so once: a long-running command
+/// keeps running, never panics on its own output.
+pub(crate) fn say_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    if !STDOUT_GONE.load(Ordering::Relaxed) {
+        if writeln!(std::io::stdout().lock(), "{line}").is_ok() {
+            return;
+        }
+        STDOUT_GONE.store(true, Ordering::Relaxed);
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "viewcount: stdout is closed; printing to stderr from now on"
+        );
+    }
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// `println!` through [`say_line`].
+macro_rules! say {
+    ($($t:tt)*) => {
+        $crate::util::say_line(format_args!($($t)*))
+    };
+}
+pub(crate) use say;
+
+/// A command whose stdout is a pipe that closed (`viewcount status | head
+/// -1`) ends quietly, as Unix tools do (exit 141, "killed by SIGPIPE"),
+/// instead of panicking: Rust ignores SIGPIPE, so printing fails with
+/// `EPIPE` and `println!` panics; this hook turns that one panic into the
+/// quiet exit. Every other panic is reported as before.
+pub(crate) fn quiet_broken_pipe() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        report(info);
+    }));
+}
+
+/// Raises this process' open-files limit to the most the system allows:
+/// every connection, Kafka socket and open file is a descriptor, and the
+/// usual soft limit (1 024) is far below what a listener holds at its
+/// connection cap. Logged; a refusal leaves the limit as it was.
+pub(crate) fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
+}
+
+/// The HTTP edge's deadlines and caps, for every command with a listener
+/// that clients reach (ingest, serve, up).
+#[derive(Debug, clap::Args)]
+pub(crate) struct HttpFlags {
+    /// Time a client has to send a request's head; also the longest a
+    /// connection may sit idle before its next request.
+    #[arg(long, env = "VIEWCOUNT_HEADER_TIMEOUT", default_value_t = telemetry::http::Limits::DEFAULT_HEADER_TIMEOUT.into())]
+    pub(crate) header_timeout: humantime::Duration,
+    /// Time a client has to send a request's whole body (408 after it).
+    #[arg(long, env = "VIEWCOUNT_BODY_TIMEOUT", default_value_t = telemetry::http::Limits::DEFAULT_BODY_TIMEOUT.into())]
+    pub(crate) body_timeout: humantime::Duration,
+    /// Open connections at most (one more is answered 503 and closed).
+    #[arg(long, env = "VIEWCOUNT_MAX_CONNECTIONS", default_value_t = telemetry::http::Limits::DEFAULT_MAX_CONNECTIONS)]
+    pub(crate) max_connections: usize,
+    /// Open connections from one IP address at most.
+    #[arg(long, env = "VIEWCOUNT_MAX_CONNECTIONS_PER_IP", default_value_t = telemetry::http::Limits::DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    pub(crate) max_connections_per_ip: usize,
+    /// At shutdown, how long in-flight requests may take before their
+    /// connections are closed.
+    #[arg(long, env = "VIEWCOUNT_DRAIN_TIMEOUT", default_value_t = telemetry::http::Limits::DEFAULT_DRAIN_TIMEOUT.into())]
+    pub(crate) drain_timeout: humantime::Duration,
+}
+
+impl HttpFlags {
+    pub(crate) fn limits(&self) -> telemetry::http::Limits {
+        telemetry::http::Limits {
+            header_timeout: self.header_timeout.into(),
+            body_timeout: self.body_timeout.into(),
+            max_connections: self.max_connections.max(1),
+            max_connections_per_ip: self.max_connections_per_ip.max(1),
+            drain_timeout: self.drain_timeout.into(),
+        }
+    }
+}
+
 /// Runs one service with `/healthz`, `/readyz`, `/metrics` on `listen` until
 /// SIGINT/SIGTERM, then stops both and waits for them. A service that ends
 /// by itself (an error it does not retry, a panic) ends the process with
@@ -153,24 +250,53 @@ where
     Ok(())
 }
 
-/// Resolves when SIGINT (Ctrl-C) or SIGTERM arrives.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Counts SIGINT (Ctrl-C) and SIGTERM from now on: the receiver holds how
+/// many arrived. Once called, neither signal ends the process by itself.
+pub(crate) fn signals() -> tokio::sync::watch::Receiver<u32> {
+    let (tx, rx) = tokio::sync::watch::channel(0u32);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        loop {
+            #[cfg(unix)]
+            let term_recv = async {
+                match term.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let term_recv = std::future::pending::<()>();
+            tokio::pin!(term_recv);
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => {
+                    if r.is_err() {
+                        // No Ctrl-C handler on this platform: SIGTERM only.
+                        (&mut term_recv).await;
+                    }
+                }
+                () = &mut term_recv => {}
             }
-            Err(_) => std::future::pending::<()>().await,
+            tx.send_modify(|n| *n += 1);
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
+    });
+    rx
+}
+
+/// Resolves when SIGINT (Ctrl-C) or SIGTERM arrives; a second one ends the
+/// process at once (exit 130). Every service it is used by keeps nothing it
+/// acknowledged only in memory: ingest answers 202 only after Kafka did,
+/// speed's offsets are atomic with its counters, the archive is
+/// at-least-once.
+pub(crate) async fn shutdown_signal() {
+    let mut rx = signals();
+    let _ = rx.wait_for(|n| *n >= 1).await;
+    tokio::spawn(async move {
+        let _ = rx.wait_for(|n| *n >= 2).await;
+        eprintln!("viewcount: a second signal; stopping now");
+        std::process::exit(130);
+    });
 }

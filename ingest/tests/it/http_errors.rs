@@ -118,3 +118,67 @@ async fn health_readiness_and_metrics() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_bodies_get_bounded_answers_naming_what_is_wrong() {
+    let ing = Ingest::start().await;
+
+    // 10 000 empty objects (30 KB): every one listed made a 7.5 MB answer.
+    let empties = format!("[{}]", vec!["{}"; 10_000].join(","));
+    let r = ing
+        .client
+        .post(format!("{}/v1/events", ing.base))
+        .header("content-type", "application/json")
+        .body(empties)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let bytes = r.bytes().await.unwrap();
+    assert!(bytes.len() < 64 * 1024, "{} bytes", bytes.len());
+    let b: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(b["rejected"].as_array().unwrap().len(), 20);
+    assert_eq!(b["rejected_total"], 10_000);
+    assert_eq!(b["rejected_by_rule"]["event_id.required"], 10_000, "{b}");
+    assert_eq!(b["rejected_by_rule"]["video_id.required"], 10_000, "{b}");
+
+    // One key twice in an event: refused, naming it.
+    let e = event("v").to_string();
+    let twice = format!("[{},{}]", e, e.replacen('{', r#"{"video_id":"other","#, 1));
+    let (s, b) = ing.post("application/json", twice).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(r#"the key "video_id" appears twice"#),
+        "{b}"
+    );
+
+    // Placeholder ids and invisible characters are rejected with a reason.
+    let cases = [
+        (
+            "event_id",
+            json!("00000000-0000-0000-0000-000000000000"),
+            "nil UUID",
+        ),
+        (
+            "event_id",
+            json!("ffffffff-ffff-ffff-ffff-ffffffffffff"),
+            "max UUID",
+        ),
+        ("user_id", json!("u\u{0}1"), "U+0000"),
+        ("user_id", json!("admin\u{202e}"), "U+202E"),
+        ("referrer", json!("https://a.example/\u{2066}"), "U+2066"),
+    ];
+    for (field, value, says) in cases {
+        let mut bad = event("v");
+        bad[field] = value;
+        let (s, b) = ing.post_json(&json!([bad])).await;
+        assert_eq!(s, 422, "{b}");
+        let v = &b["rejected"][0]["violations"][0];
+        assert_eq!(v["field"], field, "{b}");
+        assert!(v["message"].as_str().unwrap().contains(says), "{b}");
+    }
+    assert!(ing.records().await.is_empty(), "nothing was produced");
+}

@@ -117,3 +117,15 @@ proptest! {
         prop_assert_eq!(agree(&v), Ok(false));
     }
 }
+
+#[test]
+fn text_fields_state_the_one_text_pattern() {
+    let schema: Value = serde_json::from_str(include_str!("../../view_event.schema.json")).unwrap();
+    for field in ["user_id", "session_id", "referrer", "quality"] {
+        assert_eq!(
+            schema["properties"][field]["pattern"],
+            schemas::validate::TEXT_PATTERN,
+            "{field}"
+        );
+    }
+}

@@ -9,6 +9,7 @@ use super::params::PathParam;
 pub(crate) const INDEX_HTML: &str = include_str!("../../assets/index.html");
 pub(crate) const APP_JS: &str = include_str!("../../assets/app.js");
 pub(crate) const UPLOT_JS: &str = include_str!("../../assets/vendor/uplot/uPlot.iife.min.js");
+pub(crate) const APP_CSS: &str = include_str!("../../assets/app.css");
 pub(crate) const UPLOT_CSS: &str = include_str!("../../assets/vendor/uplot/uPlot.min.css");
 
 /// The creator dashboard: a page embedded in the binary (no CDN); it asks
@@ -22,7 +23,7 @@ pub(crate) async fn dashboard() -> Response {
 #[utoipa::path(
     get,
     path = "/dashboard/{file}",
-    params(("file" = String, Path, description = "app.js, uPlot.iife.min.js or uPlot.min.css")),
+    params(("file" = String, Path, description = "app.js, app.css, uPlot.iife.min.js or uPlot.min.css")),
     responses(
         (status = 200, description = "The file", content_type = "text/javascript"),
         (status = 404, description = "No such file", body = ErrorBody),
@@ -31,6 +32,7 @@ pub(crate) async fn dashboard() -> Response {
 pub(crate) async fn dashboard_file(PathParam(file): PathParam) -> Response {
     match file.as_str() {
         "app.js" => page("text/javascript; charset=utf-8", APP_JS),
+        "app.css" => page("text/css; charset=utf-8", APP_CSS),
         "uPlot.iife.min.js" => page("text/javascript; charset=utf-8", UPLOT_JS),
         "uPlot.min.css" => page("text/css; charset=utf-8", UPLOT_CSS),
         _ => ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such dashboard file")
@@ -38,11 +40,20 @@ pub(crate) async fn dashboard_file(PathParam(file): PathParam) -> Response {
     }
 }
 
+/// What the dashboard's page may load and run: its own files and the API,
+/// nothing inline, nothing from elsewhere, never inside another site's
+/// frame (a creator's token is in the page).
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 pub(crate) fn page(content_type: &'static str, body: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
         ],
         body,
     )

@@ -235,16 +235,33 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut RequestParts, s: &S) -> Result<Self, ApiError> {
-        Query::<HashMap<String, String>>::from_request_parts(parts, s)
+        let pairs = Query::<Vec<(String, String)>>::from_request_parts(parts, s)
             .await
-            .map(|Query(q)| QueryMap(q))
             .map_err(|e| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "bad_parameter",
                     format!("the query string cannot be read: {}", e.body_text()),
                 )
-            })
+            })?
+            .0;
+        let mut q = HashMap::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            if q.contains_key(&name) {
+                // Two values of one parameter: which one counts would be a
+                // guess (and a way around a check on the other).
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_parameter",
+                    format!(
+                        "the query parameter {:?} is given twice; give it once",
+                        name.chars().take(64).collect::<String>()
+                    ),
+                ));
+            }
+            q.insert(name, value);
+        }
+        Ok(QueryMap(q))
     }
 }
 

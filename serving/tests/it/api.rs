@@ -47,6 +47,10 @@ async fn bad_parameters_are_400s_naming_the_parameter() {
         ),
         (format!("/v1/videos/{v}/views?form=2026-11-21"), None),
         (format!("/v1/videos/{v}/views?from=%FF"), None),
+        (
+            format!("/v1/videos/{v}/views?from=2026-11-21&from=2020-01-01"),
+            None,
+        ),
     ];
     for (path, parameter) in cases {
         let (status, _, body) = s.get(&path, Some(&w.secrets.admin)).await;
@@ -119,4 +123,65 @@ async fn the_openapi_document_and_the_router_name_the_same_routes() {
         doc["components"]["securitySchemes"]["bearer"].is_object(),
         "{doc}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_names_repeats_takes_any_bearer_case_and_guards_the_dashboard() {
+    let w = World::new(100, 37).await;
+    let s = w.serve(ApiConfig::default()).await;
+    let v = &w.video_a;
+
+    // One parameter twice: which counts would be a guess.
+    let (status, _, body) = s
+        .get(
+            &format!("/v1/videos/{v}/views?to=2026-11-22&to=2026-11-23"),
+            Some(&w.secrets.admin),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(r#""to" is given twice"#),
+        "{body}"
+    );
+
+    // The scheme of Authorization is case-insensitive (RFC 9110).
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let r = s
+            .client
+            .get(format!("{}/v1/videos/{v}/views", s.base))
+            .header("authorization", format!("{scheme} {}", w.secrets.admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{scheme}");
+    }
+    let r = s
+        .client
+        .get(format!("{}/v1/videos/{v}/views", s.base))
+        .header("authorization", format!("Basic {}", w.secrets.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
+    // The dashboard's page and files: no framing, no sniffing, nothing
+    // inline or from elsewhere.
+    for path in ["/", "/dashboard/app.js", "/dashboard/app.css"] {
+        let (status, headers, _) = s.get(path, None).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {csp}");
+        }
+    }
 }

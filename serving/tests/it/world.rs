@@ -292,6 +292,7 @@ impl World {
             speed,
             tokens: self.tokens_path(),
             reload_every: Duration::from_millis(200),
+            http: telemetry::http::Limits::default(),
         };
         let mut ops = OpsBuilder::new();
         let metrics = Metrics::register(ops.registry());

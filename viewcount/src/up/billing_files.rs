@@ -3,6 +3,7 @@
 //! month, checked against the generator's truth × the rates, and a ledger
 //! that verifies.
 
+use crate::util::say;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,7 +52,7 @@ impl BillingFiles {
                     let public = crate::billing_cmd::pub_path(&p);
                     std::fs::write(&public, format!("{}\n", key.vkey))
                         .with_context(|| format!("writing {}", public.display()))?;
-                    println!(
+                    say!(
                         "ledger: made a dev signing key {} (use --ledger-key or VIEWCOUNT_LEDGER_KEY for a real one)",
                         p.display()
                     );
@@ -74,7 +75,7 @@ impl BillingFiles {
         let rates = std::fs::read(&rates_path)
             .with_context(|| format!("reading the rate card {}", rates_path.display()))?;
         RateCard::parse(&rates).with_context(|| rates_path.display().to_string())?;
-        println!(
+        say!(
             "billing: rate card {}, ledger key {} ({})",
             rates_path.display(),
             key_path.display(),
@@ -121,7 +122,7 @@ pub(crate) async fn demo_billing(
 ) -> anyhow::Result<()> {
     let last = closed_to - chrono::Duration::hours(1);
     let period = Period::parse(&last.format("%Y-%m").to_string())?;
-    println!(
+    say!(
         "\nbilling: a provisional statement of {period} (the batch watermark has not passed its end plus the 72h grace) ..."
     );
     let r = statement::report(
@@ -140,7 +141,7 @@ pub(crate) async fn demo_billing(
     let seq = match r.entry {
         Appended::New(n) | Appended::Existing(n) => n,
     };
-    println!(
+    say!(
         "billing: statement {} PROVISIONAL: {} {} to {} creators in {} lines; {} unattributed videos not paid; ledger entry {seq}",
         s.id,
         money::format_amount(s.total()),
@@ -193,12 +194,12 @@ pub(crate) async fn demo_billing(
     if money::sum(&want_total) != Some(s.total()) {
         bail!("the statement total differs from the sum of the truth's rounded lines");
     }
-    println!(
+    say!(
         "check: every line equals the truth's billable views × the rate in force, total {} = Σ rounded lines",
         money::format_amount(s.total())
     );
     let v = Ledger::new(store).verify(None, None).await?;
-    println!(
+    say!(
         "check: ledger verifies ({} entries, {} statement files re-hashed, root {})",
         v.entries,
         v.files,
@@ -206,7 +207,7 @@ pub(crate) async fn demo_billing(
     );
     let key = files.key_path.display();
     let rates_path = files.rates_path.display();
-    println!(
+    say!(
         "finance: the files are in {store_url}/{}/. Try:\n  \
          viewcount ledger verify --store {store_url}\n  \
          viewcount ledger prove --entry {seq} --store {store_url} > entry.tlog-proof\n  \

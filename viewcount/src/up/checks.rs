@@ -2,6 +2,7 @@
 //! truth (Kafka, the speed layer, the scheduled batch run, reconcile, the
 //! serving API with a token, a provisional statement, the ledger).
 
+use crate::util::say;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,10 +32,10 @@ pub(super) async fn demo(
         ..GenConfig::default()
     })?;
     let mut truth = Truth::new(rules);
-    println!("\ndemo: sending {n} generated events (10% re-sends, 5% late, 2% invalid) ...");
+    say!("\ndemo: sending {n} generated events (10% re-sends, 5% late, 2% invalid) ...");
     let cfg = SendConfig::new(format!("{base}/v1/events"));
     let report = loadgen::send(generator, &cfg, &mut truth, |_| {}).await?;
-    println!("demo: {}", crate::gen_cmd::summary(&report));
+    say!("demo: {}", crate::gen_cmd::summary(&report));
 
     let (bs, t) = (bootstrap.to_owned(), topic.to_owned());
     let records =
@@ -61,7 +62,7 @@ pub(super) async fn demo(
         .iter()
         .map(|(p, n)| format!("p{p}={n}"))
         .collect();
-    println!(
+    say!(
         "kafka: topic {topic:?} holds {} records [{}]: {} distinct events",
         records.len(),
         parts.join(" "),
@@ -70,7 +71,7 @@ pub(super) async fn demo(
     if from_kafka.rows() != truth.rows() {
         bail!("what reached Kafka differs from what ingest accepted");
     }
-    println!("check: every accepted event is in Kafka, keyed by video_id");
+    say!("check: every accepted event is in Kafka, keyed by video_id");
 
     // Wait for the speed layer to apply every record, then compare.
     let mut conn = counters::conn::connect_reader(redis_url)
@@ -106,11 +107,11 @@ pub(super) async fn demo(
     if mismatches > 0 || counted.len() != truth.rows().len() {
         bail!("speed layer counts differ from the truth in {mismatches} video-hours");
     }
-    println!(
+    say!(
         "speed: Redis holds {speed_views} views in {} video-hours: equal to the truth per video per hour (views, billable views, watch seconds)",
         counted.len()
     );
-    println!("top videos: {}", top_videos(&counted));
+    say!("top videos: {}", top_videos(&counted));
     Ok(truth)
 }
 
@@ -143,7 +144,7 @@ pub(super) async fn demo_batch(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    println!(
+    say!(
         "\nbatch: the archive holds every record; a scheduled dirty run now computes every complete hour (the current one, and the last until 10 min past it, stay with the speed layer) ..."
     );
     tokio::time::timeout(Duration::from_secs(300), scheduler.run_now())
@@ -151,7 +152,7 @@ pub(super) async fn demo_batch(
         .context("the scheduled batch run did not finish within 5 minutes")?
         .map_err(|e| anyhow::anyhow!("the scheduled batch run failed: {e}"))?;
     let Some(published) = store::state::current(store.as_ref()).await? else {
-        println!("batch: no complete hour yet; serving answers from the speed layer alone");
+        say!("batch: no complete hour yet; serving answers from the speed layer alone");
         return Ok(None);
     };
     let Some(w) = published.watermark else {
@@ -170,7 +171,7 @@ pub(super) async fn demo_batch(
         let table = store::views::load_views(store.as_ref(), &manifest).await?;
         views.extend(table.into_iter().filter(|((_, h), _)| hours.contains(h)));
     }
-    println!(
+    say!(
         "batch: published state #{} from {} run(s); batch watermark {w}",
         published.seq,
         runs.len()
@@ -198,7 +199,7 @@ pub(super) async fn demo_batch(
             + views.keys().filter(|k| !want.contains_key(*k)).count();
         bail!("batch counts differ from the generator's truth in {differ} video-hours");
     }
-    println!(
+    say!(
         "check: batch equals the truth in all {} video-hours before the watermark (views, billable, fraud-filtered, watch seconds)",
         views.len()
     );
@@ -227,7 +228,7 @@ pub(super) async fn demo_batch(
         );
     }
     let causes: Vec<String> = r.totals.iter().map(|(c, n)| format!("{c:?}={n}")).collect();
-    println!(
+    say!(
         "check: reconcile is clean: {} of {} video-hours agree, every other difference explained ({})",
         r.agreeing,
         r.video_hours,
@@ -245,7 +246,7 @@ pub(super) async fn demo_catalog(
     store: &dyn object_store::ObjectStore,
 ) -> anyhow::Result<store::catalog::Catalog> {
     if let Some(c) = store::catalog::current(store).await? {
-        println!(
+        say!(
             "catalog: {} videos of {} creators in force",
             c.len(),
             c.creators()
@@ -255,9 +256,11 @@ pub(super) async fn demo_catalog(
     let g = GenConfig::default();
     let (bytes, _, _) = crate::gen_cmd::catalog_csv(g.videos, g.seed)?;
     let (catalog, cur) = store::catalog::import(store, bytes.into()).await?;
-    println!(
+    say!(
         "catalog: the demo's {} ({} videos of {} creators; a few videos left out, so their views are unattributed)",
-        cur.path, cur.videos, cur.creators
+        cur.path,
+        cur.videos,
+        cur.creators
     );
     Ok(catalog)
 }
@@ -285,7 +288,7 @@ pub(super) async fn demo_attribution(
     }
     let total = attributed + unattributed;
     let shown: Vec<&str> = missing.iter().copied().take(5).collect();
-    println!(
+    say!(
         "catalog: of {total} batch views {attributed} are attributed to creators and {unattributed} unattributed (videos not in the catalog: {}{})",
         shown.join(" "),
         if missing.len() > shown.len() {
@@ -408,7 +411,7 @@ pub(super) async fn demo_serving(
             truth.views()
         );
     }
-    println!(
+    say!(
         "check: the serving API (bearer token) answers every one of {checked} videos equal to the truth ({} by creator listings, {} unattributed), {got_total} views in all, batch before the watermark {} and speed after it",
         checked - unattributed.len(),
         unattributed.len(),

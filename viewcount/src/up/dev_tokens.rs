@@ -1,6 +1,8 @@
 //! The dev tokens `viewcount up` makes when no tokens file is given: an
 //! admin, a finance and one creator token, valid while the process runs.
 
+use crate::util::say;
+
 /// Tokens made at start when no tokens file is given: valid while this
 /// process runs, printed once.
 pub(super) struct DevTokens {
@@ -41,12 +43,13 @@ impl DevTokens {
     }
 
     pub(super) fn print(&self, base: &str) {
-        println!(
+        say!(
             "serve: dev tokens (valid while this runs; use --tokens FILE for real ones):\n  admin    {}\n  finance  {}",
-            self.admin, self.finance
+            self.admin,
+            self.finance
         );
         if let Some((c, secret)) = &self.creator {
-            println!(
+            say!(
                 "  creator {c}  {secret}\n  e.g. curl -s -H 'Authorization: Bearer {secret}' {base}/v1/creators/{c}/views"
             );
         }

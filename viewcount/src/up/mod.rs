@@ -30,7 +30,7 @@ use telemetry::OpsBuilder;
 use crate::ingest_cmd::IngestFlags;
 use crate::serve_cmd::ServeFlags;
 use crate::speed_cmd::SpeedFlags;
-use crate::util::{RuleFlags, Stop, bind, shutdown_signal};
+use crate::util::{HttpFlags, RuleFlags, Stop, bind, say, signals};
 use billing_files::BillingFiles;
 use billing_files::demo_billing;
 use checks::{demo, demo_batch, demo_catalog, demo_serving};
@@ -102,6 +102,8 @@ pub(crate) struct Args {
     #[command(flatten)]
     serve: ServeFlags,
     #[command(flatten)]
+    http: HttpFlags,
+    #[command(flatten)]
     rules: RuleFlags,
 }
 
@@ -111,7 +113,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let embedded;
     let bootstrap = match &a.kafka {
         Some(b) => {
-            println!(
+            say!(
                 "kafka: external broker {b}, topic {:?} (must exist)",
                 a.topic
             );
@@ -130,7 +132,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
             embedded
                 .create_topic(&dlq, 1)
                 .context("creating the dead-letter topic")?;
-            println!(
+            say!(
                 "kafka: embedded mock cluster at {} (topics {:?} with {} partitions and {dlq:?}; in memory, gone when this process stops)",
                 embedded.bootstrap_servers(),
                 a.topic,
@@ -142,12 +144,12 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let child_redis;
     let redis_url = match &a.redis_url {
         Some(u) => {
-            println!("redis: {u}");
+            say!("redis: {u}");
             u.clone()
         }
         None => {
             child_redis = RedisServer::start().context("starting a child redis-server")?;
-            println!(
+            say!(
                 "redis: child redis-server at {} (data in {}; removed when this process stops)",
                 child_redis.url(),
                 child_redis.dir().display()
@@ -166,7 +168,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         ),
     };
     let store = store::open(&store_url)?;
-    println!("store: {store_url} (raw archive, batch views, manifests)");
+    say!("store: {store_url} (raw archive, batch views, manifests)");
     let catalog = demo_catalog(store.as_ref()).await?;
     let billing_files = BillingFiles::prepare(&store_url, a.ledger_key.clone(), a.rates.clone())?;
 
@@ -191,6 +193,8 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     // the pipeline once it has everything acknowledged.
     let stop_http = Stop::new();
     let stop = Stop::new();
+    // A second signal while stopping: close the connections left at once.
+    let hurry = Stop::new();
     let serving_metrics = serving::metrics::Metrics::register(ops.registry());
     let (tokens, dev) = match &a.tokens {
         Some(path) => (
@@ -218,7 +222,8 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         serve_options,
         Arc::new(tokens),
         serving_metrics,
-        telemetry::cancel_on(stop.wait()),
+        // Live streams end as soon as the HTTP server starts to drain.
+        telemetry::cancel_on(stop_http.wait()),
     )
     .await?;
     let ops = ops.build();
@@ -235,9 +240,9 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let listener = bind(&a.listen).await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn({
-        let stop = stop_http.wait();
+        let (stop, hurry, limits) = (stop_http.wait(), hurry.wait(), a.http.limits());
         async move {
-            let served = telemetry::serve(listener, app, ops, stop).await;
+            let served = telemetry::http::serve(listener, app, ops, limits, stop, hurry).await;
             if let Err(e) = producer.flush().await {
                 tracing::warn!(error = %e, "producer flush on shutdown incomplete");
             }
@@ -285,13 +290,13 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
             Ok::<(), std::convert::Infallible>(())
         }
     });
-    println!("ingest: http://{addr}/v1/events  (also /healthz /readyz /metrics)");
-    println!(
+    say!("ingest: http://{addr}/v1/events  (also /healthz /readyz /metrics)");
+    say!(
         "serve: http://{addr}/v1/videos/{{video_id}}/views and the rest of the API: http://{addr}/openapi.json"
     );
     match &dev {
         Some(dev) => dev.print(&format!("http://{addr}")),
-        None => println!(
+        None => say!(
             "serve: tokens from {}",
             a.tokens
                 .as_deref()
@@ -299,12 +304,12 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
                 .display()
         ),
     }
-    println!(
+    say!(
         "speed: consuming {:?} into Redis keys {}*",
         a.topic,
         keys.prefix()
     );
-    println!(
+    say!(
         "batch: a dirty run every {} (hours with late data, and new complete hours); see them with: viewcount status --store {store_url}",
         a.batch_every
     );
@@ -339,7 +344,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
                 )
                 .await?;
             }
-            println!("\ndemo: every check passed");
+            say!("\ndemo: every check passed");
             Ok::<(), anyhow::Error>(())
         }
         .await;
@@ -347,18 +352,18 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     if outcome.is_ok() && !a.exit_after_demo {
         let traffic = match a.demo {
             Some(_) if a.demo_rate > 0.0 => {
-                println!(
+                say!(
                     "\nup. Generated traffic goes on at {} events/s (duplicates, late and invalid ones included); send your own with:",
                     a.demo_rate
                 );
                 Some(tokio::spawn(demo_traffic(base.clone(), a.demo_rate)))
             }
             _ => {
-                println!("\nup. Send events with:");
+                say!("\nup. Send events with:");
                 None
             }
         };
-        println!(
+        say!(
             "  curl -s -H 'content-type: application/json' {base}/v1/events -d '{{\"event_id\":\"{}\",\"video_id\":\"v1\",\"user_id\":\"u1\",\"occurred_at\":\"{}\",\"watch_seconds\":42,\"revenue_eligible\":true}}'\nCtrl-C to stop. A summary every {}:",
             uuid::Uuid::new_v4(),
             schemas::event::format_timestamp(&Utc::now()),
@@ -374,14 +379,25 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
             scheduler: &scheduler,
             ops: ops_view,
         };
+        let mut signalled = signals();
         tokio::select! {
-            () = shutdown_signal() => {},
+            _ = signalled.wait_for(|n| *n >= 1) => {},
             () = live.run(a.summary_every.into()) => {},
         }
+        tokio::spawn(async move {
+            let _ = signalled.wait_for(|n| *n >= 2).await;
+            eprintln!(
+                "second signal: closing the open connections now; everything acknowledged is still archived (a third signal exits at once, losing what the embedded Kafka holds unarchived)"
+            );
+            hurry.stop();
+            let _ = signalled.wait_for(|n| *n >= 3).await;
+            eprintln!("third signal: exiting now");
+            std::process::exit(130);
+        });
         if let Some(t) = traffic {
             t.abort();
         }
-        println!(
+        say!(
             "\nstopping: ingest first, then everything it acknowledged into the archive and the speed layer ..."
         );
     }
@@ -396,7 +412,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     archive_task.await.context("archive task")??;
     let Ok(()) = scheduler_task.await.context("batch scheduler task")?;
     match &drained {
-        Ok(n) => println!(
+        Ok(n) => say!(
             "stopped: all {n} records in Kafka are archived in {store_url} and applied by the speed layer"
         ),
         Err(e) => eprintln!("stopping: {e:#}"),

@@ -1,6 +1,7 @@
 //! What `viewcount up` prints while it runs: a summary every few seconds
 //! of every layer, and the generated traffic that keeps it busy.
 
+use crate::util::say;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,12 +67,12 @@ impl Live<'_> {
             tick.tick().await;
             if let Err(failing) = self.ops.readiness().await {
                 for (check, why) in failing {
-                    println!("NOT READY {check}: {why}");
+                    say!("NOT READY {check}: {why}");
                 }
             }
             match self.summary(&mut verified).await {
-                Ok(text) => println!("{text}"),
-                Err(e) => println!("[summary unavailable: {e:#}]"),
+                Ok(text) => say!("{text}"),
+                Err(e) => say!("[summary unavailable: {e:#}]"),
             }
         }
     }
