@@ -97,6 +97,11 @@ impl Serving {
             let r = s.reload_failure();
             async move { r }
         });
+        let t = tokens.clone();
+        ops.degrading_check("tokens", move || {
+            let r = t.problem();
+            async move { r }
+        });
         let sp = speed.clone();
         ops.degrading_check("redis", move || {
             let sp = sp.clone();

@@ -201,6 +201,8 @@ pub struct TokensFile {
     path: PathBuf,
     tokens: ArcSwap<Tokens>,
     hash: Mutex<[u8; 32]>,
+    /// What is wrong with the file now, if anything (`/readyz` degraded).
+    problem: Mutex<Option<String>>,
     metrics: Metrics,
 }
 
@@ -219,6 +221,7 @@ impl TokensFile {
             path,
             tokens: ArcSwap::from_pointee(tokens),
             hash: Mutex::new(Sha256::digest(&bytes).into()),
+            problem: Mutex::new(None),
             metrics,
         })
     }
@@ -229,8 +232,29 @@ impl TokensFile {
             path: PathBuf::new(),
             tokens: ArcSwap::from_pointee(tokens),
             hash: Mutex::new([0; 32]),
+            problem: Mutex::new(None),
             metrics,
         }
+    }
+
+    /// `Err` saying what is wrong with the file now (for `/readyz`).
+    pub fn problem(&self) -> std::result::Result<(), String> {
+        match &*self.problem.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => Ok(()),
+            Some(p) => Err(p.clone()),
+        }
+    }
+
+    fn set_problem(&self, problem: Option<String>) {
+        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
+    }
+
+    /// No token is valid from now on, because `why`.
+    fn revoke_all(&self, why: String) {
+        tracing::warn!(path = %self.path.display(), "serving: {why}");
+        self.tokens.store(Arc::new(Tokens::default()));
+        self.metrics.reloaded("tokens", "emptied");
+        self.set_problem(Some(why));
     }
 
     /// The tokens in force.
@@ -239,21 +263,47 @@ impl TokensFile {
     }
 
     /// Rereads the file; swaps the tokens in if it changed and is valid.
+    /// A file that is gone or empty revokes every token (that is what its
+    /// owner left); only a broken one (unreadable, not valid) keeps the
+    /// previous tokens. Each of the three shows on `/readyz` (degraded)
+    /// until the file is right again.
     pub fn refresh(&self) {
         if self.path.as_os_str().is_empty() {
             return;
         }
+        let mut last = self.hash.lock().unwrap_or_else(|p| p.into_inner());
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if *last != [0xff; 32] {
+                    self.revoke_all(format!(
+                        "the tokens file {} is gone: every token is refused until it is back",
+                        self.path.display()
+                    ));
+                    *last = [0xff; 32];
+                }
+                return;
+            }
             Err(e) => {
                 tracing::warn!(path = %self.path.display(), error = %e, "serving: cannot reread the tokens file; the previous tokens stay in force");
                 self.metrics.reloaded("tokens", "failed");
+                self.set_problem(Some(format!(
+                    "cannot read the tokens file {} ({e}); the previous tokens stay in force",
+                    self.path.display()
+                )));
                 return;
             }
         };
         let hash: [u8; 32] = Sha256::digest(&bytes).into();
-        let mut last = self.hash.lock().unwrap_or_else(|p| p.into_inner());
         if *last == hash {
+            return;
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            self.revoke_all(format!(
+                "the tokens file {} is empty: every token is refused",
+                self.path.display()
+            ));
+            *last = hash;
             return;
         }
         match parse(&bytes) {
@@ -261,10 +311,15 @@ impl TokensFile {
                 tracing::info!(path = %self.path.display(), tokens = t.len(), "serving: tokens file reloaded");
                 self.tokens.store(Arc::new(t));
                 self.metrics.reloaded("tokens", "ok");
+                self.set_problem(None);
             }
             Err(e) => {
                 tracing::warn!(path = %self.path.display(), error = %e, "serving: the tokens file changed but is not valid; the previous tokens stay in force");
                 self.metrics.reloaded("tokens", "failed");
+                self.set_problem(Some(format!(
+                    "the tokens file {} is not valid ({e}); the previous tokens stay in force",
+                    self.path.display()
+                )));
             }
         }
         // Remember it either way: an invalid file is reported once, not

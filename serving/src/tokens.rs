@@ -125,6 +125,13 @@ impl Tokens {
                     "{at}: sha256 must be 64 hex digits (the SHA-256 of the secret)"
                 ))
             })?;
+            if let Some(other) = tokens.iter().find(|x| x.sha256 == sha) {
+                // One secret would be two tokens (which role is it?).
+                return Err(TokensError(format!(
+                    "{at}: its sha256 is also token {:?}'s; give each token its own secret (`viewcount token create`)",
+                    other.name
+                )));
+            }
             match (&t.role, &t.creator_id) {
                 (Role::Creator, None) => {
                     return Err(TokensError(format!(
@@ -164,6 +171,12 @@ impl Tokens {
             }
         }
         found
+    }
+
+    /// Whether `token` is still one of these, unchanged (a stream opened
+    /// with it ends once it is revoked or its role or creator changed).
+    pub fn holds(&self, token: &Token) -> bool {
+        self.tokens.iter().any(|t| t == token)
     }
 
     /// Number of tokens.
@@ -269,6 +282,12 @@ mod tests {
                     "[[token]]\nname = \"a\"\nsha256 = \"{h}\"\nrole = \"admin\"\n[[token]]\nname = \"a\"\nsha256 = \"{h}\"\nrole = \"finance\"\n"
                 ),
                 "used twice",
+            ),
+            (
+                format!(
+                    "[[token]]\nname = \"a\"\nsha256 = \"{h}\"\nrole = \"creator\"\ncreator_id = \"c\"\n[[token]]\nname = \"b\"\nsha256 = \"{h}\"\nrole = \"admin\"\n"
+                ),
+                "its sha256 is also token \"a\"'s",
             ),
             (
                 format!(

@@ -111,6 +111,7 @@ pub(crate) async fn video_live(
     };
     struct Live {
         app: Arc<App>,
+        caller: Caller,
         video: String,
         from: DateTime<Utc>,
         last: Option<LiveTotal>,
@@ -119,6 +120,7 @@ pub(crate) async fn video_live(
     }
     let state = Live {
         app,
+        caller,
         video: video_id,
         from,
         last: None,
@@ -134,6 +136,10 @@ pub(crate) async fn video_live(
                 }
             }
             st.first = false;
+            if !st.app.tokens.tokens().holds(&st.caller.0) {
+                // Revoked (or changed) since the stream opened: it ends.
+                return None;
+            }
             let to = next_hour(now());
             let from = st.from.min(to - TimeDelta::hours(1));
             let snap = st.app.source.snapshot();

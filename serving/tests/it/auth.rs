@@ -146,20 +146,25 @@ async fn a_token_over_its_rate_is_told_when_to_come_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn tokens_added_and_revoked_in_the_file_take_effect_without_a_restart() {
+async fn tokens_added_broken_revoked_emptied_and_deleted_take_effect_without_a_restart() {
     let w = World::new(300, 23).await;
-    let s = w.serve(ApiConfig::default()).await;
+    let s = w
+        .serve(ApiConfig {
+            live_every: Duration::from_millis(100),
+            ..ApiConfig::default()
+        })
+        .await;
     let path = format!("/v1/videos/{}", w.video_a);
     let original = std::fs::read_to_string(w.tokens_path()).unwrap();
     let (secret, table) = new_token("added-later", Role::Finance, None).unwrap();
     assert_eq!(s.get(&path, Some(&secret)).await.0, 401);
     std::fs::write(w.tokens_path(), original.clone() + &table).unwrap();
-    let wait_for = |want: u16| {
-        let (s, path, secret) = (&s, &path, &secret);
+    let wait_for = |secret: String, want: u16| {
+        let (s, path) = (&s, &path);
         async move {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             loop {
-                let (status, _, _) = s.get(path, Some(secret)).await;
+                let (status, _, _) = s.get(path, Some(&secret)).await;
                 if status == want {
                     return;
                 }
@@ -171,8 +176,17 @@ async fn tokens_added_and_revoked_in_the_file_take_effect_without_a_restart() {
             }
         }
     };
-    wait_for(200).await;
-    // A broken file keeps the tokens in force.
+    let tokens_problem = || async {
+        let (status, _, body) = s.get("/readyz", None).await;
+        assert_eq!(
+            status, 200,
+            "a tokens problem degrades, never stops: {body}"
+        );
+        body["degraded"]["tokens"].as_str().map(str::to_owned)
+    };
+    wait_for(secret.clone(), 200).await;
+    assert_eq!(tokens_problem().await, None);
+    // A broken file keeps the tokens in force, and says so.
     std::fs::write(w.tokens_path(), "[[token]]\nname = 1\n").unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
@@ -180,10 +194,41 @@ async fn tokens_added_and_revoked_in_the_file_take_effect_without_a_restart() {
         200,
         "the previous tokens stay"
     );
-    // Revoked: the file without it.
-    std::fs::write(w.tokens_path(), original).unwrap();
-    wait_for(401).await;
+    let problem = tokens_problem().await.expect("degraded");
+    assert!(problem.contains("is not valid"), "{problem}");
+
+    // A live stream of the token, then the token revoked: the file without
+    // it. The request answers 401 and the open stream ends.
+    let mut live = s
+        .client
+        .get(format!("{}/v1/videos/{}/live", s.base, w.video_a))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status().as_u16(), 200);
+    std::fs::write(w.tokens_path(), &original).unwrap();
+    wait_for(secret.clone(), 401).await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(_chunk) = live.chunk().await.unwrap() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the revoked token's stream is closed");
     assert_eq!(s.get(&path, Some(&w.secrets.admin)).await.0, 200);
+    assert_eq!(tokens_problem().await, None);
+
+    // An empty file and a deleted one revoke every token, and say so.
+    std::fs::write(w.tokens_path(), "").unwrap();
+    wait_for(w.secrets.admin.clone(), 401).await;
+    assert!(tokens_problem().await.unwrap().contains("is empty"));
+    std::fs::remove_file(w.tokens_path()).unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(s.get(&path, Some(&w.secrets.admin)).await.0, 401);
+    assert!(tokens_problem().await.unwrap().contains("is gone"));
+    // Back: in force again.
+    std::fs::write(w.tokens_path(), &original).unwrap();
+    wait_for(w.secrets.admin.clone(), 200).await;
+    assert_eq!(tokens_problem().await, None);
 }
 
 /// Reads one Server-Sent Event's data from a streaming response.

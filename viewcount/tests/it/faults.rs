@@ -5,12 +5,10 @@
 //! `Retry-After` and acknowledges nothing; once the store works again it
 //! resumes by itself and the ordered stop still archives every record.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::http;
+use crate::{Up, assert_all_archived, http};
 
 fn event() -> String {
     format!(
@@ -33,56 +31,28 @@ fn a_store_write_failing_in_up_stops_acknowledging_until_it_works_again() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let store = format!("file://{}", root.display());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_viewcount"))
-        .args(["up", "--demo", "1000", "--demo-rate", "100"])
-        .args(["--summary-every", "1s", "--listen", "127.0.0.1:0"])
-        .args(["--store", &store])
-        .env("NO_COLOR", "1")
-        .env_remove("VIEWCOUNT_KAFKA")
-        .env_remove("VIEWCOUNT_REDIS_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, lines) = mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for l in BufReader::new(stdout).lines() {
-            if tx.send(l.unwrap()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let mut next_until = |what: &str, pred: &dyn Fn(&str) -> bool| -> String {
-        let deadline = Instant::now() + Duration::from_secs(240);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(l) => {
-                    seen.push(l.clone());
-                    if pred(&l) {
-                        return l;
-                    }
-                }
-                Err(_) => panic!("no {what} in:\n{}", seen.join("\n")),
-            }
-        }
-    };
-    let ingest = next_until("ingest line", &|l| l.starts_with("ingest: http://"));
-    let addr = ingest["ingest: http://".len()..]
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
-    next_until("the demo's checks", &|l| l == "demo: every check passed");
+    let mut up = Up::start(
+        &[
+            "--demo",
+            "1000",
+            "--demo-rate",
+            "100",
+            "--summary-every",
+            "1s",
+            "--store",
+            &store,
+        ],
+        Stdio::null(),
+    );
+    let addr = up.addr();
+    up.until("the demo's checks", |l| l == "demo: every check passed");
 
     // The fault: partition 0's progress object cannot be written any more.
     let progress = root.join("archive/progress/p0000.json");
     std::fs::remove_file(&progress).unwrap();
     std::fs::create_dir(&progress).unwrap();
 
-    let not_ready = next_until("the archive failing in the summary", &|l| {
+    let not_ready = up.until("the archive failing in the summary", |l| {
         l.starts_with("NOT READY archive: the archive cannot write to the store")
     });
     let readyz = http(&addr, "GET", "/readyz", &[], "").unwrap();
@@ -135,30 +105,8 @@ fn a_store_write_failing_in_up_stops_acknowledging_until_it_works_again() {
     assert_eq!(posted.status, 202, "{}", posted.body);
 
     // The ordered stop archives every record Kafka holds.
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let stopped = next_until("the ordered stop", &|l| l.starts_with("stopped: all "));
-    let status = child.wait().unwrap();
-    reader.join().unwrap();
-    assert!(status.success(), "{status}: {stopped}");
-    let n: u64 = stopped["stopped: all ".len()..]
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let out = crate::run(&["status", "--json", "--store", &store], &[]);
-    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let archived: u64 = s["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["archive_offset"].as_u64().unwrap_or(0))
-        .sum();
-    assert_eq!(archived, n, "{s:#}");
+    up.signal("INT");
+    let (status, lines) = up.wait(Duration::from_secs(180));
+    assert!(status.success(), "{status}: {}", lines.join("\n"));
+    assert_all_archived(&lines, &store);
 }

@@ -5,6 +5,8 @@
 //! - [`cli`]: the commands a user types, their output and errors;
 //! - [`faults`]: `up` under a failing store write: loud, acknowledging
 //!   nothing it cannot keep, resuming by itself;
+//! - [`edge`]: `up` stopping with a live stream and a slow client open, on a
+//!   second signal, and with its stdout closed;
 //! - [`flags`]: the README's configuration table against every flag;
 //! - [`metrics`]: every service's `/metrics` through Prometheus' linter;
 //! - [`tamper`]: a flipped byte in any stored object is refused by every reader;
@@ -16,6 +18,7 @@
 #[cfg(feature = "ballista")]
 mod ballista;
 mod cli;
+mod edge;
 mod faults;
 mod flags;
 mod metrics;
@@ -71,4 +74,148 @@ fn http(addr: &str, method: &str, path: &str, headers: &[&str], body: &str) -> O
         head: head.to_ascii_lowercase(),
         body: body.to_owned(),
     })
+}
+
+/// `viewcount up ARGS` running as a child (embedded Kafka, child Redis),
+/// its stdout lines arriving on a channel as they are printed.
+struct Up {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every line read so far.
+    seen: Vec<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Up {
+    /// Starts it; its stderr goes to `stderr`.
+    fn start(args: &[&str], stderr: std::process::Stdio) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_viewcount"))
+            .arg("up")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("NO_COLOR", "1")
+            .env_remove("VIEWCOUNT_KAFKA")
+            .env_remove("VIEWCOUNT_REDIS_URL")
+            .env_remove("VIEWCOUNT_STORE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("viewcount up starts");
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(stdout).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+            reader: Some(reader),
+        }
+    }
+
+    /// The next line `pred` accepts (waiting up to 4 minutes).
+    fn until(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if pred(&l) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!("no {what} in:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// The `host:port` it listens on.
+    fn addr(&mut self) -> String {
+        let line = self.until("ingest line", |l| l.starts_with("ingest: http://"));
+        line["ingest: http://".len()..]
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Stops reading its stdout: the pipe closes at its next line, as when
+    /// the `tee` it prints into ends.
+    fn close_stdout(&mut self) {
+        self.lines = std::sync::mpsc::channel().1;
+    }
+
+    /// Sends `signal` (`INT`, `TERM`) to it.
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal}");
+    }
+
+    /// Waits for it to exit (at most `timeout`: a stop that hangs fails);
+    /// its status and every line it printed.
+    fn wait(mut self, timeout: std::time::Duration) -> (std::process::ExitStatus, Vec<String>) {
+        let deadline = std::time::Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "up did not stop within {timeout:?}:\n{}",
+                    self.seen.join("\n")
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.seen.extend(self.lines.try_iter());
+        (status, std::mem::take(&mut self.seen))
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The number in `stopped: all N records ...`, and that the archive's
+/// progress in `store` covers exactly that many: nothing acknowledged lost.
+fn assert_all_archived(lines: &[String], store: &str) -> u64 {
+    let stopped = lines
+        .iter()
+        .find(|l| l.starts_with("stopped: all "))
+        .unwrap_or_else(|| panic!("no ordered stop in:\n{}", lines.join("\n")));
+    let n: u64 = stopped["stopped: all ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let out = run(&["status", "--json", "--store", store], &[]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let archived: u64 = s["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["archive_offset"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(archived, n, "{s:#}");
+    n
 }
