@@ -20,6 +20,14 @@ pub(crate) struct ServeFlags {
     /// Requests a token may make at once above its rate.
     #[arg(long, env = "VIEWCOUNT_RATE_BURST", default_value_t = ApiConfig::DEFAULT_BURST)]
     pub(crate) rate_burst: u32,
+    /// Work each token may ask for per second, in cells (a series costs its
+    /// points × its videos; 0: no limit).
+    #[arg(long, env = "VIEWCOUNT_COST_LIMIT", default_value_t = ApiConfig::DEFAULT_COST_PER_SECOND)]
+    pub(crate) cost_limit: u32,
+    /// Cells a token may ask for at once above that rate (and the most one
+    /// request may cost).
+    #[arg(long, env = "VIEWCOUNT_COST_BURST", default_value_t = ApiConfig::DEFAULT_COST_BURST)]
+    pub(crate) cost_burst: u32,
     /// Open live streams each token may hold.
     #[arg(long, env = "VIEWCOUNT_LIVE_PER_TOKEN", default_value_t = ApiConfig::DEFAULT_LIVE_PER_TOKEN)]
     pub(crate) live_per_token: usize,
@@ -37,6 +45,8 @@ impl ServeFlags {
             rate_per_second: NonZeroU32::new(self.rate_limit),
             burst: NonZeroU32::new(self.rate_burst).unwrap_or(NonZeroU32::MIN),
             live_per_token: self.live_per_token,
+            cost_per_second: NonZeroU32::new(self.cost_limit),
+            cost_burst: NonZeroU32::new(self.cost_burst).unwrap_or(NonZeroU32::MIN),
             ..ApiConfig::default()
         };
         let mut speed = SpeedConfig::new(redis_url);

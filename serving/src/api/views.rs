@@ -95,16 +95,111 @@ pub(crate) fn known(snap: &Snapshot, video: &str, m: &Merged) -> ApiResult<()> {
     Ok(())
 }
 
-/// The points of `videos` summed, per `step` over `[from, to)`.
+/// Series cheaper than this many cells are computed in place; dearer ones
+/// off the request workers ([`App::heavy`]).
+const HEAVY_CELLS: u64 = 50_000;
+
+/// The points of `videos` summed, per `step` over `[from, to)`, for
+/// `caller`, whose work budget pays for it first (points × videos cells).
 pub(crate) async fn series_of(
     app: &App,
-    snap: &Snapshot,
+    caller: &Caller,
+    snap: &Arc<Snapshot>,
     videos: &[&str],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     step: TimeDelta,
-) -> (Merged, Vec<Point>) {
+) -> ApiResult<(Merged, Vec<Point>)> {
+    let points = ((to - from).num_seconds() / step.num_seconds().max(1)).max(1) as u64;
+    let cells = points * videos.len().max(1) as u64;
+    admit_cost(app, caller, cells)?;
     let m = app.merge(snap, videos, from, to, false).await;
+    if cells < HEAVY_CELLS {
+        let points = points_of(snap, videos, &m, from, to, step);
+        return Ok((m, points));
+    }
+    let _permit = app.heavy.clone().acquire_owned().await.map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the server is stopping",
+        )
+    })?;
+    let (snap, videos) = (
+        snap.clone(),
+        videos
+            .iter()
+            .map(|v| (*v).to_owned())
+            .collect::<Vec<String>>(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let videos: Vec<&str> = videos.iter().map(String::as_str).collect();
+        let points = points_of(&snap, &videos, &m, from, to, step);
+        (m, points)
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("computing the series failed ({e}); this is a bug, please report it"),
+        )
+    })
+}
+
+/// Charges `cells` of work to `caller`'s budget: 429 with `Retry-After`
+/// while the token asks for more than its rate, 400 for one request dearer
+/// than the whole budget.
+fn admit_cost(app: &App, caller: &Caller, cells: u64) -> ApiResult<()> {
+    let Some(limiter) = &app.cost_limiter else {
+        return Ok(());
+    };
+    let burst = app.config.cost_burst.get();
+    let n = u32::try_from(cells)
+        .ok()
+        .and_then(std::num::NonZeroU32::new)
+        .filter(|n| n.get() <= burst);
+    let Some(n) = n else {
+        return Err(ApiError::bad(
+            "from",
+            format!(
+                "this series would cost {cells} cells (points × videos), more than one request may ({burst}); ask for a shorter range or a coarser granularity"
+            ),
+        ));
+    };
+    match limiter.check_key_n(&caller.0.name, n) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(not_until)) => {
+            use governor::clock::{Clock, DefaultClock};
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            Err(ApiError::limited(
+                format!(
+                    "token {:?} asked for more work than its budget ({} cells a second; this request costs {cells}); retry after {} ms",
+                    caller.0.name,
+                    app.config
+                        .cost_per_second
+                        .map_or(0, std::num::NonZeroU32::get),
+                    wait.as_millis()
+                ),
+                wait.as_secs_f64().ceil() as u64,
+            ))
+        }
+        Err(_) => Err(ApiError::bad(
+            "from",
+            format!("this series would cost {cells} cells, more than one request may ({burst})"),
+        )),
+    }
+}
+
+/// The points themselves (CPU only).
+fn points_of(
+    snap: &Snapshot,
+    videos: &[&str],
+    m: &Merged,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    step: TimeDelta,
+) -> Vec<Point> {
     let w = m.watermark;
     let mut points = Vec::new();
     let mut at = from;
@@ -143,7 +238,7 @@ pub(crate) async fn series_of(
         });
         at = end;
     }
-    (m, points)
+    points
 }
 
 impl Series {
@@ -213,7 +308,7 @@ pub(crate) async fn video_series(
     let snap = app.source.snapshot();
     let owner = snap.owner(&video_id);
     authorize(&caller, owner, "this video")?;
-    let (m, points) = series_of(&app, &snap, &[&video_id], from, to, step).await;
+    let (m, points) = series_of(&app, &caller, &snap, &[&video_id], from, to, step).await?;
     known(&snap, &video_id, &m)?;
     Ok(axum::Json(Series::new(
         Some(video_id.clone()),
@@ -375,7 +470,7 @@ pub(crate) async fn creator_series(
         .iter()
         .map(String::as_str)
         .collect();
-    let (m, points) = series_of(&app, &snap, &videos, from, to, step).await;
+    let (m, points) = series_of(&app, &caller, &snap, &videos, from, to, step).await?;
     Ok(axum::Json(Series::new(
         None,
         Some(creator_id.clone()),

@@ -344,3 +344,67 @@ async fn live_streams_the_merged_total_and_are_bounded_per_token() {
     .expect("the stream ends on shutdown");
     assert!(end, "a clean end of stream");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_asking_for_too_much_work_is_told_when_to_come_back() {
+    let w = World::new(200, 25).await;
+    let s = w
+        .serve(ApiConfig {
+            rate_per_second: None,
+            cost_per_second: std::num::NonZeroU32::new(1_000),
+            cost_burst: std::num::NonZeroU32::new(30_000).unwrap(),
+            ..ApiConfig::default()
+        })
+        .await;
+    let from = chrono::DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let hours = |n: i64| {
+        format!(
+            "/v1/videos/{}/series?granularity=hour&from={}&to={}",
+            w.video_a,
+            schemas::event::format_timestamp(&from),
+            schemas::event::format_timestamp(&(from + chrono::TimeDelta::hours(n)))
+        )
+    };
+    // Three 9 999-point series fit the budget (computed off the request
+    // workers, and right), the fourth is told when to come back.
+    for _ in 0..3 {
+        let body = s.ok(&hours(9_999), &w.secrets.admin).await;
+        assert_eq!(body["points"].as_array().unwrap().len(), 9_999);
+    }
+    let (status, headers, body) = s.get(&hours(9_999), Some(&w.secrets.admin)).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("budget"),
+        "{body}"
+    );
+    // Another token has its own budget; a cheap request is unaffected by it.
+    let (status, _, _) = s.get(&hours(9_999), Some(&w.secrets.finance)).await;
+    assert_eq!(status, 200);
+    // The budget refills at its rate.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (status, _, body) = s.get(&hours(24), Some(&w.secrets.admin)).await;
+    assert_eq!(status, 200, "{body}");
+    // One request dearer than the whole budget: 400, asking for less.
+    let small = w
+        .serve(ApiConfig {
+            cost_per_second: std::num::NonZeroU32::new(1_000),
+            cost_burst: std::num::NonZeroU32::new(5_000).unwrap(),
+            ..ApiConfig::default()
+        })
+        .await;
+    let (status, _, body) = small.get(&hours(9_999), Some(&w.secrets.admin)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("9999 cells"),
+        "{body}"
+    );
+}
