@@ -232,6 +232,7 @@ impl LogKey {
 
     /// Reads a key file.
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        store::secret::check_private(path, "the ledger key").map_err(Error::Input)?;
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::Input(format!(
                 "cannot read the ledger key {}: {e}; make one with `viewcount ledger keygen --out {}`",

@@ -20,6 +20,18 @@ pub struct RedisOptions {
     /// A Redis Cluster node (`cluster-enabled`, node timeout 1 s), as the
     /// test kit's cluster starts them.
     pub cluster: bool,
+    /// A password clients must give (`requirepass`, with protected mode
+    /// on). It reaches the server on its standard input, never its command
+    /// line (which other local users can read); [`RedisServer::url`]
+    /// carries it, [`RedisServer::shown_url`] does not.
+    pub password: Option<String>,
+}
+
+impl RedisOptions {
+    /// A random password (128 bits from the OS's generator).
+    pub fn random_password() -> String {
+        uuid::Uuid::new_v4().simple().to_string()
+    }
 }
 
 /// A running `redis-server`, killed on drop. Its temporary directory (if it made
@@ -28,6 +40,7 @@ pub struct RedisOptions {
 pub struct RedisServer {
     child: Child,
     port: u16,
+    password: Option<String>,
     dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
 }
@@ -64,6 +77,11 @@ impl RedisServer {
             // (it is killed when its handle drops).
             #[cfg(unix)]
             std::os::unix::process::CommandExt::process_group(&mut command, 0);
+            if opts.password.is_some() {
+                // The configuration file is standard input (the password
+                // goes there); the options below add to it.
+                command.arg("-");
+            }
             let mut child = command
                 .arg("--port")
                 .arg(port.to_string())
@@ -73,7 +91,7 @@ impl RedisServer {
                     "--save",
                     "",
                     "--protected-mode",
-                    "no",
+                    if opts.password.is_some() { "yes" } else { "no" },
                 ])
                 .args(["--appendonly", if opts.appendonly { "yes" } else { "no" }])
                 .args(if opts.cluster {
@@ -90,15 +108,24 @@ impl RedisServer {
                 })
                 .arg("--dir")
                 .arg(&dir)
-                .stdin(Stdio::null())
+                .stdin(if opts.password.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()?;
-            match wait_ready(&mut child, port) {
+            if let (Some(pw), Some(mut stdin)) = (&opts.password, child.stdin.take()) {
+                use std::io::Write;
+                writeln!(stdin, "requirepass {pw}")?;
+            }
+            match wait_ready(&mut child, port, opts.password.as_deref()) {
                 Ok(()) => {
                     return Ok(Self {
                         child,
                         port,
+                        password: opts.password.clone(),
                         dir,
                         _temp: temp,
                     });
@@ -116,9 +143,25 @@ impl RedisServer {
         Err(Error::RedisStart(last_err))
     }
 
-    /// `redis://127.0.0.1:PORT/`.
+    /// `redis://127.0.0.1:PORT/` (with the password, if it has one).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
+    }
+
+    /// [`Self::url`] to print: the password, if any, elided.
+    pub fn shown_url(&self) -> String {
+        match &self.password {
+            Some(_) => format!("redis://:***@127.0.0.1:{}/", self.port),
+            None => self.url(),
+        }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The port it listens on.
@@ -160,8 +203,13 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Waits for `PING` to answer `+PONG`, or for the child to exit.
-fn wait_ready(child: &mut Child, port: u16) -> std::result::Result<(), String> {
+/// Waits for `PING` (after `AUTH` with `password`) to answer `+PONG`, or for
+/// the child to exit.
+fn wait_ready(
+    child: &mut Child,
+    port: u16,
+    password: Option<&str>,
+) -> std::result::Result<(), String> {
     use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -174,10 +222,12 @@ fn wait_ready(child: &mut Child, port: u16) -> std::result::Result<(), String> {
         }
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
             let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-            let mut buf = [0u8; 7];
-            if s.write_all(b"PING\r\n").is_ok()
-                && s.read_exact(&mut buf).is_ok()
-                && &buf == b"+PONG\r\n"
+            let (ask, want): (String, &[u8]) = match password {
+                Some(pw) => (format!("AUTH {pw}\r\nPING\r\n"), b"+OK\r\n+PONG\r\n"),
+                None => ("PING\r\n".to_owned(), b"+PONG\r\n"),
+            };
+            let mut buf = vec![0u8; want.len()];
+            if s.write_all(ask.as_bytes()).is_ok() && s.read_exact(&mut buf).is_ok() && buf == want
             {
                 return Ok(());
             }

@@ -210,6 +210,7 @@ impl TokensFile {
     /// Reads and checks the file at `path`: an error if it cannot be read
     /// or is not valid (a service must not start without its tokens).
     pub fn open(path: PathBuf, metrics: Metrics) -> std::result::Result<Self, String> {
+        store::secret::check_private(&path, "the tokens file")?;
         let bytes = std::fs::read(&path).map_err(|e| {
             format!(
                 "cannot read the tokens file {}: {e}; create one with `viewcount token create`",
@@ -296,6 +297,13 @@ impl TokensFile {
         };
         let hash: [u8; 32] = Sha256::digest(&bytes).into();
         if *last == hash {
+            return;
+        }
+        if let Err(why) = store::secret::check_private(&self.path, "the tokens file") {
+            tracing::warn!("serving: {why}; the previous tokens stay in force");
+            self.metrics.reloaded("tokens", "failed");
+            self.set_problem(Some(format!("{why}; the previous tokens stay in force")));
+            // Not remembered: read again once it is fixed.
             return;
         }
         if bytes.iter().all(u8::is_ascii_whitespace) {

@@ -13,12 +13,14 @@
 //! - [`progress`]: archive progress and the archive watermark.
 //! - [`sketch`]: the unique-viewer HyperLogLog with a fixed byte format.
 //! - [`catalog`]: the video catalog (video → creator, title) in force.
+//! - [`secret`]: the rule for files holding secrets (owner-only).
 
 pub mod catalog;
 pub mod filtered;
 pub mod layout;
 pub mod manifest;
 pub mod progress;
+pub mod secret;
 pub mod sketch;
 pub mod state;
 pub mod views;

@@ -67,6 +67,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     util::init_tracing();
     util::raise_fd_limit();
+    util::owner_only_files();
     util::quiet_broken_pipe();
     // DataFusion and Ballista recurse over plans (planning, and a cluster
     // process decoding the plans it is sent): the rules' query, one join

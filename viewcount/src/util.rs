@@ -164,6 +164,15 @@ pub(crate) fn quiet_broken_pipe() {
     }));
 }
 
+/// Every file and directory this process creates is its owner's alone
+/// (umask 077): statements, ledger entries, the archive's events (user
+/// ids), keys and tokens files are not for other local users. A local
+/// store's directories are then 0700 and its files 0600.
+pub(crate) fn owner_only_files() {
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
 /// Raises this process' open-files limit to the most the system allows:
 /// every connection, Kafka socket and open file is a descriptor, and the
 /// usual soft limit (1 024) is far below what a listener holds at its

@@ -106,3 +106,21 @@ async fn embedded_kafka_round_trips_records_and_injects_faults() {
     assert!(r.is_err(), "a downed broker does not acknowledge");
     kafka.brokers_up().unwrap();
 }
+
+#[test]
+fn a_server_with_a_password_refuses_clients_without_it() {
+    let pw = RedisOptions::random_password();
+    let r = RedisServer::start_with(RedisOptions {
+        password: Some(pw.clone()),
+        ..RedisOptions::default()
+    })
+    .unwrap();
+    assert!(redis_cmd(r.port(), "PING").starts_with("-NOAUTH"));
+    assert!(redis_cmd(r.port(), "AUTH wrong").starts_with("-WRONGPASS"));
+    assert_eq!(redis_cmd(r.port(), &format!("AUTH {pw}")), "+OK\r\n");
+    assert!(r.url().contains(&pw));
+    assert!(!r.shown_url().contains(&pw));
+    // Not on its command line, where any local user could read it.
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", r.pid())).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains(&pw));
+}

@@ -225,8 +225,16 @@ async fn tokens_added_broken_revoked_emptied_and_deleted_take_effect_without_a_r
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(s.get(&path, Some(&w.secrets.admin)).await.0, 401);
     assert!(tokens_problem().await.unwrap().contains("is gone"));
-    // Back: in force again.
+    // Back, but readable by others: refused (it holds secrets), saying how
+    // to fix it.
     std::fs::write(w.tokens_path(), &original).unwrap();
+    let mode = |m| std::os::unix::fs::PermissionsExt::from_mode(m);
+    std::fs::set_permissions(w.tokens_path(), mode(0o644)).unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(s.get(&path, Some(&w.secrets.admin)).await.0, 401);
+    assert!(tokens_problem().await.unwrap().contains("chmod 600"));
+    // Owner-only: in force again.
+    std::fs::set_permissions(w.tokens_path(), mode(0o600)).unwrap();
     wait_for(w.secrets.admin.clone(), 200).await;
     assert_eq!(tokens_problem().await, None);
 }

@@ -133,7 +133,11 @@ impl World {
         let (finance, t2) = new_token("finance", Role::Finance, None).unwrap();
         let (ca, t3) = new_token("creator-a", Role::Creator, Some(&creator_a)).unwrap();
         let (cb, t4) = new_token("creator-b", Role::Creator, Some(&creator_b)).unwrap();
-        std::fs::write(dir.path().join("tokens.toml"), t1 + &t2 + &t3 + &t4).unwrap();
+        let tokens = dir.path().join("tokens.toml");
+        std::fs::write(&tokens, t1 + &t2 + &t3 + &t4).unwrap();
+        // It holds secrets: owner-only, or serving refuses it.
+        std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
 
         let mut w = Self {
             kafka,

@@ -148,10 +148,16 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
             u.clone()
         }
         None => {
-            child_redis = RedisServer::start().context("starting a child redis-server")?;
+            // Its own random password (never printed) and protected mode:
+            // another local user cannot read or write the counters.
+            child_redis = RedisServer::start_with(infra::redis::RedisOptions {
+                password: Some(infra::redis::RedisOptions::random_password()),
+                ..infra::redis::RedisOptions::default()
+            })
+            .context("starting a child redis-server")?;
             say!(
-                "redis: child redis-server at {} (data in {}; removed when this process stops)",
-                child_redis.url(),
+                "redis: child redis-server at {} (password-protected; data in {}; removed when this process stops)",
+                child_redis.shown_url(),
                 child_redis.dir().display()
             );
             child_redis.url()

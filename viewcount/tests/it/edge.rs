@@ -47,12 +47,12 @@ fn closed_by_server(mut s: TcpStream) {
     assert!(r.is_ok(), "the server did not close the connection: {r:?}");
 }
 
-fn start(store: &str, extra: &[&str], stderr: Stdio) -> Up {
+fn start(store: &str, rate: &str, extra: &[&str], stderr: Stdio) -> Up {
     let mut args = vec![
         "--demo",
         "400",
         "--demo-rate",
-        "50",
+        rate,
         "--summary-every",
         "1s",
     ];
@@ -65,10 +65,25 @@ fn start(store: &str, extra: &[&str], stderr: Stdio) -> Up {
 fn a_stop_with_a_live_stream_and_a_slow_client_open_is_prompt_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("file://{}/store", dir.path().display());
-    let mut up = start(&store, &[], Stdio::null());
+    let mut up = start(&store, "4", &[], Stdio::null());
     let addr = up.addr();
     let token = admin_token(&mut up);
     up.until("the demo's checks", |l| l == "demo: every check passed");
+    // A low rate is paced too (it was sent as fast as ingest took it):
+    // over some 6 s of summaries, about 24 events, never hundreds.
+    let events = |up: &mut Up| -> u64 {
+        let l = up.until("a summary", |l| l.starts_with("events "));
+        l.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let first = events(&mut up);
+    let t0 = std::time::Instant::now();
+    for _ in 0..5 {
+        events(&mut up);
+    }
+    let last = events(&mut up);
+    let rate = (last - first) as f64 / t0.elapsed().as_secs_f64();
+    assert!(rate < 20.0, "{rate:.1} events/s at --demo-rate 4");
+    assert!(last > first, "traffic flows");
     let live = open_live(&addr, &token);
     let slow = slow_client(&addr);
 
@@ -89,6 +104,7 @@ fn a_second_signal_closes_what_is_left_at_once_and_still_archives_everything() {
     let log = dir.path().join("stderr");
     let mut up = start(
         &store,
+        "50",
         // A drain that would wait an hour, and clients that would hold it.
         &["--drain-timeout", "1h", "--header-timeout", "1h"],
         std::fs::File::create(&log).unwrap().into(),
@@ -120,7 +136,12 @@ fn with_its_stdout_closed_up_keeps_running_and_says_so_on_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("file://{}/store", dir.path().display());
     let log = dir.path().join("stderr");
-    let mut up = start(&store, &[], std::fs::File::create(&log).unwrap().into());
+    let mut up = start(
+        &store,
+        "50",
+        &[],
+        std::fs::File::create(&log).unwrap().into(),
+    );
     let addr = up.addr();
     up.until("the demo's checks", |l| l == "demo: every check passed");
     // The reader of its stdout goes away (like `tee` after Ctrl-C).

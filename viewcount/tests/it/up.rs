@@ -73,6 +73,46 @@ fn up_demo_checks_every_layer_on_a_local_store() {
     assert!(s["batch"]["watermark"].is_string(), "{s:#}");
     assert!(s["batch"]["last_run"]["run_id"].is_string(), "{s:#}");
     assert_eq!(s["partitions"].as_array().map(Vec::len), Some(4), "{s:#}");
+
+    // Everything it wrote is its owner's alone: statements, ledger, the
+    // archive's events (user ids), the dev key.
+    let root = dir.path().join("store");
+    let mut seen = 0;
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let mode = std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(&p).unwrap().permissions(),
+            );
+            assert_eq!(
+                mode & 0o077,
+                0,
+                "{} is mode {:o}",
+                p.display(),
+                mode & 0o777
+            );
+            seen += 1;
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    assert!(seen > 20, "{seen} objects");
+    assert!(root.join("statements").is_dir());
+    let key = format!("{}.dev-ledger.key", root.display());
+    // A signing key others can read is refused, with the fix.
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let refused = viewcount(
+        &["ledger", "repair", "--store", &store, "--ledger-key", &key],
+        &[],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains(&format!("chmod 600 {key}")),
+        "{}",
+        text(&refused.stderr)
+    );
 }
 
 #[test]
