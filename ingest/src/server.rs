@@ -274,6 +274,9 @@ async fn handle_events(
 
     let rejected_total = rejected.len();
     let by_rule = rejections_by_rule(&rejected);
+    // Every rejected event's index, compactly (a client must know which
+    // ones were not taken); the reasons of the first few only.
+    let rejected_indices: Vec<usize> = rejected.iter().map(|r| r.index).collect();
     rejected.truncate(MAX_LISTED_REJECTIONS);
     if accepted.is_empty() {
         return (
@@ -288,6 +291,7 @@ async fn handle_events(
                 "accepted": 0,
                 "rejected": rejected,
                 "rejected_total": rejected_total,
+                "rejected_indices": rejected_indices,
                 "rejected_by_rule": by_rule,
             })),
         )
@@ -310,6 +314,7 @@ async fn handle_events(
                     "accepted": accepted.len(),
                     "rejected": rejected,
                     "rejected_total": rejected_total,
+                    "rejected_indices": rejected_indices,
                     "rejected_by_rule": by_rule,
                 })),
             )

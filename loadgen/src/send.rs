@@ -58,8 +58,12 @@ pub struct SendReport {
 
 #[derive(Deserialize)]
 struct Answer {
+    /// The first rejected events, with their reasons.
     #[serde(default)]
     rejected: Vec<RejectedEntry>,
+    /// Every rejected event's index (ingest lists only the first reasons).
+    #[serde(default)]
+    rejected_indices: Vec<usize>,
 }
 
 #[derive(Deserialize)]
@@ -198,6 +202,11 @@ async fn post_chunk(
                     body: format!("unreadable answer ({e}): {text}"),
                 })?;
                 let mut verdicts = vec![None; events.len()];
+                for &i in &answer.rejected_indices {
+                    if let Some(v) = verdicts.get_mut(i) {
+                        *v = Some("event".to_owned());
+                    }
+                }
                 for r in answer.rejected {
                     if let Some(v) = verdicts.get_mut(r.index) {
                         let field = r.violations.first().map_or("event", |v| v.field.as_str());

@@ -139,6 +139,17 @@ async fn hostile_bodies_get_bounded_answers_naming_what_is_wrong() {
     let b: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(b["rejected"].as_array().unwrap().len(), 20);
     assert_eq!(b["rejected_total"], 10_000);
+    let all: Vec<u64> = b["rejected_indices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        all,
+        (0..10_000).collect::<Vec<u64>>(),
+        "every index, in order"
+    );
     assert_eq!(b["rejected_by_rule"]["event_id.required"], 10_000, "{b}");
     assert_eq!(b["rejected_by_rule"]["video_id.required"], 10_000, "{b}");
 

@@ -9,6 +9,8 @@
 //!   second signal, and with its stdout closed;
 //! - [`flags`]: the README's configuration table against every flag;
 //! - [`metrics`]: every service's `/metrics` through Prometheus' linter;
+//! - [`soak`]: the production topology as separate processes under kills
+//!   and freezes, then every layer against the truth;
 //! - [`tamper`]: a flipped byte in any stored object is refused by every reader;
 //! - [`up`]: `viewcount up --demo`, the README's main command, on a local
 //!   store and on S3;
@@ -22,6 +24,7 @@ mod edge;
 mod faults;
 mod flags;
 mod metrics;
+mod soak;
 mod tamper;
 mod up;
 
