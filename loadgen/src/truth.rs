@@ -36,6 +36,20 @@ pub struct TruthRow {
     pub invalid_billable_views: u64,
 }
 
+impl TruthRow {
+    /// The row as the batch views table holds it: views, billable views
+    /// after the invalid-traffic rules, views those rules removed, watch
+    /// seconds.
+    pub fn batch_counts(&self) -> [u64; 4] {
+        [
+            self.views,
+            self.billable_views - self.fraud_filtered,
+            self.fraud_filtered,
+            self.watch_seconds,
+        ]
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }

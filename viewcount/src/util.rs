@@ -173,6 +173,17 @@ pub(crate) fn owner_only_files() {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }
 
+/// Whether `e` is a write to a closed pipe (somewhere in its chain).
+pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().map(std::io::Error::kind)
+            == Some(std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind)
+                == Some(std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Raises this process' open-files limit to the most the system allows:
 /// every connection, Kafka socket and open file is a descriptor, and the
 /// usual soft limit (1 024) is far below what a listener holds at its

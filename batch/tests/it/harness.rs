@@ -277,17 +277,7 @@ pub(crate) fn expected(truth: &Truth) -> store::ViewsTable {
     truth
         .rows()
         .into_iter()
-        .map(|r| {
-            (
-                (r.video_id, r.hour),
-                [
-                    r.views,
-                    r.billable_views - r.fraud_filtered,
-                    r.fraud_filtered,
-                    r.watch_seconds,
-                ],
-            )
-        })
+        .map(|r| ((r.video_id.clone(), r.hour), r.batch_counts()))
         .collect()
 }
 

@@ -179,17 +179,7 @@ pub(super) async fn demo_batch(
     let want: store::ViewsTable = rows
         .iter()
         .filter(|r| r.hour < w)
-        .map(|r| {
-            (
-                (r.video_id.clone(), r.hour),
-                [
-                    r.views,
-                    r.billable_views - r.fraud_filtered,
-                    r.fraud_filtered,
-                    r.watch_seconds,
-                ],
-            )
-        })
+        .map(|r| ((r.video_id.clone(), r.hour), r.batch_counts()))
         .collect();
     if views != want {
         let differ = want

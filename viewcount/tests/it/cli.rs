@@ -302,3 +302,36 @@ fn ledger_keygen_billing_errors_and_an_empty_ledger_as_a_user_sees_them() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("ledger is empty"));
 }
+
+/// `viewcount gen --out - | head -1`: the reader goes away, the command ends quietly (exit 141, as on SIGPIPE),
+/// no panic, no error message.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    use std::io::{BufRead, BufReader};
+    {
+        let args = ["gen", "--out", "-", "--events", "200000"];
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_viewcount"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(!first.is_empty(), "{args:?}");
+        // The pipe's reader is gone now.
+        let out = child.wait_with_output().unwrap();
+        let stderr = text(&out.stderr);
+        assert!(
+            out.status.success() || out.status.code() == Some(141),
+            "{args:?}: {:?} {stderr}",
+            out.status
+        );
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("error"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -18,6 +18,18 @@ fn event() -> String {
     )
 }
 
+/// POSTs one valid event to `up` at `addr`.
+fn post_probe(addr: &str) -> crate::Answer {
+    http(
+        addr,
+        "POST",
+        "/v1/events",
+        &["Content-Type: application/json"],
+        &event(),
+    )
+    .expect("up answers")
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(90);
     while !done() {
@@ -64,14 +76,7 @@ fn a_store_write_failing_in_up_stops_acknowledging_until_it_works_again() {
         "{}",
         readyz.body
     );
-    let posted = http(
-        &addr,
-        "POST",
-        "/v1/events",
-        &["Content-Type: application/json"],
-        &event(),
-    )
-    .unwrap();
+    let posted = post_probe(&addr);
     assert_eq!(posted.status, 503, "{}", posted.body);
     assert!(posted.head.contains("retry-after: 1"), "{}", posted.head);
     assert!(
@@ -94,14 +99,7 @@ fn a_store_write_failing_in_up_stops_acknowledging_until_it_works_again() {
     wait_until("/readyz to pass again", || {
         http(&addr, "GET", "/readyz", &[], "").is_some_and(|a| a.status == 200)
     });
-    let posted = http(
-        &addr,
-        "POST",
-        "/v1/events",
-        &["Content-Type: application/json"],
-        &event(),
-    )
-    .unwrap();
+    let posted = post_probe(&addr);
     assert_eq!(posted.status, 202, "{}", posted.body);
 
     // The ordered stop archives every record Kafka holds.

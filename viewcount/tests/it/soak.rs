@@ -479,17 +479,7 @@ fn under_kills_and_freezes_nothing_acknowledged_is_lost_or_counted_twice() {
         .unwrap();
     let want_batch: store::ViewsTable = rows
         .iter()
-        .map(|r| {
-            (
-                (r.video_id.clone(), r.hour),
-                [
-                    r.views,
-                    r.billable_views - r.fraud_filtered,
-                    r.fraud_filtered,
-                    r.watch_seconds,
-                ],
-            )
-        })
+        .map(|r| ((r.video_id.clone(), r.hour), r.batch_counts()))
         .collect();
     testkit::assert_same_map(&views, &want_batch, "batch after the faults");
     let re_archived = report.manifest.rows.input as i64 - records;

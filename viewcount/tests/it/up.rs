@@ -176,74 +176,31 @@ fn up_demo_runs_the_whole_product_on_s3() {
 /// Kafka acknowledged reaches the archive and the speed layer, exit 0.
 #[test]
 fn ctrl_c_stops_in_order_and_loses_no_acknowledged_event() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let store = format!("file://{}/store", dir.path().display());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_viewcount"))
-        .args([
-            "up",
+    let mut up = crate::Up::start(
+        &[
             "--demo",
             "2000",
             "--demo-rate",
             "400",
             "--summary-every",
             "1s",
-        ])
-        .args(["--listen", "127.0.0.1:0", "--store", &store])
-        .env("NO_COLOR", "1")
-        .env_remove("VIEWCOUNT_KAFKA")
-        .env_remove("VIEWCOUNT_REDIS_URL")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    // Two summaries after the checks: traffic is flowing.
-    let mut summaries = 0;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if line.starts_with("events ") {
-            summaries += 1;
-        }
-        seen.push(line);
-        if summaries == 2 {
-            break;
-        }
-    }
-    assert_eq!(summaries, 2, "{}", seen.join("\n"));
-    assert!(seen.iter().any(|l| l == "demo: every check passed"));
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
+            "--store",
+            &store,
+        ],
+        std::process::Stdio::null(),
     );
-    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status}: {}", rest.join("\n"));
-    let stopped = rest
-        .iter()
-        .find(|l| l.starts_with("stopped: all "))
-        .unwrap_or_else(|| panic!("{}", rest.join("\n")));
-    // More records than the demo's 2000 events: the traffic after it counted too.
-    let n: u64 = stopped["stopped: all ".len()..]
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(n > 2000, "{stopped}");
-    // And the archive holds them all: its progress covers every record.
-    let verify = viewcount(&["status", "--json", "--store", &store], &[]);
-    let s: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
-    let archived: u64 = s["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["archive_offset"].as_u64().unwrap_or(0))
-        .sum();
-    assert_eq!(archived, n, "{s:#}");
+    up.until("the demo's checks", |l| l == "demo: every check passed");
+    // Two summaries after the checks: traffic is flowing.
+    for _ in 0..2 {
+        up.until("a summary", |l| l.starts_with("events "));
+    }
+    up.signal("INT");
+    let (status, lines) = up.wait(std::time::Duration::from_secs(180));
+    assert!(status.success(), "{status}: {}", lines.join("\n"));
+    // More records than the demo's 2000 events: the traffic after it
+    // counted too, and the archive holds them all.
+    let n = crate::assert_all_archived(&lines, &store);
+    assert!(n > 2000, "{n}");
 }
