@@ -97,6 +97,10 @@ pub struct ArchiveConfig {
     pub rules: RuleSet,
     /// Kafka group session timeout.
     pub session_timeout: Duration,
+    /// Static group membership (`group.instance.id`): the same id after a
+    /// restart takes the partitions back at once (DESIGN §7). `None`: a
+    /// dynamic member.
+    pub instance_id: Option<String>,
     /// How long the last flush at shutdown retries a failing store before
     /// the archive stops with the error (the unwritten records stay in
     /// Kafka, their offsets not committed).
@@ -119,6 +123,7 @@ impl ArchiveConfig {
             rules: RuleSet::default(),
             session_timeout: Duration::from_secs(10),
             shutdown_retry: Duration::from_secs(20),
+            instance_id: None,
         }
     }
 }
@@ -201,6 +206,7 @@ pub async fn run(
     let consumer: StreamConsumer = infra::kafka::consumer_config(
         &config.bootstrap_servers,
         &config.group_id,
+        config.instance_id.as_deref(),
         config.session_timeout,
     )
     .create()

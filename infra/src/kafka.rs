@@ -288,12 +288,22 @@ pub fn error_class(e: &rdkafka::error::KafkaError) -> schemas::ErrorClass {
 /// the background, advisory for lag tools), a new group starts at the
 /// earliest record, and a crashed member's partitions move after
 /// `session_timeout`. Callers add what is theirs (statistics, fetch waits).
+///
+/// With `instance_id` the consumer is a static member of its group
+/// (`group.instance.id`, KIP-345, DESIGN §7): restarted after a crash with
+/// the same id it takes its partitions back at once instead of waiting for
+/// the dead member's session to expire, and a second live consumer with the
+/// same id is fenced by the broker.
 pub fn consumer_config(
     bootstrap_servers: &str,
     group_id: &str,
+    instance_id: Option<&str>,
     session_timeout: std::time::Duration,
 ) -> rdkafka::ClientConfig {
     let mut c = rdkafka::ClientConfig::new();
+    if let Some(id) = instance_id {
+        c.set("group.instance.id", id);
+    }
     c.set("bootstrap.servers", bootstrap_servers)
         .set("group.id", group_id)
         .set("enable.auto.commit", "true")

@@ -194,6 +194,7 @@ impl Speed {
         let consumer: StreamConsumer<SpeedContext> = infra::kafka::consumer_config(
             &config.bootstrap_servers,
             &config.group_id,
+            config.instance_id.as_deref(),
             config.session_timeout,
         )
         .set(

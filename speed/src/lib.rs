@@ -78,6 +78,10 @@ pub struct SpeedConfig {
     /// Kafka group session timeout: how soon a crashed instance's partitions
     /// move to the others.
     pub session_timeout: Duration,
+    /// Static group membership (`group.instance.id`): the same id after a
+    /// restart takes the partitions back at once (DESIGN §7). `None`: a
+    /// dynamic member.
+    pub instance_id: Option<String>,
 }
 
 impl SpeedConfig {
@@ -104,6 +108,7 @@ impl SpeedConfig {
             max_backoff: Duration::from_secs(5),
             stats_interval: Duration::from_secs(5),
             session_timeout: Duration::from_secs(10),
+            instance_id: None,
         }
     }
 }

@@ -41,12 +41,15 @@ pub(crate) struct ArchiveArgs {
     #[arg(long, env = "VIEWCOUNT_ARCHIVE_FLUSH", default_value_t = archive::ArchiveConfig::DEFAULT_FLUSH_INTERVAL.into())]
     flush_interval: humantime::Duration,
     #[command(flatten)]
+    instance: crate::util::InstanceFlag,
+    #[command(flatten)]
     rules: RuleFlags,
 }
 
 pub(crate) async fn archive(a: ArchiveArgs) -> anyhow::Result<()> {
     let store = store::open(&a.store.url())?;
     let mut config = ArchiveConfig::new(&a.broker.kafka, &a.broker.topic);
+    config.instance_id = Some(a.instance.id("archive", true));
     config.flush_interval = a.flush_interval.into();
     config.rules = a.rules.rules()?;
     let mut ops = OpsBuilder::new();

@@ -70,16 +70,19 @@ pub(crate) struct Args {
     #[command(flatten)]
     flags: SpeedFlags,
     #[command(flatten)]
+    instance: crate::util::InstanceFlag,
+    #[command(flatten)]
     rules: RuleFlags,
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
-    let config = a.flags.config(
+    let mut config = a.flags.config(
         &a.broker.kafka,
         &a.broker.topic,
         &a.redis_url,
         a.rules.rules()?,
     )?;
+    config.instance_id = Some(a.instance.id("speed", true));
     let mut ops = OpsBuilder::new();
     let metrics = speed::Metrics::register(ops.registry());
     let ready = ops.flag("redis");

@@ -195,6 +195,35 @@ pub(crate) fn raise_fd_limit() {
     }
 }
 
+/// `--instance-id`: the static group membership of a consumer (DESIGN §7).
+#[derive(Debug, clap::Args)]
+pub(crate) struct InstanceFlag {
+    /// This consumer's static member id in its Kafka group
+    /// (`group.instance.id`): restarted with the same id it takes its
+    /// partitions back at once; two live instances must not share one.
+    /// Default: the host name and the role (`up`: the id and each role).
+    #[arg(long, env = "VIEWCOUNT_INSTANCE_ID")]
+    pub(crate) instance_id: Option<String>,
+}
+
+impl InstanceFlag {
+    /// The id of this process' `role` consumer (`speed`, `archive`).
+    pub(crate) fn id(&self, role: &str, one_role: bool) -> String {
+        match &self.instance_id {
+            Some(id) if one_role => id.clone(),
+            Some(id) => format!("{id}-{role}"),
+            None => {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "viewcount".to_owned());
+                format!("{host}-{role}")
+            }
+        }
+    }
+}
+
 /// The HTTP edge's deadlines and caps, for every command with a listener
 /// that clients reach (ingest, serve, up).
 #[derive(Debug, clap::Args)]

@@ -104,6 +104,8 @@ pub(crate) struct Args {
     #[command(flatten)]
     http: HttpFlags,
     #[command(flatten)]
+    instance: crate::util::InstanceFlag,
+    #[command(flatten)]
     rules: RuleFlags,
 }
 
@@ -179,14 +181,16 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let billing_files = BillingFiles::prepare(&store_url, a.ledger_key.clone(), a.rates.clone())?;
 
     let producer = Arc::new(a.ingest.producer(&bootstrap, &a.topic)?);
-    let speed_config = a.speed.config(&bootstrap, &a.topic, &redis_url, rules)?;
+    let mut speed_config = a.speed.config(&bootstrap, &a.topic, &redis_url, rules)?;
+    speed_config.instance_id = Some(a.instance.id("speed", false));
     let speed_dedup_window = speed_config.dedup_window;
     let keys = KeySpace::new(&speed_config.key_prefix, speed_config.dedup_bucket_bits);
     let mut ops = OpsBuilder::new();
     let ingest_metrics = ingest::server::register(&mut ops, &producer);
     let ingest_metrics_view = ingest_metrics.clone();
     let speed_metrics = speed::Metrics::register(ops.registry());
-    let speed_ready = ops.flag("redis");
+    // "speed", not "redis": serving's degrading Redis check has that name.
+    let speed_ready = ops.flag("speed");
     let archive_metrics = archive::ArchiveMetrics::register(ops.registry());
     let archive_ready = ops.flag("archive");
     let batch_metrics = batch::schedule::Metrics::register(ops.registry());
@@ -268,6 +272,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let mut archive_config = archive::ArchiveConfig::new(&bootstrap, &a.topic);
     archive_config.flush_interval = Duration::from_secs(2);
     archive_config.rules = rules;
+    archive_config.instance_id = Some(a.instance.id("archive", false));
     let archive_task = supervisor.spawn(
         "archive",
         archive_ready.clone(),
