@@ -16,8 +16,7 @@ struct Service(Child);
 
 impl Drop for Service {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        crate::stop_child(&mut self.0);
     }
 }
 
