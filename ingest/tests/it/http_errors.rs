@@ -193,3 +193,34 @@ async fn hostile_bodies_get_bounded_answers_naming_what_is_wrong() {
     }
     assert!(ing.records().await.is_empty(), "nothing was produced");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_sent_too_slowly_is_a_408_naming_the_deadline_and_nothing_is_produced() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ing = Ingest::start_with(|c, _| {
+        c.http.body_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let addr = ing.base.trim_start_matches("http://").to_owned();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let e = event("v").to_string();
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        e.len()
+    );
+    // The head and half the body, then nothing.
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&e.as_bytes()[..e.len() / 2]).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        s.read_to_end(&mut answer),
+    )
+    .await
+    .expect("answered and closed")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    assert!(ing.records().await.is_empty(), "nothing was produced");
+}

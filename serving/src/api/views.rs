@@ -154,19 +154,20 @@ fn admit_cost(app: &App, caller: &Caller, cells: u64) -> ApiResult<()> {
     let Some(limiter) = &app.cost_limiter else {
         return Ok(());
     };
-    let burst = app.config.cost_burst.get();
+    let too_dear = || {
+        ApiError::bad(
+            "from",
+            format!(
+                "this series would cost {cells} cells (points × videos), more than one request may ({}); ask for a shorter range or a coarser granularity",
+                app.config.cost_burst
+            ),
+        )
+    };
+    // Above the burst, governor answers InsufficientCapacity: one error.
     let n = u32::try_from(cells)
         .ok()
         .and_then(std::num::NonZeroU32::new)
-        .filter(|n| n.get() <= burst);
-    let Some(n) = n else {
-        return Err(ApiError::bad(
-            "from",
-            format!(
-                "this series would cost {cells} cells (points × videos), more than one request may ({burst}); ask for a shorter range or a coarser granularity"
-            ),
-        ));
-    };
+        .ok_or_else(too_dear)?;
     match limiter.check_key_n(&caller.0.name, n) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(not_until)) => {
@@ -184,10 +185,7 @@ fn admit_cost(app: &App, caller: &Caller, cells: u64) -> ApiResult<()> {
                 wait.as_secs_f64().ceil() as u64,
             ))
         }
-        Err(_) => Err(ApiError::bad(
-            "from",
-            format!("this series would cost {cells} cells, more than one request may ({burst})"),
-        )),
+        Err(_) => Err(too_dear()),
     }
 }
 

@@ -324,11 +324,8 @@ fn a_closed_pipe_ends_a_command_quietly() {
         // The pipe's reader is gone now.
         let out = child.wait_with_output().unwrap();
         let stderr = text(&out.stderr);
-        assert!(
-            out.status.success() || out.status.code() == Some(141),
-            "{args:?}: {:?} {stderr}",
-            out.status
-        );
+        // 200 000 events are far more than a pipe holds: the write fails.
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
         assert!(
             !stderr.contains("panicked") && !stderr.contains("error"),
             "{args:?}: {stderr}"

@@ -61,11 +61,27 @@ fn start(store: &str, rate: &str, extra: &[&str], stderr: Stdio) -> Up {
     Up::start(&args, stderr)
 }
 
+/// [`start`] at 50 events/s with stderr into `log`, once the demo passed;
+/// its address.
+fn start_logged(store: &str, extra: &[&str], log: &std::path::Path) -> (Up, String) {
+    let mut up = start(
+        store,
+        "50",
+        extra,
+        std::fs::File::create(log).unwrap().into(),
+    );
+    let addr = up.addr();
+    up.until("the demo's checks", |l| l == "demo: every check passed");
+    (up, addr)
+}
+
 #[test]
 fn a_stop_with_a_live_stream_and_a_slow_client_open_is_prompt_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("file://{}/store", dir.path().display());
-    let mut up = start(&store, "4", &[], Stdio::null());
+    // A drain deadline of an hour: only the stream being told to end (and
+    // the slow client's header deadline) lets the stop be prompt.
+    let mut up = start(&store, "4", &["--drain-timeout", "1h"], Stdio::null());
     let addr = up.addr();
     let token = admin_token(&mut up);
     up.until("the demo's checks", |l| l == "demo: every check passed");
@@ -88,8 +104,7 @@ fn a_stop_with_a_live_stream_and_a_slow_client_open_is_prompt_and_loses_nothing(
     let slow = slow_client(&addr);
 
     up.signal("INT");
-    // Before: 75 s to 2 min, the stream holding the drain open. The drain
-    // deadline is 10 s; the pipeline's stop follows.
+    // Before: 75 s to 2 min, the stream holding the drain open.
     let (status, lines) = up.wait(Duration::from_secs(90));
     assert!(status.success(), "{status}: {}", lines.join("\n"));
     closed_by_server(live);
@@ -102,15 +117,12 @@ fn a_second_signal_closes_what_is_left_at_once_and_still_archives_everything() {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("file://{}/store", dir.path().display());
     let log = dir.path().join("stderr");
-    let mut up = start(
+    let (up, addr) = start_logged(
         &store,
-        "50",
         // A drain that would wait an hour, and clients that would hold it.
         &["--drain-timeout", "1h", "--header-timeout", "1h"],
-        std::fs::File::create(&log).unwrap().into(),
+        &log,
     );
-    let addr = up.addr();
-    up.until("the demo's checks", |l| l == "demo: every check passed");
     let slow = slow_client(&addr);
     // A request in flight whose body never comes.
     let mut in_flight = TcpStream::connect(&addr).unwrap();
@@ -136,14 +148,7 @@ fn with_its_stdout_closed_up_keeps_running_and_says_so_on_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("file://{}/store", dir.path().display());
     let log = dir.path().join("stderr");
-    let mut up = start(
-        &store,
-        "50",
-        &[],
-        std::fs::File::create(&log).unwrap().into(),
-    );
-    let addr = up.addr();
-    up.until("the demo's checks", |l| l == "demo: every check passed");
+    let (mut up, addr) = start_logged(&store, &[], &log);
     // The reader of its stdout goes away (like `tee` after Ctrl-C).
     up.close_stdout();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
