@@ -302,14 +302,15 @@ async fn build_ledger(store: Arc<dyn ObjectStore>, key: &LogKey, n: u64) -> anyh
                 statement_id: format!("{i:032x}"),
                 provisional: true,
                 files: BTreeMap::from([(path, store::layout::sha256(body.as_bytes()))]),
-                totals: Totals {
+                totals: Some(Totals {
                     currency: "USD".into(),
                     amount: "1.00".into(),
                     billable_views: 400,
                     creators: 1,
                     lines: 1,
                     unattributed_billable_views: 0,
-                },
+                }),
+                sealed_totals: None,
                 inputs: Inputs {
                     published_seq: 1,
                     watermark: None,

@@ -137,8 +137,16 @@ pub struct Entry {
     pub provisional: bool,
     /// Path in the store → hex SHA-256 of every file of the statement.
     pub files: BTreeMap<String, String>,
-    /// Totals of the statement.
-    pub totals: Totals,
+    /// Entry format 1: the statement's totals in the clear, shown to anyone
+    /// holding the entry, a creator's line proof included. Format 2 entries
+    /// have [`Entry::sealed_totals`] instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totals: Option<Totals>,
+    /// Entry format 2: the totals are committed to, not shown: a creator's
+    /// line proof embeds this entry and learns nothing of the statement's
+    /// total, creators or billable views.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_totals: Option<SealedTotals>,
     /// Inputs of the statement.
     pub inputs: Inputs,
     /// Root (base64) of the RFC 6962 tree whose leaves are the statement
@@ -154,6 +162,39 @@ pub struct Entry {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// What a format-2 entry shows of its statement's totals, and the
+/// commitment to the rest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedTotals {
+    /// ISO 4217 code (every line states it too).
+    pub currency: String,
+    /// Statement lines: the size of the line tree, which a line proof needs.
+    pub lines: u64,
+    /// Hex SHA-256 of the statement's `totals.json` ([`TotalsFile`]): the
+    /// totals with a secret 32-byte salt, so the hash cannot be matched by
+    /// trying every plausible total.
+    pub sha256: String,
+}
+
+/// `statements/<period>/<id>/totals.json`: a format-2 entry's totals, which
+/// only readers of the store (finance, `ledger verify`) see. The salt is
+/// derived from the log's signing key and the statement, so re-issuing the
+/// same statement writes the same bytes, and nobody without the key can
+/// compute it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TotalsFile {
+    /// The statement.
+    pub statement_id: String,
+    /// `YYYY-MM`.
+    pub period: String,
+    /// 64 hex digits.
+    pub salt: String,
+    /// The totals.
+    pub totals: Totals,
+}
+
 impl Entry {
     /// The bytes stored (and hashed): pretty JSON and a newline.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -161,7 +202,52 @@ impl Entry {
         b.push(b'\n');
         b
     }
+
+    /// The statement's currency.
+    pub fn currency(&self) -> &str {
+        match (&self.totals, &self.sealed_totals) {
+            (Some(t), _) => &t.currency,
+            (None, Some(s)) => &s.currency,
+            (None, None) => "",
+        }
+    }
+
+    /// The statement's line count (the size of its line tree).
+    pub fn lines(&self) -> u64 {
+        match (&self.totals, &self.sealed_totals) {
+            (Some(t), _) => t.lines,
+            (None, Some(s)) => s.lines,
+            (None, None) => 0,
+        }
+    }
+
+    /// Holds exactly one of `totals` (format 1) and `sealed_totals`
+    /// (format 2), the sealed ones naming a `totals.json` its `files`
+    /// record with the same hash.
+    fn check_shape(&self) -> std::result::Result<(), String> {
+        match (&self.totals, &self.sealed_totals) {
+            (Some(_), None) => Ok(()),
+            (None, Some(s)) => {
+                let path = format!(
+                    "{}/{TOTALS_FILE}",
+                    crate::statement::dir(&self.period, &self.statement_id)
+                );
+                match self.files.get(&path) {
+                    Some(h) if *h == s.sha256 => Ok(()),
+                    Some(_) => Err(format!(
+                        "its sealed totals' sha256 is not the one its files record for {path}"
+                    )),
+                    None => Err(format!("its files record no {path} for its sealed totals")),
+                }
+            }
+            (Some(_), Some(_)) => Err("it has both totals and sealed_totals".into()),
+            (None, None) => Err("it has neither totals nor sealed_totals".into()),
+        }
+    }
 }
+
+/// The file of a statement that holds a format-2 entry's totals.
+pub const TOTALS_FILE: &str = "totals.json";
 
 /// An entry before it has a place in the log.
 #[derive(Debug, Clone)]
@@ -173,6 +259,8 @@ pub struct NewEntry {
 /// A log's signing key, with the verifier key derived from it.
 pub struct LogKey {
     signer: StandardSigner,
+    /// The same Ed25519 key, for [`LogKey::totals_salt`].
+    ed25519: ed25519_dalek::SigningKey,
     /// The verifier key (`name+id+base64`), as `ledger/log.pub` holds it.
     pub vkey: String,
     /// The key's name: the log's origin.
@@ -225,9 +313,23 @@ impl LogKey {
         let vkey = signed_note::new_ed25519_verifier_key(name, &sk.verifying_key());
         Ok(Self {
             signer,
+            ed25519: sk,
             vkey,
             name: name.to_owned(),
         })
+    }
+
+    /// The salt of statement `statement_id`'s [`TotalsFile`] (64 hex
+    /// digits): the SHA-256 of this key's Ed25519 signature of a message
+    /// naming the statement. Ed25519 signatures are deterministic, so a
+    /// re-issue writes the same bytes; the signature is never published,
+    /// so without the key the salt cannot be computed. (The message cannot
+    /// be mistaken for a checkpoint, whose first line is the log's name.)
+    pub fn totals_salt(&self, period: &str, statement_id: &str) -> String {
+        use ed25519_dalek::Signer as _;
+        let msg = format!("viewcount/statement-totals-salt/v1\n{period}\n{statement_id}\n");
+        let sig = self.ed25519.sign(msg.as_bytes());
+        store::layout::sha256(&sig.to_bytes())
     }
 
     /// Reads a key file.
@@ -492,6 +594,12 @@ impl Ledger {
                     e.seq
                 )));
             }
+            e.check_shape().map_err(|why| {
+                Error::Tampered(format!(
+                    "entry {i} ({}) is not a valid ledger entry: {why}; it was altered",
+                    entry_path(i as u64)
+                ))
+            })?;
             entries.push(e);
         }
         Ok(Log { bytes, entries })
@@ -523,6 +631,9 @@ impl Ledger {
         new: NewEntry,
         already: impl Fn(&Log) -> Option<u64>,
     ) -> Result<Appended> {
+        new.entry
+            .check_shape()
+            .map_err(|why| Error::Bug(format!("the new ledger entry is malformed: {why}")))?;
         self.publish_key(key).await?;
         let mut waited = Duration::ZERO;
         loop {
@@ -1220,10 +1331,12 @@ fn check_line_proof(p: &LineProof, vkey: &str) -> Result<Proven> {
         .iter()
         .map(|h| Hash::parse_hash(h).map_err(|_| bad(format!("{h:?} is not a base64 hash"))))
         .collect::<Result<Vec<_>>>()?;
-    if p.index >= p.lines || hashes.len() > 64 || e.totals.lines != p.lines {
+    if p.index >= p.lines || hashes.len() > 64 || e.lines() != p.lines {
         return Err(bad(format!(
             "line {} of {} does not fit the entry's {} lines",
-            p.index, p.lines, e.totals.lines
+            p.index,
+            p.lines,
+            e.lines()
         )));
     }
     tlog_tiles::check_record(

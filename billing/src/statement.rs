@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use store::catalog::Catalog;
 use store::state::Published;
 
-use crate::ledger::{self, Appended, Entry, Inputs, Kind, Ledger, LogKey, NewEntry, Totals};
+use crate::ledger::{
+    self, Appended, Entry, Inputs, Kind, Ledger, LogKey, NewEntry, SealedTotals, Totals, TotalsFile,
+};
 use crate::money::{self, format_amount, format_cpm};
 use crate::rates::RateCard;
 use crate::{Error, Result};
@@ -181,6 +183,73 @@ pub async fn read_csv(
     Ok((bytes, lines))
 }
 
+/// The totals of the statement `entry` records: a format-1 entry's own, or
+/// a format-2 entry's `totals.json`, read against the hash the entry
+/// commits to ([`read_recorded`]) and checked to be this statement's, in
+/// its currency, with its line count.
+pub async fn entry_totals(store: &dyn ObjectStore, entry: &Entry) -> Result<Totals> {
+    if let Some(t) = &entry.totals {
+        return Ok(t.clone());
+    }
+    let path = file_of(entry, ledger::TOTALS_FILE);
+    let bytes = read_recorded(store, entry, ledger::TOTALS_FILE).await?;
+    let f: TotalsFile =
+        serde_json::from_slice(&bytes).map_err(|err| Error::Tampered(format!("{path}: {err}")))?;
+    let salt_ok = f.salt.len() == 64 && f.salt.bytes().all(|b| b.is_ascii_hexdigit());
+    if f.statement_id != entry.statement_id
+        || f.period != entry.period
+        || !salt_ok
+        || f.totals.currency != entry.currency()
+        || f.totals.lines != entry.lines()
+    {
+        return Err(Error::Tampered(format!(
+            "{path} is not the totals of statement {} of {} that ledger entry {} records",
+            entry.statement_id, entry.period, entry.seq
+        )));
+    }
+    Ok(f.totals)
+}
+
+/// The totals a statement's recorded CSVs add up to, as [`Statement::totals`]
+/// computes them, to check against the totals its entry records.
+async fn recount_totals(store: &dyn ObjectStore, entry: &Entry) -> Result<Totals> {
+    let (_, lines) = read_csv(store, entry, "statement.csv").await?;
+    let (_, unattributed) = read_csv(store, entry, "unattributed.csv").await?;
+    let path = file_of(entry, "statement.csv");
+    let overflow = || Error::Tampered(format!("{path}: its amounts overflow the decimal range"));
+    let mut by_creator: BTreeMap<&str, Decimal> = BTreeMap::new();
+    let mut billable_views: i64 = 0;
+    for r in &lines {
+        if r.currency != entry.currency() {
+            return Err(Error::Tampered(format!(
+                "{path}: a line of {} is in {}, not the statement's {}",
+                r.line.video_id,
+                r.currency,
+                entry.currency()
+            )));
+        }
+        billable_views = billable_views
+            .checked_add(r.line.billable_views)
+            .ok_or_else(overflow)?;
+        if let (Some(c), Some(a)) = (&r.line.creator_id, r.line.amount) {
+            let t = by_creator.entry(c).or_default();
+            *t = t.checked_add(a).ok_or_else(overflow)?;
+        }
+    }
+    let amount = money::sum(by_creator.values()).ok_or_else(overflow)?;
+    Ok(Totals {
+        currency: entry.currency().to_owned(),
+        amount: format_amount(amount),
+        billable_views,
+        creators: by_creator.len() as u64,
+        lines: lines.len() as u64,
+        unattributed_billable_views: unattributed
+            .iter()
+            .map(|r| r.line.billable_views.max(0) as u64)
+            .sum(),
+    })
+}
+
 /// What [`verify_deep`] re-checked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeepVerified {
@@ -217,6 +286,33 @@ pub async fn verify_deep(
             &read_recorded(store, e, "manifest.json").await?,
         )
         .map_err(|err| Error::Tampered(format!("{}: {err}", file_of(e, "manifest.json"))))?;
+        let recorded = entry_totals(store, e).await?;
+        let recounted = recount_totals(store, e).await?;
+        let show = |t: &Totals| {
+            format!(
+                "{} {} to {} creators for {} billable views in {} lines",
+                t.amount, t.currency, t.creators, t.billable_views, t.lines
+            )
+        };
+        if recorded != recounted {
+            return Err(Error::Tampered(format!(
+                "statement {} of {} (ledger entry {}): its lines add up to {}, but the totals \
+                 recorded for it are {}",
+                e.statement_id,
+                e.period,
+                e.seq,
+                show(&recounted),
+                show(&recorded)
+            )));
+        }
+        if manifest.totals != recorded {
+            return Err(Error::Tampered(format!(
+                "{}: its totals ({}) are not the ones recorded for the statement ({})",
+                file_of(e, "manifest.json"),
+                show(&manifest.totals),
+                show(&recorded)
+            )));
+        }
         done.statements += 1;
         let runs: BTreeSet<&String> = manifest.inputs.hours.values().collect();
         for run in runs {
@@ -545,6 +641,24 @@ impl Statement {
     pub fn total(&self) -> Decimal {
         let by_creator = self.creator_totals();
         money::sum(by_creator.values()).unwrap_or_default()
+    }
+
+    /// That every sum a statement writes is in the decimal range, so
+    /// [`Statement::total`] and [`Statement::creator_totals`] never fall
+    /// back to zero: checked once, when the statement is built.
+    fn check_sums(&self) -> Result<()> {
+        let mut by_creator: BTreeMap<&str, Decimal> = BTreeMap::new();
+        let overflow = |what: String| Error::Input(format!("{what} overflows the decimal range"));
+        for l in &self.lines {
+            if let (Some(c), Some(a)) = (&l.creator_id, l.amount) {
+                let t = by_creator.entry(c).or_default();
+                *t = t
+                    .checked_add(a)
+                    .ok_or_else(|| overflow(format!("the total of creator {c}")))?;
+            }
+        }
+        money::sum(by_creator.values()).ok_or_else(|| overflow("the statement total".into()))?;
+        Ok(())
     }
 
     /// Each creator's total: the sum of their rounded lines.
@@ -890,7 +1004,7 @@ pub async fn report(
             entry: Appended::Existing(e.seq),
         });
     }
-    let files = write_files(store.as_ref(), &statement, rate_card).await?;
+    let (files, sealed) = write_files(store.as_ref(), key, &statement, rate_card).await?;
     let mut runs: Vec<String> = statement
         .manifest_inputs
         .hours
@@ -915,7 +1029,8 @@ pub async fn report(
         statement_id: statement.id.clone(),
         provisional: statement.provisional,
         files: files.clone(),
-        totals: statement.totals(),
+        totals: None,
+        sealed_totals: Some(sealed),
         inputs: Inputs {
             published_seq: published.seq,
             watermark: published.watermark,
@@ -1012,7 +1127,7 @@ fn build(
             reference: None,
         })
         .collect();
-    Ok(Statement {
+    let s = Statement {
         id,
         period,
         provisional,
@@ -1021,7 +1136,9 @@ fn build(
         unattributed,
         filtered: counted.filtered.clone(),
         manifest_inputs,
-    })
+    };
+    s.check_sums()?;
+    Ok(s)
 }
 
 fn amount(views: i64, cpm: Decimal) -> Result<Decimal> {
@@ -1178,11 +1295,25 @@ pub async fn get(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
 /// last. Returns store path → SHA-256 of each.
 async fn write_files(
     store: &dyn ObjectStore,
+    key: &LogKey,
     s: &Statement,
     rate_card: &[u8],
-) -> Result<BTreeMap<String, String>> {
+) -> Result<(BTreeMap<String, String>, SealedTotals)> {
     let dir = s.dir();
+    let totals = s.totals();
+    let sealed = pretty(&TotalsFile {
+        statement_id: s.id.clone(),
+        period: s.period.label(),
+        salt: key.totals_salt(&s.period.label(), &s.id),
+        totals: totals.clone(),
+    });
+    let sealed_totals = SealedTotals {
+        currency: totals.currency.clone(),
+        lines: totals.lines,
+        sha256: store::layout::sha256(&sealed),
+    };
     let mut named: Vec<(&str, Bytes)> = vec![
+        (ledger::TOTALS_FILE, Bytes::from(sealed)),
         ("statement.csv", Bytes::from(s.csv(false)?)),
         ("unattributed.csv", Bytes::from(s.csv(true)?)),
         ("statement.json", Bytes::from(s.json())),
@@ -1198,7 +1329,7 @@ async fn write_files(
         period: s.period.label(),
         provisional: s.provisional,
         inputs: s.manifest_inputs.clone(),
-        totals: s.totals(),
+        totals,
         files,
     };
     named.push(("manifest.json", Bytes::from(pretty(&manifest))));
@@ -1208,7 +1339,7 @@ async fn write_files(
         put_create(store, &path, bytes.clone()).await?;
         out.insert(path.to_string(), store::layout::sha256(&bytes));
     }
-    Ok(out)
+    Ok((out, sealed_totals))
 }
 
 async fn put_create(store: &dyn ObjectStore, path: &Path, bytes: Bytes) -> Result<()> {

@@ -30,14 +30,15 @@ fn entry(n: u64) -> NewEntry {
                 format!("statements/2026-10/s{n}/statement.csv"),
                 store::layout::sha256(format!("line {n}\n").as_bytes()),
             )]),
-            totals: Totals {
+            totals: Some(Totals {
                 currency: "USD".into(),
                 amount: format!("{n}.00"),
                 billable_views: n as i64,
                 creators: 1,
                 lines: 1,
                 unattributed_billable_views: 0,
-            },
+            }),
+            sealed_totals: None,
             inputs: Inputs {
                 published_seq: n,
                 watermark: None,

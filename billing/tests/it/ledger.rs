@@ -34,14 +34,15 @@ fn entry(n: u64) -> NewEntry {
                 file,
                 store::layout::sha256(format!("line {n}\n").as_bytes()),
             )]),
-            totals: Totals {
+            totals: Some(Totals {
                 currency: "USD".into(),
                 amount: format!("{n}.00"),
                 billable_views: n as i64 * 400,
                 creators: 1,
                 lines: 1,
                 unattributed_billable_views: 0,
-            },
+            }),
+            sealed_totals: None,
             inputs: Inputs {
                 published_seq: n,
                 watermark: None,
@@ -366,4 +367,45 @@ async fn a_rolled_back_checkpoint_is_named() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("rolled back or truncated"), "{e}");
+}
+
+#[tokio::test]
+async fn an_entry_with_both_or_neither_kind_of_totals_is_refused() {
+    let log = Log::with(1).await;
+    let sealed = |sha256: String| ledger::SealedTotals {
+        currency: "USD".into(),
+        lines: 1,
+        sha256,
+    };
+    // The writer refuses to append one.
+    let mut neither = entry(1).entry;
+    neither.totals = None;
+    let err = log
+        .ledger
+        .append(&log.key, NewEntry { entry: neither }, |_| None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("neither totals nor sealed_totals"), "{err}");
+
+    // A reader refuses one written around the writer, naming why: both
+    // kinds, or a sealed hash its files do not record for totals.json.
+    let totals_path = "statements/2026-02/s1/totals.json".to_owned();
+    let mut both = entry(1).entry;
+    both.sealed_totals = Some(sealed("ab".repeat(32)));
+    let mut unrecorded = entry(1).entry;
+    unrecorded.totals = None;
+    unrecorded.sealed_totals = Some(sealed("ab".repeat(32)));
+    let mut other_hash = unrecorded.clone();
+    other_hash.files.insert(totals_path.clone(), "cd".repeat(32));
+    for (mut e, why) in [
+        (both, "both totals and sealed_totals".to_owned()),
+        (unrecorded, format!("no {totals_path}")),
+        (other_hash, format!("not the one its files record for {totals_path}")),
+    ] {
+        e.seq = 1;
+        log.put(&ledger::entry_path(1), e.to_bytes()).await;
+        let err = log.ledger.read().await.unwrap_err().to_string();
+        assert!(err.contains("entry 1") && err.contains(&why), "{why}: {err}");
+    }
 }

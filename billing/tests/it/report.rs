@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use billing::Error;
-use billing::ledger::{Appended, Kind, Ledger};
+use billing::ledger::{Appended, Kind, Ledger, NewEntry};
 use billing::statement::{self, Finalized, LineKind, Period, ReportOptions};
 use chrono::{Duration, NaiveDate, TimeDelta};
 use object_store::ObjectStoreExt;
@@ -174,11 +174,36 @@ async fn a_statement_is_truth_times_rates_and_is_recorded_once() {
     );
     let log = Ledger::new(w.store.clone()).read().await.unwrap();
     assert_eq!(log.entries.len(), 1);
-    assert_eq!(log.entries[0].files.len(), 6);
+    assert_eq!(log.entries[0].files.len(), 7);
     assert!(!log.entries[0].provisional);
+    // The entry (which every line proof embeds) commits to the totals but
+    // does not show them: only the currency and the line count are public.
+    let entry: serde_json::Value = serde_json::from_slice(&log.bytes[0]).unwrap();
+    assert!(entry.get("totals").is_none(), "{entry}");
+    let sealed = &entry["sealed_totals"];
     assert_eq!(
-        log.entries[0].totals.amount,
+        sealed.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["currency", "lines", "sha256"]
+    );
+    assert_eq!(sealed["lines"], want.len());
+    let totals_bytes = read(&w, &format!("{dir}/totals.json")).await;
+    assert_eq!(
+        sealed["sha256"].as_str().unwrap(),
+        store::layout::sha256(&totals_bytes)
+    );
+    let file: serde_json::Value = serde_json::from_slice(&totals_bytes).unwrap();
+    assert_eq!(file["salt"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        file["totals"]["amount"].as_str().unwrap(),
         json["total"].as_str().unwrap()
+    );
+    let totals = statement::entry_totals(w.store.as_ref(), &log.entries[0])
+        .await
+        .unwrap();
+    assert_eq!(totals.amount, json["total"].as_str().unwrap());
+    assert_eq!(
+        totals.creators,
+        json["creators"].as_array().unwrap().len() as u64
     );
 
     // Same inputs: same id, nothing new written.
@@ -202,7 +227,39 @@ async fn a_statement_is_truth_times_rates_and_is_recorded_once() {
         .verify(None, None)
         .await
         .unwrap();
-    assert_eq!((v.entries, v.files), (1, 6));
+    assert_eq!((v.entries, v.files), (1, 7));
+    let log = Ledger::new(w.store.clone()).read().await.unwrap();
+    let deep = statement::verify_deep(w.store.as_ref(), &log, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(deep.statements, 1);
+
+    // An entry signed with the key whose totals are not what its lines add
+    // up to (here a format-1 entry, its totals in the clear) is a log that
+    // verifies, and a statement `--deep` refuses.
+    let mut forged = log.entries[0].clone();
+    let mut t = statement::entry_totals(w.store.as_ref(), &forged)
+        .await
+        .unwrap();
+    t.billable_views += 1;
+    forged.totals = Some(t);
+    forged.sealed_totals = None;
+    Ledger::new(w.store.clone())
+        .append(&w.key, NewEntry { entry: forged }, |_| None)
+        .await
+        .unwrap();
+    Ledger::new(w.store.clone())
+        .verify(None, None)
+        .await
+        .unwrap();
+    let log = Ledger::new(w.store.clone()).read().await.unwrap();
+    let err = statement::verify_deep(w.store.as_ref(), &log, &mut |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("its lines add up to") && err.to_string().contains("entry 1"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -106,25 +106,35 @@ pub(crate) async fn statements(
     Params::new(q, &[])?;
     let log = read_log(&app).await?;
     let money = caller.0.role != Role::Creator;
-    Ok(axum::Json(
-        log.entries
-            .iter()
-            .filter(|e| e.kind == Kind::Statement)
-            .map(|e| StatementSummary {
-                ledger_entry: e.seq,
-                period: e.period.clone(),
-                statement_id: e.statement_id.clone(),
-                provisional: e.provisional,
-                is_final: log
-                    .finalized(&e.period)
-                    .is_some_and(|f| f.references.first() == Some(&e.seq)),
-                recorded_at: e.recorded_at,
-                currency: e.totals.currency.clone(),
-                total: money.then(|| e.totals.amount.clone()),
-                creators: money.then_some(e.totals.creators),
-            })
-            .collect(),
-    ))
+    let store = app.store();
+    let mut out = Vec::new();
+    for e in log.entries.iter().filter(|e| e.kind == Kind::Statement) {
+        // Format-2 entries seal their totals in the statement's totals.json:
+        // read (and checked against the entry) only for those who see money.
+        let totals = if money {
+            Some(
+                statement::entry_totals(store.as_ref(), e)
+                    .await
+                    .map_err(ledger_error)?,
+            )
+        } else {
+            None
+        };
+        out.push(StatementSummary {
+            ledger_entry: e.seq,
+            period: e.period.clone(),
+            statement_id: e.statement_id.clone(),
+            provisional: e.provisional,
+            is_final: log
+                .finalized(&e.period)
+                .is_some_and(|f| f.references.first() == Some(&e.seq)),
+            recorded_at: e.recorded_at,
+            currency: e.currency().to_owned(),
+            total: totals.as_ref().map(|t| t.amount.clone()),
+            creators: totals.as_ref().map(|t| t.creators),
+        });
+    }
+    Ok(axum::Json(out))
 }
 
 /// A creator's lines of a statement, each provable alone.
@@ -300,7 +310,7 @@ pub(crate) async fn statement(
         provisional: e.provisional,
         is_final,
         ledger_entry: e.seq,
-        currency: e.totals.currency.clone(),
+        currency: e.currency().to_owned(),
         creator_id: creator,
         total: billing::money::format_amount(total),
         lines,
@@ -585,7 +595,7 @@ pub(crate) async fn earnings(
         creator_id,
         period: label.clone(),
         currency: entry
-            .map(|e| e.totals.currency.clone())
+            .map(|e| e.currency().to_owned())
             .or_else(|| app.rates().map(|r| r.currency.clone())),
         statement: entry.map(|e| StatementRef {
             statement_id: e.statement_id.clone(),

@@ -90,10 +90,31 @@ async fn statements_by_role_and_creator_lines_with_proofs() {
         );
     }
 
-    // A creator: their own lines only, each with a proof that checks offline.
+    // A creator: their own lines only, each with a proof that checks offline
+    // and shows nothing of the statement's totals (its entry seals them).
+    let whole = s.ok("/v1/statements", staff[1]).await[0].clone();
+    let statement_total = whole["total"].as_str().unwrap().to_owned();
     let mut seen = std::collections::BTreeSet::new();
     for (t, creator) in creators {
         let body = s.ok(&format!("/v1/statements/{id}"), t).await;
+        for l in body["lines"].as_array().unwrap() {
+            let entry_proof = l["proof"]["entry_proof"].as_str().unwrap();
+            let Proven::Inclusion { entry, .. } =
+                billing::ledger::check_proof(entry_proof.as_bytes(), &key.vkey, None).unwrap()
+            else {
+                panic!("not an inclusion proof: {entry_proof}")
+            };
+            let text = String::from_utf8(entry).unwrap();
+            let entry: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert!(
+                entry.get("totals").is_none() && entry["sealed_totals"]["sha256"].is_string(),
+                "{entry}"
+            );
+            assert!(
+                !text.contains(&format!("\"{statement_total}\"")),
+                "the proof shows the statement total {statement_total}: {text}"
+            );
+        }
         assert_eq!(body["creator_id"], creator.as_str());
         assert_eq!(body["provisional"], true);
         let lines = body["lines"].as_array().unwrap();

@@ -157,23 +157,27 @@ impl Live<'_> {
             Err(e) => format!("DOES NOT VERIFY: {e}"),
         };
         let log = ledger.read().await?;
-        let statement = log
+        let statement = match log
             .entries
             .iter()
             .rev()
             .find(|e| e.kind == billing::ledger::Kind::Statement)
-            .map_or("none yet".to_owned(), |e| {
+        {
+            None => "none yet".to_owned(),
+            Some(e) => {
+                let totals = match billing::statement::entry_totals(self.store.as_ref(), e).await {
+                    Ok(t) => format!("{} {} to {} creators", t.amount, t.currency, t.creators),
+                    Err(err) => format!("TOTALS UNREADABLE: {err}"),
+                };
                 format!(
-                    "{} {}{}: {} {} to {} creators (entry {})",
+                    "{} {}{}: {totals} (entry {})",
                     e.period,
                     &e.statement_id[..e.statement_id.len().min(12)],
                     if e.provisional { " PROVISIONAL" } else { "" },
-                    e.totals.amount,
-                    e.totals.currency,
-                    e.totals.creators,
                     e.seq
                 )
-            });
+            }
+        };
         let _ = write!(
             o,
             "billing  latest statement {statement}; ledger {verified}"

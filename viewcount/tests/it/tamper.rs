@@ -274,4 +274,24 @@ fn a_flipped_byte_in_any_object_is_refused_by_every_reader() {
     std::fs::write(&statement, original).unwrap();
     let o = explain();
     assert!(o.status.success(), "{}", text(&o.stderr));
+
+    // The sealed totals (totals.json, committed to by the entry): the
+    // ledger refuses them, shallow and deep.
+    let totals = statement.with_file_name("totals.json");
+    let shown = totals.strip_prefix(&d.root).unwrap().display().to_string();
+    let original = flip(&totals);
+    for args in [
+        &["ledger", "verify", "--store", &d.url][..],
+        &["ledger", "verify", "--deep", "--store", &d.url][..],
+    ] {
+        let o = run(args, &[]);
+        assert!(!o.status.success(), "{args:?} accepted damaged totals");
+        assert!(
+            text(&o.stderr).contains(&shown),
+            "{args:?}: {}",
+            text(&o.stderr)
+        );
+    }
+    std::fs::write(&totals, original).unwrap();
+    assert!(deep().status.success());
 }
