@@ -119,3 +119,21 @@ ensure_deploy_check() {
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages jsonschema pyyaml
   python3 -c 'import jsonschema, yaml'
 }
+
+# tansu (crates.io), an Apache-Kafka-compatible broker that is not
+# librdkafka's mock cluster, with its SQLite storage, for
+# `scripts/soak --broker tansu`. Built once (release, ~25 minutes on 2
+# cores) into its own directory, never into the project's target/; prints
+# the binary's path.
+TANSU_VERSION=0.6.0
+ensure_tansu() {
+  local root="${VIEWCOUNT_TOOLS:-$HOME/.cache/viewcount}/tansu-$TANSU_VERSION"
+  if [[ ! -x "$root/bin/tansu" ]]; then
+    ensure_build_tools
+    echo "== installing tansu $TANSU_VERSION (cargo install, features libsql; once)" >&2
+    CARGO_TARGET_DIR="$root/target" cargo install "tansu@$TANSU_VERSION" \
+      --features libsql --locked --root "$root" >&2
+    rm -rf "$root/target"
+  fi
+  echo "$root/bin/tansu"
+}

@@ -72,19 +72,24 @@ impl TestKafka {
         let name = unique_name(prefix);
         match &self.embedded {
             Some(k) => k.create_topic(&name, partitions)?,
-            None => {
-                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                    .set("bootstrap.servers", &self.bootstrap)
-                    .create()?;
-                let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
-                let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-                for r in admin.create_topics([&topic], &opts).await? {
-                    r.map_err(|(_, code)| rdkafka::error::KafkaError::AdminOp(code))?;
-                }
-            }
+            None => create_topic(&self.bootstrap, &name, partitions).await?,
         }
         Ok(name)
     }
+}
+
+/// Creates topic `name` with `partitions` partitions (replication 1) on the
+/// broker at `bootstrap` with the Kafka admin API.
+pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for r in admin.create_topics([&topic], &opts).await? {
+        r.map_err(|(_, code)| rdkafka::error::KafkaError::AdminOp(code))?;
+    }
+    Ok(())
 }
 
 /// `prefix-<random>`: unique names let tests share a broker and run in parallel.

@@ -397,15 +397,23 @@ async fn an_entry_with_both_or_neither_kind_of_totals_is_refused() {
     unrecorded.totals = None;
     unrecorded.sealed_totals = Some(sealed("ab".repeat(32)));
     let mut other_hash = unrecorded.clone();
-    other_hash.files.insert(totals_path.clone(), "cd".repeat(32));
+    other_hash
+        .files
+        .insert(totals_path.clone(), "cd".repeat(32));
     for (mut e, why) in [
         (both, "both totals and sealed_totals".to_owned()),
         (unrecorded, format!("no {totals_path}")),
-        (other_hash, format!("not the one its files record for {totals_path}")),
+        (
+            other_hash,
+            format!("not the one its files record for {totals_path}"),
+        ),
     ] {
         e.seq = 1;
         log.put(&ledger::entry_path(1), e.to_bytes()).await;
         let err = log.ledger.read().await.unwrap_err().to_string();
-        assert!(err.contains("entry 1") && err.contains(&why), "{why}: {err}");
+        assert!(
+            err.contains("entry 1") && err.contains(&why),
+            "{why}: {err}"
+        );
     }
 }

@@ -12,6 +12,10 @@
 //! `VIEWCOUNT_SOAK_SECONDS` sets how long the faults go on (default 180:
 //! the short run `scripts/test` does; `scripts/soak --minutes N` runs it
 //! longer), `VIEWCOUNT_SOAK_REPORT` a file for the report.
+//! `VIEWCOUNT_SOAK_TANSU` names a `tansu` binary (`scripts/soak --broker
+//! tansu` installs one from crates.io): the broker is then that process, an
+//! Apache-Kafka-compatible broker that is not librdkafka's, on its SQLite
+//! storage, and the nemesis kills (-9) and freezes it too.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -34,12 +38,25 @@ const PARTITIONS: i32 = 4;
 const RATE: f64 = 150.0;
 const CPM: &str = "2.50";
 
-/// One `viewcount` service: how to start it, and the process if running.
+/// How a process shows it is ready.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// A `viewcount` service: `/readyz` on `--listen 127.0.0.1:port`.
+    Readyz,
+    /// The broker: the topic's high watermarks answer on `127.0.0.1:port`.
+    Kafka,
+}
+
+/// One process of the topology: how to start it, and the process if running.
 struct Service {
     name: &'static str,
+    program: PathBuf,
     args: Vec<String>,
-    /// Where `/readyz` is.
+    probe: Probe,
+    /// Where `/readyz` (or the broker) is.
     port: u16,
+    /// Its working directory (the broker's holds its database).
+    cwd: Option<PathBuf>,
     log: PathBuf,
     child: Option<Child>,
     frozen: bool,
@@ -52,9 +69,15 @@ impl Service {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_viewcount"))
-            .args(&self.args)
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args);
+        if self.probe == Probe::Readyz {
+            cmd.args(["--listen", &format!("127.0.0.1:{}", self.port)]);
+        }
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
+        let child = cmd
             .env("NO_COLOR", "1")
             .env("VIEWCOUNT_LOG_FORMAT", "json")
             .env_remove("VIEWCOUNT_STORE")
@@ -62,7 +85,7 @@ impl Service {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("viewcount starts");
+            .unwrap_or_else(|e| panic!("{} ({}) starts: {e}", self.name, self.program.display()));
         self.child = Some(child);
         self.frozen = false;
     }
@@ -83,14 +106,14 @@ impl Service {
     }
 
     fn ready(&self) -> bool {
-        http(
-            &format!("127.0.0.1:{}", self.port),
-            "GET",
-            "/readyz",
-            &[],
-            "",
-        )
-        .is_some_and(|a| a.status == 200)
+        let at = format!("127.0.0.1:{}", self.port);
+        match self.probe {
+            Probe::Readyz => http(&at, "GET", "/readyz", &[], "").is_some_and(|a| a.status == 200),
+            Probe::Kafka => {
+                infra::kafka::high_watermarks(&at, TOPIC, PARTITIONS, Duration::from_secs(3))
+                    .is_ok()
+            }
+        }
     }
 
     /// Waits until `/readyz` answers 200: how long that took.
@@ -197,10 +220,31 @@ fn under_kills_and_freezes_nothing_acknowledged_is_lost_or_counted_twice() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let store = format!("file://{}", root.display());
-    let kafka = EmbeddedKafka::start(1).unwrap();
-    kafka.create_topic(TOPIC, PARTITIONS).unwrap();
-    kafka.create_topic(&format!("{TOPIC}-dlq"), 1).unwrap();
-    let bootstrap = kafka.bootstrap_servers().to_owned();
+    // The broker: librdkafka's mock cluster in this process, or tansu as a
+    // process of its own that the nemesis also kills and freezes.
+    let mut embedded = None;
+    let mut broker = None;
+    let bootstrap = match std::env::var_os("VIEWCOUNT_SOAK_TANSU") {
+        None => {
+            let kafka = EmbeddedKafka::start(1).unwrap();
+            kafka.create_topic(TOPIC, PARTITIONS).unwrap();
+            kafka.create_topic(&format!("{TOPIC}-dlq"), 1).unwrap();
+            let bootstrap = kafka.bootstrap_servers().to_owned();
+            embedded = Some(kafka);
+            bootstrap
+        }
+        Some(tansu) => {
+            let b = start_tansu(PathBuf::from(tansu), dir.path());
+            let bootstrap = format!("127.0.0.1:{}", b.port);
+            broker = Some(b);
+            bootstrap
+        }
+    };
+    let broker_kind = if embedded.is_some() {
+        "librdkafka's mock cluster (in the test's process; no broker faults)"
+    } else {
+        "tansu 0.6 (SQLite storage, its own process; killed and frozen too)"
+    };
     let redis_dir = dir.path().join("redis");
     std::fs::create_dir(&redis_dir).unwrap();
     let redis_opts = RedisOptions {
@@ -262,8 +306,11 @@ fn under_kills_and_freezes_nothing_acknowledged_is_lost_or_counted_twice() {
 
     let service = |name: &'static str, args: &[&str]| Service {
         name,
+        program: PathBuf::from(env!("CARGO_BIN_EXE_viewcount")),
         args: args.iter().map(|s| (*s).to_owned()).collect(),
+        probe: Probe::Readyz,
         port: free_port(),
+        cwd: None,
         log: dir.path().join(format!("{name}.log")),
         child: None,
         frozen: false,
@@ -326,8 +373,33 @@ fn under_kills_and_freezes_nothing_acknowledged_is_lost_or_counted_twice() {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_millis(2_000 + 1_000 * dice.below(4)));
-        let which = dice.below(services.len() as u64 + 1) as usize;
+        let targets = services.len() + 1 + usize::from(broker.is_some());
+        let which = dice.below(targets as u64) as usize;
         let pause = Duration::from_millis(300 + 300 * dice.below(6));
+        if let Some(b) = broker.as_mut().filter(|_| which == services.len() + 1) {
+            // The broker: killed and restarted on its database, or frozen.
+            // Recovered when it answers again and every service that talks
+            // to it is ready.
+            let kind = if dice.below(3) == 0 {
+                b.signal("STOP");
+                b.frozen = true;
+                std::thread::sleep(pause);
+                b.signal("CONT");
+                b.frozen = false;
+                "broker SIGSTOP"
+            } else {
+                b.kill9();
+                std::thread::sleep(pause);
+                b.start();
+                "broker kill -9"
+            };
+            let mut recovery = b.wait_ready();
+            for s in &mut services[..3] {
+                recovery += s.wait_ready();
+            }
+            note(kind.into(), recovery);
+            continue;
+        }
         if which == services.len() {
             // Redis: killed and restarted on its AOF.
             redis.take().unwrap().kill();
@@ -560,8 +632,10 @@ fn under_kills_and_freezes_nothing_acknowledged_is_lost_or_counted_twice() {
         text(&verify.stderr)
     );
 
+    drop(broker);
+    drop(embedded);
     let mut report_text = format!(
-        "soak: {seconds} s of faults, {total_faults} faults; {} events acknowledged ({} records in Kafka), lost 0, doubled 0 (speed, batch and the statement equal the truth); {re_archived} records re-archived after kills (removed by batch's dedup); settled in {:.1} s\nfault kind                 count  slowest recovery\n",
+        "soak: {seconds} s of faults on {broker_kind}, {total_faults} faults; {} events acknowledged ({} records in Kafka), lost 0, doubled 0 (speed, batch and the statement equal the truth); {re_archived} records re-archived after kills (removed by batch's dedup); settled in {:.1} s\nfault kind                 count  slowest recovery\n",
         truth.accepted_events(),
         records,
         settled_in.as_secs_f64()
@@ -580,4 +654,60 @@ fn under_kills_and_freezes_nothing_acknowledged_is_lost_or_counted_twice() {
         total_faults >= (seconds / 6) as u32,
         "only {total_faults} faults in {seconds} s"
     );
+}
+
+/// Starts `tansu` (0.6) as the soak's broker: its SQLite database in a
+/// directory of `dir`, listening on a free loopback port, with the topics
+/// created through the Kafka admin API once it answers.
+fn start_tansu(program: PathBuf, dir: &Path) -> Service {
+    let home = dir.join("tansu");
+    std::fs::create_dir(&home).unwrap();
+    let port = free_port();
+    let listener = format!("tcp://127.0.0.1:{port}");
+    let mut b = Service {
+        name: "broker",
+        program,
+        args: [
+            "broker",
+            "--cluster-id",
+            "viewcount-soak",
+            "--listener-url",
+            &listener,
+            "--advertised-listener-url",
+            &listener,
+            "--storage-engine",
+            "sqlite://tansu.db",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        probe: Probe::Kafka,
+        port,
+        cwd: Some(home),
+        log: dir.join("broker.log"),
+        child: None,
+        frozen: false,
+    };
+    b.start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let t = Instant::now();
+    for (topic, partitions) in [(TOPIC.to_owned(), PARTITIONS), (format!("{TOPIC}-dlq"), 1)] {
+        while let Err(e) = rt.block_on(testkit::kafka::create_topic(&bootstrap, &topic, partitions))
+        {
+            if let Some(Ok(Some(status))) = b.child.as_mut().map(Child::try_wait) {
+                panic!("tansu exited with {status}:\n{}", tail(&b.log));
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "tansu did not create {topic} in 60 s ({e}):\n{}",
+                tail(&b.log)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    b.wait_ready();
+    b
 }
