@@ -230,7 +230,7 @@ impl Entry {
             (None, Some(s)) => {
                 let path = format!(
                     "{}/{TOTALS_FILE}",
-                    crate::statement::dir(&self.period, &self.statement_id)
+                    statement_dir(&self.period, &self.statement_id)
                 );
                 match self.files.get(&path) {
                     Some(h) if *h == s.sha256 => Ok(()),
@@ -244,6 +244,12 @@ impl Entry {
             (None, None) => Err("it has neither totals nor sealed_totals".into()),
         }
     }
+}
+
+/// A statement's directory in the store: `statements/<YYYY-MM>/<id>`
+/// (DESIGN §6), the one place that spells it (`statement::dir`).
+pub fn statement_dir(period: &str, statement_id: &str) -> String {
+    format!("statements/{period}/{statement_id}")
 }
 
 /// The file of a statement that holds a format-2 entry's totals.

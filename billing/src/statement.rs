@@ -48,9 +48,9 @@ pub const CSV_HEADER: [&str; 9] = [
 ];
 
 /// A statement's directory in the store: `statements/<YYYY-MM>/<id>`
-/// (DESIGN §6), the one place that spells it.
+/// (DESIGN §6), as [`ledger::statement_dir`] spells it.
 pub fn dir(period: &str, statement_id: &str) -> String {
-    format!("statements/{period}/{statement_id}")
+    ledger::statement_dir(period, statement_id)
 }
 
 /// The store path of file `name` (like `statement.csv`) of the statement
