@@ -212,11 +212,30 @@ pub async fn run(
     .create()
     .map_err(Error::Kafka)?;
     consumer.subscribe(&[&config.topic]).map_err(Error::Kafka)?;
-    let md = tokio::task::block_in_place(|| {
-        consumer.fetch_metadata(Some(&config.topic), Timeout::After(Duration::from_secs(10)))
-    })
-    .map_err(Error::Kafka)?;
-    let partitions = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
+    // A broker that is down or restarting when the archive starts is waited
+    // for (not ready, saying so), not a reason to exit.
+    let mut retry: Option<Retry> = None;
+    let partitions = loop {
+        let md = tokio::task::block_in_place(|| {
+            consumer.fetch_metadata(Some(&config.topic), Timeout::After(Duration::from_secs(5)))
+        });
+        match md {
+            Ok(md) => break md.topics().first().map_or(0, |t| t.partitions().len()) as i32,
+            Err(e) => {
+                let r = Retry::after(retry.as_ref());
+                tracing::warn!(error = %e, retry_in = ?r.delay, "archive: cannot read the topic's metadata from Kafka; retrying");
+                ready.set_not_ready(format!(
+                    "the archive cannot reach Kafka ({e}); retrying every {} s",
+                    r.delay.as_secs()
+                ));
+                tokio::select! {
+                    () = cancel.cancelled() => return Err(Error::Kafka(e)),
+                    () = tokio::time::sleep(r.delay) => {}
+                }
+                retry = Some(r);
+            }
+        }
+    };
     let cluster_id = tokio::task::block_in_place(|| {
         consumer
             .client()

@@ -1,7 +1,8 @@
 //! The archive under store faults: a store that fails its writes (a full
 //! disk, too many open files, a dropped connection) stalls the archive
 //! loudly instead of ending it, ingest watching it stops acknowledging, and
-//! once the store works again everything is archived exactly once.
+//! once the store works again everything is archived exactly once. A broker
+//! that is down when the archive starts is waited for, not a reason to end.
 
 use std::time::Duration;
 
@@ -111,6 +112,40 @@ async fn a_failing_store_stalls_the_archive_loudly_and_loses_nothing() {
     let mut views = s.views(&report).await;
     views.retain(|(video, _), _| video != "v-fault");
     testkit::assert_same_map(&views, &expected(&truth), "batch after the outage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_down_when_the_archive_starts_is_waited_for_not_an_exit() {
+    let s = Setup::embedded().await;
+    let cluster = s.kafka.embedded().expect("the embedded cluster");
+    cluster.brokers_down().unwrap();
+    let mut truth = Truth::new(RuleSet::default());
+    let archive: Archive = s.archive("archive");
+    let ready = archive.ready.clone();
+    wait_for("the archive to say it cannot reach Kafka", async || {
+        ready
+            .get()
+            .is_err_and(|why| why.contains("cannot reach Kafka"))
+    })
+    .await;
+    // It retries (the first retry is 1 s after the first failure) and is
+    // still running after it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!archive.handle.is_finished(), "the archive ended");
+    assert!(
+        archive.ready.get().is_err(),
+        "ready without a broker: {:?}",
+        archive.ready.get()
+    );
+
+    // The broker is back: the archive starts by itself and archives.
+    cluster.brokers_up().unwrap();
+    s.produce(500, 33, &mut truth).await;
+    s.wait_archived().await;
+    wait_for("the archive to be ready", async || ready.get().is_ok()).await;
+    archive.stop().await;
+    let report = s.run_batch(&truth).await;
+    testkit::assert_same_map(&s.views(&report).await, &expected(&truth), "batch");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

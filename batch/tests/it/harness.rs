@@ -76,7 +76,23 @@ impl Setup {
 
     /// A topic and producer over `store` (the directory is kept alive only).
     pub(crate) async fn on(store: Arc<dyn ObjectStore>, dir: tempfile::TempDir) -> Self {
-        let kafka = TestKafka::start().expect("kafka");
+        Self::with_kafka(TestKafka::start().expect("kafka"), store, dir).await
+    }
+
+    /// A topic on librdkafka's mock cluster, whatever broker the tests are
+    /// configured with: for tests that take the broker down.
+    pub(crate) async fn embedded() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::layout::open(&format!("file://{}", dir.path().display())).unwrap();
+        let kafka = TestKafka::start_embedded().expect("embedded kafka");
+        Self::with_kafka(kafka, store, dir).await
+    }
+
+    async fn with_kafka(
+        kafka: TestKafka,
+        store: Arc<dyn ObjectStore>,
+        dir: tempfile::TempDir,
+    ) -> Self {
         let topic = kafka.topic("batch-it", PARTITIONS).await.expect("topic");
         let producer =
             EventProducer::new(&ProducerConfig::new(kafka.bootstrap_servers(), &topic)).unwrap();
