@@ -216,37 +216,53 @@ async fn recount_totals(store: &dyn ObjectStore, entry: &Entry) -> Result<Totals
     let (_, lines) = read_csv(store, entry, "statement.csv").await?;
     let (_, unattributed) = read_csv(store, entry, "unattributed.csv").await?;
     let path = file_of(entry, "statement.csv");
-    let overflow = || Error::Tampered(format!("{path}: its amounts overflow the decimal range"));
+    if let Some(r) = lines.iter().find(|r| r.currency != entry.currency()) {
+        return Err(Error::Tampered(format!(
+            "{path}: a line of {} is in {}, not the statement's {}",
+            r.line.video_id,
+            r.currency,
+            entry.currency()
+        )));
+    }
+    totals_of(
+        entry.currency(),
+        lines.iter().map(|r| &r.line),
+        unattributed.iter().map(|r| &r.line),
+    )
+    .map_err(|what| Error::Tampered(format!("{path}: {what} overflows the decimal range")))
+}
+
+/// The totals of a statement's lines, the one place they are summed: when
+/// a statement is built (where an overflow refuses it) and when `verify
+/// --deep` recounts a recorded one. `Err` names the sum that overflowed.
+fn totals_of<'a>(
+    currency: &str,
+    lines: impl Iterator<Item = &'a Line>,
+    unattributed: impl Iterator<Item = &'a Line>,
+) -> std::result::Result<Totals, String> {
     let mut by_creator: BTreeMap<&str, Decimal> = BTreeMap::new();
     let mut billable_views: i64 = 0;
-    for r in &lines {
-        if r.currency != entry.currency() {
-            return Err(Error::Tampered(format!(
-                "{path}: a line of {} is in {}, not the statement's {}",
-                r.line.video_id,
-                r.currency,
-                entry.currency()
-            )));
-        }
+    let mut count: u64 = 0;
+    for l in lines {
+        count += 1;
         billable_views = billable_views
-            .checked_add(r.line.billable_views)
-            .ok_or_else(overflow)?;
-        if let (Some(c), Some(a)) = (&r.line.creator_id, r.line.amount) {
+            .checked_add(l.billable_views)
+            .ok_or("the billable views")?;
+        if let (Some(c), Some(a)) = (&l.creator_id, l.amount) {
             let t = by_creator.entry(c).or_default();
-            *t = t.checked_add(a).ok_or_else(overflow)?;
+            *t = t
+                .checked_add(a)
+                .ok_or_else(|| format!("the total of creator {c}"))?;
         }
     }
-    let amount = money::sum(by_creator.values()).ok_or_else(overflow)?;
+    let amount = money::sum(by_creator.values()).ok_or("the statement total")?;
     Ok(Totals {
-        currency: entry.currency().to_owned(),
+        currency: currency.to_owned(),
         amount: format_amount(amount),
         billable_views,
         creators: by_creator.len() as u64,
-        lines: lines.len() as u64,
-        unattributed_billable_views: unattributed
-            .iter()
-            .map(|r| r.line.billable_views.max(0) as u64)
-            .sum(),
+        lines: count,
+        unattributed_billable_views: unattributed.map(|l| l.billable_views.max(0) as u64).sum(),
     })
 }
 
@@ -643,24 +659,6 @@ impl Statement {
         money::sum(by_creator.values()).unwrap_or_default()
     }
 
-    /// That every sum a statement writes is in the decimal range, so
-    /// [`Statement::total`] and [`Statement::creator_totals`] never fall
-    /// back to zero: checked once, when the statement is built.
-    fn check_sums(&self) -> Result<()> {
-        let mut by_creator: BTreeMap<&str, Decimal> = BTreeMap::new();
-        let overflow = |what: String| Error::Input(format!("{what} overflows the decimal range"));
-        for l in &self.lines {
-            if let (Some(c), Some(a)) = (&l.creator_id, l.amount) {
-                let t = by_creator.entry(c).or_default();
-                *t = t
-                    .checked_add(a)
-                    .ok_or_else(|| overflow(format!("the total of creator {c}")))?;
-            }
-        }
-        money::sum(by_creator.values()).ok_or_else(|| overflow("the statement total".into()))?;
-        Ok(())
-    }
-
     /// Each creator's total: the sum of their rounded lines.
     pub fn creator_totals(&self) -> BTreeMap<String, Decimal> {
         let mut out: BTreeMap<String, Vec<Decimal>> = BTreeMap::new();
@@ -679,20 +677,13 @@ impl Statement {
         dir(&self.period.label(), &self.id)
     }
 
-    /// The totals a ledger entry records.
-    pub fn totals(&self) -> Totals {
-        Totals {
-            currency: self.currency.clone(),
-            amount: format_amount(self.total()),
-            billable_views: self.lines.iter().map(|l| l.billable_views).sum(),
-            creators: self.creator_totals().len() as u64,
-            lines: self.lines.len() as u64,
-            unattributed_billable_views: self
-                .unattributed
-                .iter()
-                .map(|l| l.billable_views.max(0) as u64)
-                .sum(),
-        }
+    /// The totals a ledger entry records. `Err` when a sum overflows the
+    /// decimal range: checked once, when the statement is built, so
+    /// [`Statement::total`] and [`Statement::creator_totals`] never fall
+    /// back to zero.
+    pub fn totals(&self) -> Result<Totals> {
+        totals_of(&self.currency, self.lines.iter(), self.unattributed.iter())
+            .map_err(|what| Error::Input(format!("{what} overflows the decimal range")))
     }
 
     /// `statement.csv` (or, with `unattributed`, `unattributed.csv`).
@@ -1137,7 +1128,7 @@ fn build(
         filtered: counted.filtered.clone(),
         manifest_inputs,
     };
-    s.check_sums()?;
+    s.totals()?;
     Ok(s)
 }
 
@@ -1300,7 +1291,7 @@ async fn write_files(
     rate_card: &[u8],
 ) -> Result<(BTreeMap<String, String>, SealedTotals)> {
     let dir = s.dir();
-    let totals = s.totals();
+    let totals = s.totals()?;
     let sealed = pretty(&TotalsFile {
         statement_id: s.id.clone(),
         period: s.period.label(),
