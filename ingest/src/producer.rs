@@ -29,6 +29,11 @@ pub struct ProducerConfig {
     pub queue_max_messages: u32,
     /// How long the producer waits to fill a batch (`linger.ms`).
     pub linger: Duration,
+    /// `enable.idempotence` (default on). Off, the producer's own retries
+    /// can write a record twice (still acks=all); the event_id dedup of the
+    /// speed layer and batch removes the copy like any re-sent event. Only
+    /// for a broker whose idempotent-producer support is broken.
+    pub idempotence: bool,
 }
 
 impl ProducerConfig {
@@ -43,14 +48,16 @@ impl ProducerConfig {
             delivery_timeout: Self::DEFAULT_DELIVERY_TIMEOUT,
             queue_max_messages: 200_000,
             linger: Duration::from_millis(1),
+            idempotence: true,
         }
     }
 
-    /// The librdkafka configuration: idempotent, acks=all, compressed.
+    /// The librdkafka configuration: idempotent (unless turned off),
+    /// acks=all, compressed.
     pub fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers)
-            .set("enable.idempotence", "true")
+            .set("enable.idempotence", self.idempotence.to_string())
             .set("acks", "all")
             .set("compression.type", "lz4")
             .set("linger.ms", self.linger.as_millis().to_string())

@@ -20,6 +20,13 @@ pub(crate) struct IngestFlags {
     /// How long Kafka may take to acknowledge an event before ingest answers 503.
     #[arg(long, env = "VIEWCOUNT_DELIVERY_TIMEOUT", default_value_t = ProducerConfig::DEFAULT_DELIVERY_TIMEOUT.into())]
     pub(crate) delivery_timeout: humantime::Duration,
+    /// Produce with Kafka's idempotent producer (no duplicates from the
+    /// producer's own retries). Turn it off only for a Kafka-compatible
+    /// broker whose support for it is broken (tansu 0.6 panics when the
+    /// producer bumps its epoch after a timeout); a record the producer
+    /// then re-sends is removed by the event_id dedup like any re-sent event.
+    #[arg(long, env = "VIEWCOUNT_KAFKA_IDEMPOTENCE", default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
+    pub(crate) kafka_idempotence: bool,
 }
 
 impl IngestFlags {
@@ -36,6 +43,7 @@ impl IngestFlags {
     pub(crate) fn producer(&self, bootstrap: &str, topic: &str) -> anyhow::Result<EventProducer> {
         let mut pc = ProducerConfig::new(bootstrap, topic);
         pc.delivery_timeout = self.delivery_timeout.into();
+        pc.idempotence = self.kafka_idempotence;
         EventProducer::new(&pc).context("creating the Kafka producer")
     }
 }

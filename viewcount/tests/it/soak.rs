@@ -15,7 +15,8 @@
 //! `VIEWCOUNT_SOAK_TANSU` names a `tansu` binary (`scripts/soak --broker
 //! tansu` installs one from crates.io): the broker is then that process, an
 //! Apache-Kafka-compatible broker that is not librdkafka's, on its SQLite
-//! storage, and the nemesis kills (-9) and freezes it too.
+//! storage, and the nemesis kills (-9) and freezes it too
+//! (`VIEWCOUNT_SOAK_BROKER_FAULTS=stop`: freezes only).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -58,6 +59,10 @@ struct Service {
     /// Its working directory (the broker's holds its database).
     cwd: Option<PathBuf>,
     log: PathBuf,
+    /// The broker's log, for a service that talks to it: a broker that
+    /// panicked inside (and so answers nothing) explains a service that
+    /// never gets ready, and the soak says so instead of timing out.
+    broker_log: Option<PathBuf>,
     child: Option<Child>,
     frozen: bool,
 }
@@ -123,6 +128,19 @@ impl Service {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("{} exited with {status}:\n{}", self.name, tail(&self.log));
             }
+            let watched = self
+                .broker_log
+                .iter()
+                .chain((self.probe == Probe::Kafka).then_some(&self.log));
+            for log in watched {
+                if let Some(panic) = panicked(log) {
+                    panic!(
+                        "{} not ready: the broker panicked inside ({panic}), a defect of the broker, not of viewcount; it answers nothing since:\n{}",
+                        self.name,
+                        tail(log)
+                    );
+                }
+            }
             assert!(
                 t.elapsed() < Duration::from_secs(180),
                 "{} not ready after 180 s:\n{}",
@@ -142,6 +160,36 @@ impl Drop for Service {
         }
         self.kill9();
     }
+}
+
+/// The soak's directory (store, logs, Redis AOF, the broker's database):
+/// removed after a pass, kept and named after a failure, since its logs are
+/// what explains the failure.
+struct SoakDir(Option<tempfile::TempDir>);
+
+impl SoakDir {
+    fn path(&self) -> &Path {
+        self.0.as_ref().expect("the soak directory").path()
+    }
+}
+
+impl Drop for SoakDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take().filter(|_| std::thread::panicking()) {
+            eprintln!(
+                "soak failed: its logs and store are kept in {}",
+                dir.keep().display()
+            );
+        }
+    }
+}
+
+/// The first panic a process wrote to its log, if any.
+fn panicked(log: &Path) -> Option<String> {
+    let t = text(&std::fs::read(log).unwrap_or_default());
+    let mut lines = t.lines();
+    lines.position(|l| l.contains("panicked at"))?;
+    Some(lines.next().unwrap_or("").trim().to_owned())
 }
 
 fn tail(p: &Path) -> String {
@@ -217,7 +265,7 @@ fn under_kills_and_freezes_nothing_acknowledged_is_lost_or_counted_twice() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(180);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = SoakDir(Some(tempfile::tempdir().unwrap()));
     let root = dir.path().join("store");
     let store = format!("file://{}", root.display());
     // The broker: librdkafka's mock cluster in this process, or tansu as a
@@ -240,10 +288,24 @@ fn under_kills_and_freezes_nothing_acknowledged_is_lost_or_counted_twice() {
             bootstrap
         }
     };
+    // VIEWCOUNT_SOAK_BROKER_FAULTS=stop: the broker is only frozen, never
+    // killed (tansu 0.6's SQLite storage can panic on an idempotent
+    // producer's batch after a kill -9 restart; BENCHMARKS.md).
+    let broker_kills = match std::env::var("VIEWCOUNT_SOAK_BROKER_FAULTS").as_deref() {
+        Err(_) | Ok("kill,stop" | "stop,kill") => true,
+        Ok("stop") => false,
+        Ok(other) => {
+            panic!("VIEWCOUNT_SOAK_BROKER_FAULTS={other}: use kill,stop (default) or stop")
+        }
+    };
     let broker_kind = if embedded.is_some() {
         "librdkafka's mock cluster (in the test's process; no broker faults)"
     } else {
-        "tansu 0.6 (SQLite storage, its own process; killed and frozen too)"
+        if broker_kills {
+            "tansu 0.6 (SQLite storage, its own process; killed and frozen too; ingest without the idempotent producer)"
+        } else {
+            "tansu 0.6 (SQLite storage, its own process; frozen too, never killed; ingest without the idempotent producer)"
+        }
     };
     let redis_dir = dir.path().join("redis");
     std::fs::create_dir(&redis_dir).unwrap();
@@ -312,11 +374,28 @@ fn under_kills_and_freezes_nothing_acknowledged_is_lost_or_counted_twice() {
         port: free_port(),
         cwd: None,
         log: dir.path().join(format!("{name}.log")),
+        broker_log: broker
+            .as_ref()
+            .filter(|_| ["ingest", "speed", "archive"].contains(&name))
+            .map(|b| b.log.clone()),
         child: None,
         frozen: false,
     };
     let mut services = vec![
-        service("ingest", &["ingest", "--kafka", &bootstrap]),
+        // On tansu, without the idempotent producer: tansu 0.6 panics when
+        // one bumps its epoch after a timeout (BENCHMARKS.md), and the
+        // copies the producer's retries then write are removed by the
+        // event_id dedup, which this soak checks.
+        service(
+            "ingest",
+            &[
+                "ingest",
+                "--kafka",
+                &bootstrap,
+                "--kafka-idempotence",
+                if broker.is_some() { "false" } else { "true" },
+            ],
+        ),
         service(
             "speed",
             &["speed", "--kafka", &bootstrap, "--redis-url", &redis_url],
@@ -380,7 +459,7 @@ fn under_kills_and_freezes_nothing_acknowledged_is_lost_or_counted_twice() {
             // The broker: killed and restarted on its database, or frozen.
             // Recovered when it answers again and every service that talks
             // to it is ready.
-            let kind = if dice.below(3) == 0 {
+            let kind = if !broker_kills || dice.below(3) == 0 {
                 b.signal("STOP");
                 b.frozen = true;
                 std::thread::sleep(pause);
@@ -684,6 +763,7 @@ fn start_tansu(program: PathBuf, dir: &Path) -> Service {
         port,
         cwd: Some(home),
         log: dir.join("broker.log"),
+        broker_log: None,
         child: None,
         frozen: false,
     };
