@@ -35,6 +35,7 @@ ARROW = ("arrow", "arrow-array", "parquet")
 FORBIDDEN = {
     "schemas": (DATAFUSION + KAFKA + ARROW, "the event contract is pure and Arrow-free by default"),
     "telemetry": (DATAFUSION + KAFKA + ARROW, "every service links it"),
+    "playback": (DATAFUSION + KAFKA + ARROW, "token signing and verification is pure"),
     "loadgen": (DATAFUSION + KAFKA + ARROW, "the generator needs only the contract"),
     "ingest": (DATAFUSION + ARROW, "ingest writes JSON to Kafka"),
     "counters": (DATAFUSION + KAFKA + ARROW, "serving reads Redis without Kafka"),
