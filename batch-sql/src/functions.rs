@@ -188,4 +188,4 @@ pub fn register_functions(registry: &mut dyn FunctionRegistry) -> datafusion::er
 }
 
 /// The columns every UDF over raw rows takes, in schema order.
-pub const RAW_COLUMNS: &str = "event_id, video_id, user_id, session_id, occurred_at, watch_seconds, device, country, referrer, quality, revenue_eligible, ad_impressions, schema_version, received_at, kafka_partition, kafka_offset";
+pub const RAW_COLUMNS: &str = "event_id, video_id, user_id, session_id, occurred_at, watch_seconds, device, country, referrer, quality, revenue_eligible, ad_impressions, schema_version, received_at, kafka_partition, kafka_offset, playback_token, playback, playback_id";

@@ -9,13 +9,16 @@
 //!
 //! Each event is validated alone with [`schemas::parse_event`]; a bad event is
 //! rejected with its reasons and never fails its neighbours (DESIGN §5.8).
+//! Its signed playback token is then checked ([`PlaybackPolicy`]): a view
+//! the platform's player service did not start is rejected, or kept and
+//! never billable.
 
 pub mod metrics;
 pub mod producer;
 pub mod server;
 
 pub use producer::{EventProducer, ProducerConfig};
-pub use server::{IngestConfig, run};
+pub use server::{IngestConfig, PlaybackPolicy, run};
 
 /// Errors of the ingest service (not of single requests: those are HTTP answers).
 #[derive(Debug, thiserror::Error)]

@@ -24,6 +24,7 @@ pub struct Metrics {
     accepted: Counter,
     rejected: Counter,
     rejections: Family<Labels, Counter>,
+    playback: Family<Labels, Counter>,
     produce_seconds: Histogram,
 }
 
@@ -72,6 +73,12 @@ impl Metrics {
             "Violated rules by reason (field.rule); one event may break several",
             rejections.clone(),
         );
+        let playback = Family::<Labels, Counter>::default();
+        registry.register(
+            "playback_checks",
+            "Accepted events by what their playback token showed: verified, unsigned, invalid:<why> (kept, never billable), unchecked (no keys)",
+            playback.clone(),
+        );
         let produce_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register(
             "produce_ack_seconds",
@@ -84,6 +91,7 @@ impl Metrics {
             accepted,
             rejected,
             rejections,
+            playback,
             produce_seconds,
         }
     }
@@ -115,6 +123,16 @@ impl Metrics {
                 .get_or_create(&vec![("reason".into(), v.code())])
                 .inc();
         }
+    }
+
+    /// An accepted event's playback verdict (before Kafka acknowledged it).
+    pub fn playback_checked(&self, p: &schemas::Playback) {
+        self.playback
+            .get_or_create(&vec![(
+                "outcome".into(),
+                p.as_wire().unwrap_or("unchecked").to_owned(),
+            )])
+            .inc();
     }
 
     /// One NDJSON line did not parse.

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 use telemetry::OpsBuilder;
@@ -21,7 +21,9 @@ use crate::metrics::Metrics;
 use crate::producer::{EventProducer, ProduceFailure};
 use schemas::trace::{TRACE_HEADER, TraceParent};
 use schemas::wire::{DecodeError, body_format, decode_body};
-use schemas::{ReceivedEvent, RuleSet, ValidationContext};
+use schemas::{
+    Playback, ReceivedEvent, Rejection, Rule, RuleSet, ValidationContext, ViewEvent, Violation,
+};
 
 /// Request limits and validation settings.
 #[derive(Debug, Clone)]
@@ -41,6 +43,62 @@ pub struct IngestConfig {
     pub keeper: Option<telemetry::ReadyFlag>,
     /// Deadlines and connection caps of the listener ([`ingest::run`](run)).
     pub http: telemetry::http::Limits,
+    /// How playback tokens are checked.
+    pub playback: PlaybackPolicy,
+}
+
+/// How ingest checks signed playback tokens (DESIGN §6).
+#[derive(Debug, Clone, Default)]
+pub enum PlaybackPolicy {
+    /// No keys: tokens are not checked and every event is recorded
+    /// [`Playback::Unchecked`], as before tokens existed (billable by its
+    /// own `revenue_eligible`). Only for tests and embedding: anyone who
+    /// can reach ingest can then invent billable views.
+    #[default]
+    Unchecked,
+    /// Tokens are verified with the keyring. An event without a valid token
+    /// is rejected (`required`) with the reason, or kept but never billable
+    /// ([`Playback::Unverified`]).
+    Verify {
+        /// The player service's public keys.
+        keys: Arc<playback::Keyring>,
+        /// Reject unsigned and invalid events instead of keeping them.
+        required: bool,
+    },
+}
+
+impl PlaybackPolicy {
+    /// The verdict on `event`'s token: `Err` is the rejection when tokens
+    /// are required and it has no valid one.
+    fn check(&self, event: &ViewEvent, received_at: DateTime<Utc>) -> Result<Playback, Rejection> {
+        let Self::Verify { keys, required } = self else {
+            return Ok(Playback::Unchecked);
+        };
+        let verdict = match &event.playback_token {
+            None => Err((
+                "unsigned".to_owned(),
+                format!(
+                    "is missing: this ingest requires a signed playback token from the platform's player service (schema_version {}); see `viewcount token sign-playback`",
+                    schemas::event::PLAYBACK_TOKEN_VERSION
+                ),
+            )),
+            Some(t) => keys
+                .verify(t, &event.video_id, event.occurred_at, received_at)
+                .map(|v| v.claims.playback_id)
+                .map_err(|e| (format!("invalid:{}", e.code()), e.to_string())),
+        };
+        match verdict {
+            Ok(playback_id) => Ok(Playback::Verified { playback_id }),
+            Err((_, message)) if *required => Err(Rejection {
+                violations: vec![Violation::new(
+                    "playback_token",
+                    Rule::Signature,
+                    message.trim_start_matches("playback_token ").to_owned(),
+                )],
+            }),
+            Err((reason, _)) => Ok(Playback::Unverified { reason }),
+        }
+    }
 }
 
 impl IngestConfig {
@@ -58,6 +116,7 @@ impl Default for IngestConfig {
             rules: RuleSet::default(),
             keeper: None,
             http: telemetry::http::Limits::default(),
+            playback: PlaybackPolicy::Unchecked,
         }
     }
 }
@@ -233,8 +292,14 @@ async fn handle_events(
     let mut rejected = Vec::new();
     for (index, slot) in slots.iter().enumerate() {
         match slot {
-            Ok(value) => match schemas::parse_event(value, &ctx) {
-                Ok(event) => accepted.push(ReceivedEvent::new(event, received_at)),
+            Ok(value) => match schemas::parse_event(value, &ctx).and_then(|event| {
+                let playback = st.config.playback.check(&event, received_at)?;
+                Ok(ReceivedEvent::new(event, received_at).with_playback(playback))
+            }) {
+                Ok(received) => {
+                    st.metrics.playback_checked(&received.playback);
+                    accepted.push(received);
+                }
                 Err(rej) => {
                     st.metrics.event_rejected(index, &rej);
                     rejected.push(Rejected {

@@ -365,6 +365,24 @@ impl Keyring {
         }
     }
 
+    /// Adds a signer's public key; `Err` when its key id is held already.
+    pub fn insert(&mut self, signer: &PlaybackSigner) -> Result<(), KeyError> {
+        if self.keys.contains_key(&signer.key_id) {
+            return Err(KeyError(format!(
+                "key id {:?} is held already; give each key its own id",
+                signer.key_id
+            )));
+        }
+        self.keys
+            .insert(signer.key_id.clone(), signer.key.verifying_key());
+        Ok(())
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     /// The key ids held.
     pub fn key_ids(&self) -> impl Iterator<Item = &str> {
         self.keys.keys().map(String::as_str)

@@ -1,5 +1,8 @@
 //! The raw archive's Arrow schema (DESIGN §6): the event fields by their wire
-//! names, plus `received_at`, `kafka_partition` and `kafka_offset`.
+//! names, plus `received_at`, `kafka_partition` and `kafka_offset`, then
+//! (since schema version 2) `playback_token` and ingest's verdict on it,
+//! `playback` and `playback_id`. Files written before those three columns
+//! existed read as events whose playback was not checked.
 //!
 //! Column names and types are a contract with outside SQL engines: timestamps
 //! are `Timestamp(Microsecond, "UTC")`, counts are Int32, the offset Int64.
@@ -17,7 +20,7 @@ use arrow::datatypes::{
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::event::Device;
+use crate::event::{Device, Playback};
 use crate::validate::{Fields, ValidationContext};
 use crate::{Error, ReceivedEvent, Result, RuleSet, ViewEvent};
 
@@ -54,6 +57,9 @@ static RAW_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("received_at", ts(), false),
         Field::new("kafka_partition", DataType::Int32, false),
         Field::new("kafka_offset", DataType::Int64, false),
+        Field::new("playback_token", DataType::Utf8, true),
+        Field::new("playback", DataType::Utf8, true),
+        Field::new("playback_id", DataType::Utf8, true),
     ]))
 });
 
@@ -81,6 +87,9 @@ pub fn to_record_batch(rows: &[ArchivedEvent]) -> Result<RecordBatch> {
     let mut received_at = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut kafka_partition = Int32Builder::with_capacity(n);
     let mut kafka_offset = Int64Builder::with_capacity(n);
+    let mut playback_token = StringBuilder::new();
+    let mut playback = StringBuilder::new();
+    let mut playback_id = StringBuilder::new();
 
     for row in rows {
         let e = &row.received.event;
@@ -100,6 +109,9 @@ pub fn to_record_batch(rows: &[ArchivedEvent]) -> Result<RecordBatch> {
         received_at.append_value(row.received.received_at.timestamp_micros());
         kafka_partition.append_value(row.kafka_partition);
         kafka_offset.append_value(row.kafka_offset);
+        playback_token.append_option(e.playback_token.as_deref());
+        playback.append_option(row.received.playback.as_wire());
+        playback_id.append_option(row.received.playback.playback_id());
     }
 
     let columns: Vec<ArrayRef> = vec![
@@ -119,6 +131,9 @@ pub fn to_record_batch(rows: &[ArchivedEvent]) -> Result<RecordBatch> {
         Arc::new(received_at.finish()),
         Arc::new(kafka_partition.finish()),
         Arc::new(kafka_offset.finish()),
+        Arc::new(playback_token.finish()),
+        Arc::new(playback.finish()),
+        Arc::new(playback_id.finish()),
     ];
     Ok(RecordBatch::try_new(raw_schema(), columns)?)
 }
@@ -159,6 +174,12 @@ pub struct RawColumns<'a> {
     pub kafka_partition: &'a Int32Array,
     /// `kafka_offset`.
     pub kafka_offset: &'a Int64Array,
+    /// `playback_token` (`None`: a file from before the column).
+    pub playback_token: Option<&'a StringArray>,
+    /// `playback` (`None`: a file from before the column).
+    pub playback: Option<&'a StringArray>,
+    /// `playback_id` (`None`: a file from before the column).
+    pub playback_id: Option<&'a StringArray>,
 }
 
 impl<'a> RawColumns<'a> {
@@ -176,6 +197,11 @@ impl<'a> RawColumns<'a> {
             cast(col).ok_or_else(|| Error::ArchiveSchema(format!("column {name:?} is not {kind}")))
         }
         let s = |name| typed(batch, name, "Utf8", |a| a.as_string_opt::<i32>());
+        // A column added after the first files were written: absent in those.
+        let later = |name| match batch.column_by_name(name) {
+            None => Ok(None),
+            Some(_) => s(name).map(Some),
+        };
         let i = |name| typed(batch, name, "Int32", |a| a.as_primitive_opt::<Int32Type>());
         let t = |name| {
             typed(batch, name, "Timestamp(Microsecond)", |a| {
@@ -201,7 +227,16 @@ impl<'a> RawColumns<'a> {
             kafka_offset: typed(batch, "kafka_offset", "Int64", |a| {
                 a.as_primitive_opt::<Int64Type>()
             })?,
+            playback_token: later("playback_token")?,
+            playback: later("playback")?,
+            playback_id: later("playback_id")?,
         })
+    }
+
+    /// Row `i`'s `playback_token`.
+    pub fn playback_token(&self, i: usize) -> Option<&'a str> {
+        self.playback_token
+            .and_then(|a| a.is_valid(i).then(|| a.value(i)))
     }
 
     /// Row `i`'s behavioural fingerprint ([`crate::fraud::fingerprint`]):
@@ -238,6 +273,7 @@ impl<'a> RawColumns<'a> {
             revenue_eligible: self.revenue_eligible.value(i),
             ad_impressions: self.ad_impressions.value(i).into(),
             schema_version: self.schema_version.value(i).into(),
+            playback_token: self.playback_token(i),
         }
     }
 
@@ -314,6 +350,7 @@ impl<'a> RawColumns<'a> {
             quality: opt(self.quality),
             ad_impressions: self.ad_impressions.value(i).into(),
             schema_version: self.schema_version.value(i).into(),
+            playback_token: self.playback_token(i),
         }
         .is_valid(&ValidationContext::new(received_at, rules))
         .then_some(id)
@@ -362,11 +399,18 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<ArchivedEvent>> {
                 revenue_eligible: c.revenue_eligible.value(i),
                 ad_impressions: uint(c.ad_impressions.value(i), "ad_impressions", i)?,
                 schema_version: uint(c.schema_version.value(i), "schema_version", i)?,
+                playback_token: c.playback_token(i).map(str::to_owned),
             };
+            fn text(a: Option<&StringArray>, i: usize) -> Option<&str> {
+                a.and_then(|a| a.is_valid(i).then(|| a.value(i)))
+            }
+            let playback = Playback::from_wire(text(c.playback, i), text(c.playback_id, i))
+                .map_err(|why| Error::ArchiveSchema(format!("row {i}: {why}")))?;
             Ok(ArchivedEvent {
                 received: ReceivedEvent {
                     event,
                     received_at: micros(c.received_at.value(i), "received_at", i)?,
+                    playback,
                 },
                 kafka_partition: c.kafka_partition.value(i),
                 kafka_offset: c.kafka_offset.value(i),

@@ -11,7 +11,9 @@
 //! [`FINGERPRINT_SEED`] over a canonical encoding of the payload: the
 //! fields in [`Payload`]'s order, a string as its byte length (u32 LE) then
 //! its bytes, an absent optional string as length `u32::MAX`, integers as
-//! little-endian i64, booleans as one byte. Golden values in the tests pin
+//! little-endian i64, booleans as one byte; `playback_token` last, and only
+//! when present (so events without one keep their earlier fingerprints).
+//! Golden values in the tests pin
 //! it: changing any of this changes what counts as a conflicting copy.
 
 use uuid::Uuid;
@@ -58,6 +60,8 @@ pub struct Payload<'a> {
     pub ad_impressions: i64,
     /// `schema_version`.
     pub schema_version: i64,
+    /// `playback_token`.
+    pub playback_token: Option<&'a str>,
 }
 
 impl<'a> Payload<'a> {
@@ -76,6 +80,7 @@ impl<'a> Payload<'a> {
             revenue_eligible: e.revenue_eligible,
             ad_impressions: e.ad_impressions.into(),
             schema_version: e.schema_version.into(),
+            playback_token: e.playback_token.as_deref(),
         }
     }
 
@@ -103,6 +108,12 @@ impl<'a> Payload<'a> {
         out.push(u8::from(self.revenue_eligible));
         out.extend_from_slice(&self.ad_impressions.to_le_bytes());
         out.extend_from_slice(&self.schema_version.to_le_bytes());
+        // Appended only when present, so every event without a token keeps
+        // the fingerprint it had before tokens existed (recorded state and
+        // conflict reports stay comparable across the upgrade).
+        if self.playback_token.is_some() {
+            text(out, self.playback_token);
+        }
     }
 
     /// The payload fingerprint, using `scratch` for the encoding (so a hot
@@ -160,6 +171,7 @@ mod tests {
             revenue_eligible: true,
             ad_impressions: 0,
             schema_version: 1,
+            playback_token: None,
         }
     }
 
@@ -186,6 +198,15 @@ mod tests {
             ..p
         };
         assert_ne!(absent_vs_empty.fingerprint(), p.fingerprint());
+        // A token is appended after the fields of version 1.
+        let signed = Payload {
+            schema_version: 2,
+            playback_token: Some("vpt1"),
+            ..p
+        };
+        let mut with = Vec::new();
+        signed.encode(&mut with);
+        assert!(hex(&with).ends_with("02000000000000000400000076707431"));
     }
 
     /// The same value as Python's `xxhash.xxh3_64_intdigest(encoding,
@@ -237,6 +258,10 @@ mod tests {
             },
             Payload {
                 schema_version: 2,
+                ..p
+            },
+            Payload {
+                playback_token: Some("vpt1.k.a.b"),
                 ..p
             },
         ];

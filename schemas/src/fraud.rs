@@ -318,6 +318,7 @@ mod tests {
             revenue_eligible: true,
             ad_impressions: 1,
             schema_version: 1,
+            playback_token: None,
         }
     }
 

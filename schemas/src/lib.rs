@@ -42,7 +42,7 @@ pub mod wire;
 #[cfg(feature = "arrow")]
 pub use archive::{ArchivedEvent, raw_schema};
 pub use class::ErrorClass;
-pub use event::{Device, ReceivedEvent, ViewEvent};
+pub use event::{Device, Playback, ReceivedEvent, ViewEvent};
 pub use rules::{RULES_VERSION, RuleSet};
 pub use validate::{Fields, Rejection, Rule, ValidationContext, Violation, parse_event, validate};
 

@@ -16,7 +16,10 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::country::is_iso_country;
-use crate::event::{Device, ReceivedEvent, SCHEMA_VERSION, ViewEvent};
+use crate::event::{
+    Device, MIN_SCHEMA_VERSION, PLAYBACK_TOKEN_VERSION, Playback, ReceivedEvent, SCHEMA_VERSION,
+    ViewEvent,
+};
 use crate::rules::RuleSet;
 pub use crate::time::parse_timestamp;
 use crate::time::truncate_for_message;
@@ -31,6 +34,8 @@ pub const MAX_VIDEO_ID_CHARS: usize = 64;
 pub const MAX_USER_ID_CHARS: usize = 128;
 /// Longest `referrer` and `quality`, in characters.
 pub const MAX_TEXT_CHARS: usize = 256;
+/// Longest `playback_token`, in bytes.
+pub const MAX_PLAYBACK_TOKEN_BYTES: usize = 1024;
 
 /// What validation is relative to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +85,9 @@ pub enum Rule {
     Future,
     /// `occurred_at` is older than the late-data horizon.
     TooOld,
+    /// `playback_token` is missing where ingest requires one, or does not
+    /// verify (ingest's check, not the event's own form).
+    Signature,
 }
 
 impl Rule {
@@ -95,6 +103,7 @@ impl Rule {
             Rule::Enum => "enum",
             Rule::Future => "future",
             Rule::TooOld => "too_old",
+            Rule::Signature => "signature",
         }
     }
 }
@@ -111,7 +120,8 @@ pub struct Violation {
 }
 
 impl Violation {
-    fn new(field: &'static str, rule: Rule, message: impl Into<String>) -> Self {
+    /// A violation of `rule` by `field`, saying what is wrong and expected.
+    pub fn new(field: &'static str, rule: Rule, message: impl Into<String>) -> Self {
         Self {
             field,
             rule,
@@ -210,6 +220,17 @@ pub fn parse_event(value: &Value, ctx: &ValidationContext) -> Result<ViewEvent, 
     let schema_version = r
         .integer("schema_version", false, 0, u32::MAX)
         .and_then(|v| r.check(check_schema_version(v.into()).map(|()| v)));
+    // A token is judged against the event's version when that is a valid
+    // one (absent: 1); a broken version is its own violation.
+    let version_given = obj.get("schema_version").is_some_and(|v| !v.is_null());
+    let playback_token = r.string("playback_token", false).and_then(|s| {
+        let version = match schema_version {
+            Some(v) => i64::from(v),
+            None if version_given => i64::from(SCHEMA_VERSION),
+            None => i64::from(MIN_SCHEMA_VERSION),
+        };
+        r.check(check_playback_token(Some(s), version).map(|()| s.to_owned()))
+    });
 
     match (
         event_id,
@@ -235,7 +256,8 @@ pub fn parse_event(value: &Value, ctx: &ValidationContext) -> Result<ViewEvent, 
                 quality,
                 revenue_eligible: rev,
                 ad_impressions: ad_impressions.unwrap_or(0),
-                schema_version: schema_version.unwrap_or(SCHEMA_VERSION),
+                schema_version: schema_version.unwrap_or(MIN_SCHEMA_VERSION),
+                playback_token,
             })
         }
         _ => Err(Rejection { violations: out }),
@@ -267,6 +289,8 @@ pub struct Fields<'a> {
     pub ad_impressions: i64,
     /// `schema_version`.
     pub schema_version: i64,
+    /// `playback_token`.
+    pub playback_token: Option<&'a str>,
 }
 
 impl<'a> Fields<'a> {
@@ -283,11 +307,12 @@ impl<'a> Fields<'a> {
             quality: event.quality.as_deref(),
             ad_impressions: event.ad_impressions.into(),
             schema_version: event.schema_version.into(),
+            playback_token: event.playback_token.as_deref(),
         }
     }
 
     /// Every per-field rule, in field order. Allocates only for a violation.
-    fn checks(&self, ctx: &ValidationContext) -> [Result<(), Violation>; 10] {
+    fn checks(&self, ctx: &ValidationContext) -> [Result<(), Violation>; 11] {
         [
             check_video_id(self.video_id),
             check_user_id(self.user_id),
@@ -311,6 +336,7 @@ impl<'a> Fields<'a> {
             )
             .map(drop),
             check_schema_version(self.schema_version),
+            check_playback_token(self.playback_token, self.schema_version),
         ]
     }
 
@@ -619,15 +645,55 @@ fn check_country(s: &str) -> Result<(), Violation> {
 }
 
 fn check_schema_version(v: i64) -> Result<(), Violation> {
-    if v == i64::from(SCHEMA_VERSION) {
+    if (i64::from(MIN_SCHEMA_VERSION)..=i64::from(SCHEMA_VERSION)).contains(&v) {
         Ok(())
     } else {
         Err(Violation::new(
             "schema_version",
             Rule::Enum,
-            format!("must be {SCHEMA_VERSION} (the only version this server understands), got {v}"),
+            format!(
+                "must be {MIN_SCHEMA_VERSION} to {SCHEMA_VERSION} (the versions this server understands), got {v}"
+            ),
         ))
     }
+}
+
+/// A token's form only (its signature is ingest's to check): schema version
+/// 2 or later, at most [`MAX_PLAYBACK_TOKEN_BYTES`].
+fn check_playback_token(token: Option<&str>, version: i64) -> Result<(), Violation> {
+    let Some(token) = token else {
+        return Ok(());
+    };
+    if version < i64::from(PLAYBACK_TOKEN_VERSION) {
+        return Err(Violation::new(
+            "playback_token",
+            Rule::Format,
+            format!(
+                "needs schema_version {PLAYBACK_TOKEN_VERSION} or later (this event says {version}); send \"schema_version\": {PLAYBACK_TOKEN_VERSION} with it"
+            ),
+        ));
+    }
+    if token.is_empty() || token.len() > MAX_PLAYBACK_TOKEN_BYTES {
+        return Err(Violation::new(
+            "playback_token",
+            Rule::Length,
+            format!(
+                "must be 1 to {MAX_PLAYBACK_TOKEN_BYTES} characters, got {}",
+                token.chars().count()
+            ),
+        ));
+    }
+    if !token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(Violation::new(
+            "playback_token",
+            Rule::Format,
+            "may hold only A-Z, a-z, 0-9, '.', '_' and '-' (a token as the player service signed it)",
+        ));
+    }
+    Ok(())
 }
 
 fn json_kind(v: &Value) -> &'static str {
@@ -661,13 +727,23 @@ impl ReceivedEvent {
             Some(_) => return Err(crate::Error::Decode("received_at is not a string".into())),
             None => return Err(crate::Error::Decode("received_at is missing".into())),
         };
+        let mut text = |field: &str| match map.remove(field) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(crate::Error::Decode(format!("{field} is not a string"))),
+        };
+        let (playback, playback_id) = (text("playback")?, text("playback_id")?);
+        let playback = Playback::from_wire(playback.as_deref(), playback_id.as_deref())
+            .map_err(crate::Error::Decode)?;
         let ctx = ValidationContext {
             received_at,
             ..*limits
         };
         let event = parse_event(&Value::Object(map), &ctx)
             .map_err(|r| crate::Error::Decode(format!("invalid event: {r}")))?;
-        Ok(Self { event, received_at })
+        // Through with_playback, so an unverified record is never billable
+        // whatever its revenue_eligible says.
+        Ok(Self::new(event, received_at).with_playback(playback))
     }
 }
 
@@ -721,7 +797,7 @@ mod tests {
             "country": "us",
             "revenue_eligible": "yes",
             "ad_impressions": 1001,
-            "schema_version": 2,
+            "schema_version": 3,
         });
         let r = parse_event(&v, &ctx()).unwrap_err();
         let fields: Vec<_> = r.violations.iter().map(|v| v.field).collect();

@@ -91,6 +91,13 @@ pub(crate) struct Args {
     /// Requests in flight when sending.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// Sign every event as the platform's player service would, with this
+    /// playback signing key (`viewcount token playback-keygen`): schema
+    /// version 2 with a playback token, one playback per view. Without it
+    /// events are unsigned, and an ingest that requires signed events
+    /// rejects them.
+    #[arg(long, env = "VIEWCOUNT_PLAYBACK_SIGNING_KEY", value_name = "FILE")]
+    sign_with: Option<PathBuf>,
 }
 
 impl Args {
@@ -105,6 +112,12 @@ impl Args {
         for p in &self.patterns {
             mix.set(p)?;
         }
+        let signer = match &self.sign_with {
+            None => None,
+            Some(path) => Some(std::sync::Arc::new(crate::util::read_playback_signer(
+                path,
+            )?)),
+        };
         Ok(GenConfig {
             seed: self.seed,
             videos: self.videos,
@@ -120,6 +133,7 @@ impl Args {
             watch_mean_seconds: self.watch_mean,
             now,
             mix,
+            signer,
         })
     }
 }

@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
-use ingest::{EventProducer, IngestConfig, ProducerConfig};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use ingest::{EventProducer, IngestConfig, PlaybackPolicy, ProducerConfig};
 use schemas::RuleSet;
 
 use crate::util::{HttpFlags, KafkaFlags, RuleFlags, bind, shutdown_signal};
@@ -27,17 +29,71 @@ pub(crate) struct IngestFlags {
     /// then re-sends is removed by the event_id dedup like any re-sent event.
     #[arg(long, env = "VIEWCOUNT_KAFKA_IDEMPOTENCE", default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
     pub(crate) kafka_idempotence: bool,
+    /// The player service's public playback keys: one `<key id> ed25519
+    /// <base64 key>` line each (`viewcount token playback-keygen` writes
+    /// one to FILE.pub; keep an old key's line until its tokens expired).
+    #[arg(long, env = "VIEWCOUNT_PLAYBACK_KEYS", value_name = "FILE")]
+    pub(crate) playback_keys: Option<PathBuf>,
+    /// Reject every event without a valid playback token, with the reason
+    /// (default true; `up --demo`: false). false: keep them, recorded as
+    /// unverified and never billable.
+    #[arg(long, env = "VIEWCOUNT_REQUIRE_SIGNED_EVENTS", action = clap::ArgAction::Set, value_name = "true|false")]
+    pub(crate) require_signed_events: Option<bool>,
 }
 
 impl IngestFlags {
-    pub(crate) fn config(&self, rules: RuleSet) -> IngestConfig {
-        IngestConfig {
+    /// Ingest's settings. `demo_key`: a key `up --demo` signs its own
+    /// traffic with, trusted besides --playback-keys; `required_by_default`:
+    /// what --require-signed-events is when not given.
+    pub(crate) fn config(
+        &self,
+        rules: RuleSet,
+        demo_key: Option<&playback::PlaybackSigner>,
+        required_by_default: bool,
+    ) -> anyhow::Result<IngestConfig> {
+        Ok(IngestConfig {
             max_body_bytes: self.max_body_bytes,
             max_events: self.max_events,
             rules,
             keeper: None,
             http: telemetry::http::Limits::default(),
+            playback: self.playback_policy(demo_key, required_by_default)?,
+        })
+    }
+
+    /// How tokens are checked: there is no setting without keys that
+    /// makes unsigned events billable.
+    fn playback_policy(
+        &self,
+        demo_key: Option<&playback::PlaybackSigner>,
+        required_by_default: bool,
+    ) -> anyhow::Result<PlaybackPolicy> {
+        let required = self.require_signed_events.unwrap_or(required_by_default);
+        let mut keys = match &self.playback_keys {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --playback-keys {}", path.display()))?;
+                playback::Keyring::parse(&text, &path.display().to_string())?
+            }
+            None => playback::Keyring::default(),
+        };
+        if let Some(k) = demo_key {
+            keys.insert(k)?;
         }
+        if keys.is_empty() {
+            if required {
+                bail!(
+                    "ingest requires signed playback tokens (--require-signed-events, the default) but holds no key to verify them: give --playback-keys FILE with the player service's public keys (`viewcount token playback-keygen` makes a pair), or --require-signed-events false to keep unsigned events as unverified, never billable"
+                );
+            }
+            tracing::warn!(
+                "no --playback-keys: no playback token can be verified, so every event is kept as unverified and none is billable"
+            );
+        }
+        Ok(PlaybackPolicy::Verify {
+            keys: Arc::new(keys),
+            required,
+        })
     }
 
     pub(crate) fn producer(&self, bootstrap: &str, topic: &str) -> anyhow::Result<EventProducer> {
@@ -64,9 +120,10 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
+    // The settings first: a bad one is reported before Kafka is contacted.
+    let mut config = a.flags.config(a.rules.rules()?, None, true)?;
     let producer = Arc::new(a.flags.producer(&a.broker.kafka, &a.broker.topic)?);
     let listener = bind(&a.listen).await?;
-    let mut config = a.flags.config(a.rules.rules()?);
     config.http = a.http.limits();
     ingest::run(listener, config, producer, shutdown_signal()).await?;
     Ok(())

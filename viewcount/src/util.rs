@@ -349,3 +349,14 @@ pub(crate) async fn shutdown_signal() {
         std::process::exit(130);
     });
 }
+
+/// Reads a playback signing key file (`viewcount token playback-keygen`).
+pub(crate) fn read_playback_signer(
+    path: &std::path::Path,
+) -> anyhow::Result<playback::PlaybackSigner> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the playback signing key {}", path.display()))?;
+    playback::PlaybackSigner::parse(&text)
+        .with_context(|| format!("{} is not usable", path.display()))
+}

@@ -2,7 +2,8 @@
 //! byte-identical output and the same row counts, and both equal the truth,
 //! on an archive with every hard case: exact re-sends, conflicting copies
 //! (some received before the original), the same Kafka record archived twice,
-//! invalid rows, late events and a fraud pattern.
+//! invalid rows, late events, a fraud pattern, and events whose playback
+//! token verified, did not, or was never checked.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use loadgen::{GenConfig, Generator, Truth};
 use object_store::ObjectStore;
 use schemas::fraud::FraudRule;
 use schemas::rules::hour_bucket;
-use schemas::{ArchivedEvent, RuleSet, ValidationContext};
+use schemas::{ArchivedEvent, Playback, RuleSet, ValidationContext};
 
 use crate::hard_cases::{archive, days, write};
 use crate::harness::expected;
@@ -164,7 +165,17 @@ async fn a_tiny_memory_limit_spills_and_gives_the_same_bytes() {
 async fn native_and_sql_engines_agree_byte_for_byte_and_with_the_truth() {
     let dir = tempfile::tempdir().unwrap();
     let store = store::layout::open(&format!("file://{}", dir.path().display())).unwrap();
-    let a = archive();
+    let mut a = archive();
+    a.rows = with_playbacks(&a.rows);
+    a.rearchived = with_playbacks(&a.rearchived);
+    let verdicts =
+        |p: fn(&Playback) -> bool| a.rows.iter().filter(|r| p(&r.received.playback)).count();
+    assert!(
+        verdicts(|p| matches!(p, Playback::Verified { .. })) > 10
+            && verdicts(|p| matches!(p, Playback::Unverified { .. })) > 10
+            && verdicts(|p| *p == Playback::Unchecked) > 10,
+        "every kind of verdict is in the archive"
+    );
     write(store.as_ref(), &a.rows, 0).await;
     write(store.as_ref(), &a.rearchived, 1_000_000).await;
 
@@ -229,6 +240,40 @@ async fn native_and_sql_engines_agree_byte_for_byte_and_with_the_truth() {
         .await
         .unwrap();
     testkit::assert_same_map(&got, &expected(&truth), "batch output");
+}
+
+/// `rows` as an ingest checking playback tokens records them, chosen by
+/// event id so every copy of an event gets the same: a third verified (the
+/// version-1 ones get a token and version 2), a seventh unverified (never
+/// billable), the rest unchecked (archived before tokens); the fraud
+/// pattern's video as it is.
+fn with_playbacks(rows: &[ArchivedEvent]) -> Vec<ArchivedEvent> {
+    let signer = playback::PlaybackSigner::from_seed("k1", [3; 32]).unwrap();
+    rows.iter()
+        .cloned()
+        .map(|mut r| {
+            let e = &mut r.received.event;
+            if e.video_id == "vFraud" {
+                // The fraud pattern stays as it is pinned below.
+                return r;
+            }
+            let verdict = match e.event_id.as_u128() % 21 {
+                0..=6 if e.schema_version == 1 => {
+                    let id = format!("pb-{}", e.event_id);
+                    e.schema_version = 2;
+                    e.playback_token =
+                        Some(signer.issue(&e.video_id, &id, e.occurred_at, Duration::hours(1)));
+                    Playback::Verified { playback_id: id }
+                }
+                7..=9 => Playback::Unverified {
+                    reason: "invalid:expired".into(),
+                },
+                _ => Playback::Unchecked,
+            };
+            r.received = r.received.with_playback(verdict);
+            r
+        })
+        .collect()
 }
 
 /// What the speed layer counts from these rows: each Kafka record once, in

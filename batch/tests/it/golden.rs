@@ -49,32 +49,35 @@ fn rows() -> Vec<ArchivedEvent> {
     out
 }
 
-const GOLDEN_RUN_ID: &str = "50a4882d1c6c57f3";
+// The raw files changed when the archive gained playback_token, playback
+// and playback_id (null here), and with them the run id; the views and
+// filtered bytes did not.
+const GOLDEN_RUN_ID: &str = "0baecb3e3a4f1a51";
 const GOLDEN_INPUTS: &[(&str, &str)] = &[
     (
         "raw/dt=2026-11-20/hour=10/p0000-00000000000000000000-00000000000000000010.parquet",
-        "4b1a87b4732c9966272135e799d1c8da0f7868fa7f5a2ddc9c403d728309354c",
+        "70bcbd66bbfb029118e75b63e1284a1a1baa6a137aae1217b93888c3e0d20238",
     ),
     (
         "raw/dt=2026-11-20/hour=10/p0001-00000000000000000001-00000000000000000011.parquet",
-        "9da0955a0a7fd8ef768def08b4858badc959220cfe046d57f94ec1a76ef21efe",
+        "2226fb65ef8408f2935bb20d6da0018672f33b57f626209c2ba60e6ef84f0db8",
     ),
     (
         "raw/dt=2026-11-20/hour=11/p0000-00000000000000000012-00000000000000000022.parquet",
-        "4073e9a4153c78a97b2deac8ace7c5b818783221b8c78cc83691b075b5b83ec6",
+        "adc64cac0d4dcd0c480b8f401036caf611333df4f74be95fb8f4bae8ce9e8aa4",
     ),
     (
         "raw/dt=2026-11-20/hour=11/p0001-00000000000000000013-00000000000000000023.parquet",
-        "d88fa4aecb68485aae648b4a14546bf42a9ab11d76d065c43c0d048784e17a77",
+        "da47fa138035bd56c3c9c81154bba3047ee1db419c8526733efa0519d3b65c5c",
     ),
 ];
 const GOLDEN_OUTPUTS: &[(&str, &str)] = &[
     (
-        "views/run=50a4882d1c6c57f3/part-0.parquet",
+        "views/run=0baecb3e3a4f1a51/part-0.parquet",
         "b87feab1812dc4b7c156c6bfd9b1111f452bcf6a99df6876ace2947e716911c8",
     ),
     (
-        "filtered/run=50a4882d1c6c57f3/part-0.parquet",
+        "filtered/run=0baecb3e3a4f1a51/part-0.parquet",
         "0ad4273e58d6fd72de01a70f74f010c4597d9b3ad29bec5ec4581994e51fdb95",
     ),
 ];

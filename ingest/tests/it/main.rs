@@ -6,3 +6,4 @@ mod harness;
 mod http_errors;
 mod readback;
 mod shutdown;
+mod signed;

@@ -29,7 +29,7 @@ fn break_rule(e: &mut ViewEvent, kind: u8) {
         9 => e.country = Some("us".into()),
         10 => e.referrer = Some("r".repeat(257)),
         11 => e.ad_impressions = 1_001,
-        _ => e.schema_version = 2,
+        _ => e.schema_version = 3,
     }
 }
 
@@ -94,7 +94,16 @@ fn arrow_level_breakage_is_invalid_and_optional_nulls_are_not() {
         .map(|f| (f.name(), ()))
     {
         let col = arrow::compute::nullif(good.column_by_name(name).unwrap(), &first_null).unwrap();
-        let optional = ["session_id", "country", "referrer", "quality"].contains(&name.as_str());
+        let optional = [
+            "session_id",
+            "country",
+            "referrer",
+            "quality",
+            "playback_token",
+            "playback",
+            "playback_id",
+        ]
+        .contains(&name.as_str());
         let verdicts = valid_rows(&with_column(&good, name, col), &RuleSet::default()).unwrap();
         assert_eq!(verdicts.value(0), optional, "null {name}");
         assert!(verdicts.value(1), "row without the null, {name}");

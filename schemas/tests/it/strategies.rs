@@ -32,7 +32,10 @@ prop_compose! {
         country in proptest::option::of(proptest::sample::select(COUNTRIES.to_vec())),
         referrer in opt_text(256),
         quality in opt_text(256),
-        revenue_eligible in any::<bool>(),
+        (revenue_eligible, playback_token) in (
+            any::<bool>(),
+            proptest::option::of("[A-Za-z0-9._-]{1,300}"),
+        ),
         ad_impressions in 0u32..=1000,
     ) -> ViewEvent {
         ViewEvent {
@@ -48,7 +51,9 @@ prop_compose! {
             quality,
             revenue_eligible,
             ad_impressions,
-            schema_version: 1,
+            // A token's form needs schema version 2.
+            schema_version: if playback_token.is_some() { 2 } else { 1 },
+            playback_token,
         }
     }
 }
@@ -98,7 +103,7 @@ pub(crate) fn mutation() -> impl Strategy<Value = (&'static str, Value)> {
         s("revenue_eligible", Value::Null),
         s("ad_impressions", json!(1001)),
         s("ad_impressions", json!(-3)),
-        s("schema_version", json!(2)),
+        s("schema_version", json!(3)),
         s("schema_version", json!("1")),
     ]
 }

@@ -16,21 +16,20 @@ use schemas::{ReceivedEvent, RuleSet, ValidationContext};
 
 use super::summary::top_videos;
 
-/// Sends `n` generated events through ingest, then checks what reached Kafka
-/// and what the speed layer counted against the generator's truth.
+/// Sends the events of `generate` (its `events`, signed by its `signer`)
+/// through ingest, then checks what reached Kafka and what the speed layer
+/// counted against the generator's truth.
 pub(super) async fn demo(
     base: &str,
     bootstrap: &str,
     topic: &str,
     redis_url: &str,
     keys: &KeySpace,
-    n: u64,
+    generate: GenConfig,
     rules: RuleSet,
 ) -> anyhow::Result<Truth> {
-    let generator = Generator::new(GenConfig {
-        events: n,
-        ..GenConfig::default()
-    })?;
+    let n = generate.events;
+    let generator = Generator::new(generate)?;
     let mut truth = Truth::new(rules);
     say!("\ndemo: sending {n} generated events (10% re-sends, 5% late, 2% invalid) ...");
     let cfg = SendConfig::new(format!("{base}/v1/events"));

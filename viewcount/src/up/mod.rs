@@ -112,6 +112,10 @@ pub(crate) struct Args {
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     // One rule set for every layer this process runs.
     let rules = a.rules.rules()?;
+    let demo_key = match a.demo {
+        Some(_) => Some(Arc::new(playback::PlaybackSigner::generate("demo")?)),
+        None => None,
+    };
     let embedded;
     let bootstrap = match &a.kafka {
         Some(b) => {
@@ -240,7 +244,12 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let ops_view = ops.clone();
     // Nothing is acknowledged that the archive cannot keep: the embedded
     // Kafka holds records only in memory.
-    let mut ingest_config = a.ingest.config(rules);
+    // The demo signs its own traffic as a player service would, with a key
+    // of this process; events sent by hand are kept (unverified, never
+    // billable) unless --require-signed-events.
+    let mut ingest_config = a
+        .ingest
+        .config(rules, demo_key.as_deref(), a.demo.is_none())?;
     ingest_config.keeper = Some(archive_ready.clone());
     let app = ingest::server::router(ingest_config, producer.clone(), ingest_metrics)
         .merge(serving.router.clone())
@@ -329,7 +338,20 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let mut outcome = Ok(());
     if let Some(n) = a.demo {
         outcome = async {
-            let demo_truth = demo(&base, &bootstrap, &a.topic, &redis_url, &keys, n, rules).await?;
+            let demo_truth = demo(
+                &base,
+                &bootstrap,
+                &a.topic,
+                &redis_url,
+                &keys,
+                loadgen::GenConfig {
+                    events: n,
+                    signer: demo_key.clone(),
+                    ..loadgen::GenConfig::default()
+                },
+                rules,
+            )
+            .await?;
             let w = demo_batch(
                 store.clone(),
                 &scheduler,
@@ -367,7 +389,11 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
                     "\nup. Generated traffic goes on at {} events/s (duplicates, late and invalid ones included); send your own with:",
                     a.demo_rate
                 );
-                Some(tokio::spawn(demo_traffic(base.clone(), a.demo_rate)))
+                Some(tokio::spawn(demo_traffic(
+                    base.clone(),
+                    a.demo_rate,
+                    demo_key.clone(),
+                )))
             }
             _ => {
                 say!("\nup. Send events with:");

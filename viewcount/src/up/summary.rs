@@ -14,7 +14,11 @@ use schemas::RuleSet;
 /// Generated traffic at `rate` events per second until aborted: current
 /// views, with the generator's share of re-sends, late (1 to 72 hours old,
 /// so the scheduled batch has dirty hours to heal) and invalid events.
-pub(super) async fn demo_traffic(base: String, rate: f64) {
+pub(super) async fn demo_traffic(
+    base: String,
+    rate: f64,
+    signer: Option<std::sync::Arc<playback::PlaybackSigner>>,
+) {
     let chunk = Duration::from_secs(5);
     let mut cfg = SendConfig::new(format!("{base}/v1/events"));
     cfg.rate = Some(rate);
@@ -33,6 +37,7 @@ pub(super) async fn demo_traffic(base: String, rate: f64) {
             start: now - span,
             span,
             now,
+            signer: signer.clone(),
             ..GenConfig::default()
         });
         let sent = match generator {

@@ -1,6 +1,7 @@
 //! The binary as a user runs it (`viewcount gen --catalog`, `viewcount gen
 //! --fraud-ratio --labels`, `viewcount catalog import/show`, `viewcount
-//! token create`): exit codes, output and the files it leaves.
+//! token create`, `viewcount token playback-keygen/sign-playback`): exit
+//! codes, output and the files it leaves.
 
 use std::path::Path;
 use std::process::Output;
@@ -140,6 +141,102 @@ fn labelled_traffic_lists_each_labelled_event_once_and_the_truth_counts_them() {
         "{}",
         text(&bad.stderr)
     );
+}
+
+#[test]
+fn a_playback_key_pair_signs_tokens_its_public_line_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("player.key");
+    let key = key.to_str().unwrap();
+    let out = viewcount(
+        &[
+            "token",
+            "playback-keygen",
+            "--key-id",
+            "2026-12",
+            "--out",
+            key,
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let public = std::fs::read_to_string(format!("{key}.pub")).unwrap();
+    assert!(public.starts_with("2026-12 ed25519 "), "{public}");
+    let ring = playback::Keyring::parse(&public, "player.key.pub").unwrap();
+
+    let out = viewcount(
+        &[
+            "token",
+            "sign-playback",
+            "--key",
+            key,
+            "--video",
+            "v7",
+            "--playback-id",
+            "pb-9",
+            "--ttl",
+            "2h",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    let now = chrono::Utc::now();
+    let v = ring.verify(&token, "v7", now, now).unwrap();
+    assert_eq!(
+        (v.key_id.as_str(), v.claims.playback_id.as_str()),
+        ("2026-12", "pb-9")
+    );
+    assert_eq!(v.claims.exp - v.claims.iat, 7_200);
+
+    // Refusals say what to do: an existing key is kept, a public line is
+    // not a signing key, a day and more is too long.
+    for (args, want) in [
+        (
+            vec!["token", "playback-keygen", "--key-id", "x", "--out", key],
+            "never overwritten",
+        ),
+        (
+            vec![
+                "token",
+                "sign-playback",
+                "--key",
+                &format!("{key}.pub"),
+                "--video",
+                "v7",
+            ],
+            "make one with `viewcount token playback-keygen`",
+        ),
+        (
+            vec![
+                "token",
+                "sign-playback",
+                "--key",
+                key,
+                "--video",
+                "v7",
+                "--ttl",
+                "25h",
+            ],
+            "longer than the 24 h",
+        ),
+        (
+            vec![
+                "token",
+                "playback-keygen",
+                "--key-id",
+                "a b",
+                "--out",
+                "/tmp/never",
+            ],
+            "key id",
+        ),
+    ] {
+        let out = viewcount(&args, dir.path());
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
 }
 
 #[test]

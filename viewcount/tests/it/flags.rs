@@ -70,7 +70,8 @@ fn flags(help: &str) -> Vec<Flag> {
         // on lines of their own below it.
         let Some(last) = out.last_mut() else { continue };
         for part in t.split('[').skip(1) {
-            let part = part.trim_end_matches(']').trim_end_matches(']');
+            // "[default: true] [possible values: ...]": a space before the next.
+            let part = part.trim_end().trim_end_matches(']');
             if let Some(v) = part.strip_prefix("env: ") {
                 last.env = Some(v.split('=').next().unwrap_or_default().to_owned());
             } else if let Some(v) = part.strip_prefix("default: ") {

@@ -113,7 +113,13 @@ fn every_service_passes_promtool_check_metrics() {
     let services: [(&str, Vec<&str>, &[&str]); 6] = [
         (
             "ingest",
-            vec!["ingest", "--kafka", bootstrap],
+            vec![
+                "ingest",
+                "--kafka",
+                bootstrap,
+                "--require-signed-events",
+                "false",
+            ],
             &[
                 "viewcount_ingest_events_accepted_total",
                 "viewcount_ingest_produce_ack_seconds_bucket",

@@ -218,7 +218,11 @@ impl Dice {
 /// Traffic at [`RATE`] events a second until `stop`, every request retried
 /// until ingest acknowledges it (so the truth is exactly what was
 /// acknowledged, whatever is killed meanwhile).
-fn traffic(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Truth> {
+fn traffic(
+    url: String,
+    signer: Arc<playback::PlaybackSigner>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Truth> {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -246,6 +250,7 @@ fn traffic(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Truth>
                     start: now - s,
                     span: s,
                     now,
+                    signer: Some(signer.clone()),
                     ..GenConfig::default()
                 })
                 .unwrap();
@@ -365,6 +370,25 @@ fn under_kills_and_freezes_nothing_acknowledged_is_lost_or_counted_twice() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let admin = text(&out.stdout).lines().next().unwrap().trim().to_owned();
+    // The player service's key: ingest requires signed events (the
+    // default) and the traffic is signed with it.
+    let playback_key = dir.path().join("playback.key");
+    let out = run(
+        &[
+            "token",
+            "playback-keygen",
+            "--key-id",
+            "soak",
+            "--out",
+            playback_key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let signer = Arc::new(
+        playback::PlaybackSigner::parse(&std::fs::read_to_string(&playback_key).unwrap()).unwrap(),
+    );
+    let playback_keys = format!("{}.pub", playback_key.display());
 
     let service = |name: &'static str, args: &[&str]| Service {
         name,
@@ -394,6 +418,8 @@ fn under_kills_and_freezes_nothing_acknowledged_is_lost_or_counted_twice() {
                 &bootstrap,
                 "--kafka-idempotence",
                 if broker.is_some() { "false" } else { "true" },
+                "--playback-keys",
+                &playback_keys,
             ],
         ),
         service(
@@ -439,7 +465,7 @@ fn under_kills_and_freezes_nothing_acknowledged_is_lost_or_counted_twice() {
     }
     let ingest_url = format!("http://127.0.0.1:{}/v1/events", services[0].port);
     let stop = Arc::new(AtomicBool::new(false));
-    let load = traffic(ingest_url, stop.clone());
+    let load = traffic(ingest_url, signer, stop.clone());
 
     // The nemesis: a fault every 2 to 5 s.
     let mut dice = Dice(0x005e_ed0f_fa17 ^ seconds);
