@@ -184,12 +184,18 @@ impl Drop for SoakDir {
     }
 }
 
-/// The first panic a process wrote to its log, if any.
+/// The first panic a process wrote to its log, if any; for tansu also its
+/// storage task having stopped (every request then fails `UnableToSend`,
+/// sometimes with no panic printed before).
 fn panicked(log: &Path) -> Option<String> {
     let t = text(&std::fs::read(log).unwrap_or_default());
     let mut lines = t.lines();
-    lines.position(|l| l.contains("panicked at"))?;
-    Some(lines.next().unwrap_or("").trim().to_owned())
+    if lines.position(|l| l.contains("panicked at")).is_some() {
+        return Some(lines.next().unwrap_or("").trim().to_owned());
+    }
+    t.lines()
+        .find(|l| l.contains("err=Storage(UnableToSend)"))
+        .map(|_| "its storage task stopped: every request fails UnableToSend".to_owned())
 }
 
 fn tail(p: &Path) -> String {
@@ -478,6 +484,17 @@ fn under_kills_and_freezes_nothing_acknowledged_is_lost_or_counted_twice() {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_millis(2_000 + 1_000 * dice.below(4)));
+        // A broker that failed inside fails the soak at once, named as the
+        // broker's defect (it would otherwise stall whatever waits on it).
+        if let Some(b) = &broker
+            && let Some(why) = panicked(&b.log)
+        {
+            panic!(
+                "after {} s of faults the broker failed inside ({why}), a defect of the broker, not of viewcount:\n{}",
+                started.elapsed().as_secs(),
+                tail(&b.log)
+            );
+        }
         let targets = services.len() + 1 + usize::from(broker.is_some());
         let which = dice.below(targets as u64) as usize;
         let pause = Duration::from_millis(300 + 300 * dice.below(6));
