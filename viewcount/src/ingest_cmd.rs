@@ -1,8 +1,7 @@
 //! `viewcount ingest`.
 
-use std::sync::Arc;
-
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use ingest::{EventProducer, IngestConfig, PlaybackPolicy, ProducerConfig};
