@@ -75,28 +75,38 @@ impl PlaybackPolicy {
             return Ok(Playback::Unchecked);
         };
         let verdict = match &event.playback_token {
-            None => Err((
-                "unsigned".to_owned(),
-                format!(
-                    "is missing: this ingest requires a signed playback token from the platform's player service (schema_version {}); see `viewcount token sign-playback`",
-                    schemas::event::PLAYBACK_TOKEN_VERSION
-                ),
-            )),
+            None => Err(None),
             Some(t) => keys
                 .verify(t, &event.video_id, event.occurred_at, received_at)
                 .map(|v| v.claims.playback_id)
-                .map_err(|e| (format!("invalid:{}", e.code()), e.to_string())),
+                .map_err(Some),
         };
+        // The sentence is written only for a rejection, not for every
+        // event kept as unverified.
         match verdict {
             Ok(playback_id) => Ok(Playback::Verified { playback_id }),
-            Err((_, message)) if *required => Err(Rejection {
+            Err(e) if *required => Err(Rejection {
                 violations: vec![Violation::new(
                     "playback_token",
                     Rule::Signature,
-                    message.trim_start_matches("playback_token ").to_owned(),
+                    match e {
+                        None => format!(
+                            "is missing: this ingest requires a signed playback token from the platform's player service (schema_version {}); see `viewcount token sign-playback`",
+                            schemas::event::PLAYBACK_TOKEN_VERSION
+                        ),
+                        Some(e) => e
+                            .to_string()
+                            .trim_start_matches("playback_token ")
+                            .to_owned(),
+                    },
                 )],
             }),
-            Err((reason, _)) => Ok(Playback::Unverified { reason }),
+            Err(None) => Ok(Playback::Unverified {
+                reason: "unsigned".to_owned(),
+            }),
+            Err(Some(e)) => Ok(Playback::Unverified {
+                reason: format!("invalid:{}", e.code()),
+            }),
         }
     }
 }

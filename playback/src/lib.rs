@@ -67,14 +67,14 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// When the token was issued.
-    pub fn issued_at(&self) -> DateTime<Utc> {
-        DateTime::from_timestamp(self.iat, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
+    /// When the token was issued (`None`: outside chrono's range).
+    pub fn issued_at(&self) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp(self.iat, 0)
     }
 
-    /// When it expires.
-    pub fn expires_at(&self) -> DateTime<Utc> {
-        DateTime::from_timestamp(self.exp, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
+    /// When it expires (`None`: outside chrono's range).
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp(self.exp, 0)
     }
 }
 
@@ -457,7 +457,18 @@ impl Keyring {
                 hours: lifetime / 3600,
             });
         }
-        let (from, to) = (claims.issued_at(), claims.expires_at());
+        // Times far outside any calendar (a signer's bug) are refused, not
+        // turned into a date that skew arithmetic would overflow.
+        let (Some(from), Some(to)) = (
+            claims
+                .issued_at()
+                .filter(|t| t.timestamp().unsigned_abs() < 1 << 40),
+            claims
+                .expires_at()
+                .filter(|t| t.timestamp().unsigned_abs() < 1 << 40),
+        ) else {
+            return Err(malformed("iat or exp is not a plausible Unix time"));
+        };
         if from > received_at + CLOCK_SKEW {
             return Err(TokenError::NotYetValid {
                 issued: from.to_rfc3339(),
@@ -512,7 +523,7 @@ mod tests {
             .unwrap();
         assert_eq!(v.key_id, "k1");
         assert_eq!(v.claims.playback_id, "pb-42");
-        assert_eq!(v.claims.issued_at(), at(T0));
+        assert_eq!(v.claims.issued_at(), Some(at(T0)));
         // A late event, received days after the token expired, is judged by
         // when it occurred.
         ring.verify(
@@ -611,6 +622,24 @@ mod tests {
                 check(junk, "v-1", occurred, received).code(),
                 "malformed",
                 "{junk:?}"
+            );
+        }
+        // Signed, but with times no calendar holds: refused, no overflow.
+        for (iat, exp) in [
+            (i64::MIN, i64::MIN),
+            (i64::MAX - 10, i64::MAX),
+            (-(1 << 41), -(1 << 41)),
+        ] {
+            let t = s.sign(&Claims {
+                video_id: "v-1".into(),
+                playback_id: "p".into(),
+                iat,
+                exp,
+            });
+            assert_eq!(
+                check(&t, "v-1", occurred, received).code(),
+                "malformed",
+                "{iat}"
             );
         }
         let huge = format!("vpt1.k1.{}.x", "a".repeat(2000));

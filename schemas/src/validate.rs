@@ -767,6 +767,31 @@ mod tests {
         })
     }
 
+    /// A Kafka record is decoded through `with_playback`: one marked
+    /// unverified is never billable whatever its revenue_eligible says, and
+    /// a verdict ingest never writes is refused.
+    #[test]
+    fn a_record_marked_unverified_decodes_never_billable() {
+        let mut v = good();
+        v["received_at"] = json!("2026-11-21T13:00:00Z");
+        v["playback"] = json!("invalid:expired");
+        let bytes = serde_json::to_vec(&v).unwrap();
+        let e = ReceivedEvent::from_json_bytes(&bytes, &ctx()).unwrap();
+        assert!(!e.event.revenue_eligible);
+        assert_eq!(
+            e.playback,
+            Playback::Unverified {
+                reason: "invalid:expired".into()
+            }
+        );
+        // Written back, it reads the same.
+        let again = ReceivedEvent::from_json_bytes(&e.to_json_bytes(), &ctx()).unwrap();
+        assert_eq!(again, e);
+        v["playback"] = json!("trusted");
+        let bytes = serde_json::to_vec(&v).unwrap();
+        assert!(ReceivedEvent::from_json_bytes(&bytes, &ctx()).is_err());
+    }
+
     #[test]
     fn minimal_event_gets_defaults() {
         let e = parse_event(&good(), &ctx()).unwrap();

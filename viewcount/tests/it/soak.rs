@@ -184,6 +184,17 @@ impl Drop for SoakDir {
     }
 }
 
+/// Runs `viewcount ARGS`, which must succeed: its stdout.
+fn cli(args: &[&str]) -> String {
+    let out = run(args, &[]);
+    assert!(
+        out.status.success(),
+        "viewcount {args:?}: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
 /// The first panic a process wrote to its log, if any; for tansu also its
 /// storage task having stopped (every request then fails `UnableToSend`,
 /// sometimes with no panic printed before).
@@ -340,17 +351,13 @@ fn under_kills_and_freezes_nothing_acknowledged_is_lost_or_counted_twice() {
     }
     let catalog = dir.path().join("catalog.csv");
     std::fs::write(&catalog, csv).unwrap();
-    let out = run(
-        &[
-            "catalog",
-            "import",
-            catalog.to_str().unwrap(),
-            "--store",
-            &store,
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    cli(&[
+        "catalog",
+        "import",
+        catalog.to_str().unwrap(),
+        "--store",
+        &store,
+    ]);
     let rates = dir.path().join("rates.toml");
     std::fs::write(
         &rates,
@@ -358,39 +365,24 @@ fn under_kills_and_freezes_nothing_acknowledged_is_lost_or_counted_twice() {
     )
     .unwrap();
     let key = dir.path().join("ledger.key");
-    let out = run(&["ledger", "keygen", "--out", key.to_str().unwrap()], &[]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    cli(&["ledger", "keygen", "--out", key.to_str().unwrap()]);
     let tokens = dir.path().join("tokens.toml");
-    let out = run(
-        &[
-            "token",
-            "create",
-            "--role",
-            "admin",
-            "--name",
-            "soak",
-            "--tokens",
-            tokens.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let admin = text(&out.stdout).lines().next().unwrap().trim().to_owned();
+    let tokens = tokens.to_str().unwrap();
+    let created = cli(&[
+        "token", "create", "--role", "admin", "--name", "soak", "--tokens", tokens,
+    ]);
+    let admin = created.lines().next().unwrap().trim().to_owned();
     // The player service's key: ingest requires signed events (the
     // default) and the traffic is signed with it.
     let playback_key = dir.path().join("playback.key");
-    let out = run(
-        &[
-            "token",
-            "playback-keygen",
-            "--key-id",
-            "soak",
-            "--out",
-            playback_key.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    cli(&[
+        "token",
+        "playback-keygen",
+        "--key-id",
+        "soak",
+        "--out",
+        playback_key.to_str().unwrap(),
+    ]);
     let signer = Arc::new(
         playback::PlaybackSigner::parse(&std::fs::read_to_string(&playback_key).unwrap()).unwrap(),
     );
@@ -457,7 +449,7 @@ fn under_kills_and_freezes_nothing_acknowledged_is_lost_or_counted_twice() {
                 "--redis-url",
                 &redis_url,
                 "--tokens",
-                tokens.to_str().unwrap(),
+                tokens,
                 "--rate-limit",
                 "0",
             ],
