@@ -11,7 +11,8 @@
 //! keep each event id's first copy with a `GROUP BY` and `first_value(…
 //! ORDER BY` the copy order`)` (a hash aggregate, where a `ROW_NUMBER` per
 //! event id sorted every raw row), number each (user, video, day)'s
-//! billable views for the daily cap, find what each invalid-traffic rule
+//! billable views for the daily cap and each (verified playback, video,
+//! day)'s for the replay rule, find what each invalid-traffic rule
 //! of [`schemas::fraud`] catches (a `GROUP BY … HAVING` per rule, window
 //! counts for zero-engagement bursts) and join it in, and aggregate per
 //! video and hour with
@@ -121,6 +122,17 @@ fn ctes(rules: &RuleSet) -> String {
             "print",
         ));
     }
+    // The replay rule ranks a verified playback's billable views of a
+    // video and day as the daily cap ranks a user's (no join: a window).
+    let replay = if rules.token_replay_views > 0 {
+        format!(
+            "\n                            WHEN n.ph IS NOT NULL AND n.prn > {} THEN '{}'",
+            rules.token_replay_views,
+            FraudRule::TokenReplay.name()
+        )
+    } else {
+        String::new()
+    };
     let mut tables = String::new();
     let mut joins = String::new();
     let mut cases = String::new();
@@ -139,11 +151,12 @@ fn ctes(rules: &RuleSet) -> String {
                   CASE WHEN revenue_eligible AND watch_seconds >= {min} THEN 1 ELSE 0 END AS billable,
                   received_at, kafka_partition, kafka_offset, ad_impressions,
                   vc_user_hash(user_id) AS uh,
+                  CASE WHEN playback = 'verified' THEN vc_user_hash(playback_id) END AS ph,
                   vc_print({RAW_COLUMNS}, '{json}') AS print,
                   vc_payload_fp({RAW_COLUMNS}, '{json}') AS fp
            FROM raw WHERE vc_valid({RAW_COLUMNS}, '{json}')),
          firsts AS (
-           SELECT event_id, {video}, {user}, {occurred}, {watch}, {billable}, {uh}, {print}, {ads},
+           SELECT event_id, {video}, {user}, {occurred}, {watch}, {billable}, {uh}, {ph}, {print}, {ads},
                   COUNT(*) AS copies,
                   CASE WHEN MIN(fp) <> MAX(fp) THEN 1 ELSE 0 END AS conflicting
            FROM valid GROUP BY event_id),
@@ -153,22 +166,26 @@ fn ctes(rules: &RuleSet) -> String {
            FROM firsts),
          numbered AS (
            SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id, video_id, date_trunc('day', occurred_at), billable
-                                        ORDER BY occurred_at, event_id) AS brn
+                                        ORDER BY occurred_at, event_id) AS brn,
+                  ROW_NUMBER() OVER (PARTITION BY ph, video_id, date_trunc('day', occurred_at), billable
+                                     ORDER BY occurred_at, event_id) AS prn
            FROM viewed){tables},
          ruled AS (
-           SELECT n.*, CASE WHEN n.billable = 0 THEN NULL{cases}
+           SELECT n.*, CASE WHEN n.billable = 0 THEN NULL{replay}{cases}
                             WHEN n.brn > {cap} THEN 'daily_cap' END AS rule
            FROM numbered n{joins}),
          capped AS (
            SELECT *, CASE WHEN rule IS NULL THEN 0 ELSE 1 END AS filtered FROM ruled)",
         min = rules.billable_min_watch_seconds,
         cap = rules.fraud_cap_per_user_video_day,
+        replay = replay,
         video = fv("video_id"),
         user = fv("user_id"),
         occurred = fv("occurred_at"),
         watch = fv("watch_seconds"),
         billable = fv("billable"),
         uh = fv("uh"),
+        ph = fv("ph"),
         print = fv("print"),
         ads = fv("ad_impressions"),
     )

@@ -921,17 +921,24 @@ impl Reader<'_> {
         let mut held = c.user_id.get_array_memory_size() as u64;
         let state = &self.work.state;
         let (min_watch, farms) = (min_watch(self.rules), self.rules.bot_farm_accounts > 0);
+        let replays = self.rules.token_replay_views > 0;
         for i in 0..c.len() {
             let Some(id) = c.valid_event_id(i, self.rules) else {
                 continue;
             };
             let key = event_key(id);
             let (watch_seconds, eligible) = (c.watch_seconds.value(i), c.revenue_eligible.value(i));
-            let print = if farms && eligible && watch_seconds >= min_watch {
+            let billable = eligible && watch_seconds >= min_watch;
+            let print = if farms && billable {
                 c.print(i, &mut self.scratch)
             } else {
                 0
             };
+            let playback = replays
+                .then(|| c.verified_playback_id(i))
+                .flatten()
+                .filter(|_| billable)
+                .map(|id| value_hash(id.as_bytes()));
             let video = self.videos.id(state, c.video_id.value(i));
             let id_hash = state.hash_one(key);
             held += self.shards[(id_hash >> 58) as usize % SHARDS].push(Row {
@@ -950,6 +957,8 @@ impl Reader<'_> {
                 reader: self.index,
                 eligible,
                 zero_ads: c.ad_impressions.value(i) == 0,
+                playback: playback.unwrap_or(0),
+                verified: playback.is_some(),
             }) as u64;
         }
         self.held += held;
@@ -1278,6 +1287,34 @@ fn count_bucket<'s>(
             mark(n as usize, FraudRule::DailyCap);
         }
     }
+    // Token replays: a verified playback's billable views of a video and
+    // day beyond the rule's number, in time and event id order (only
+    // groups with more than that many are ranked).
+    if rules.token_replay_views > 0 {
+        let keep = rules.token_replay_views as usize;
+        type Played = (u32, i32, u64);
+        let played =
+            |r: &Row| -> Played { (r.video, r.occurred_at.div_euclid(DAY_US) as i32, r.playback) };
+        let verified = || billables().filter(|(_, r)| r.verified);
+        let mut views: HashMap<Played, u32, RandomState> = HashMap::with_hasher(state.clone());
+        for (_, r) in verified() {
+            *views.entry(played(r)).or_default() += 1;
+        }
+        views.retain(|_, n| *n as usize > keep);
+        if !views.is_empty() {
+            let mut ranked: Vec<(Played, i64, [u64; 2], usize)> = verified()
+                .filter(|(_, r)| views.contains_key(&played(r)))
+                .map(|(n, r)| (played(r), r.occurred_at, r.id, n))
+                .collect();
+            ranked.sort_unstable();
+            for group in ranked.chunk_by(|a, b| a.0 == b.0) {
+                for &(_, _, _, n) in group.iter().skip(keep) {
+                    mark(n, FraudRule::TokenReplay);
+                }
+            }
+        }
+    }
+
     // Repeat loops, per user hash and hour of the day's heavy groups.
     if repeat > 0 {
         for group in heavy.chunk_by(|a, b| a.0 == b.0) {
@@ -1463,11 +1500,13 @@ mod tests {
             video: 0,
             user_hash: 42,
             print: 0,
+            playback: 0,
             chunk: 0,
             row: user,
             reader: 0,
             eligible: true,
             zero_ads: false,
+            verified: false,
         };
         let run = |alice: u64, bob: u64| {
             let mut rows = Blocks::default();
@@ -1489,6 +1528,7 @@ mod tests {
                     repeat_loop_views: 0,
                     bot_farm_accounts: 0,
                     zero_engagement_views: 0,
+                    token_replay_views: 0,
                     ..RuleSet::default()
                 },
                 &state,

@@ -25,6 +25,10 @@ pub(crate) struct Row {
     /// The behavioural [`schemas::fraud::fingerprint`] (bot-farm rule) of a billable row;
     /// 0 for the others, or with the rule off.
     pub(crate) print: u64,
+    /// The verified playback id's [`schemas::fraud::value_hash`] (replay
+    /// rule) of a billable row, if `verified`; 0 for the others, or with the
+    /// rule off.
+    pub(crate) playback: u64,
     /// Where the user id is: decoded chunk, and row in it (the readers'
     /// chunks in memory, a partition's own when read back from a spill).
     pub(crate) chunk: u32,
@@ -33,6 +37,8 @@ pub(crate) struct Row {
     pub(crate) eligible: bool,
     /// No ad impression reported (zero-engagement rule).
     pub(crate) zero_ads: bool,
+    /// `playback` holds a verified playback's hash.
+    pub(crate) verified: bool,
 }
 
 /// Bytes a row holds in [`Blocks`].

@@ -34,21 +34,24 @@ pub(crate) const MAX_SPLIT: usize = 64;
 const PENDING_BYTES: usize = 64 << 10;
 
 /// Bytes of a shard record before its user id.
-const FIXED: usize = 16 + 8 * 6 + 4 * 3 + 2 + 1 + 4;
+const FIXED: usize = 16 + 8 * 7 + 4 * 3 + 2 + 1 + 4;
 /// Bytes of a bucket record without its key: video, `occurred_at`, user
 /// hash, watch seconds, flags.
 const WINNER: usize = 4 + 8 + 8 + 4 + 1;
 /// Bytes of a bucket record's key before its user id: event id,
-/// behavioural fingerprint, user id's length.
-const WINNER_KEY: usize = 16 + 8 + 4;
+/// behavioural fingerprint, playback hash, user id's length.
+const WINNER_KEY: usize = 16 + 8 + 8 + 4;
 /// Flags of a shard or bucket record.
 const ELIGIBLE: u8 = 1;
 const KEYED: u8 = 2;
 const ZERO_ADS: u8 = 4;
+const VERIFIED: u8 = 8;
 
 /// A row's flags byte.
 fn flags(r: &Row) -> u8 {
-    (if r.eligible { ELIGIBLE } else { 0 }) | if r.zero_ads { ZERO_ADS } else { 0 }
+    (if r.eligible { ELIGIBLE } else { 0 })
+        | (if r.zero_ads { ZERO_ADS } else { 0 })
+        | if r.verified { VERIFIED } else { 0 }
 }
 
 /// Which files.
@@ -279,7 +282,7 @@ impl Spill {
                     let mut len = 0;
                     if keyed {
                         input.read_exact(&mut key).map_err(failed)?;
-                        (r.id, r.print, len) = decode_key(&key);
+                        (r.id, r.print, r.playback, len) = decode_key(&key);
                     }
                     (r, len)
                 }
@@ -363,6 +366,7 @@ pub(crate) fn encode(r: &Row, user: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(&r.occurred_at.to_le_bytes());
     out.extend_from_slice(&r.user_hash.to_le_bytes());
     out.extend_from_slice(&r.print.to_le_bytes());
+    out.extend_from_slice(&r.playback.to_le_bytes());
     out.extend_from_slice(&r.partition.to_le_bytes());
     out.extend_from_slice(&r.watch_seconds.to_le_bytes());
     out.extend_from_slice(&r.video.to_le_bytes());
@@ -385,14 +389,15 @@ pub(crate) fn encode_winner(r: &Row, user: Option<&str>, out: &mut Vec<u8>) {
         out.extend_from_slice(&r.id[0].to_le_bytes());
         out.extend_from_slice(&r.id[1].to_le_bytes());
         out.extend_from_slice(&r.print.to_le_bytes());
+        out.extend_from_slice(&r.playback.to_le_bytes());
         out.extend_from_slice(&(user.len() as u32).to_le_bytes());
         out.extend_from_slice(user.as_bytes());
     }
 }
 
 /// A bucket record's row (the fields dedup used are zero, and so are the
-/// event id and fingerprint until [`decode_key`]) and whether a key
-/// follows.
+/// event id, fingerprint and playback until [`decode_key`]) and whether a
+/// key follows.
 fn decode_winner(b: &[u8; WINNER]) -> (Row, bool) {
     let flags = b[24];
     (
@@ -407,23 +412,26 @@ fn decode_winner(b: &[u8; WINNER]) -> (Row, bool) {
             video: le_u32(&b[0..4]),
             user_hash: le_u64(&b[12..20]),
             print: 0,
+            playback: 0,
             chunk: 0,
             row: 0,
             reader: 0,
             eligible: flags & ELIGIBLE != 0,
             zero_ads: flags & ZERO_ADS != 0,
+            verified: flags & VERIFIED != 0,
         },
         flags & KEYED != 0,
     )
 }
 
-/// A bucket record's key: the event id, the fingerprint and the user id's
-/// length.
-fn decode_key(b: &[u8; WINNER_KEY]) -> ([u64; 2], u64, usize) {
-    let len = le_u32(&b[24..28]);
+/// A bucket record's key: the event id, the fingerprint, the playback
+/// hash and the user id's length.
+fn decode_key(b: &[u8; WINNER_KEY]) -> ([u64; 2], u64, u64, usize) {
+    let len = le_u32(&b[32..36]);
     (
         [le_u64(&b[0..8]), le_u64(&b[8..16])],
         le_u64(&b[16..24]),
+        le_u64(&b[24..32]),
         len as usize,
     )
 }
@@ -444,6 +452,7 @@ fn decode(b: &[u8; FIXED]) -> (Row, usize) {
     let occurred_at = le_u64(take(8)) as i64;
     let user_hash = le_u64(take(8));
     let print = le_u64(take(8));
+    let playback = le_u64(take(8));
     let partition = le_u32(take(4)) as i32;
     let watch_seconds = le_u32(take(4)) as i32;
     let video = le_u32(take(4));
@@ -462,11 +471,13 @@ fn decode(b: &[u8; FIXED]) -> (Row, usize) {
             video,
             user_hash,
             print,
+            playback,
             chunk: 0,
             row: 0,
             reader,
             eligible: flags & ELIGIBLE != 0,
             zero_ads: flags & ZERO_ADS != 0,
+            verified: flags & VERIFIED != 0,
         },
         len,
     )
@@ -494,11 +505,13 @@ mod tests {
             video: 9,
             user_hash: u64::MAX,
             print: n ^ 0xabc,
+            playback: n ^ 0x5eed,
             chunk: 99,
             row: 99,
             reader: 3,
             eligible: n.is_multiple_of(2),
             zero_ads: n.is_multiple_of(3),
+            verified: n.is_multiple_of(5),
         };
         let user = |i: u64| format!("user-{i}-é");
         let budget = Budget::new(1 << 30);
@@ -543,6 +556,7 @@ mod tests {
                 (r.reader, r.eligible, r.zero_ads, r.print),
                 (want.reader, want.eligible, want.zero_ads, want.print)
             );
+            assert_eq!((r.playback, r.verified), (want.playback, want.verified));
             assert_eq!(
                 users[r.chunk as usize].value(usize::from(r.row)),
                 user(i as u64)
@@ -578,7 +592,8 @@ mod tests {
                     r.video,
                     r.user_hash,
                     r.eligible,
-                    r.zero_ads
+                    r.zero_ads,
+                    r.verified
                 ),
                 (
                     want.occurred_at,
@@ -586,17 +601,18 @@ mod tests {
                     want.video,
                     want.user_hash,
                     want.eligible,
-                    want.zero_ads
+                    want.zero_ads,
+                    want.verified
                 )
             );
             let user_read = users[r.chunk as usize].value(usize::from(r.row));
             if keyed(i) {
                 assert_eq!(
-                    (r.id, r.print, user_read),
-                    (want.id, want.print, user(i).as_str())
+                    (r.id, r.print, r.playback, user_read),
+                    (want.id, want.print, want.playback, user(i).as_str())
                 );
             } else {
-                assert_eq!((r.id, r.print, user_read), ([0, 0], 0, ""));
+                assert_eq!((r.id, r.print, r.playback, user_read), ([0, 0], 0, 0, ""));
             }
         }
         let (none, _, _) = spill.load(Stage::Shards, 0, &budget).unwrap();

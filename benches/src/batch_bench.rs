@@ -123,6 +123,7 @@ fn main() -> anyhow::Result<()> {
                     repeat_loop_views: 0,
                     zero_engagement_views: 0,
                     bot_farm_accounts: 0,
+                    token_replay_views: 0,
                     ..schemas::RuleSet::default()
                 }
             } else {

@@ -84,6 +84,7 @@ fn v1_rules() -> RuleSet {
         repeat_loop_views: 0,
         bot_farm_accounts: 0,
         zero_engagement_views: 0,
+        token_replay_views: 0,
         ..RuleSet::default()
     }
 }

@@ -100,8 +100,9 @@ pub struct Truth {
     seen: HashSet<Uuid>,
     cells: BTreeMap<(String, DateTime<Utc>), Cell>,
     labels: BTreeMap<Label, LabelTally>,
-    /// Every first sighting, for the invalid-traffic rules, and its label.
-    firsts: Vec<ViewEvent>,
+    /// Every first sighting with its verified playback id, for the
+    /// invalid-traffic rules, and its label.
+    firsts: Vec<(ViewEvent, Option<String>)>,
     first_labels: Vec<Label>,
     accepted_events: u64,
 }
@@ -123,6 +124,13 @@ impl Truth {
 
     /// Records one accepted event and what produced it.
     pub fn record_labelled(&mut self, e: &ViewEvent, label: Label) {
+        self.record_played(e, label, None);
+    }
+
+    /// Records one accepted event, what produced it, and the playback id
+    /// ingest verified its token with (`None`: unsigned or not checked),
+    /// which the replay rule reads.
+    pub fn record_played(&mut self, e: &ViewEvent, label: Label, playback_id: Option<&str>) {
         self.accepted_events += 1;
         let tally = self.labels.entry(label).or_default();
         tally.accepted_events += 1;
@@ -140,7 +148,8 @@ impl Truth {
         cell.1 += u64::from(billable);
         cell.2 += u64::from(e.watch_seconds);
         cell.3 += u64::from(billable && label.is_invalid());
-        self.firsts.push(e.clone());
+        self.firsts
+            .push((e.clone(), playback_id.map(str::to_owned)));
         self.first_labels.push(label);
     }
 
@@ -152,7 +161,7 @@ impl Truth {
     /// Filtered views per (video, hour).
     fn fraud(&self, decisions: &[Option<FraudRule>]) -> BTreeMap<(String, DateTime<Utc>), u64> {
         let mut out: BTreeMap<(String, DateTime<Utc>), u64> = BTreeMap::new();
-        for (e, d) in self.firsts.iter().zip(decisions) {
+        for ((e, _), d) in self.firsts.iter().zip(decisions) {
             if d.is_some() {
                 *out.entry((e.video_id.clone(), hour_bucket(e.occurred_at)))
                     .or_default() += 1;

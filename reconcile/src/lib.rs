@@ -68,8 +68,10 @@ pub type SpeedTable = BTreeMap<(String, DateTime<Utc>), [u64; 3]>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
-    /// Billable views batch's `impossible_watch` rule removed (speed is
+    /// Billable views batch's `token_replay` rule removed (speed is
     /// unfiltered: so for every rule below).
+    TokenReplay,
+    /// Billable views batch's `impossible_watch` rule removed.
     ImpossibleWatch,
     /// Billable views batch's `repeat_loop` rule removed.
     RepeatLoop,
@@ -133,6 +135,7 @@ impl Cause {
     /// The cause of views `rule` filtered.
     pub fn filtered_by(rule: FraudRule) -> Cause {
         match rule {
+            FraudRule::TokenReplay => Cause::TokenReplay,
             FraudRule::ImpossibleWatch => Cause::ImpossibleWatch,
             FraudRule::RepeatLoop => Cause::RepeatLoop,
             FraudRule::BotFarm => Cause::BotFarm,

@@ -239,6 +239,14 @@ impl<'a> RawColumns<'a> {
             .and_then(|a| a.is_valid(i).then(|| a.value(i)))
     }
 
+    /// Row `i`'s playback id, if ingest verified its token (`playback` is
+    /// `verified`); `None` for any other verdict, or a file from before.
+    pub fn verified_playback_id(&self, i: usize) -> Option<&'a str> {
+        let (verdict, id) = (self.playback?, self.playback_id?);
+        (verdict.is_valid(i) && verdict.value(i) == "verified" && id.is_valid(i))
+            .then(|| id.value(i))
+    }
+
     /// Row `i`'s behavioural fingerprint ([`crate::fraud::fingerprint`]):
     /// device, country, referrer and quality.
     pub fn print(&self, i: usize, scratch: &mut Vec<u8>) -> u64 {

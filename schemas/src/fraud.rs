@@ -1,12 +1,13 @@
-//! Invalid-traffic rules (rules v2): which billable views batch filters as
-//! invalid, and why — the one I/O-free definition, beside the counting
+//! Invalid-traffic rules (rules v2, and v3's `token_replay`): which billable
+//! views batch filters as invalid, and why — the one I/O-free definition, beside the counting
 //! rules of [`crate::rules`].
 //!
 //! Every rule acts on billable first sightings (after dedup), is named
 //! ([`FraudRule`]), is parameterized in the one [`RuleSet`] (0 turns a rule
 //! off; a manifest written before a rule existed reads back with it off, so
 //! old runs re-decide as they were made) and looks only at its view's own
-//! UTC hour, or earlier views of its UTC day (the daily cap), so a late view
+//! UTC hour, or earlier views of its UTC day (the daily cap and the replay
+//! rule), so a late view
 //! changes no earlier hour's numbers (batch's recompute of late hours, with
 //! the rest of their day, relies on it).
 //! A filtered view is attributed to the first rule, in [`FraudRule::ALL`]
@@ -14,6 +15,7 @@
 //!
 //! | rule | a billable view is filtered when |
 //! |---|---|
+//! | `token_replay` | its playback (the signed token ingest verified) already had `token_replay_views` billable views of its video that UTC day (by `occurred_at`, then event id): one token replayed under fresh event ids, whoever the user claims to be |
 //! | `impossible_watch` | its user's views in its hour (every view, billable or not) report more than `impossible_watch_seconds` of watch time in all: more than the hour holds on the devices one person plausibly runs at once |
 //! | `repeat_loop` | its user viewed its video at least `repeat_loop_views` times (billable) in its hour: a player replaying one video under fresh sessions |
 //! | `zero_engagement` | it reported no ad impression and less than `zero_engagement_watch_seconds` of watch time, and it lies in a window of `zero_engagement_window_seconds` within its hour that holds at least `zero_engagement_views` such views of its video: a burst of views that only just qualify |
@@ -22,7 +24,9 @@
 //!
 //! Users are known by [`value_hash`] of their id (as the viewer sketch
 //! knows them) in every rule but the daily cap, which compares exact ids as
-//! v1 did; a fingerprint is [`fingerprint`]. [`decide`] is the reference
+//! v1 did; playbacks by [`value_hash`] of their id (the player service
+//! mints them, so no one can choose two that collide); a fingerprint is
+//! [`fingerprint`]. [`decide`] is the reference
 //! implementation over a list of views: the generator's ground truth uses
 //! it, and both batch engines are held to the same answers.
 
@@ -30,13 +34,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ViewEvent;
 use crate::rules::{RuleSet, day_bucket, hour_bucket};
+use crate::{ReceivedEvent, ViewEvent};
 
 /// An invalid-traffic rule; see the [module](self) for what each catches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FraudRule {
+    /// One verified playback token replayed past a plausible number of views.
+    TokenReplay,
     /// More watch time in an hour than one person's devices hold.
     ImpossibleWatch,
     /// One user replaying one video within an hour.
@@ -52,7 +58,8 @@ pub enum FraudRule {
 impl FraudRule {
     /// Every rule, in attribution order (a view caught by several is
     /// attributed to the first).
-    pub const ALL: [FraudRule; 5] = [
+    pub const ALL: [FraudRule; 6] = [
+        FraudRule::TokenReplay,
         FraudRule::ImpossibleWatch,
         FraudRule::RepeatLoop,
         FraudRule::ZeroEngagement,
@@ -63,6 +70,7 @@ impl FraudRule {
     /// The rule's name in outputs and reports.
     pub fn name(self) -> &'static str {
         match self {
+            FraudRule::TokenReplay => "token_replay",
             FraudRule::ImpossibleWatch => "impossible_watch",
             FraudRule::RepeatLoop => "repeat_loop",
             FraudRule::BotFarm => "bot_farm",
@@ -189,17 +197,66 @@ pub fn in_dense_window(times: &[i64], window_us: i64, least: usize) -> Vec<bool>
         .collect()
 }
 
+/// What the rules read of a view: the event, and the playback id of its
+/// signed token if ingest verified it.
+pub trait Judged {
+    /// The event.
+    fn event(&self) -> &ViewEvent;
+    /// The verified playback id, if any.
+    fn playback_id(&self) -> Option<&str>;
+}
+
+impl Judged for ViewEvent {
+    fn event(&self) -> &ViewEvent {
+        self
+    }
+    /// An event alone carries no verdict: its playback was not checked.
+    fn playback_id(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl Judged for ReceivedEvent {
+    fn event(&self) -> &ViewEvent {
+        &self.event
+    }
+    fn playback_id(&self) -> Option<&str> {
+        self.playback.playback_id()
+    }
+}
+
+impl Judged for (ViewEvent, Option<String>) {
+    fn event(&self) -> &ViewEvent {
+        &self.0
+    }
+    fn playback_id(&self) -> Option<&str> {
+        self.1.as_deref()
+    }
+}
+
+/// Views ranked beyond `keep` in their group, in (`occurred_at`, event id)
+/// order: the daily cap's and the replay rule's one ranking.
+fn beyond<K: Ord>(groups: BTreeMap<K, Vec<(i64, uuid::Uuid, usize)>>, keep: u32) -> Vec<usize> {
+    let mut out = Vec::new();
+    for mut group in groups.into_values() {
+        group.sort_unstable();
+        out.extend(group.into_iter().skip(keep as usize).map(|g| g.2));
+    }
+    out
+}
+
 /// The reference decision of every rule over `views`: each a first
 /// sighting (one per event id) that passed validation, with every view of
 /// the hours and days being decided present. Returns, per view, the rule
 /// that filters it (`None`: not filtered, or not billable).
-pub fn decide(rules: &RuleSet, views: &[ViewEvent]) -> Vec<Option<FraudRule>> {
+pub fn decide<J: Judged>(rules: &RuleSet, judged: &[J]) -> Vec<Option<FraudRule>> {
+    let views: Vec<&ViewEvent> = judged.iter().map(Judged::event).collect();
     let hour = |v: &ViewEvent| hour_bucket(v.occurred_at).timestamp_micros();
     let billable: Vec<bool> = views.iter().map(|v| rules.is_billable(v)).collect();
     let user = |v: &ViewEvent| value_hash(v.user_id.as_bytes());
 
     let mut watch: HashMap<(u64, i64), u64> = HashMap::new();
-    for v in views {
+    for v in &views {
         *watch.entry((user(v), hour(v))).or_default() += u64::from(v.watch_seconds);
     }
     let mut repeats: HashMap<(&str, i64, u64), u32> = HashMap::new();
@@ -209,6 +266,8 @@ pub fn decide(rules: &RuleSet, views: &[ViewEvent]) -> Vec<Option<FraudRule>> {
     // views, for the daily cap.
     type Ranked = Vec<(i64, uuid::Uuid, usize)>;
     let mut days: BTreeMap<(&str, &str, i64), Ranked> = BTreeMap::new();
+    // Per (playback hash, video, day), the same, for the replay rule.
+    let mut playbacks: BTreeMap<(u64, &str, i64), Ranked> = BTreeMap::new();
     fn farm_key<'v>(rules: &RuleSet, v: &'v ViewEvent) -> (&'v str, i64, u64, u32) {
         (
             v.video_id.as_str(),
@@ -223,6 +282,17 @@ pub fn decide(rules: &RuleSet, views: &[ViewEvent]) -> Vec<Option<FraudRule>> {
         )
     }
     for (i, v) in views.iter().enumerate().filter(|(i, _)| billable[*i]) {
+        let v: &ViewEvent = v;
+        if let Some(id) = judged[i].playback_id() {
+            playbacks
+                .entry((
+                    value_hash(id.as_bytes()),
+                    v.video_id.as_str(),
+                    day_bucket(v.occurred_at).timestamp_micros(),
+                ))
+                .or_default()
+                .push((v.occurred_at.timestamp_micros(), v.event_id, i));
+        }
         *repeats
             .entry((v.video_id.as_str(), hour(v), user(v)))
             .or_default() += 1;
@@ -252,13 +322,13 @@ pub fn decide(rules: &RuleSet, views: &[ViewEvent]) -> Vec<Option<FraudRule>> {
         }
     }
     let mut capped = vec![false; views.len()];
-    for mut group in days.into_values() {
-        group.sort_unstable();
-        for (_, _, i) in group
-            .into_iter()
-            .skip(rules.fraud_cap_per_user_video_day as usize)
-        {
-            capped[i] = true;
+    for i in beyond(days, rules.fraud_cap_per_user_video_day) {
+        capped[i] = true;
+    }
+    let mut replayed = vec![false; views.len()];
+    if rules.token_replay_views > 0 {
+        for i in beyond(playbacks, rules.token_replay_views) {
+            replayed[i] = true;
         }
     }
 
@@ -270,6 +340,7 @@ pub fn decide(rules: &RuleSet, views: &[ViewEvent]) -> Vec<Option<FraudRule>> {
                 return None;
             }
             let caught = |rule: FraudRule| match rule {
+                FraudRule::TokenReplay => replayed[i],
                 FraudRule::ImpossibleWatch => {
                     rules.impossible_watch_seconds > 0
                         && watch[&(user(v), hour(v))] > u64::from(rules.impossible_watch_seconds)
@@ -328,11 +399,16 @@ mod tests {
             repeat_loop_views: 0,
             bot_farm_accounts: 0,
             zero_engagement_views: 0,
+            token_replay_views: 0,
             fraud_cap_per_user_video_day: 1_000,
             ..RuleSet::default()
         };
         let on = RuleSet::default();
         match rule {
+            FraudRule::TokenReplay => RuleSet {
+                token_replay_views: on.token_replay_views,
+                ..off
+            },
             FraudRule::ImpossibleWatch => RuleSet {
                 impossible_watch_seconds: on.impossible_watch_seconds,
                 ..off
@@ -356,7 +432,7 @@ mod tests {
         }
     }
 
-    fn caught(rules: &RuleSet, views: &[ViewEvent]) -> usize {
+    fn caught<J: Judged>(rules: &RuleSet, views: &[J]) -> usize {
         decide(rules, views).iter().filter(|r| r.is_some()).count()
     }
 
@@ -483,6 +559,53 @@ mod tests {
     }
 
     #[test]
+    fn token_replay_keeps_a_playbacks_first_three_views_of_a_day_whoever_sends_them() {
+        let rules = only(FraudRule::TokenReplay);
+        let t = at("2026-11-01T10:00:00Z");
+        // One verified playback replayed under fresh event ids and invented
+        // users: the first three views (by time) count, the rest are filtered.
+        let replayed = |i: i64, pb: Option<&str>| {
+            (
+                view(&format!("invented{i}"), "v1", t + Duration::minutes(i)),
+                pb.map(str::to_owned),
+            )
+        };
+        let mut views: Vec<(ViewEvent, Option<String>)> =
+            (0..5).rev().map(|i| replayed(i, Some("pb-1"))).collect();
+        let d = decide(&rules, &views);
+        assert_eq!(
+            d,
+            [
+                vec![Some(FraudRule::TokenReplay); 2],
+                vec![None; 3] // minutes 2, 1, 0
+            ]
+            .concat()
+        );
+        // Other playbacks, unverified views (no playback id), a view that is
+        // not billable, and the next day: each within its own three.
+        views.truncate(3);
+        views.extend((0..3).map(|i| replayed(10 + i, Some("pb-2"))));
+        views.extend((0..5).map(|i| replayed(20 + i, None)));
+        views.push((
+            ViewEvent {
+                watch_seconds: 5,
+                ..view("u", "v1", t + Duration::minutes(30))
+            },
+            Some("pb-1".into()),
+        ));
+        views.push((view("u", "v1", t + Duration::days(1)), Some("pb-1".into())));
+        assert_eq!(caught(&rules, &views), 0);
+        // A fourth billable view of pb-1 that day is one too many; a late
+        // one earlier than the rest takes a place, so the last is filtered.
+        views.push(replayed(-30, Some("pb-1")));
+        let d = decide(&rules, &views);
+        assert_eq!(d.iter().filter(|r| r.is_some()).count(), 1);
+        assert_eq!(d[0], Some(FraudRule::TokenReplay), "minute 4 is the fourth");
+        // Off, nothing.
+        assert_eq!(caught(&only(FraudRule::DailyCap), &views), 0);
+    }
+
+    #[test]
     fn a_view_caught_by_several_rules_goes_to_the_first() {
         let rules = RuleSet::default();
         let t = at("2026-11-01T10:00:00Z");
@@ -501,6 +624,7 @@ mod tests {
             repeat_loop_views: 0,
             bot_farm_accounts: 0,
             zero_engagement_views: 0,
+            token_replay_views: 0,
             ..RuleSet::default()
         };
         assert_eq!(caught(&v1, &views), 2);

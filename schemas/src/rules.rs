@@ -16,7 +16,9 @@ use crate::ViewEvent;
 ///
 /// 2: the invalid-traffic rules of [`crate::fraud`] beside v1's daily cap.
 /// A v1 manifest's rule set reads back with them off, so it decides as v1.
-pub const RULES_VERSION: u32 = 2;
+/// 3: `token_replay`, on views whose signed playback token ingest verified.
+/// A v2 manifest's rule set reads back with it off, so it decides as v2.
+pub const RULES_VERSION: u32 = 3;
 
 /// Every configurable parameter of validation and counting, in one place.
 ///
@@ -86,6 +88,12 @@ pub struct RuleSet {
     #[serde(default)]
     #[cfg_attr(feature = "cli", arg(id = "zero_engagement_window", long = "zero-engagement-window", env = "VIEWCOUNT_ZERO_ENGAGEMENT_WINDOW", value_name = "SECONDS", default_value_t = RuleSet::DEFAULT.zero_engagement_window_seconds))]
     pub zero_engagement_window_seconds: u32,
+    /// Batch rule `token_replay`: at most this many billable views per
+    /// verified playback (signed token), video and UTC day; the views
+    /// after them are filtered (0: off).
+    #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(id = "token_replay_views", long = "token-replay-views", env = "VIEWCOUNT_TOKEN_REPLAY_VIEWS", value_name = "VIEWS", default_value_t = RuleSet::DEFAULT.token_replay_views))]
+    pub token_replay_views: u32,
 }
 
 /// A duration flag (`30d`, `5m`, `300s`, or bare seconds) as whole seconds.
@@ -120,6 +128,7 @@ impl RuleSet {
         zero_engagement_views: 20,
         zero_engagement_watch_seconds: 35,
         zero_engagement_window_seconds: 300,
+        token_replay_views: 3,
     };
 }
 
@@ -219,10 +228,25 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_set_from_before_rules_v3_reads_back_as_v2() {
+        let mut v2 = serde_json::to_value(RuleSet::default()).unwrap();
+        v2.as_object_mut().unwrap().remove("token_replay_views");
+        let rules: RuleSet = serde_json::from_value(v2).unwrap();
+        assert_eq!(
+            rules,
+            RuleSet {
+                token_replay_views: 0,
+                ..RuleSet::default()
+            }
+        );
+    }
+
+    #[test]
     fn a_rule_set_from_before_rules_v2_reads_back_as_v1() {
         let v1 = r#"{"max_future_seconds":300,"late_horizon_seconds":2592000,"billable_min_watch_seconds":30,"fraud_cap_per_user_video_day":10}"#;
         let rules: RuleSet = serde_json::from_str(v1).unwrap();
         assert!(!rules.v2_rules_on(), "{rules:?}");
+        assert_eq!(rules.token_replay_views, 0, "rules v3's replay rule is off");
         assert_eq!(rules.fraud_cap_per_user_video_day, 10);
         assert!(RuleSet::default().v2_rules_on());
         let round: RuleSet =

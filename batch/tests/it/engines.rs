@@ -424,21 +424,51 @@ async fn every_invalid_traffic_rule_is_the_same_in_both_engines_and_the_truth() 
     let mut truth = Truth::new(RuleSet::default());
     let mut offsets = [0i64; 4];
     let mut rows = Vec::new();
-    for e in generator {
-        let Ok(event) = schemas::parse_event(&e.value, &ctx) else {
-            continue;
-        };
-        truth.record_labelled(&event, e.label);
+    let mut push = |event: schemas::ViewEvent, playback: Playback| {
         // Partitioned by video, offsets in acceptance order: the first
         // copy of an id wins in batch as in the truth.
         let p = (event.video_id.len() + event.video_id.as_bytes()[5] as usize) % 4;
         offsets[p] += 1;
         rows.push(ArchivedEvent {
-            received: schemas::ReceivedEvent::new(event, gen_now),
+            received: schemas::ReceivedEvent::new(event, gen_now).with_playback(playback),
             kafka_partition: p as i32,
             kafka_offset: offsets[p],
         });
+    };
+    let mut replays = 0u128;
+    for (n, e) in generator.enumerate() {
+        let Ok(event) = schemas::parse_event(&e.value, &ctx) else {
+            continue;
+        };
+        // Every 400th event's playback token is replayed four more times
+        // under fresh event ids and invented users (the generator's labels
+        // know no replays: these are hand-made, labelled with the original).
+        if n % 400 != 7 || !RuleSet::default().is_billable(&event) {
+            truth.record_labelled(&event, e.label);
+            push(event, Playback::Unchecked);
+            continue;
+        }
+        let playback_id = format!("pb-replayed-{n}");
+        let verified = || Playback::Verified {
+            playback_id: playback_id.clone(),
+        };
+        for j in 0..5u32 {
+            let copy = if j == 0 {
+                event.clone()
+            } else {
+                replays += 1;
+                schemas::ViewEvent {
+                    event_id: uuid::Uuid::from_u128(0x7e9_1a7 << 64 | replays),
+                    user_id: format!("invented-{n}-{j}"),
+                    occurred_at: event.occurred_at + Duration::seconds(i64::from(j) * 90),
+                    ..event.clone()
+                }
+            };
+            truth.record_played(&copy, e.label, Some(&playback_id));
+            push(copy, verified());
+        }
     }
+    assert!(replays >= 40, "{replays} replays");
     let dir = tempfile::tempdir().unwrap();
     let store = store::layout::open(&format!("file://{}", dir.path().display())).unwrap();
     write(store.as_ref(), &rows, 0).await;

@@ -9,5 +9,6 @@ mod hard_cases;
 mod harness;
 mod pipeline;
 mod reconcile;
+mod replay;
 mod rules;
 mod s3;

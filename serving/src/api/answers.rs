@@ -27,8 +27,9 @@ pub struct BatchPart {
     pub(crate) billable_views: u64,
     /// Billable views the invalid-traffic rules removed (not paid).
     pub(crate) fraud_filtered: u64,
-    /// `fraud_filtered` by the rule that removed them (`impossible_watch`,
-    /// `repeat_loop`, `zero_engagement`, `bot_farm`, `daily_cap`; only
+    /// `fraud_filtered` by the rule that removed them (`token_replay`,
+    /// `impossible_watch`, `repeat_loop`, `zero_engagement`, `bot_farm`,
+    /// `daily_cap`; only
     /// rules that removed any). The README describes each rule.
     pub(crate) filtered_by_rule: BTreeMap<&'static str, u64>,
     pub(crate) watch_seconds: u64,
