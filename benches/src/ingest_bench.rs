@@ -1,7 +1,9 @@
 //! Ingest throughput: events/s answered 202 (after broker ack) for requests of
-//! 1, 100 and 1 000 events, against the embedded mock-cluster Kafka, with the
-//! ceiling measured side by side in the same run: the same events produced
-//! directly with rdkafka (same producer settings) from this process.
+//! 1, 100 and 1 000 events, and of 1 000 events each with a signed playback
+//! token that ingest verifies (Ed25519), against the embedded mock-cluster
+//! Kafka, with the ceiling measured side by side in the same run: the same
+//! events produced directly with rdkafka (same producer settings) from this
+//! process.
 //!
 //! Run with `scripts/bench` (release build). `--write BENCHMARKS.md` replaces the
 //! ingest section of that file with the figures.
@@ -15,7 +17,7 @@ use chrono::Utc;
 use clap::Parser;
 use futures::StreamExt;
 use infra::kafka::EmbeddedKafka;
-use ingest::{EventProducer, IngestConfig, ProducerConfig};
+use ingest::{EventProducer, IngestConfig, PlaybackPolicy, ProducerConfig};
 use loadgen::{GenConfig, Generator};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -51,6 +53,8 @@ struct Args {
 enum Scenario {
     Ceiling,
     Ingest(usize),
+    /// Requests of this many events, every one signed and verified.
+    Signed(usize),
 }
 
 impl Scenario {
@@ -58,6 +62,9 @@ impl Scenario {
         match self {
             Scenario::Ceiling => "direct rdkafka produce (ceiling)".into(),
             Scenario::Ingest(n) => format!("ingest, {n}-event requests"),
+            Scenario::Signed(n) => {
+                format!("ingest, {n}-event requests, signed tokens verified")
+            }
         }
     }
 }
@@ -71,12 +78,16 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let events = make_events(args.events)?;
+    let events = make_events(args.events, None)?;
+    let signer = Arc::new(playback::PlaybackSigner::from_seed("bench", [7; 32])?);
+    let keys = Arc::new(playback::Keyring::of(&[&signer]));
+    let signed = make_events(args.events, Some(signer))?;
     let scenarios = [
         Scenario::Ceiling,
         Scenario::Ingest(1),
         Scenario::Ingest(100),
         Scenario::Ingest(1000),
+        Scenario::Signed(1000),
     ];
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); scenarios.len()];
     for rep in 1..=args.reps {
@@ -85,7 +96,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 Scenario::Ingest(1) => args.single_events,
                 _ => args.events,
             };
-            let rate = measure(*s, &events[..n], &args).await?;
+            let input = match s {
+                Scenario::Signed(_) => &signed[..n],
+                _ => &events[..n],
+            };
+            let rate = measure(*s, input, &keys, &args).await?;
             eprintln!(
                 "rep {rep}/{}: {:<36} {:>10.0} events/s",
                 args.reps,
@@ -118,15 +133,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let ratio = median(&results[3]) / ceiling;
     let verdict = format!(
-        "Target: 1 000-event requests reach >= 50 % of the ceiling. Measured: {:.0} % — {}.",
+        "Target: 1 000-event requests reach >= 50 % of the ceiling. Measured: {:.0} % — {}. \
+         Signed and verified, 1 000-event requests run at {:.0} % of the unsigned rate in the same run.",
         100.0 * ratio,
-        if ratio >= 0.5 { "met" } else { "NOT met" }
+        if ratio >= 0.5 { "met" } else { "NOT met" },
+        100.0 * median(&results[4]) / median(&results[3]),
     );
     println!("\n{table}\n{verdict}");
 
     if let Some(path) = &args.write {
         let section = format!(
-            "<!-- ingest:begin -->\n## Ingest throughput\n\nRun: `scripts/bench` ({} reps per scenario, interleaved; {} requests in flight; topic of {} partitions on the embedded librdkafka mock cluster, 1 broker; producer idempotent, acks=all, lz4; release build). Measured {} on {}.\n\nEach ingest run starts a fresh cluster and ingest server in this process, warms up with one request, then times from the first request to the last 202 (every event acknowledged by the broker). Request bodies are serialized before timing. The ceiling produces the same records (key, payload, limits header) with rdkafka directly (same producer settings), from enqueue of the first to acknowledgement of the last.\n\n{table}\n{verdict}\n<!-- ingest:end -->\n",
+            "<!-- ingest:begin -->\n## Ingest throughput\n\nRun: `scripts/bench` ({} reps per scenario, interleaved; {} requests in flight; topic of {} partitions on the embedded librdkafka mock cluster, 1 broker; producer idempotent, acks=all, lz4; release build). Measured {} on {}.\n\nEach ingest run starts a fresh cluster and ingest server in this process, warms up with one request, then times from the first request to the last 202 (every event acknowledged by the broker). Request bodies are serialized before timing. The ceiling produces the same records (key, payload, limits header) with rdkafka directly (same producer settings), from enqueue of the first to acknowledgement of the last. In the signed scenario every event carries its own Ed25519 playback token (one playback per view, as the generator signs) and ingest runs with tokens required, so each event costs one signature verification (off the runtime's workers for requests of more than 8 events).\n\n{table}\n{verdict}\n<!-- ingest:end -->\n",
             args.reps,
             args.concurrency,
             args.partitions,
@@ -139,9 +156,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Valid, distinct events (no duplicates, no invalid ones).
-fn make_events(n: usize) -> anyhow::Result<Vec<Value>> {
+/// Valid, distinct events (no duplicates, no invalid ones), each with its
+/// own signed playback token if `signer` is given.
+fn make_events(
+    n: usize,
+    signer: Option<Arc<playback::PlaybackSigner>>,
+) -> anyhow::Result<Vec<Value>> {
     let g = Generator::new(GenConfig {
+        signer,
         events: n as u64,
         duplicate_ratio: 0.0,
         invalid_ratio: 0.0,
@@ -153,13 +175,34 @@ fn make_events(n: usize) -> anyhow::Result<Vec<Value>> {
     Ok(g.map(|e| e.value).collect())
 }
 
-async fn measure(s: Scenario, events: &[Value], args: &Args) -> anyhow::Result<f64> {
+async fn measure(
+    s: Scenario,
+    events: &[Value],
+    keys: &Arc<playback::Keyring>,
+    args: &Args,
+) -> anyhow::Result<f64> {
     let kafka = EmbeddedKafka::start(1)?;
     kafka.create_topic("bench", args.partitions)?;
     let pc = ProducerConfig::new(kafka.bootstrap_servers(), "bench");
     let rate = match s {
         Scenario::Ceiling => ceiling(&pc, events).await?,
-        Scenario::Ingest(size) => through_ingest(&pc, events, size, args.concurrency).await?,
+        Scenario::Ingest(size) => {
+            through_ingest(
+                &pc,
+                events,
+                size,
+                args.concurrency,
+                PlaybackPolicy::Unchecked,
+            )
+            .await?
+        }
+        Scenario::Signed(size) => {
+            let policy = PlaybackPolicy::Verify {
+                keys: keys.clone(),
+                required: true,
+            };
+            through_ingest(&pc, events, size, args.concurrency, policy).await?
+        }
     };
     drop(kafka);
     Ok(rate)
@@ -233,6 +276,7 @@ async fn through_ingest(
     events: &[Value],
     size: usize,
     concurrency: usize,
+    playback: PlaybackPolicy,
 ) -> anyhow::Result<f64> {
     let producer = Arc::new(EventProducer::new(pc)?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -240,7 +284,10 @@ async fn through_ingest(
     let (stop, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(ingest::run(
         listener,
-        IngestConfig::default(),
+        IngestConfig {
+            playback,
+            ..IngestConfig::default()
+        },
         producer,
         async move {
             let _ = rx.await;

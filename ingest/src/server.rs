@@ -1,5 +1,6 @@
 //! The HTTP surface of ingest.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ use tokio::net::TcpListener;
 use crate::metrics::Metrics;
 use crate::producer::{EventProducer, ProduceFailure};
 use schemas::trace::{TRACE_HEADER, TraceParent};
-use schemas::wire::{DecodeError, body_format, decode_body};
+use schemas::wire::{DecodeError, Slot, body_format, decode_body};
 use schemas::{
     Playback, ReceivedEvent, Rejection, Rule, RuleSet, ValidationContext, ViewEvent, Violation,
 };
@@ -67,19 +68,49 @@ pub enum PlaybackPolicy {
     },
 }
 
+/// Tokens a request's events carry, each opened once
+/// ([`playback::Keyring::open`]): a request that repeats one token, as a
+/// replay does, pays for its signature once.
+type Opened = HashMap<String, Result<playback::Opened, playback::TokenError>>;
+
+/// Requests with more events than this, under [`PlaybackPolicy::Verify`],
+/// are validated on a blocking thread: an Ed25519 verification is tens of
+/// microseconds, so 10 000 of them would hold a runtime worker (and every
+/// connection waiting on it) for most of a second.
+const INLINE_VERIFICATIONS: usize = 8;
+
 impl PlaybackPolicy {
+    /// Whether tokens are verified (so validating costs a signature check
+    /// per distinct token).
+    fn verifies(&self) -> bool {
+        matches!(self, Self::Verify { .. })
+    }
+
     /// The verdict on `event`'s token: `Err` is the rejection when tokens
     /// are required and it has no valid one.
-    fn check(&self, event: &ViewEvent, received_at: DateTime<Utc>) -> Result<Playback, Rejection> {
+    fn check(
+        &self,
+        event: &ViewEvent,
+        received_at: DateTime<Utc>,
+        opened: &mut Opened,
+    ) -> Result<Playback, Rejection> {
         let Self::Verify { keys, required } = self else {
             return Ok(Playback::Unchecked);
         };
         let verdict = match &event.playback_token {
             None => Err(None),
-            Some(t) => keys
-                .verify(t, &event.video_id, event.occurred_at, received_at)
-                .map(|v| v.claims.playback_id)
-                .map_err(Some),
+            Some(t) => {
+                if !opened.contains_key(t.as_str()) {
+                    opened.insert(t.clone(), keys.open(t));
+                }
+                match &opened[t.as_str()] {
+                    Ok(o) => o
+                        .check(&event.video_id, event.occurred_at, received_at)
+                        .map(|v| v.claims.playback_id)
+                        .map_err(Some),
+                    Err(e) => Err(Some(e.clone())),
+                }
+            }
         };
         // The sentence is written only for a rejection, not for every
         // event kept as unverified.
@@ -229,8 +260,70 @@ async fn post_events(
     response
 }
 
-async fn handle_events(
+/// Parses and validates every event of a request received at
+/// `received_at`, and checks its playback token: what is accepted, and
+/// what is rejected with its reasons.
+fn validate(
     st: &AppState,
+    slots: &[Slot],
+    received_at: DateTime<Utc>,
+) -> (Vec<ReceivedEvent>, Vec<Rejected>) {
+    let ctx = ValidationContext::new(received_at, &st.config.rules);
+    let mut accepted = Vec::with_capacity(slots.len());
+    let mut rejected = Vec::new();
+    let mut opened = Opened::new();
+    for (index, slot) in slots.iter().enumerate() {
+        match slot {
+            Ok(value) => match schemas::parse_event(value, &ctx).and_then(|event| {
+                let playback = st.config.playback.check(&event, received_at, &mut opened)?;
+                Ok(ReceivedEvent::new(event, received_at).with_playback(playback))
+            }) {
+                Ok(received) => {
+                    st.metrics.playback_checked(&received.playback);
+                    accepted.push(received);
+                }
+                Err(rej) => {
+                    st.metrics.event_rejected(index, &rej);
+                    rejected.push(Rejected {
+                        index,
+                        event_id: value
+                            .get("event_id")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
+                        reason: rej.to_string(),
+                        violations: rej
+                            .violations
+                            .iter()
+                            .map(|v| ViolationBody {
+                                field: v.field,
+                                rule: v.rule.as_str(),
+                                message: v.message.clone(),
+                            })
+                            .collect(),
+                    });
+                }
+            },
+            Err(reason) => {
+                st.metrics.line_unparseable(index, reason);
+                rejected.push(Rejected {
+                    index,
+                    event_id: None,
+                    reason: reason.clone(),
+                    violations: vec![ViolationBody {
+                        field: "event",
+                        rule: "json",
+                        message: reason.clone(),
+                    }],
+                });
+            }
+        }
+    }
+
+    (accepted, rejected)
+}
+
+async fn handle_events(
+    st: &Arc<AppState>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     trace: &TraceParent,
@@ -297,55 +390,24 @@ async fn handle_events(
     };
 
     let received_at = Utc::now();
-    let ctx = ValidationContext::new(received_at, &st.config.rules);
-    let mut accepted = Vec::with_capacity(slots.len());
-    let mut rejected = Vec::new();
-    for (index, slot) in slots.iter().enumerate() {
-        match slot {
-            Ok(value) => match schemas::parse_event(value, &ctx).and_then(|event| {
-                let playback = st.config.playback.check(&event, received_at)?;
-                Ok(ReceivedEvent::new(event, received_at).with_playback(playback))
-            }) {
-                Ok(received) => {
-                    st.metrics.playback_checked(&received.playback);
-                    accepted.push(received);
-                }
-                Err(rej) => {
-                    st.metrics.event_rejected(index, &rej);
-                    rejected.push(Rejected {
-                        index,
-                        event_id: value
-                            .get("event_id")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned),
-                        reason: rej.to_string(),
-                        violations: rej
-                            .violations
-                            .iter()
-                            .map(|v| ViolationBody {
-                                field: v.field,
-                                rule: v.rule.as_str(),
-                                message: v.message.clone(),
-                            })
-                            .collect(),
-                    });
-                }
-            },
-            Err(reason) => {
-                st.metrics.line_unparseable(index, reason);
-                rejected.push(Rejected {
-                    index,
-                    event_id: None,
-                    reason: reason.clone(),
-                    violations: vec![ViolationBody {
-                        field: "event",
-                        rule: "json",
-                        message: reason.clone(),
-                    }],
-                });
+    let (accepted, mut rejected) = if st.config.playback.verifies()
+        && slots.len() > INLINE_VERIFICATIONS
+    {
+        let st = st.clone();
+        match tokio::task::spawn_blocking(move || validate(&st, &slots, received_at)).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "ingest: validating a request failed");
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "validating the request failed; nothing in it is accepted. Retry it".to_owned(),
+                );
             }
         }
-    }
+    } else {
+        validate(st, &slots, received_at)
+    };
 
     let rejected_total = rejected.len();
     let by_rule = rejections_by_rule(&rejected);

@@ -394,7 +394,8 @@ impl Keyring {
     /// take [`CLOCK_SKEW`]), valid for at most [`MAX_LIFETIME`], and the
     /// view within its validity (give or take [`CLOCK_SKEW`]). Late views
     /// are judged by when they occurred, so an event that arrives days
-    /// later with its playback's token still verifies.
+    /// later with its playback's token still verifies. The same as
+    /// [`Keyring::open`] then [`Opened::check`].
     pub fn verify(
         &self,
         token: &str,
@@ -402,6 +403,14 @@ impl Keyring {
         occurred_at: DateTime<Utc>,
         received_at: DateTime<Utc>,
     ) -> Result<Verified, TokenError> {
+        self.open(token)?.check(video_id, occurred_at, received_at)
+    }
+
+    /// The part of [`Keyring::verify`] that depends on the token alone (the
+    /// signature, and claims that are well-formed and live at most
+    /// [`MAX_LIFETIME`]): a caller that meets one token many times, as
+    /// ingest does in a request, pays for the signature once.
+    pub fn open(&self, token: &str) -> Result<Opened, TokenError> {
         let malformed = |why: &str| TokenError::Malformed(why.to_owned());
         if token.len() > MAX_TOKEN_BYTES {
             return Err(malformed("longer than 1024 bytes"));
@@ -442,12 +451,6 @@ impl Keyring {
         if !id_ok {
             return Err(malformed("playback_id must be 1 to 128 characters"));
         }
-        if claims.video_id != video_id {
-            return Err(TokenError::WrongVideo {
-                token: claims.video_id,
-                event: video_id.to_owned(),
-            });
-        }
         let lifetime = claims.exp.saturating_sub(claims.iat);
         if lifetime < 0 {
             return Err(malformed("it expires before it is issued"));
@@ -469,22 +472,57 @@ impl Keyring {
         ) else {
             return Err(malformed("iat or exp is not a plausible Unix time"));
         };
-        if from > received_at + CLOCK_SKEW {
+        Ok(Opened {
+            key_id: kid.to_owned(),
+            claims,
+            from,
+            to,
+        })
+    }
+}
+
+/// A token whose signature verified and whose claims are well-formed
+/// ([`Keyring::open`]), not yet held against a view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    key_id: String,
+    claims: Claims,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+}
+
+impl Opened {
+    /// The rest of [`Keyring::verify`]: the token is for `video_id`, issued
+    /// no later than `received_at` and valid when the view occurred (each
+    /// give or take [`CLOCK_SKEW`]).
+    pub fn check(
+        &self,
+        video_id: &str,
+        occurred_at: DateTime<Utc>,
+        received_at: DateTime<Utc>,
+    ) -> Result<Verified, TokenError> {
+        if self.claims.video_id != video_id {
+            return Err(TokenError::WrongVideo {
+                token: self.claims.video_id.clone(),
+                event: video_id.to_owned(),
+            });
+        }
+        if self.from > received_at + CLOCK_SKEW {
             return Err(TokenError::NotYetValid {
-                issued: from.to_rfc3339(),
+                issued: self.from.to_rfc3339(),
                 received: received_at.to_rfc3339(),
             });
         }
-        if occurred_at < from - CLOCK_SKEW || occurred_at > to + CLOCK_SKEW {
+        if occurred_at < self.from - CLOCK_SKEW || occurred_at > self.to + CLOCK_SKEW {
             return Err(TokenError::Expired {
-                from: from.to_rfc3339(),
-                to: to.to_rfc3339(),
+                from: self.from.to_rfc3339(),
+                to: self.to.to_rfc3339(),
                 occurred: occurred_at.to_rfc3339(),
             });
         }
         Ok(Verified {
-            key_id: kid.to_owned(),
-            claims,
+            key_id: self.key_id.clone(),
+            claims: self.claims.clone(),
         })
     }
 }

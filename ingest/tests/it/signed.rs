@@ -146,3 +146,46 @@ async fn without_the_requirement_bad_events_are_kept_but_never_billable() {
         "every one kept, none eligible"
     );
 }
+
+/// A large request (validated off the runtime's workers) with one token
+/// replayed 100 times, 100 distinct playbacks and 100 unsigned events:
+/// every copy of the replayed token verifies with its one playback id
+/// (ingest holds no state: the batch rule `token_replay` judges replays),
+/// every distinct one with its own, and the unsigned are refused by index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_request_verifies_each_token_and_leaves_replays_to_batch() {
+    let ing = start(true).await;
+    let good = signer("k1", 1);
+    let now = Utc::now();
+    let ttl = Duration::hours(1);
+    let leaked = good.issue("v-a", "pb-leaked", now, ttl);
+    let mut body: Vec<Value> = (0..100).map(|_| signed("v-a", &leaked)).collect();
+    body.extend((0..100).map(|i| signed("v-a", &good.issue("v-a", &format!("pb-{i}"), now, ttl))));
+    body.extend((0..100).map(|_| event("v-a")));
+    let (status, resp) = ing.post_json(&Value::Array(body)).await;
+    assert_eq!(status, 202, "{resp}");
+    assert_eq!(resp["accepted"], 200, "{resp}");
+    let refused: Vec<u64> = resp["rejected_indices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_u64().unwrap())
+        .collect();
+    assert_eq!(refused, (200..300).collect::<Vec<u64>>());
+
+    let mut by_playback: std::collections::BTreeMap<String, usize> = Default::default();
+    for (_, e) in ing.events().await {
+        let Playback::Verified { playback_id } = &e.playback else {
+            panic!("{:?} recorded {:?}", e.event.event_id, e.playback);
+        };
+        assert!(e.event.revenue_eligible);
+        *by_playback.entry(playback_id.clone()).or_default() += 1;
+    }
+    assert_eq!(by_playback.len(), 101);
+    assert_eq!(by_playback["pb-leaked"], 100);
+    assert!(
+        by_playback
+            .iter()
+            .all(|(id, n)| id == "pb-leaked" || *n == 1)
+    );
+}
