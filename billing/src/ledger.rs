@@ -255,6 +255,39 @@ pub fn statement_dir(period: &str, statement_id: &str) -> String {
 /// The file of a statement that holds a format-2 entry's totals.
 pub const TOTALS_FILE: &str = "totals.json";
 
+/// The file of a statement that holds the rule sets of the runs it counts
+/// ([`RulesFile`]); the entry records its SHA-256 like every statement
+/// file's.
+pub const RULES_FILE: &str = "rules.json";
+
+/// A statement's `rules.json`: the counting rules of every batch run it
+/// draws from, salted like [`TotalsFile`], so its hash in the ledger entry
+/// commits to the rules in force without publishing their thresholds:
+/// finance shows the file to an auditor later, who checks it against the
+/// entry. Statements from before the file existed have none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesFile {
+    /// The statement.
+    pub statement_id: String,
+    /// `YYYY-MM`.
+    pub period: String,
+    /// 64 hex digits.
+    pub salt: String,
+    /// Run id → the rules it counted with.
+    pub runs: BTreeMap<String, RunRules>,
+}
+
+/// One run's counting rules, as its manifest records them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRules {
+    /// `schemas::RULES_VERSION` of the run.
+    pub rules_version: u32,
+    /// The whole rule set.
+    pub rules: schemas::RuleSet,
+}
+
 /// An entry before it has a place in the log.
 #[derive(Debug, Clone)]
 pub struct NewEntry {
@@ -332,8 +365,18 @@ impl LogKey {
     /// so without the key the salt cannot be computed. (The message cannot
     /// be mistaken for a checkpoint, whose first line is the log's name.)
     pub fn totals_salt(&self, period: &str, statement_id: &str) -> String {
+        self.salt("statement-totals-salt", period, statement_id)
+    }
+
+    /// The salt of statement `statement_id`'s [`RulesFile`] (64 hex
+    /// digits), derived as [`LogKey::totals_salt`] under its own name.
+    pub fn rules_salt(&self, period: &str, statement_id: &str) -> String {
+        self.salt("statement-rules-salt", period, statement_id)
+    }
+
+    fn salt(&self, name: &str, period: &str, statement_id: &str) -> String {
         use ed25519_dalek::Signer as _;
-        let msg = format!("viewcount/statement-totals-salt/v1\n{period}\n{statement_id}\n");
+        let msg = format!("viewcount/{name}/v1\n{period}\n{statement_id}\n");
         let sig = self.ed25519.sign(msg.as_bytes());
         store::layout::sha256(&sig.to_bytes())
     }

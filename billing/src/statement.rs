@@ -25,7 +25,8 @@ use store::catalog::Catalog;
 use store::state::Published;
 
 use crate::ledger::{
-    self, Appended, Entry, Inputs, Kind, Ledger, LogKey, NewEntry, SealedTotals, Totals, TotalsFile,
+    self, Appended, Entry, Inputs, Kind, Ledger, LogKey, NewEntry, RulesFile, RunRules,
+    SealedTotals, Totals, TotalsFile,
 };
 use crate::money::{self, format_amount, format_cpm};
 use crate::rates::RateCard;
@@ -210,6 +211,27 @@ pub async fn entry_totals(store: &dyn ObjectStore, entry: &Entry) -> Result<Tota
     Ok(f.totals)
 }
 
+/// The rules of the runs the statement `entry` records counted with
+/// (`rules.json`, read against the hash the entry recorded and checked to be
+/// this statement's); `None` for a statement from before the file existed.
+pub async fn entry_rules(store: &dyn ObjectStore, entry: &Entry) -> Result<Option<RulesFile>> {
+    let path = file_of(entry, ledger::RULES_FILE);
+    if !entry.files.contains_key(path.as_ref()) {
+        return Ok(None);
+    }
+    let bytes = read_recorded(store, entry, ledger::RULES_FILE).await?;
+    let f: RulesFile =
+        serde_json::from_slice(&bytes).map_err(|err| Error::Tampered(format!("{path}: {err}")))?;
+    let salt_ok = f.salt.len() == 64 && f.salt.bytes().all(|b| b.is_ascii_hexdigit());
+    if f.statement_id != entry.statement_id || f.period != entry.period || !salt_ok {
+        return Err(Error::Tampered(format!(
+            "{path} is not the rules of statement {} of {} that ledger entry {} records",
+            entry.statement_id, entry.period, entry.seq
+        )));
+    }
+    Ok(Some(f))
+}
+
 /// The totals a statement's recorded CSVs add up to, as [`Statement::totals`]
 /// computes them, to check against the totals its entry records.
 async fn recount_totals(store: &dyn ObjectStore, entry: &Entry) -> Result<Totals> {
@@ -295,7 +317,8 @@ pub async fn verify_deep(
     progress: &mut dyn FnMut(&Entry),
 ) -> Result<DeepVerified> {
     let mut done = DeepVerified::default();
-    let mut seen_runs: BTreeSet<String> = BTreeSet::new();
+    // Each run followed down once: the rules its manifest records.
+    let mut seen_runs: BTreeMap<String, RunRules> = BTreeMap::new();
     for e in log.entries.iter().filter(|e| e.kind == Kind::Statement) {
         progress(e);
         let manifest: StatementManifest = serde_json::from_slice(
@@ -331,8 +354,31 @@ pub async fn verify_deep(
         }
         done.statements += 1;
         let runs: BTreeSet<&String> = manifest.inputs.hours.values().collect();
+        // The rules it commits to are those its runs counted with, every
+        // run's and no other.
+        let committed = entry_rules(store, e).await?;
+        if let Some(f) = &committed {
+            let named: BTreeSet<&String> = f.runs.keys().collect();
+            if named != runs {
+                return Err(Error::Tampered(format!(
+                    "{}: it names the rules of runs {named:?}, but the statement counts runs {runs:?}",
+                    file_of(e, ledger::RULES_FILE)
+                )));
+            }
+        }
+        let check_rules = |run: &str, actual: &RunRules| match committed
+            .as_ref()
+            .and_then(|f| f.runs.get(run))
+        {
+            Some(r) if r != actual => Err(Error::Tampered(format!(
+                "{}: the rules it records for run {run} are not the ones the run's manifest records",
+                file_of(e, ledger::RULES_FILE)
+            ))),
+            _ => Ok(()),
+        };
         for run in runs {
-            if !seen_runs.insert(run.clone()) {
+            if let Some(actual) = seen_runs.get(run) {
+                check_rules(run, actual)?;
                 continue;
             }
             let named_by = format!("statement {}", e.statement_id);
@@ -344,6 +390,12 @@ pub async fn verify_deep(
             )
             .await?;
             done.manifests += 1;
+            let actual = RunRules {
+                rules_version: m.rules_version,
+                rules: m.rules,
+            };
+            check_rules(run, &actual)?;
+            seen_runs.insert(run.clone(), actual);
             for o in &m.outputs {
                 let path = Path::from(o.path.as_str());
                 let bytes = m.read_output(store, &path).await?.unwrap_or_default();
@@ -517,6 +569,8 @@ pub struct Counted {
     pub manifests: BTreeMap<String, String>,
     /// The counting rules versions of those runs.
     pub rules_versions: BTreeSet<u32>,
+    /// Each of those runs → the rules it counted with.
+    pub rules: BTreeMap<String, RunRules>,
 }
 
 /// Counts `period` from the batch runs `published` names: per (creator,
@@ -552,6 +606,13 @@ pub async fn count(
         // without one had only the daily cap.
         let mut rules = store::filtered::load_by_video_hour(store, &manifest).await?;
         out.rules_versions.insert(manifest.rules_version);
+        out.rules.insert(
+            run.to_owned(),
+            RunRules {
+                rules_version: manifest.rules_version,
+                rules: manifest.rules,
+            },
+        );
         for ((video, hour), counts) in table {
             if !owned.contains(&hour) {
                 continue;
@@ -613,6 +674,8 @@ pub struct Statement {
     pub filtered: BTreeMap<(String, String), Filtered>,
     /// Inputs.
     pub manifest_inputs: ManifestInputs,
+    /// Each run it counts → the rules it counted with (`rules.json`).
+    pub rules: BTreeMap<String, RunRules>,
 }
 
 /// The inputs a statement manifest records (all part of the id).
@@ -1127,6 +1190,7 @@ fn build(
         unattributed,
         filtered: counted.filtered.clone(),
         manifest_inputs,
+        rules: counted.rules.clone(),
     };
     s.totals()?;
     Ok(s)
@@ -1303,8 +1367,15 @@ async fn write_files(
         lines: totals.lines,
         sha256: store::layout::sha256(&sealed),
     };
+    let rules = pretty(&RulesFile {
+        statement_id: s.id.clone(),
+        period: s.period.label(),
+        salt: key.rules_salt(&s.period.label(), &s.id),
+        runs: s.rules.clone(),
+    });
     let mut named: Vec<(&str, Bytes)> = vec![
         (ledger::TOTALS_FILE, Bytes::from(sealed)),
+        (ledger::RULES_FILE, Bytes::from(rules)),
         ("statement.csv", Bytes::from(s.csv(false)?)),
         ("unattributed.csv", Bytes::from(s.csv(true)?)),
         ("statement.json", Bytes::from(s.json())),

@@ -13,10 +13,17 @@
 //! with the rule that removed it: what the creator was not paid for, and
 //! why.
 //!
+//! A video of the creator's whose every billable view in the period was
+//! removed has no line (nothing is paid for it), but the statement records
+//! what was removed from it (`statement.json`, `filtered`): it is explained
+//! as an `unpaid_video` record, its hours, runs, inputs and filtered events,
+//! like a paid line's. The filtered events found per video must equal what
+//! the statement recorded, as the paid ones must equal each line.
+//!
 //! Output is NDJSON, one record per line, each with a `"record"` field:
-//! `statement`, `line`, `hour`, `run`, `input`, `event`, `filtered`. By
-//! default each line lists a sample of its event ids (and of its video's
-//! filtered ones, per rule); `--all` lists every one.
+//! `statement`, `line`, `unpaid_video`, `hour`, `run`, `input`, `event`,
+//! `filtered`. By default each line lists a sample of its event ids (and of
+//! its video's filtered ones, per rule); `--all` lists every one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -64,9 +71,11 @@ pub struct Explained {
     pub billable_views: i64,
     /// Event ids found behind them (equal to `billable_views`).
     pub events: u64,
-    /// Billable views of the lines' videos and hours the invalid-traffic
-    /// rules removed (not paid).
+    /// Billable views of the creator's videos and hours the
+    /// invalid-traffic rules removed (not paid).
     pub filtered_events: u64,
+    /// Videos with removed views and no line: every billable view removed.
+    pub unpaid_videos: u64,
 }
 
 fn emit(out: &mut dyn Write, v: serde_json::Value) -> Result<()> {
@@ -128,7 +137,29 @@ pub async fn explain(
         )?;
         lines.push((l.video_id, cpm, l.billable_views, l.kind));
     }
-    if lines.is_empty() {
+    // What the statement recorded as removed, per video of the creator.
+    let removed = removed_views(
+        &read_recorded(store.as_ref(), entry, "statement.json").await?,
+        &opts.creator,
+        &format!("{dir}/statement.json"),
+    )?;
+    let removed: BTreeMap<String, u64> = removed
+        .into_iter()
+        .filter(|(v, _)| opts.video.as_ref().is_none_or(|want| want == v))
+        .collect();
+    let paid: BTreeSet<&str> = lines.iter().map(|l| l.0.as_str()).collect();
+    let unpaid: Vec<(&String, &u64)> = removed
+        .iter()
+        .filter(|(v, _)| !paid.contains(v.as_str()))
+        .collect();
+    for (video, n) in &unpaid {
+        emit(
+            out,
+            json!({"record": "unpaid_video", "creator_id": opts.creator, "video_id": video,
+                   "billable_views": 0, "filtered_views": n}),
+        )?;
+    }
+    if lines.is_empty() && unpaid.is_empty() {
         return Err(Error::Input(format!(
             "statement {} of {label} has no line for creator {:?}{}",
             entry.statement_id,
@@ -143,6 +174,7 @@ pub async fn explain(
         .iter()
         .filter(|l| l.3 == LineKind::Views)
         .map(|l| l.0.clone())
+        .chain(unpaid.iter().map(|(v, _)| (*v).clone()))
         .collect();
 
     // Per-hour batch rows of those videos, by owning run.
@@ -156,6 +188,7 @@ pub async fn explain(
     let mut filtered_sampled: BTreeMap<(String, schemas::fraud::FraudRule), usize> =
         BTreeMap::new();
     let mut filtered_total = 0u64;
+    let mut filtered_found: BTreeMap<String, u64> = BTreeMap::new();
     let mut events_total = 0u64;
     for (run, owned) in &by_run {
         // The run's manifest, checked against the hash the statement
@@ -231,6 +264,7 @@ pub async fn explain(
             }
             if let Some(rule) = e.filtered_by {
                 filtered_total += 1;
+                *filtered_found.entry(e.video_id.clone()).or_default() += 1;
                 let n = filtered_sampled
                     .entry((e.video_id.clone(), rule))
                     .or_default();
@@ -281,7 +315,50 @@ pub async fn explain(
         explained.lines += 1;
         explained.billable_views += views;
     }
+    // And the events the rules removed are as many as the statement says.
+    for video in &videos {
+        let (want, got) = (
+            removed.get(video).copied().unwrap_or(0),
+            filtered_found.get(video).copied().unwrap_or(0),
+        );
+        if want != got {
+            return Err(Error::Tampered(format!(
+                "the statement records {want} removed views of {video} but the runs' inputs hold {got} such events: \
+                 an input changed since the run; run `viewcount ledger verify` and rerun the batch for its hours"
+            )));
+        }
+    }
     explained.events = events_total;
     explained.filtered_events = filtered_total;
+    explained.unpaid_videos = unpaid.len() as u64;
     Ok(explained)
+}
+
+/// Per video of `creator`, the billable views the statement's
+/// `statement.json` records as removed (its `filtered` list; none in a
+/// statement from before the list existed).
+fn removed_views(json: &[u8], creator: &str, path: &str) -> Result<BTreeMap<String, u64>> {
+    let bad = |why: &str| Error::Tampered(format!("{path}: {why}"));
+    let doc: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| bad(&format!("not JSON: {e}")))?;
+    let creators = doc["creators"]
+        .as_array()
+        .ok_or_else(|| bad("it has no `creators` list"))?;
+    let mut out = BTreeMap::new();
+    for c in creators.iter().filter(|c| c["creator_id"] == creator) {
+        let Some(filtered) = c.get("filtered") else {
+            continue;
+        };
+        for f in filtered
+            .as_array()
+            .ok_or_else(|| bad("a creator's `filtered` is not a list"))?
+        {
+            let (Some(video), Some(n)) = (f["video_id"].as_str(), f["filtered_views"].as_u64())
+            else {
+                return Err(bad("a `filtered` entry lacks video_id or filtered_views"));
+            };
+            *out.entry(video.to_owned()).or_default() += n;
+        }
+    }
+    Ok(out)
 }

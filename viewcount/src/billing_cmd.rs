@@ -245,11 +245,17 @@ pub(crate) async fn billing(c: BillingCommand) -> anyhow::Result<()> {
             let e = explain::explain(store, &opts, &mut out).await?;
             std::io::Write::flush(&mut out)?;
             eprintln!(
-                "explained ledger entry {}: {} lines, {} billable views, {} event ids found behind them{}",
+                "explained ledger entry {}: {} lines, {} billable views, {} event ids found behind them; \
+                 {} views removed by the invalid-traffic rules{}{}",
                 e.entry,
                 e.lines,
                 e.billable_views,
                 e.events,
+                e.filtered_events,
+                match e.unpaid_videos {
+                    0 => String::new(),
+                    n => format!(" ({n} video(s) with every view removed, so no line)"),
+                },
                 if opts.all {
                     ""
                 } else {

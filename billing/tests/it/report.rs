@@ -174,7 +174,7 @@ async fn a_statement_is_truth_times_rates_and_is_recorded_once() {
     );
     let log = Ledger::new(w.store.clone()).read().await.unwrap();
     assert_eq!(log.entries.len(), 1);
-    assert_eq!(log.entries[0].files.len(), 7);
+    assert_eq!(log.entries[0].files.len(), 8);
     assert!(!log.entries[0].provisional);
     // The entry (which every line proof embeds) commits to the totals but
     // does not show them: only the currency and the line count are public.
@@ -201,6 +201,78 @@ async fn a_statement_is_truth_times_rates_and_is_recorded_once() {
         .await
         .unwrap();
     assert_eq!(totals.amount, json["total"].as_str().unwrap());
+    // It commits to the rules of every run it counts, salted (the file's
+    // hash is in the entry; the thresholds are not).
+    let rules = statement::entry_rules(w.store.as_ref(), &log.entries[0])
+        .await
+        .unwrap()
+        .expect("a rules.json");
+    let runs: std::collections::BTreeSet<&str> = manifest["inputs"]["hours"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rules
+            .runs
+            .keys()
+            .map(String::as_str)
+            .collect::<std::collections::BTreeSet<_>>(),
+        runs
+    );
+    for r in rules.runs.values() {
+        assert_eq!(
+            (r.rules_version, r.rules),
+            (schemas::RULES_VERSION, schemas::RuleSet::default())
+        );
+    }
+    assert_eq!(rules.salt.len(), 64);
+    assert_ne!(
+        rules.salt,
+        file["salt"].as_str().unwrap(),
+        "a salt of its own"
+    );
+    let rules_bytes = read(&w, &format!("{dir}/rules.json")).await;
+    assert_eq!(
+        log.entries[0].files[&format!("{dir}/rules.json")],
+        store::layout::sha256(&rules_bytes)
+    );
+    assert!(
+        !String::from_utf8_lossy(&log.bytes[0]).contains("repeat_loop"),
+        "the entry holds no threshold"
+    );
+    // A rules.json that misstates a run's rules, even with its hash in the
+    // entry, is refused by the deep verify.
+    let mut forged = rules.clone();
+    if let Some(r) = forged.runs.values_mut().next() {
+        r.rules.repeat_loop_views += 1;
+    }
+    let rules_path = object_store::path::Path::from(format!("{dir}/rules.json"));
+    let forged_bytes = serde_json::to_vec_pretty(&forged).unwrap();
+    w.store
+        .put(&rules_path, forged_bytes.clone().into())
+        .await
+        .unwrap();
+    let mut forged_log = Ledger::new(w.store.clone()).read().await.unwrap();
+    forged_log.entries[0]
+        .files
+        .insert(rules_path.to_string(), store::layout::sha256(&forged_bytes));
+    let err = statement::verify_deep(w.store.as_ref(), &forged_log, &mut |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("are not the ones the run's manifest records"),
+        "{err}"
+    );
+    w.store
+        .put(&rules_path, rules_bytes.clone().into())
+        .await
+        .unwrap();
+    statement::verify_deep(w.store.as_ref(), &log, &mut |_| {})
+        .await
+        .unwrap();
     assert_eq!(
         totals.creators,
         json["creators"].as_array().unwrap().len() as u64
@@ -227,7 +299,7 @@ async fn a_statement_is_truth_times_rates_and_is_recorded_once() {
         .verify(None, None)
         .await
         .unwrap();
-    assert_eq!((v.entries, v.files), (1, 7));
+    assert_eq!((v.entries, v.files), (1, 8));
     let log = Ledger::new(w.store.clone()).read().await.unwrap();
     let deep = statement::verify_deep(w.store.as_ref(), &log, &mut |_| {})
         .await
@@ -454,7 +526,42 @@ async fn late_events_after_finalization_become_adjustments() {
 
 #[tokio::test]
 async fn explain_lists_exactly_the_billable_events_of_each_line() {
-    let w = october().await;
+    // October, and a video of creator-0001's whose every view is a repeat
+    // loop (six by one user in one hour): all removed, so it has no line.
+    let mut w = World::new().await;
+    w.archive(
+        6_000,
+        1,
+        at("2026-10-28T00:00:00Z"),
+        Duration::days(5),
+        at("2026-11-02T00:30:00Z"),
+    )
+    .await;
+    w.add_video("vAllRemoved", "creator-0001").await;
+    let looped: Vec<schemas::ReceivedEvent> = (0..6)
+        .map(|i| {
+            let e = schemas::ViewEvent {
+                event_id: uuid::Uuid::from_u128(0xa11_4e30_0ed0 + i),
+                video_id: "vAllRemoved".into(),
+                user_id: "looper".into(),
+                session_id: None,
+                occurred_at: at("2026-10-29T14:00:00Z") + Duration::minutes(i as i64 * 7),
+                watch_seconds: 60,
+                device: schemas::Device::Web,
+                country: None,
+                referrer: None,
+                quality: None,
+                revenue_eligible: true,
+                ad_impressions: 1,
+                schema_version: 1,
+                playback_token: None,
+            };
+            schemas::ReceivedEvent::new(e, at("2026-11-02T00:30:00Z"))
+        })
+        .collect();
+    w.write(&looped).await;
+    w.batch(at("2026-10-28T00:00:00Z"), at("2026-11-02T00:00:00Z"))
+        .await;
     let o = ReportOptions {
         grace: TimeDelta::zero(),
         ..opts("2026-10", false)
@@ -484,9 +591,21 @@ async fn explain_lists_exactly_the_billable_events_of_each_line() {
         let mut events: BTreeMap<(String, String), i64> = BTreeMap::new();
         let mut kinds = std::collections::BTreeSet::new();
         let mut filtered = 0u64;
+        let mut unpaid: Vec<(String, u64)> = Vec::new();
+        let mut looped_listed = 0;
         for line in out.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             let v: serde_json::Value = serde_json::from_slice(line).unwrap();
             kinds.insert(v["record"].as_str().unwrap().to_owned());
+            if v["record"] == "unpaid_video" {
+                unpaid.push((
+                    v["video_id"].as_str().unwrap().to_owned(),
+                    v["filtered_views"].as_u64().unwrap(),
+                ));
+            }
+            if v["record"] == "filtered" && v["video_id"] == "vAllRemoved" {
+                assert_eq!(v["rule"], "repeat_loop", "{v}");
+                looped_listed += 1;
+            }
             if v["record"] == "filtered" {
                 let rule = v["rule"].as_str().unwrap();
                 assert!(
@@ -525,14 +644,23 @@ async fn explain_lists_exactly_the_billable_events_of_each_line() {
             .collect();
         assert_eq!(events, mine, "{creator}");
         assert_eq!(e.events as i64, mine.values().sum::<i64>());
-        // Every view of the creator's paid videos the rules removed in the
-        // month is listed, with its rule.
+        // Every view of the creator's videos the rules removed in the month
+        // is listed, with its rule: of paid videos, and of one with no line.
         assert_eq!(e.filtered_events, filtered, "{creator}");
-        let paid: std::collections::BTreeSet<&str> = mine.keys().map(|(v, _)| v.as_str()).collect();
+        assert_eq!(filtered, w.october_filtered(creator, |_| true), "{creator}");
         assert_eq!(
-            filtered,
-            w.october_filtered(creator, |v| paid.contains(v)),
+            (e.unpaid_videos, unpaid),
+            if creator == "creator-0001" {
+                (1, vec![("vAllRemoved".to_owned(), 6)])
+            } else {
+                (0, vec![])
+            },
             "{creator}"
+        );
+        assert_eq!(
+            looped_listed,
+            if creator == "creator-0001" { 6 } else { 0 },
+            "the repeat loop's six views, each under its rule"
         );
         filtered_total += filtered;
     }

@@ -91,6 +91,23 @@ impl World {
         self.write(&events).await;
     }
 
+    /// Adds `video_id` to the catalog as `creator`'s (and imports it again).
+    pub(crate) async fn add_video(&mut self, video_id: &str, creator: &str) {
+        self.catalog.push(CatalogRow {
+            video_id: video_id.into(),
+            creator_id: creator.into(),
+            title: format!("{video_id} (added)"),
+        });
+        let csv = store::catalog::to_csv(
+            self.catalog
+                .iter()
+                .map(|r| [r.video_id.as_str(), r.creator_id.as_str(), r.title.as_str()]),
+        );
+        store::catalog::import(self.store.as_ref(), csv.into())
+            .await
+            .unwrap();
+    }
+
     /// Archives these events as one partition's next offsets.
     pub(crate) async fn write(&mut self, events: &[ReceivedEvent]) {
         let mut files: BTreeMap<DateTime<Utc>, Vec<ArchivedEvent>> = BTreeMap::new();

@@ -275,23 +275,26 @@ fn a_flipped_byte_in_any_object_is_refused_by_every_reader() {
     let o = explain();
     assert!(o.status.success(), "{}", text(&o.stderr));
 
-    // The sealed totals (totals.json, committed to by the entry): the
-    // ledger refuses them, shallow and deep.
-    let totals = statement.with_file_name("totals.json");
-    let shown = totals.strip_prefix(&d.root).unwrap().display().to_string();
-    let original = flip(&totals);
-    for args in [
-        &["ledger", "verify", "--store", &d.url][..],
-        &["ledger", "verify", "--deep", "--store", &d.url][..],
-    ] {
-        let o = run(args, &[]);
-        assert!(!o.status.success(), "{args:?} accepted damaged totals");
-        assert!(
-            text(&o.stderr).contains(&shown),
-            "{args:?}: {}",
-            text(&o.stderr)
-        );
+    // The sealed totals and the committed rules (totals.json, rules.json:
+    // their hashes are in the entry): the ledger refuses them, shallow and
+    // deep.
+    for name in ["totals.json", "rules.json"] {
+        let sealed = statement.with_file_name(name);
+        let shown = sealed.strip_prefix(&d.root).unwrap().display().to_string();
+        let original = flip(&sealed);
+        for args in [
+            &["ledger", "verify", "--store", &d.url][..],
+            &["ledger", "verify", "--deep", "--store", &d.url][..],
+        ] {
+            let o = run(args, &[]);
+            assert!(!o.status.success(), "{args:?} accepted a damaged {name}");
+            assert!(
+                text(&o.stderr).contains(&shown),
+                "{args:?}: {}",
+                text(&o.stderr)
+            );
+        }
+        std::fs::write(&sealed, original).unwrap();
     }
-    std::fs::write(&totals, original).unwrap();
     assert!(deep().status.success());
 }
