@@ -119,6 +119,7 @@ def main():
             billable: Number(tr.querySelector('[data-field=billable_views]').dataset.value),
             removed: Number(tr.querySelector('[data-field=fraud_filtered]').dataset.value),
             why: tr.querySelector('[data-field=fraud_filtered]').title,
+            reasons: (tr.querySelector('[data-field=fraud_filtered] .reasons') || {}).textContent || '',
             text: tr.querySelector('[data-field=views]').textContent }))""")
         live = tab.eval("({video: document.getElementById('live-total').dataset.video,"
                         " views: Number(document.getElementById('live-total').dataset.value)})")
@@ -130,10 +131,14 @@ def main():
             r = want[s["video"]]
             if (s["views"], s["billable"], s["removed"]) != (r["views"], r["billable_views"], r["fraud_filtered"]):
                 raise SystemExit(f"browser check: {s['video']}: the page shows {s}, the API {r}")
-            # Where views were removed, the tooltip names every rule.
-            for rule in r["filtered_by_rule"]:
-                if rule.replace("_", " ") not in s["why"]:
-                    raise SystemExit(f"browser check: {s['video']}: the Removed tooltip {s['why']!r} misses {rule}")
+            # Where views were removed, the page shows every reason code
+            # with its views, under the number and in the tooltip.
+            for rule, n in r["filtered_by_rule"].items():
+                said = f"{rule.replace('_', ' ')} {n:,}"
+                if said not in s["why"]:
+                    raise SystemExit(f"browser check: {s['video']}: the Removed tooltip {s['why']!r} misses {said!r}")
+                if said not in s["reasons"]:
+                    raise SystemExit(f"browser check: {s['video']}: the reasons shown {s['reasons']!r} miss {said!r}")
             if s["text"].replace(",", "") != str(r["views"]):
                 raise SystemExit(f"browser check: {s['video']}: the page prints {s['text']!r}, the API {r['views']}")
         total = api(base, f"/v1/videos/{live['video']}/views", token)

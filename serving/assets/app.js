@@ -87,10 +87,15 @@ async function loadList(creator) {
     removed.dataset.field = "fraud_filtered";
     removed.dataset.value = row.fraud_filtered;
     removed.textContent = row.fraud_filtered ? fmt.format(row.fraud_filtered) : "–";
+    // Each reason code with its views, under the number (and in full on hover).
     const why = Object.entries(row.filtered_by_rule || {});
     if (why.length) {
-      removed.title = "removed as invalid traffic: " +
-        why.map(([rule, n]) => rule.replaceAll("_", " ") + " " + fmt.format(n)).join(", ");
+      const reasons = why.map(([rule, n]) => rule.replaceAll("_", " ") + " " + fmt.format(n));
+      removed.title = "removed as invalid traffic: " + reasons.join(", ");
+      const small = document.createElement("div");
+      small.className = "reasons";
+      small.textContent = reasons.join(" · ");
+      removed.append(small);
     }
     const badge = document.createElement("td");
     if (row.speed_views > 0) {
@@ -101,7 +106,7 @@ async function loadList(creator) {
     tbody.append(tr);
   }
   $("list-note").textContent = list.warnings.join(" ") ||
-    "Counts before " + (list.watermark || "—") + " are final (batch); later ones are provisional (speed layer).";
+    "Counts before " + (list.watermark || "—") + " are final (batch, invalid traffic removed); later ones are provisional (speed layer, not yet filtered for invalid traffic).";
   if (list.rows.length) select(selected || list.rows[0].video_id, list.rows[0].title);
 }
 
