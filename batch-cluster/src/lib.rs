@@ -197,9 +197,9 @@ impl batch::run::Compute for Ballista {
             // on the rules v2 query (a join per rule, window frames), and
             // with larger stacks the job never finished.
             return Err(batch::Error::Input(
-                "--engine ballista counts with rules v1 only (the daily cap): the rules v2 query does not finish on Ballista 55 yet; \
-                 run --engine native or --engine sql, or turn the v2 rules off with \
-                 --impossible-watch 0 --repeat-loop-views 0 --zero-engagement-views 0 --bot-farm-accounts 0"
+                "--engine ballista counts with the daily cap and the replay rule only: the query of the other rules does not finish on Ballista 55 yet; \
+                 run --engine native or --engine sql, or turn the other rules off with \
+                 --impossible-watch 0 --impossible-watch-devices 0 --repeat-loop-views 0 --zero-engagement-views 0 --bot-farm-accounts 0"
                     .into(),
             ));
         }

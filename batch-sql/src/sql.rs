@@ -57,16 +57,45 @@ fn ctes(rules: &RuleSet) -> String {
     // (rule, its table, how a view joins it, the column that is non-null
     // when it does), in attribution order; only the rules that are on.
     let mut caught: Vec<(FraudRule, String, String, &str)> = Vec::new();
+    // Impossible watch: the views starting in an hour over rules v2's
+    // limit, and the views in progress while more than the devices one
+    // person runs are (a sweep over each user-day's span edges, views
+    // ending before others start at one instant: `schemas::fraud::crowded`).
+    let mut impossible: Vec<String> = Vec::new();
     if rules.impossible_watch_seconds > 0 {
+        impossible.push(format!(
+            "SELECT v.event_id FROM viewed v JOIN (
+               SELECT uh, hour_us FROM viewed GROUP BY uh, hour_us
+               HAVING SUM(CAST(watch_seconds AS BIGINT)) > {}) o
+             ON v.uh = o.uh AND v.hour_us = o.hour_us",
+            rules.impossible_watch_seconds
+        ));
+    }
+    if rules.impossible_watch_devices > 0 {
+        impossible.push(format!(
+            "SELECT DISTINCT sp.event_id FROM spans sp JOIN (
+               SELECT uh, d, t AS a, next AS b FROM (
+                 SELECT uh, d, t,
+                        SUM(step) OVER (PARTITION BY uh, d ORDER BY t, step
+                                        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS c,
+                        LEAD(t) OVER (PARTITION BY uh, d ORDER BY t, step) AS next
+                 FROM (SELECT uh, d, s AS t, 1 AS step FROM spans WHERE e > s
+                       UNION ALL SELECT uh, d, e AS t, -1 AS step FROM spans WHERE e > s))
+               WHERE c > {} AND next > t) c
+             ON sp.uh = c.uh AND sp.d = c.d
+             WHERE sp.e > sp.s AND c.a < sp.e AND sp.s < c.b",
+            rules.impossible_watch_devices
+        ));
+    }
+    if !impossible.is_empty() {
         caught.push((
             FraudRule::ImpossibleWatch,
             format!(
-                "SELECT uh, hour_us FROM viewed GROUP BY uh, hour_us
-                 HAVING SUM(CAST(watch_seconds AS BIGINT)) > {}",
-                rules.impossible_watch_seconds
+                "SELECT DISTINCT event_id FROM ({})",
+                impossible.join(" UNION ALL ")
             ),
-            "n.uh = t.uh AND n.hour_us = t.hour_us".into(),
-            "uh",
+            "n.event_id = t.event_id".into(),
+            "event_id",
         ));
     }
     if rules.repeat_loop_views > 0 {
@@ -164,6 +193,10 @@ fn ctes(rules: &RuleSet) -> String {
            SELECT *, CAST(date_trunc('hour', occurred_at) AS BIGINT) AS hour_us,
                   CAST(occurred_at AS BIGINT) AS at_us
            FROM firsts),
+         spans AS (
+           SELECT event_id, uh, s, LEAST(s + CAST(watch_seconds AS BIGINT), (s / 86400 + 1) * 86400) AS e,
+                  s / 86400 AS d
+           FROM (SELECT event_id, uh, watch_seconds, at_us / 1000000 AS s FROM viewed)),
          numbered AS (
            SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id, video_id, date_trunc('day', occurred_at), billable
                                         ORDER BY occurred_at, event_id) AS brn,

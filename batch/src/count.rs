@@ -1117,18 +1117,75 @@ pub(crate) type ByRule = [i64; FraudRule::ALL.len()];
 /// filtered views by rule.
 pub(crate) type Out<'s> = (u32, ViewRow<'s>, ByRule);
 
-/// Watch seconds of every winner by (user hash, hour), for the
-/// impossible-watch rule (users' views are spread over every bucket, so
-/// dedup hands them on as it keeps winners): appended to one of
-/// [`USER_STRIPES`] lists by user hash, so that each list is summed on
-/// its own, in cache, when dedup is done.
+/// What the impossible-watch rule needs of every winner (users' views are
+/// spread over every bucket, so dedup hands them on as it keeps winners):
+/// with rules v2's hour limit, its (user hash, hour) and watch seconds;
+/// judging concurrency, its user hash and watch span. Each is appended to
+/// one of [`USER_STRIPES`] lists by user hash, so that each list is worked
+/// on by itself, in cache, when dedup is done.
 struct UserHours {
-    on: bool,
-    stripes: Vec<Mutex<Vec<(UserHour, u32)>>>,
+    hours: Stripes<(UserHour, u32)>,
+    spans: Stripes<UserSpan>,
+}
+
+/// Per-stripe lists of one kind of [`UserHours`] entry (none if its rule
+/// is off).
+struct Stripes<T> {
+    lists: Vec<Mutex<Vec<T>>>,
+}
+
+impl<T> Stripes<T> {
+    fn new(on: bool) -> Self {
+        Self {
+            lists: (0..if on { USER_STRIPES } else { 0 })
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
+        }
+    }
+
+    fn on(&self) -> bool {
+        !self.lists.is_empty()
+    }
+
+    /// Appends a dedup task's lists, counting them against `budget`.
+    fn merge(&self, local: Vec<Vec<T>>, budget: &Budget) {
+        for (stripe, entries) in self.lists.iter().zip(local) {
+            if !entries.is_empty() {
+                budget.add(entries.len() as u64 * std::mem::size_of::<T>() as u64);
+                stripe
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(entries);
+            }
+        }
+    }
+
+    /// What `each` finds in every list (`threads` lists at once); gives
+    /// the lists' bytes back to `budget`.
+    fn each<U: Send>(self, work: &Work<'_>, each: impl Fn(Vec<T>) -> Vec<U> + Sync) -> Vec<U>
+    where
+        T: Send,
+    {
+        let lists = self.lists;
+        parallel(work.threads, lists.len(), |i| {
+            let entries = take(&lists[i]);
+            work.budget
+                .sub(entries.len() as u64 * std::mem::size_of::<T>() as u64);
+            each(entries)
+        })
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }
 
 /// Lists of [`UserHours`].
 const USER_STRIPES: usize = 64;
+
+/// The stripe of a user hash.
+fn stripe_of(user_hash: u64) -> usize {
+    (user_hash >> 58) as usize % USER_STRIPES
+}
 
 /// A (user hash, hour) packed small: the hash's halves and the hour's
 /// number since the epoch (with its watch seconds, 16 bytes).
@@ -1142,78 +1199,120 @@ fn user_hour(user_hash: u64, occurred_at: i64) -> UserHour {
     ]
 }
 
-/// Bytes a winner's entry holds in [`UserHours`].
-const USER_HOUR_BYTES: u64 = std::mem::size_of::<(UserHour, u32)>() as u64;
+/// A winner's user hash and watch span ([`schemas::fraud::watch_span`]).
+type UserSpan = (u64, i64, i64);
 
 /// A dedup task's entries for [`UserHours`], by stripe.
-type Watched = Vec<Vec<(UserHour, u32)>>;
+struct Watched {
+    hours: Vec<Vec<(UserHour, u32)>>,
+    spans: Vec<Vec<UserSpan>>,
+}
+
+/// A winner's watch span.
+fn span_of(r: &Row) -> (i64, i64) {
+    schemas::fraud::watch_span(r.occurred_at, r.watch_seconds.max(0).unsigned_abs())
+}
 
 impl UserHours {
     fn new(rules: &RuleSet) -> Self {
-        let on = rules.impossible_watch_seconds > 0;
         Self {
-            on,
-            stripes: (0..if on { USER_STRIPES } else { 0 })
-                .map(|_| Mutex::new(Vec::new()))
-                .collect(),
+            hours: Stripes::new(rules.impossible_watch_seconds > 0),
+            spans: Stripes::new(rules.impossible_watch_devices > 0),
         }
     }
 
     /// A dedup task's lists (empty if the rule is off).
     fn local(&self) -> Watched {
-        vec![Vec::new(); self.stripes.len()]
+        Watched {
+            hours: vec![Vec::new(); self.hours.lists.len()],
+            spans: vec![Vec::new(); self.spans.lists.len()],
+        }
     }
 
     /// Adds winner `w` to a task's lists.
     fn add(&self, local: &mut Watched, w: &Row) {
-        if self.on {
+        if self.hours.on() {
             let k = user_hour(w.user_hash, w.occurred_at);
-            local[(k[1] >> 26) as usize % USER_STRIPES]
-                .push((k, w.watch_seconds.max(0).unsigned_abs()));
+            local.hours[stripe_of(w.user_hash)].push((k, w.watch_seconds.max(0).unsigned_abs()));
+        }
+        if self.spans.on() {
+            let (start, end) = span_of(w);
+            if end > start {
+                local.spans[stripe_of(w.user_hash)].push((w.user_hash, start, end));
+            }
         }
     }
 
     /// Appends a dedup task's lists, counting them against `budget`.
     fn merge(&self, local: Watched, budget: &Budget) {
-        for (stripe, entries) in self.stripes.iter().zip(local) {
-            if !entries.is_empty() {
-                budget.add(entries.len() as u64 * USER_HOUR_BYTES);
-                stripe
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(entries);
-            }
-        }
+        self.hours.merge(local.hours, budget);
+        self.spans.merge(local.spans, budget);
     }
 
-    /// The (user hash, hour)s whose watch seconds pass the rule's limit,
-    /// summing each list on its own (`threads` at once); gives the lists'
-    /// bytes back to `budget`.
+    /// What the rule found: the (user hash, hour)s whose watch seconds pass
+    /// the v2 limit, and per (user hash, day) the periods with more views in
+    /// progress than the devices one person runs.
     fn over(self, rules: &RuleSet, work: &Work<'_>) -> Impossible {
         let limit = rules.impossible_watch_seconds;
-        let stripes = self.stripes;
-        let found = parallel(work.threads, stripes.len(), |i| {
-            let entries = take(&stripes[i]);
+        let hours = self.hours.each(work, |entries| {
             let mut sums: HashMap<UserHour, u32, RandomState> =
                 HashMap::with_capacity_and_hasher(entries.len(), work.state.clone());
             for (k, w) in &entries {
                 let sum = sums.entry(*k).or_default();
                 *sum = sum.saturating_add(*w);
             }
-            work.budget.sub(entries.len() as u64 * USER_HOUR_BYTES);
             sums.into_iter()
                 .filter(|(_, w)| *w > limit)
                 .map(|(k, _)| k)
                 .collect::<Vec<_>>()
         });
-        let mut out = Impossible::with_hasher(work.state.clone());
-        out.extend(found.into_iter().flatten());
+        let devices = rules.impossible_watch_devices;
+        let crowds = self.spans.each(work, |mut entries| {
+            entries.sort_unstable();
+            entries
+                .chunk_by(|a, b| a.0 == b.0 && a.1.div_euclid(86_400) == b.1.div_euclid(86_400))
+                .filter_map(|day| {
+                    let periods =
+                        schemas::fraud::crowded(day.iter().map(|&(_, s, e)| (s, e)), devices);
+                    (!periods.is_empty())
+                        .then(|| ((day[0].0, day[0].1.div_euclid(86_400)), periods))
+                })
+                .collect::<Vec<_>>()
+        });
+        let mut out = Impossible {
+            hours: hashbrown::HashSet::with_hasher(work.state.clone()),
+            crowds: HashMap::with_hasher(work.state.clone()),
+        };
+        out.hours.extend(hours);
+        out.crowds.extend(crowds);
         out
     }
 }
 
-/// The (user hash, hour)s whose views report impossible watch time.
-type Impossible = hashbrown::HashSet<UserHour, RandomState>;
+/// What the impossible-watch rule catches: (user hash, hour)s over the v2
+/// limit, and per (user hash, day number) the crowded periods.
+#[derive(Default)]
+struct Impossible {
+    hours: hashbrown::HashSet<UserHour, RandomState>,
+    crowds: HashMap<(u64, i64), Vec<(i64, i64)>, RandomState>,
+}
+
+impl Impossible {
+    fn is_empty(&self) -> bool {
+        self.hours.is_empty() && self.crowds.is_empty()
+    }
+
+    /// Whether billable row `r` is caught.
+    fn catches(&self, r: &Row) -> bool {
+        if self.hours.contains(&user_hour(r.user_hash, r.occurred_at)) {
+            return true;
+        }
+        let span = span_of(r);
+        self.crowds
+            .get(&(r.user_hash, span.0.div_euclid(86_400)))
+            .is_some_and(|c| schemas::fraud::meets(span, c))
+    }
+}
 
 /// The start of the UTC hour of `us`.
 fn hour_of(us: i64) -> i64 {
@@ -1336,7 +1435,7 @@ fn count_bucket<'s>(
 
     if !impossible.is_empty() {
         for (n, r) in billables() {
-            if impossible.contains(&user_hour(r.user_hash, r.occurred_at)) {
+            if impossible.catches(r) {
                 mark(n, FraudRule::ImpossibleWatch);
             }
         }
@@ -1525,6 +1624,7 @@ mod tests {
                 // The cap alone (the others know users by hash).
                 &RuleSet {
                     impossible_watch_seconds: 0,
+                    impossible_watch_devices: 0,
                     repeat_loop_views: 0,
                     bot_farm_accounts: 0,
                     zero_engagement_views: 0,

@@ -120,6 +120,7 @@ fn main() -> anyhow::Result<()> {
             let rules = if rules_v1 {
                 schemas::RuleSet {
                     impossible_watch_seconds: 0,
+                    impossible_watch_devices: 0,
                     repeat_loop_views: 0,
                     zero_engagement_views: 0,
                     bot_farm_accounts: 0,

@@ -81,6 +81,7 @@ enum Cmd {
 fn v1_rules() -> RuleSet {
     RuleSet {
         impossible_watch_seconds: 0,
+        impossible_watch_devices: 0,
         repeat_loop_views: 0,
         bot_farm_accounts: 0,
         zero_engagement_views: 0,

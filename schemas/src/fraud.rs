@@ -16,7 +16,7 @@
 //! | rule | a billable view is filtered when |
 //! |---|---|
 //! | `token_replay` | its playback (the signed token ingest verified) already had `token_replay_views` billable views of its video that UTC day (by `occurred_at`, then event id): one token replayed under fresh event ids, whoever the user claims to be |
-//! | `impossible_watch` | its user's views in its hour (every view, billable or not) report more than `impossible_watch_seconds` of watch time in all: more than the hour holds on the devices one person plausibly runs at once |
+//! | `impossible_watch` | it is in progress while more than `impossible_watch_devices` of its user's views are (every view, billable or not, from `occurred_at` for its watch time, cut at the end of its UTC day: [`watch_span`], [`crowded`]): more devices at once than one person plausibly runs. One long view, or views one after another, never are. (Rules v2 instead filtered every view starting in an hour whose views report more than `impossible_watch_seconds` in all, charging a long view's whole watch time to its first hour; a v2 rule set still decides so.) |
 //! | `repeat_loop` | its user viewed its video at least `repeat_loop_views` times (billable) in its hour: a player replaying one video under fresh sessions |
 //! | `zero_engagement` | it reported no ad impression and less than `zero_engagement_watch_seconds` of watch time, and it lies in a window of `zero_engagement_window_seconds` within its hour that holds at least `zero_engagement_views` such views of its video: a burst of views that only just qualify |
 //! | `bot_farm` | at least `bot_farm_accounts` users viewed its video in its hour with its behavioural fingerprint: the same device, country, referrer and quality, and a watch time in the same `bot_farm_watch_band_seconds` band |
@@ -152,9 +152,11 @@ pub fn fingerprint_with(
 }
 
 impl RuleSet {
-    /// Whether any rule beyond the daily cap is on.
+    /// Whether any rule beyond the daily cap and the replay rule is on (the
+    /// rules whose SQL joins a table of what they catch).
     pub fn v2_rules_on(&self) -> bool {
         self.impossible_watch_seconds > 0
+            || self.impossible_watch_devices > 0
             || self.repeat_loop_views > 0
             || self.bot_farm_accounts > 0
             || self.zero_engagement_views > 0
@@ -172,6 +174,45 @@ impl RuleSet {
             && ad_impressions == 0
             && watch_seconds < self.zero_engagement_watch_seconds
     }
+}
+
+/// A view's watch span for the impossible-watch rule: `[start, end)` in
+/// whole seconds since the epoch, from `occurred_at` (to the second) for
+/// `watch_seconds`, cut at the end of its UTC day (so a view counts only
+/// toward its own day, and a late view changes no other day's decisions).
+pub fn watch_span(occurred_at_us: i64, watch_seconds: u32) -> (i64, i64) {
+    let start = occurred_at_us.div_euclid(1_000_000);
+    let day_end = (start.div_euclid(86_400) + 1) * 86_400;
+    (start, (start + i64::from(watch_seconds)).min(day_end))
+}
+
+/// The periods, `[from, to)` in order, in which more than `devices` of
+/// `spans` (one user's views of one day, [`watch_span`]) are in progress at
+/// once. A view ending at the instant another starts does not overlap it.
+pub fn crowded(spans: impl Iterator<Item = (i64, i64)>, devices: u32) -> Vec<(i64, i64)> {
+    let mut edges: Vec<(i64, i8)> = spans
+        .filter(|(s, e)| e > s)
+        .flat_map(|(s, e)| [(s, 1), (e, -1)])
+        .collect();
+    // At one instant, views end before others start.
+    edges.sort_unstable();
+    let mut out = Vec::new();
+    let mut running = 0i64;
+    for (i, &(t, step)) in edges.iter().enumerate() {
+        running += i64::from(step);
+        if running > i64::from(devices)
+            && let Some(&(next, _)) = edges.get(i + 1)
+            && next > t
+        {
+            out.push((t, next));
+        }
+    }
+    out
+}
+
+/// Whether the view of `span` is in progress during any of `periods`.
+pub fn meets(span: (i64, i64), periods: &[(i64, i64)]) -> bool {
+    span.1 > span.0 && periods.iter().any(|&(a, b)| a < span.1 && span.0 < b)
 }
 
 /// Which of `times` (sorted) lie in a dense window: one `window_us` long
@@ -259,6 +300,25 @@ pub fn decide<J: Judged>(rules: &RuleSet, judged: &[J]) -> Vec<Option<FraudRule>
     for v in &views {
         *watch.entry((user(v), hour(v))).or_default() += u64::from(v.watch_seconds);
     }
+    // Every view's span, and per (user, day) the periods crowded past the
+    // devices one person runs.
+    let span = |v: &ViewEvent| watch_span(v.occurred_at.timestamp_micros(), v.watch_seconds);
+    let mut spans: HashMap<(u64, i64), Vec<(i64, i64)>> = HashMap::new();
+    for v in &views {
+        let s = span(v);
+        spans
+            .entry((user(v), s.0.div_euclid(86_400)))
+            .or_default()
+            .push(s);
+    }
+    let crowds: HashMap<(u64, i64), Vec<(i64, i64)>> = if rules.impossible_watch_devices > 0 {
+        spans
+            .into_iter()
+            .map(|(k, s)| (k, crowded(s.into_iter(), rules.impossible_watch_devices)))
+            .collect()
+    } else {
+        HashMap::new()
+    };
     let mut repeats: HashMap<(&str, i64, u64), u32> = HashMap::new();
     let mut farms: HashMap<(&str, i64, u64, u32), BTreeSet<u64>> = HashMap::new();
     let mut zero: BTreeMap<(&str, i64), Vec<(i64, usize)>> = BTreeMap::new();
@@ -342,8 +402,12 @@ pub fn decide<J: Judged>(rules: &RuleSet, judged: &[J]) -> Vec<Option<FraudRule>
             let caught = |rule: FraudRule| match rule {
                 FraudRule::TokenReplay => replayed[i],
                 FraudRule::ImpossibleWatch => {
-                    rules.impossible_watch_seconds > 0
-                        && watch[&(user(v), hour(v))] > u64::from(rules.impossible_watch_seconds)
+                    let s = span(v);
+                    (rules.impossible_watch_seconds > 0
+                        && watch[&(user(v), hour(v))] > u64::from(rules.impossible_watch_seconds))
+                        || crowds
+                            .get(&(user(v), s.0.div_euclid(86_400)))
+                            .is_some_and(|c| meets(s, c))
                 }
                 FraudRule::RepeatLoop => {
                     rules.repeat_loop_views > 0
@@ -396,6 +460,7 @@ mod tests {
     fn only(rule: FraudRule) -> RuleSet {
         let off = RuleSet {
             impossible_watch_seconds: 0,
+            impossible_watch_devices: 0,
             repeat_loop_views: 0,
             bot_farm_accounts: 0,
             zero_engagement_views: 0,
@@ -410,7 +475,7 @@ mod tests {
                 ..off
             },
             FraudRule::ImpossibleWatch => RuleSet {
-                impossible_watch_seconds: on.impossible_watch_seconds,
+                impossible_watch_devices: on.impossible_watch_devices,
                 ..off
             },
             FraudRule::RepeatLoop => RuleSet {
@@ -446,8 +511,13 @@ mod tests {
     }
 
     #[test]
-    fn impossible_watch_catches_an_hour_past_four_devices_and_not_one_within() {
-        let rules = only(FraudRule::ImpossibleWatch);
+    fn rules_v2_impossible_watch_charges_an_hour_with_the_watch_time_started_in_it() {
+        // A v2 rule set: the hour limit, no concurrency.
+        let rules = RuleSet {
+            impossible_watch_seconds: 4 * 3600,
+            impossible_watch_devices: 0,
+            ..only(FraudRule::ImpossibleWatch)
+        };
         let t = at("2026-11-01T10:00:00Z");
         // 5 views of 3 000 s each in one hour: 15 000 s > 14 400 s.
         let mut views: Vec<ViewEvent> = (0..5)
@@ -472,6 +542,124 @@ mod tests {
         // The same watch time over two hours is possible.
         views[0].occurred_at = t + Duration::hours(1);
         assert_eq!(caught(&rules, &views), 0);
+        // What v2 got wrong: one honest 5-hour view of a live stream and
+        // three shorter ones "exceed" the hour it started in.
+        let live = vec![
+            ViewEvent {
+                watch_seconds: 5 * 3600,
+                ..view("u2", "live", t)
+            },
+            ViewEvent {
+                watch_seconds: 600,
+                ..view("u2", "v1", t + Duration::minutes(5))
+            },
+        ];
+        assert_eq!(caught(&rules, &live), 2);
+        assert_eq!(caught(&only(FraudRule::ImpossibleWatch), &live), 0);
+    }
+
+    /// `n` views of `user`, each `watch` seconds, starting `gap` apart from `t`.
+    fn devices(user: &str, t: DateTime<Utc>, n: i64, gap: Duration, watch: u32) -> Vec<ViewEvent> {
+        (0..n)
+            .map(|i| ViewEvent {
+                watch_seconds: watch,
+                ..view(user, &format!("v{i}"), t + gap * i as i32)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn impossible_watch_catches_more_devices_at_once_than_a_person_runs() {
+        let rules = only(FraudRule::ImpossibleWatch);
+        let t = at("2026-11-01T10:00:00Z");
+        // Five 50-minute views started a minute apart: five at once.
+        let five = devices("u1", t, 5, Duration::minutes(1), 3_000);
+        assert_eq!(caught(&rules, &five), 5);
+        // Four at once are a household's devices.
+        assert_eq!(caught(&rules, &five[..4]), 0);
+        // A fifth that starts the second the first ends overlaps three.
+        let mut seq = five.clone();
+        seq[4].occurred_at = t + Duration::seconds(3_000);
+        assert_eq!(caught(&rules, &seq), 0);
+        // A non-billable view is one of the devices, but only billable
+        // views are filtered; an earlier view of the day is not caught.
+        let mut mixed = five[..4].to_vec();
+        mixed.push(ViewEvent {
+            revenue_eligible: false,
+            ..five[4].clone()
+        });
+        mixed.push(ViewEvent {
+            watch_seconds: 600,
+            ..view("u1", "early", t - Duration::hours(2))
+        });
+        assert_eq!(
+            decide(&rules, &mixed),
+            [vec![Some(FraudRule::ImpossibleWatch); 4], vec![None; 2]].concat()
+        );
+        // Other users' views are their own devices.
+        let mut crowd = five[..4].to_vec();
+        crowd.extend(devices("u2", t, 4, Duration::minutes(1), 3_000));
+        assert_eq!(caught(&rules, &crowd), 0);
+    }
+
+    #[test]
+    fn impossible_watch_passes_a_live_stream_a_binge_and_a_household() {
+        let rules = only(FraudRule::ImpossibleWatch);
+        let t = at("2026-11-01T10:00:00Z");
+        // One 5-hour view of a live stream, with three other devices of the
+        // account on and off beside it.
+        let mut live = vec![ViewEvent {
+            watch_seconds: 5 * 3600,
+            ..view("u1", "live", t)
+        }];
+        for d in 0..3 {
+            live.extend(devices(
+                "u1",
+                t + Duration::minutes(d * 7),
+                8,
+                Duration::minutes(35),
+                30 * 60,
+            ));
+        }
+        assert_eq!(caught(&rules, &live), 0, "never more than four at once");
+        // A binge: forty 20-minute videos one after another.
+        let binge = devices("u2", t, 40, Duration::minutes(20), 20 * 60);
+        assert_eq!(caught(&rules, &binge), 0);
+        // A view started before midnight counts only toward its own day:
+        // two hours from 23:30 do not crowd the next morning.
+        let night = at("2026-11-01T23:30:00Z");
+        let mut days = vec![ViewEvent {
+            watch_seconds: 2 * 3600,
+            ..view("u3", "late", night)
+        }];
+        days.extend(devices(
+            "u3",
+            at("2026-11-02T00:05:00Z"),
+            4,
+            Duration::seconds(10),
+            3_000,
+        ));
+        assert_eq!(caught(&rules, &days), 0);
+        assert_eq!(
+            watch_span(night.timestamp_micros(), 7_200).1
+                - watch_span(night.timestamp_micros(), 7_200).0,
+            1_800
+        );
+    }
+
+    #[test]
+    fn crowded_periods_start_and_end_where_the_count_crosses() {
+        // Two at once over [5, 10): more than one device.
+        assert_eq!(crowded([(0, 10), (5, 20)].into_iter(), 1), [(5, 10)]);
+        // Touching is not overlapping; empty spans are no device.
+        assert_eq!(crowded([(0, 10), (10, 20), (3, 3)].into_iter(), 1), []);
+        assert_eq!(
+            crowded([(0, 10), (0, 10), (0, 10), (2, 4)].into_iter(), 2),
+            [(0, 2), (2, 4), (4, 10)]
+        );
+        assert!(meets((9, 30), &[(5, 10)]));
+        assert!(!meets((10, 30), &[(5, 10)]));
+        assert!(!meets((7, 7), &[(5, 10)]), "no watch time, no device");
     }
 
     #[test]
@@ -621,6 +809,7 @@ mod tests {
         // Every rule off but the cap: v1.
         let v1 = RuleSet {
             impossible_watch_seconds: 0,
+            impossible_watch_devices: 0,
             repeat_loop_views: 0,
             bot_farm_accounts: 0,
             zero_engagement_views: 0,

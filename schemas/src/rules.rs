@@ -16,8 +16,11 @@ use crate::ViewEvent;
 ///
 /// 2: the invalid-traffic rules of [`crate::fraud`] beside v1's daily cap.
 /// A v1 manifest's rule set reads back with them off, so it decides as v1.
-/// 3: `token_replay`, on views whose signed playback token ingest verified.
-/// A v2 manifest's rule set reads back with it off, so it decides as v2.
+/// 3: `token_replay`, on views whose signed playback token ingest verified,
+/// and `impossible_watch` judging concurrent views
+/// (`impossible_watch_devices`) instead of one hour's watch time
+/// (`impossible_watch_seconds`, now 0). A v2 manifest's rule set reads back
+/// with the new parameters off and its own hour limit, so it decides as v2.
 pub const RULES_VERSION: u32 = 3;
 
 /// Every configurable parameter of validation and counting, in one place.
@@ -51,11 +54,20 @@ pub struct RuleSet {
     /// video and UTC day.
     #[cfg_attr(feature = "cli", arg(id = "fraud_cap", long = "fraud-cap", env = "VIEWCOUNT_FRAUD_CAP", value_name = "VIEWS", default_value_t = RuleSet::DEFAULT.fraud_cap_per_user_video_day))]
     pub fraud_cap_per_user_video_day: u32,
-    /// Batch rule `impossible_watch`: a user's views in one UTC hour that
-    /// report more watch seconds than this in all are filtered (0: off).
+    /// Batch rule `impossible_watch` as rules v2 judged it: a user's views
+    /// starting in one UTC hour that report more watch seconds than this in
+    /// all are filtered (0: off, the default since rules v3, which judge
+    /// concurrency instead: --impossible-watch-devices).
     #[serde(default)]
     #[cfg_attr(feature = "cli", arg(id = "impossible_watch", long = "impossible-watch", env = "VIEWCOUNT_IMPOSSIBLE_WATCH", value_name = "SECONDS", default_value_t = RuleSet::DEFAULT.impossible_watch_seconds))]
     pub impossible_watch_seconds: u32,
+    /// Batch rule `impossible_watch`: a user's views of a UTC day that are
+    /// in progress while more than this many of the user's views are (each
+    /// from `occurred_at` for its watch time, within its day) are filtered:
+    /// more devices at once than one person plausibly runs (0: off).
+    #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(id = "impossible_watch_devices", long = "impossible-watch-devices", env = "VIEWCOUNT_IMPOSSIBLE_WATCH_DEVICES", value_name = "VIEWS", default_value_t = RuleSet::DEFAULT.impossible_watch_devices))]
+    pub impossible_watch_devices: u32,
     /// Batch rule `repeat_loop`: this many billable views of one video by
     /// one user in one UTC hour are all filtered (0: off).
     #[serde(default)]
@@ -121,7 +133,8 @@ impl RuleSet {
         late_horizon_seconds: 30 * 24 * 3600,
         billable_min_watch_seconds: 30,
         fraud_cap_per_user_video_day: 10,
-        impossible_watch_seconds: 4 * 3600,
+        impossible_watch_seconds: 0,
+        impossible_watch_devices: 4,
         repeat_loop_views: 5,
         bot_farm_accounts: 10,
         bot_farm_watch_band_seconds: 5,
@@ -230,12 +243,17 @@ mod tests {
     #[test]
     fn a_rule_set_from_before_rules_v3_reads_back_as_v2() {
         let mut v2 = serde_json::to_value(RuleSet::default()).unwrap();
-        v2.as_object_mut().unwrap().remove("token_replay_views");
-        let rules: RuleSet = serde_json::from_value(v2).unwrap();
+        let v2 = v2.as_object_mut().unwrap();
+        v2.remove("token_replay_views");
+        v2.remove("impossible_watch_devices");
+        v2.insert("impossible_watch_seconds".into(), 14_400.into());
+        let rules: RuleSet = serde_json::from_value(serde_json::Value::Object(v2.clone())).unwrap();
         assert_eq!(
             rules,
             RuleSet {
                 token_replay_views: 0,
+                impossible_watch_devices: 0,
+                impossible_watch_seconds: 14_400,
                 ..RuleSet::default()
             }
         );

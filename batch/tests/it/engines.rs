@@ -422,6 +422,14 @@ async fn every_invalid_traffic_rule_is_the_same_in_both_engines_and_the_truth() 
     .unwrap();
     let ctx = ValidationContext::at(gen_now);
     let mut truth = Truth::new(RuleSet::default());
+    // Rules v2's impossible-watch form (the hour limit), as a v2 manifest
+    // re-decides: the same in both engines and the reference.
+    let v2 = RuleSet {
+        impossible_watch_seconds: 4 * 3600,
+        impossible_watch_devices: 0,
+        ..RuleSet::default()
+    };
+    let mut truth_v2 = Truth::new(v2);
     let mut offsets = [0i64; 4];
     let mut rows = Vec::new();
     let mut push = |event: schemas::ViewEvent, playback: Playback| {
@@ -445,6 +453,7 @@ async fn every_invalid_traffic_rule_is_the_same_in_both_engines_and_the_truth() 
         // know no replays: these are hand-made, labelled with the original).
         if n % 400 != 7 || !RuleSet::default().is_billable(&event) {
             truth.record_labelled(&event, e.label);
+            truth_v2.record_labelled(&event, e.label);
             push(event, Playback::Unchecked);
             continue;
         }
@@ -465,6 +474,7 @@ async fn every_invalid_traffic_rule_is_the_same_in_both_engines_and_the_truth() 
                 }
             };
             truth.record_played(&copy, e.label, Some(&playback_id));
+            truth_v2.record_played(&copy, e.label, Some(&playback_id));
             push(copy, verified());
         }
     }
@@ -510,6 +520,43 @@ async fn every_invalid_traffic_rule_is_the_same_in_both_engines_and_the_truth() 
         }
     }
     assert_eq!(by_rule, want, "filtered views by rule");
+    let (from, to) = days();
+    let with_v2 = |engine: Engine| {
+        let store = store.clone();
+        async move {
+            let opts = RunOptions {
+                allow_incomplete: true,
+                rules: v2,
+                compute: crate::harness::compute(engine),
+                ..RunOptions::new(from, to)
+            };
+            batch::run::run(store, &opts, &|_, _, _| {})
+                .await
+                .unwrap()
+                .manifest
+        }
+    };
+    let (native_v2, sql_v2) = (with_v2(Engine::Native).await, with_v2(Engine::Sql).await);
+    assert_eq!(
+        native_v2.outputs, sql_v2.outputs,
+        "rules v2: the same bytes"
+    );
+    testkit::assert_same_map(
+        &store::views::load_views(store.as_ref(), &native_v2)
+            .await
+            .unwrap(),
+        &expected(&truth_v2),
+        "rules v2 batch output",
+    );
+    let v2_filtered = store::filtered::load_filtered(store.as_ref(), &native_v2)
+        .await
+        .unwrap();
+    assert!(
+        v2_filtered
+            .iter()
+            .any(|f| f.rule == FraudRule::ImpossibleWatch && f.views > 0),
+        "the hour limit catches views"
+    );
     for rule in FraudRule::ALL {
         assert!(
             by_rule.get(rule.name()).copied().unwrap_or(0) > 0,
