@@ -21,10 +21,12 @@
 //! dirty until a run does. The scan covers the days that can still receive
 //! data (the rules' late horizon before the archive's progress).
 //!
-//! The fraud cap ranks a user's views of a video within a UTC day by time,
+//! The fraud cap and the replay rule rank views within a UTC day by time,
 //! so a late view in hour `H` can change billable counts in later hours of
-//! its day, never earlier ones: each late or uncovered hour is recomputed
-//! together with the rest of its day up to the archive watermark. Runs are
+//! its day: each late or uncovered hour is recomputed together with the
+//! rest of its day up to the archive watermark. The impossible-watch rule's
+//! concurrency reaches back too (a late view can crowd views that started
+//! before it, earlier that day), so with it on the whole day is. Runs are
 //! cut at day boundaries, so each reads one day of raw files.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -164,24 +166,43 @@ pub async fn plan(store: &dyn ObjectStore, opts: &RunOptions) -> Result<Plan> {
         }
         h += TimeDelta::hours(1);
     }
-    // Late and uncovered hours take the rest of their day with them.
-    let mut todo: BTreeSet<DateTime<Utc>> = BTreeSet::new();
     for (&hour, why) in &pending {
-        todo.insert(hour);
         if matches!(why, Why::New) {
             plan.new_hours += 1;
+        } else {
+            plan.dirty.push(PendingHour { hour, why: *why });
+        }
+    }
+    let todo = to_recompute(&pending, aw, opts.rules.late_views_reach_back())?;
+    plan.runs = ranges_within_days(&todo)?;
+    Ok(plan)
+}
+
+/// The hours to recompute for `pending`: a new hour itself; a late or
+/// uncovered hour with the rest of its day up to `aw` (a late view can
+/// change later hours' decisions of its day), and with `reach_back` (a late
+/// view can change earlier hours' too: [`schemas::RuleSet::late_views_reach_back`])
+/// with the whole of its day before it as well.
+fn to_recompute(
+    pending: &BTreeMap<DateTime<Utc>, Why>,
+    aw: DateTime<Utc>,
+    reach_back: bool,
+) -> Result<BTreeSet<DateTime<Utc>>> {
+    let mut todo: BTreeSet<DateTime<Utc>> = BTreeSet::new();
+    for (&hour, why) in pending {
+        todo.insert(hour);
+        if matches!(why, Why::New) {
             continue;
         }
-        plan.dirty.push(PendingHour { hour, why: *why });
-        let end = (floor_day(hour)? + TimeDelta::days(1)).min(aw);
-        let mut h = hour + TimeDelta::hours(1);
+        let day = floor_day(hour)?;
+        let end = (day + TimeDelta::days(1)).min(aw);
+        let mut h = if reach_back { day } else { hour };
         while h < end {
             todo.insert(h);
             h += TimeDelta::hours(1);
         }
     }
-    plan.runs = ranges_within_days(&todo)?;
-    Ok(plan)
+    Ok(todo)
 }
 
 /// Runs the plan: one batch run per range, in order, each published as it
@@ -278,6 +299,39 @@ mod tests {
 
     fn h(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_late_hour_takes_the_rest_of_its_day_and_with_reach_back_all_of_it() {
+        let pending: BTreeMap<_, _> = [
+            (h("2026-11-20T10:00:00Z"), Why::LateData { files: 1 }),
+            (h("2026-11-21T02:00:00Z"), Why::New),
+        ]
+        .into_iter()
+        .collect();
+        let aw = h("2026-11-21T03:00:00Z");
+        let hours = |from: &str, n: i64| -> Vec<DateTime<Utc>> {
+            (0..n).map(|i| h(from) + TimeDelta::hours(i)).collect()
+        };
+        let forward = to_recompute(&pending, aw, false).unwrap();
+        assert_eq!(
+            forward.into_iter().collect::<Vec<_>>(),
+            [
+                hours("2026-11-20T10:00:00Z", 14),
+                hours("2026-11-21T02:00:00Z", 1)
+            ]
+            .concat()
+        );
+        let whole = to_recompute(&pending, aw, true).unwrap();
+        assert_eq!(
+            whole.into_iter().collect::<Vec<_>>(),
+            [
+                hours("2026-11-20T00:00:00Z", 24),
+                hours("2026-11-21T02:00:00Z", 1)
+            ]
+            .concat(),
+            "a new hour is only itself"
+        );
     }
 
     #[test]

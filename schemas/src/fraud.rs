@@ -1,15 +1,17 @@
-//! Invalid-traffic rules (rules v2, and v3's `token_replay`): which billable
-//! views batch filters as invalid, and why — the one I/O-free definition, beside the counting
+//! Invalid-traffic rules (rules v2, and rules v3's `token_replay` and
+//! concurrent `impossible_watch`): which billable views batch filters as
+//! invalid, and why — the one I/O-free definition, beside the counting
 //! rules of [`crate::rules`].
 //!
 //! Every rule acts on billable first sightings (after dedup), is named
 //! ([`FraudRule`]), is parameterized in the one [`RuleSet`] (0 turns a rule
 //! off; a manifest written before a rule existed reads back with it off, so
 //! old runs re-decide as they were made) and looks only at its view's own
-//! UTC hour, or earlier views of its UTC day (the daily cap and the replay
-//! rule), so a late view
-//! changes no earlier hour's numbers (batch's recompute of late hours, with
-//! the rest of their day, relies on it).
+//! UTC day: its hour, earlier views of its day (the daily cap and the
+//! replay rule), or its user's views of its day (impossible watch), so a
+//! late view changes no other day's numbers. Batch's recompute of a late
+//! hour covers the rest of its day, and the whole day when a late view can
+//! change earlier hours' decisions ([`RuleSet::late_views_reach_back`]).
 //! A filtered view is attributed to the first rule, in [`FraudRule::ALL`]
 //! order, that catches it.
 //!
@@ -160,6 +162,15 @@ impl RuleSet {
             || self.repeat_loop_views > 0
             || self.bot_farm_accounts > 0
             || self.zero_engagement_views > 0
+    }
+
+    /// Whether a late view can change the decisions of views in earlier
+    /// hours of its UTC day (not only later ones, as the daily cap's and
+    /// the replay rule's ranking can): the impossible-watch rule's
+    /// concurrency, where a late view crowds views that started before it.
+    /// The dirty-hour recompute then recomputes the whole day.
+    pub fn late_views_reach_back(&self) -> bool {
+        self.impossible_watch_devices > 0
     }
 
     /// The bot-farm watch band a watch time falls in.
