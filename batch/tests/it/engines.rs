@@ -638,3 +638,69 @@ async fn every_invalid_traffic_rule_is_the_same_in_both_engines_and_the_truth() 
         "{billable} billable, {caught} filtered"
     );
 }
+
+/// The held-out suite (crate `heldout`: patterns written apart from the
+/// rules and never tuned on) counts the same in the native engine, in
+/// memory and spilling, and the SQL specification, and equals the reference
+/// decision: so the held-out figures of BENCHMARKS.md, computed with the
+/// reference, are the batch job's. Verified playbacks as ingest records
+/// them; unsigned views unverified (never billable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_held_out_suite_is_the_same_in_both_engines_and_the_reference() {
+    let (from, _) = days();
+    let cfg = heldout::SuiteConfig {
+        seed: 77,
+        start: from,
+        days: 3,
+        videos: 120,
+        organic_users: 3_000,
+        organic_views: 6_000,
+        episodes_per_pattern: 2,
+    };
+    let received = crate::hard_cases::now();
+    let mut truth = Truth::new(RuleSet::default());
+    let mut rows = Vec::new();
+    let mut patterns = std::collections::BTreeSet::new();
+    for (i, v) in heldout::generate(&cfg).into_iter().enumerate() {
+        // Only what ingest would take by then (the suite runs past `now`).
+        if v.event.occurred_at > received {
+            continue;
+        }
+        patterns.insert(v.pattern);
+        let playback = match &v.playback_id {
+            Some(id) => Playback::Verified {
+                playback_id: id.clone(),
+            },
+            None => Playback::Unverified {
+                reason: "unsigned".into(),
+            },
+        };
+        let r = schemas::ReceivedEvent::new(v.event, received).with_playback(playback);
+        truth.record_played(&r.event, loadgen::Label::Organic, r.playback.playback_id());
+        rows.push(ArchivedEvent {
+            received: r,
+            kafka_partition: (i % 4) as i32,
+            kafka_offset: (i / 4) as i64,
+        });
+    }
+    assert!(patterns.len() >= 12, "{patterns:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::layout::open(&format!("file://{}", dir.path().display())).unwrap();
+    write(store.as_ref(), &rows, 0).await;
+
+    let native = run(store.clone(), Engine::Native).await.manifest;
+    let sql = run(store.clone(), Engine::Sql).await.manifest;
+    let spill = tempfile::tempdir().unwrap();
+    let spilled_run = run_within(store.clone(), batch::memory::MIN_LIMIT, spill.path())
+        .await
+        .manifest;
+    for other in [&sql, &spilled_run] {
+        assert_eq!(native.outputs, other.outputs, "{:?}", other.engine);
+        assert_eq!(native.rows, other.rows);
+    }
+    assert!(native.rows.fraud_filtered > 0);
+    let got = store::views::load_views(store.as_ref(), &native)
+        .await
+        .unwrap();
+    testkit::assert_same_map(&got, &expected(&truth), "held-out batch output");
+}
