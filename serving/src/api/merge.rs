@@ -153,6 +153,17 @@ impl App {
                     )
                 });
                 m.speed_hours = r.hours;
+                let unfiltered: u64 = m
+                    .speed_hours
+                    .iter()
+                    .flat_map(|h| h.values())
+                    .map(|c| c.billable_views)
+                    .sum();
+                if unfiltered > 0 {
+                    m.warnings.push(format!(
+                        "the {unfiltered} billable views from {sf} on come from the speed layer: provisional, and not yet filtered for invalid traffic (batch decides them when it covers those hours)"
+                    ));
+                }
             }
             SpeedRead::Unavailable(why) => {
                 self.metrics.speed_unavailable(&why);

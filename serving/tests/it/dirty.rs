@@ -1,7 +1,8 @@
 //! Late data healed on schedule (DESIGN §5.3): a late event for a published
-//! hour makes that hour dirty; the next scheduled round recomputes it and
-//! the rest of its day (the fraud cap's reach), nothing else; serving and
-//! reconcile then show it.
+//! hour makes that hour dirty; the next scheduled round recomputes its day
+//! (the rules' reach: the rest of it for the daily cap, all of it for the
+//! impossible-watch concurrency), nothing else; serving and reconcile then
+//! show it.
 
 use std::collections::BTreeMap;
 
@@ -126,17 +127,27 @@ async fn a_late_event_dirties_its_hour_and_the_next_scheduled_round_heals_only_t
             why: Why::LateData { files: 1 }
         }]
     );
-    let day_end = late_hour.duration_trunc(TimeDelta::days(1)).unwrap() + TimeDelta::days(1);
+    let day_start = late_hour.duration_trunc(TimeDelta::days(1)).unwrap();
+    let day_end = day_start + TimeDelta::days(1);
+    // The recompute starts at the hour (the cap and the replay rule reach
+    // only later hours of the day), or at the day's start when a late view
+    // can change earlier hours' decisions (impossible watch's concurrency,
+    // on by default).
+    let from = if RuleSet::default().late_views_reach_back() {
+        day_start
+    } else {
+        late_hour
+    };
     // If the archive watermark moved on meanwhile (an hour boundary passed),
     // the newly complete hours come after, as new hours.
     let aw_now = plan.archive_watermark.unwrap();
-    assert_eq!(plan.runs[0], (late_hour, day_end.min(aw_now)), "{plan:#?}");
+    assert_eq!(plan.runs[0], (from, day_end.min(aw_now)), "{plan:#?}");
     assert!(
         plan.runs[1..].iter().all(|(from, _)| *from >= aw),
         "besides the dirty day only new hours: {plan:#?}"
     );
 
-    // The scheduler's next round recomputes it (and the rest of its day).
+    // The scheduler's next round recomputes it (with its day).
     let stop = tokio_util::sync::CancellationToken::new();
     let scheduler = batch::schedule::Scheduler::new(
         w.store.clone(),
@@ -162,7 +173,7 @@ async fn a_late_event_dirties_its_hour_and_the_next_scheduled_round_heals_only_t
     let after = owners(&w).await;
     let new_run = after[&late_hour].clone();
     for (hour, run) in &after {
-        if *hour >= late_hour && *hour < day_end.min(aw_now) {
+        if *hour >= from && *hour < day_end.min(aw_now) {
             assert_eq!(run, &new_run, "{hour} recomputed with its day");
         } else if before.contains_key(hour) {
             assert_eq!(Some(run), before.get(hour), "{hour} was not recomputed");

@@ -84,6 +84,17 @@ async fn answers_equal_the_truth_on_both_sides_of_the_watermark() {
             if to > wm {
                 assert!(sp["freshness_seconds"].as_f64().is_some(), "{a}");
             }
+            // The speed part's billable views say they are unfiltered.
+            let unfiltered = a["warnings"].as_array().unwrap().iter().any(|x| {
+                x.as_str()
+                    .unwrap()
+                    .contains("not yet filtered for invalid traffic")
+            });
+            assert_eq!(
+                unfiltered,
+                sp["billable_views"].as_u64().unwrap() > 0,
+                "{a}"
+            );
         }
     }
     // All time, with defaults, equals the truth.
