@@ -24,13 +24,15 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
-use loadgen::{GenConfig, Generator, Label, LabelTally, Mix, Truth};
+use loadgen::{Generator, Label, LabelTally, Truth};
 use schemas::fraud::FraudRule;
 use schemas::{RuleSet, ValidationContext};
 
-use benches::{Archiver, machine, measured, median, peak_rss_mib, replace_section, spread};
+use benches::{
+    Archiver, labelled_month, machine, measured, median, peak_rss_mib, replace_section, spread,
+};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -192,26 +194,14 @@ async fn prepare(args: &Args) -> anyhow::Result<Prepared> {
     let store = store::open(&format!("file://{}", dir.display()))?;
     let now = Utc::now();
     // Four weeks ending an hour ago: all within the default late horizon.
-    let start =
-        (now - Duration::days(28) - Duration::hours(1)).duration_trunc(TimeDelta::hours(1))?;
-    let g = Generator::new(GenConfig {
-        events: args.events,
-        seed: 17,
-        videos: args.videos,
-        users: args.users,
-        invalid_ratio: 0.0,
-        duplicate_ratio: 0.05,
-        late_ratio: 0.0,
-        start,
-        span: Duration::days(28),
+    let g = Generator::new(labelled_month(
         now,
-        mix: Mix {
-            fraud_ratio: args.fraud_ratio,
-            hard_case_ratio: args.hard_case_ratio,
-            ..Mix::default()
-        },
-        ..GenConfig::default()
-    })?;
+        args.events,
+        args.users,
+        args.videos,
+        args.fraud_ratio,
+        args.hard_case_ratio,
+    )?)?;
     let ctx = ValidationContext::at(now);
     let mut truth = Truth::new(RuleSet::default());
     let mut archive = Archiver::new(store, now);

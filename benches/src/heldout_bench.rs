@@ -18,14 +18,14 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{Duration, DurationRound, TimeDelta, Utc};
+use chrono::Utc;
 use clap::Parser;
 use heldout::{Pattern, SuiteConfig};
-use loadgen::{GenConfig, Generator, Label, Mix, Truth};
+use loadgen::{Generator, Label, Truth};
 use schemas::fraud::{FraudRule, decide};
 use schemas::{RuleSet, ValidationContext};
 
-use benches::{machine, replace_section};
+use benches::{labelled_month, machine, replace_section};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -82,26 +82,8 @@ fn pct(part: u64, whole: u64) -> String {
 /// The generator's labelled month (tuned on), per label.
 fn tuned(events: u64) -> anyhow::Result<BTreeMap<String, Row>> {
     let now = Utc::now();
-    let start =
-        (now - Duration::days(28) - Duration::hours(1)).duration_trunc(TimeDelta::hours(1))?;
-    let g = Generator::new(GenConfig {
-        events,
-        seed: 17,
-        videos: 10_000,
-        users: 100_000,
-        invalid_ratio: 0.0,
-        duplicate_ratio: 0.05,
-        late_ratio: 0.0,
-        start,
-        span: Duration::days(28),
-        now,
-        mix: Mix {
-            fraud_ratio: 0.06,
-            hard_case_ratio: 0.06,
-            ..Mix::default()
-        },
-        ..GenConfig::default()
-    })?;
+    // The fraud benchmark's month (its default shares and sizes).
+    let g = Generator::new(labelled_month(now, events, 100_000, 10_000, 0.06, 0.06)?)?;
     let ctx = ValidationContext::at(now);
     let mut truth = Truth::new(RuleSet::default());
     for e in g {

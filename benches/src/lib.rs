@@ -168,6 +168,40 @@ pub fn machine() -> String {
     format!("{cpus} cores ({model})")
 }
 
+/// The labelled month of the invalid-traffic benchmarks: four weeks of
+/// generated traffic ending an hour before `now`, 5 % re-sends, `fraud` and
+/// `hard` shares of invalid patterns and organic hard cases.
+pub fn labelled_month(
+    now: DateTime<Utc>,
+    events: u64,
+    users: u32,
+    videos: u32,
+    fraud: f64,
+    hard: f64,
+) -> anyhow::Result<loadgen::GenConfig> {
+    use chrono::{Duration, DurationRound, TimeDelta};
+    let start =
+        (now - Duration::days(28) - Duration::hours(1)).duration_trunc(TimeDelta::hours(1))?;
+    Ok(loadgen::GenConfig {
+        events,
+        seed: 17,
+        videos,
+        users,
+        invalid_ratio: 0.0,
+        duplicate_ratio: 0.05,
+        late_ratio: 0.0,
+        start,
+        span: Duration::days(28),
+        now,
+        mix: loadgen::Mix {
+            fraud_ratio: fraud,
+            hard_case_ratio: hard,
+            ..loadgen::Mix::default()
+        },
+        ..loadgen::GenConfig::default()
+    })
+}
+
 /// Replaces the text between `<!-- NAME:begin -->` and `<!-- NAME:end -->`
 /// (markers included) in `path` with `section`, or appends it.
 pub fn replace_section(path: &Path, name: &str, section: &str) -> std::io::Result<()> {

@@ -43,6 +43,29 @@ async fn run_within(store: Arc<dyn ObjectStore>, limit: u64, spill: &std::path::
     batch::run::run(store, &opts, &|_, _, _| {}).await.unwrap()
 }
 
+/// The native engine in memory, the SQL engine and the native engine
+/// spilling at the smallest limit, over `store`: the same run id, bytes and
+/// row counts. Returns the native run's manifest.
+async fn three_engines_agree(store: &Arc<dyn ObjectStore>) -> store::manifest::Manifest {
+    let native = run(store.clone(), Engine::Native).await.manifest;
+    let sql = run(store.clone(), Engine::Sql).await.manifest;
+    let spill = tempfile::tempdir().unwrap();
+    let spilled_run = run_within(store.clone(), batch::memory::MIN_LIMIT, spill.path())
+        .await
+        .manifest;
+    assert!(spilled(&spilled_run) > 0, "the smallest limit spills");
+    for other in [&sql, &spilled_run] {
+        assert_eq!(native.run_id, other.run_id);
+        assert_eq!(
+            native.outputs, other.outputs,
+            "views or filtered bytes differ ({:?})",
+            other.engine
+        );
+        assert_eq!(native.rows, other.rows);
+    }
+    native
+}
+
 /// Bytes spilled over a run's steps.
 fn spilled(m: &store::manifest::Manifest) -> u64 {
     m.steps.iter().filter_map(|s| s.spilled_bytes).sum()
@@ -483,22 +506,7 @@ async fn every_invalid_traffic_rule_is_the_same_in_both_engines_and_the_truth() 
     let store = store::layout::open(&format!("file://{}", dir.path().display())).unwrap();
     write(store.as_ref(), &rows, 0).await;
 
-    let native = run(store.clone(), Engine::Native).await.manifest;
-    let sql = run(store.clone(), Engine::Sql).await.manifest;
-    let spill = tempfile::tempdir().unwrap();
-    let spilled_run = run_within(store.clone(), batch::memory::MIN_LIMIT, spill.path())
-        .await
-        .manifest;
-    assert!(spilled(&spilled_run) > 0, "the smallest limit spills");
-    for other in [&sql, &spilled_run] {
-        assert_eq!(native.run_id, other.run_id);
-        assert_eq!(
-            native.outputs, other.outputs,
-            "views or filtered bytes differ ({:?})",
-            other.engine
-        );
-        assert_eq!(native.rows, other.rows);
-    }
+    let native = three_engines_agree(&store).await;
     let got = store::views::load_views(store.as_ref(), &native)
         .await
         .unwrap();
@@ -597,6 +605,7 @@ async fn every_invalid_traffic_rule_is_the_same_in_both_engines_and_the_truth() 
         }
     };
     let in_memory = evidence(batch::memory::Memory::default()).await;
+    let spill = tempfile::tempdir().unwrap();
     let spilling = evidence(batch::memory::Memory {
         limit: batch::memory::MIN_LIMIT,
         spill_dir: Some(spill.path().to_owned()),
@@ -688,16 +697,7 @@ async fn the_held_out_suite_is_the_same_in_both_engines_and_the_reference() {
     let store = store::layout::open(&format!("file://{}", dir.path().display())).unwrap();
     write(store.as_ref(), &rows, 0).await;
 
-    let native = run(store.clone(), Engine::Native).await.manifest;
-    let sql = run(store.clone(), Engine::Sql).await.manifest;
-    let spill = tempfile::tempdir().unwrap();
-    let spilled_run = run_within(store.clone(), batch::memory::MIN_LIMIT, spill.path())
-        .await
-        .manifest;
-    for other in [&sql, &spilled_run] {
-        assert_eq!(native.outputs, other.outputs, "{:?}", other.engine);
-        assert_eq!(native.rows, other.rows);
-    }
+    let native = three_engines_agree(&store).await;
     assert!(native.rows.fraud_filtered > 0);
     let got = store::views::load_views(store.as_ref(), &native)
         .await

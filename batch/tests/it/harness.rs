@@ -225,6 +225,32 @@ impl Setup {
         (status, retry_after, body)
     }
 
+    /// Every record in the topic, decoded as the consumers decode it under
+    /// `rules` (each must be valid under them).
+    pub(crate) async fn received(&self, rules: &schemas::RuleSet) -> Vec<schemas::ReceivedEvent> {
+        let (bootstrap, topic) = (
+            self.kafka.bootstrap_servers().to_owned(),
+            self.topic.clone(),
+        );
+        let records = tokio::task::spawn_blocking(move || {
+            infra::kafka::read_topic(&bootstrap, &topic, Duration::from_secs(30))
+        })
+        .await
+        .unwrap()
+        .expect("records");
+        let ctx = schemas::ValidationContext::new(Utc::now(), rules);
+        records
+            .iter()
+            .map(|r| {
+                schemas::ReceivedEvent::from_json_bytes(
+                    r.payload.as_deref().unwrap_or_default(),
+                    &ctx,
+                )
+                .expect("every accepted record is valid under the same rules")
+            })
+            .collect()
+    }
+
     /// Records in the topic.
     pub(crate) async fn records(&self) -> i64 {
         self.kafka

@@ -33,7 +33,8 @@ async fn read(w: &World, path: &str) -> Vec<u8> {
 }
 
 /// Events from Oct 28 to Nov 2, published through Nov 2.
-async fn october() -> World {
+/// October's traffic archived, before any batch run.
+async fn october_archived() -> World {
     let mut w = World::new().await;
     w.archive(
         6_000,
@@ -43,8 +44,18 @@ async fn october() -> World {
         at("2026-11-02T00:30:00Z"),
     )
     .await;
+    w
+}
+
+/// Runs and publishes the batch over [`october_archived`]'s days.
+async fn batch_october(w: &World) {
     w.batch(at("2026-10-28T00:00:00Z"), at("2026-11-02T00:00:00Z"))
         .await;
+}
+
+async fn october() -> World {
+    let w = october_archived().await;
+    batch_october(&w).await;
     w
 }
 
@@ -528,15 +539,7 @@ async fn late_events_after_finalization_become_adjustments() {
 async fn explain_lists_exactly_the_billable_events_of_each_line() {
     // October, and a video of creator-0001's whose every view is a repeat
     // loop (six by one user in one hour): all removed, so it has no line.
-    let mut w = World::new().await;
-    w.archive(
-        6_000,
-        1,
-        at("2026-10-28T00:00:00Z"),
-        Duration::days(5),
-        at("2026-11-02T00:30:00Z"),
-    )
-    .await;
+    let mut w = october_archived().await;
     w.add_video("vAllRemoved", "creator-0001").await;
     let looped: Vec<schemas::ReceivedEvent> = (0..6)
         .map(|i| {
@@ -560,8 +563,7 @@ async fn explain_lists_exactly_the_billable_events_of_each_line() {
         })
         .collect();
     w.write(&looped).await;
-    w.batch(at("2026-10-28T00:00:00Z"), at("2026-11-02T00:00:00Z"))
-        .await;
+    batch_october(&w).await;
     let o = ReportOptions {
         grace: TimeDelta::zero(),
         ..opts("2026-10", false)
