@@ -31,7 +31,8 @@ use schemas::fraud::FraudRule;
 use schemas::{RuleSet, ValidationContext};
 
 use benches::{
-    Archiver, labelled_month, machine, measured, median, peak_rss_mib, replace_section, spread,
+    Archiver, labelled_month, machine, measured, median, peak_rss_mib, replace_section, rules_v2,
+    spread,
 };
 
 #[derive(Debug, Parser)]
@@ -94,21 +95,10 @@ fn v1_rules() -> RuleSet {
     }
 }
 
-/// Rules v2 as they stood: impossible watch by the hour limit, no replay
-/// rule.
-fn v2_rules() -> RuleSet {
-    RuleSet {
-        impossible_watch_seconds: 4 * 3600,
-        impossible_watch_devices: 0,
-        token_replay_views: 0,
-        ..RuleSet::default()
-    }
-}
-
 fn rules_named(name: &str) -> anyhow::Result<RuleSet> {
     match name {
         "v1" => Ok(v1_rules()),
-        "v2" => Ok(v2_rules()),
+        "v2" => Ok(rules_v2()),
         "v3" => Ok(RuleSet::default()),
         other => bail!("--rules {other}: expected v1, v2 or v3"),
     }

@@ -25,7 +25,7 @@ use loadgen::{Generator, Label, Truth};
 use schemas::fraud::{FraudRule, decide};
 use schemas::{RuleSet, ValidationContext};
 
-use benches::{labelled_month, machine, replace_section};
+use benches::{labelled_month, machine, replace_section, rules_v2};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -41,17 +41,6 @@ struct Args {
     /// Replace the held-out section of this Markdown file with the results.
     #[arg(long)]
     write: Option<std::path::PathBuf>,
-}
-
-/// Rules v2 as they stood: impossible watch by the hour limit, no replay
-/// rule.
-fn v2_rules() -> RuleSet {
-    RuleSet {
-        impossible_watch_seconds: 4 * 3600,
-        impossible_watch_devices: 0,
-        token_replay_views: 0,
-        ..RuleSet::default()
-    }
 }
 
 /// Billable and removed views of one kind of traffic, by rule.
@@ -112,7 +101,7 @@ fn tuned(events: u64) -> anyhow::Result<BTreeMap<String, Row>> {
             })
             .collect()
     };
-    let (v2, now) = (tally(&v2_rules()), tally(&RuleSet::default()));
+    let (v2, now) = (tally(&rules_v2()), tally(&RuleSet::default()));
     Ok(Label::ALL
         .into_iter()
         .map(|l| {
@@ -153,7 +142,7 @@ fn held_out(seed: u64, seeds: u64) -> BTreeMap<String, Row> {
             .iter()
             .map(|v| (v.event.clone(), v.playback_id.clone()))
             .collect();
-        for (rules, now) in [(v2_rules(), false), (RuleSet::default(), true)] {
+        for (rules, now) in [(rules_v2(), false), (RuleSet::default(), true)] {
             let decided = decide(&rules, &judged);
             for (v, d) in views.iter().zip(decided) {
                 let row = rows.entry(v.pattern.name().to_owned()).or_default();

@@ -168,6 +168,17 @@ pub fn machine() -> String {
     format!("{cpus} cores ({model})")
 }
 
+/// Rules v2 as they stood, for comparing against: impossible watch by the
+/// hour limit (not concurrency), no replay rule.
+pub fn rules_v2() -> schemas::RuleSet {
+    schemas::RuleSet {
+        impossible_watch_seconds: 4 * 3600,
+        impossible_watch_devices: 0,
+        token_replay_views: 0,
+        ..schemas::RuleSet::default()
+    }
+}
+
 /// The labelled month of the invalid-traffic benchmarks: four weeks of
 /// generated traffic ending an hour before `now`, 5 % re-sends, `fraud` and
 /// `hard` shares of invalid patterns and organic hard cases.

@@ -37,6 +37,7 @@ FORBIDDEN = {
     "telemetry": (DATAFUSION + KAFKA + ARROW, "every service links it"),
     "playback": (DATAFUSION + KAFKA + ARROW, "token signing and verification is pure"),
     "loadgen": (DATAFUSION + KAFKA + ARROW, "the generator needs only the contract"),
+    "heldout": (DATAFUSION + KAFKA + ARROW, "the held-out suite needs only the contract"),
     "ingest": (DATAFUSION + ARROW, "ingest writes JSON to Kafka"),
     "counters": (DATAFUSION + KAFKA + ARROW, "serving reads Redis without Kafka"),
     "speed": (DATAFUSION + ARROW, "the speed layer never touches the archive"),
