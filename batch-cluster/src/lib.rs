@@ -192,7 +192,7 @@ impl batch::run::Compute for Ballista {
     }
 
     fn check(&self, rules: &RuleSet) -> batch::Result<()> {
-        if rules.v2_rules_on() {
+        if rules.joined_rules_on() {
             // Known limit: Ballista 55's executors overflowed their stacks
             // on the rules v2 query (a join per rule, window frames), and
             // with larger stacks the job never finished.

@@ -61,7 +61,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use schemas::RuleSet;
 use schemas::archive::RawColumns;
 use schemas::dedup::event_key;
-use schemas::fraud::{FraudRule, in_dense_window};
+use schemas::fraud::{FraudRule, in_dense_window, span_day};
 
 use crate::memory::{Budget, Memory};
 use crate::rows::{BATCH_ROWS, Blocks, ROW_BYTES, Row, placed, row_at};
@@ -934,11 +934,12 @@ impl Reader<'_> {
             } else {
                 0
             };
-            let playback = replays
-                .then(|| c.verified_playback_id(i))
-                .flatten()
-                .filter(|_| billable)
-                .map(|id| value_hash(id.as_bytes()));
+            let playback = if replays && billable {
+                c.verified_playback_id(i)
+                    .map(|id| value_hash(id.as_bytes()))
+            } else {
+                None
+            };
             let video = self.videos.id(state, c.video_id.value(i));
             let id_hash = state.hash_one(key);
             held += self.shards[(id_hash >> 58) as usize % SHARDS].push(Row {
@@ -1270,12 +1271,12 @@ impl UserHours {
         let crowds = self.spans.each(work, |mut entries| {
             entries.sort_unstable();
             entries
-                .chunk_by(|a, b| a.0 == b.0 && a.1.div_euclid(86_400) == b.1.div_euclid(86_400))
+                .chunk_by(|a, b| a.0 == b.0 && span_day((a.1, a.2)) == span_day((b.1, b.2)))
                 .filter_map(|day| {
                     let periods =
                         schemas::fraud::crowded(day.iter().map(|&(_, s, e)| (s, e)), devices);
                     (!periods.is_empty())
-                        .then(|| ((day[0].0, day[0].1.div_euclid(86_400)), periods))
+                        .then(|| ((day[0].0, span_day((day[0].1, day[0].2))), periods))
                 })
                 .collect::<Vec<_>>()
         });
@@ -1309,7 +1310,7 @@ impl Impossible {
         }
         let span = span_of(r);
         self.crowds
-            .get(&(r.user_hash, span.0.div_euclid(86_400)))
+            .get(&(r.user_hash, span_day(span)))
             .is_some_and(|c| schemas::fraud::meets(span, c))
     }
 }

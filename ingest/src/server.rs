@@ -513,3 +513,62 @@ fn unavailable(code: &str, message: String) -> Response {
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Events that share a token are judged with one opening of it: the
+    /// signature is verified once per distinct token in a request, and
+    /// every event still gets its own verdict (its video, its time).
+    #[test]
+    fn a_request_opens_each_distinct_token_once() {
+        let signer = playback::PlaybackSigner::from_seed("k1", [3; 32]).unwrap();
+        let policy = PlaybackPolicy::Verify {
+            keys: Arc::new(playback::Keyring::of(&[&signer])),
+            required: false,
+        };
+        let now = Utc::now();
+        let token = signer.issue("v1", "pb-1", now, chrono::Duration::hours(1));
+        let event = |video: &str, token: &str| {
+            let v = json!({
+                "event_id": uuid::Uuid::new_v4().to_string(), "video_id": video, "user_id": "u",
+                "occurred_at": schemas::event::format_timestamp(&now), "watch_seconds": 60,
+                "revenue_eligible": true, "schema_version": 2, "playback_token": token,
+            });
+            schemas::parse_event(&v, &ValidationContext::new(now, &RuleSet::default())).unwrap()
+        };
+        let mut opened = Opened::new();
+        for _ in 0..100 {
+            let verdict = policy
+                .check(&event("v1", &token), now, &mut opened)
+                .unwrap();
+            assert_eq!(
+                verdict,
+                Playback::Verified {
+                    playback_id: "pb-1".into()
+                }
+            );
+        }
+        assert_eq!(opened.len(), 1, "one token, opened once");
+        // The same token on another video is that event's own refusal.
+        let other = policy
+            .check(&event("v2", &token), now, &mut opened)
+            .unwrap();
+        assert_eq!(
+            other,
+            Playback::Unverified {
+                reason: "invalid:wrong_video".into()
+            }
+        );
+        // One character of the signature changed.
+        let at = token.len() - 10;
+        let swap = if &token[at..=at] == "A" { "B" } else { "A" };
+        let forged = format!("{}{swap}{}", &token[..at], &token[at + 1..]);
+        let bad = policy
+            .check(&event("v1", &forged), now, &mut opened)
+            .unwrap();
+        assert!(matches!(bad, Playback::Unverified { .. }), "{bad:?}");
+        assert_eq!(opened.len(), 2, "a bad token is remembered as bad");
+    }
+}

@@ -36,8 +36,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ViewEvent;
 use crate::rules::{RuleSet, day_bucket, hour_bucket};
-use crate::{ReceivedEvent, ViewEvent};
 
 /// An invalid-traffic rule; see the [module](self) for what each catches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -45,7 +45,8 @@ use crate::{ReceivedEvent, ViewEvent};
 pub enum FraudRule {
     /// One verified playback token replayed past a plausible number of views.
     TokenReplay,
-    /// More watch time in an hour than one person's devices hold.
+    /// More views of one user in progress at once than one person's
+    /// devices hold (rules v2: more watch time started in an hour).
     ImpossibleWatch,
     /// One user replaying one video within an hour.
     RepeatLoop,
@@ -154,9 +155,10 @@ pub fn fingerprint_with(
 }
 
 impl RuleSet {
-    /// Whether any rule beyond the daily cap and the replay rule is on (the
-    /// rules whose SQL joins a table of what they catch).
-    pub fn v2_rules_on(&self) -> bool {
+    /// Whether any rule whose SQL joins a table of what it catches is on:
+    /// every rule but the daily cap and the replay rule (which are windows
+    /// over the rows).
+    pub fn joined_rules_on(&self) -> bool {
         self.impossible_watch_seconds > 0
             || self.impossible_watch_devices > 0
             || self.repeat_loop_views > 0
@@ -195,6 +197,11 @@ pub fn watch_span(occurred_at_us: i64, watch_seconds: u32) -> (i64, i64) {
     let start = occurred_at_us.div_euclid(1_000_000);
     let day_end = (start.div_euclid(86_400) + 1) * 86_400;
     (start, (start + i64::from(watch_seconds)).min(day_end))
+}
+
+/// The UTC day (number since the epoch) a [`watch_span`] lies in.
+pub fn span_day(span: (i64, i64)) -> i64 {
+    span.0.div_euclid(86_400)
 }
 
 /// The periods, `[from, to)` in order, in which more than `devices` of
@@ -268,15 +275,6 @@ impl Judged for ViewEvent {
     }
 }
 
-impl Judged for ReceivedEvent {
-    fn event(&self) -> &ViewEvent {
-        &self.event
-    }
-    fn playback_id(&self) -> Option<&str> {
-        self.playback.playback_id()
-    }
-}
-
 impl Judged for (ViewEvent, Option<String>) {
     fn event(&self) -> &ViewEvent {
         &self.0
@@ -315,21 +313,16 @@ pub fn decide<J: Judged>(rules: &RuleSet, judged: &[J]) -> Vec<Option<FraudRule>
     // devices one person runs.
     let span = |v: &ViewEvent| watch_span(v.occurred_at.timestamp_micros(), v.watch_seconds);
     let mut spans: HashMap<(u64, i64), Vec<(i64, i64)>> = HashMap::new();
-    for v in &views {
-        let s = span(v);
-        spans
-            .entry((user(v), s.0.div_euclid(86_400)))
-            .or_default()
-            .push(s);
+    if rules.impossible_watch_devices > 0 {
+        for v in &views {
+            let s = span(v);
+            spans.entry((user(v), span_day(s))).or_default().push(s);
+        }
     }
-    let crowds: HashMap<(u64, i64), Vec<(i64, i64)>> = if rules.impossible_watch_devices > 0 {
-        spans
-            .into_iter()
-            .map(|(k, s)| (k, crowded(s.into_iter(), rules.impossible_watch_devices)))
-            .collect()
-    } else {
-        HashMap::new()
-    };
+    let crowds: HashMap<(u64, i64), Vec<(i64, i64)>> = spans
+        .into_iter()
+        .map(|(k, s)| (k, crowded(s.into_iter(), rules.impossible_watch_devices)))
+        .collect();
     let mut repeats: HashMap<(&str, i64, u64), u32> = HashMap::new();
     let mut farms: HashMap<(&str, i64, u64, u32), BTreeSet<u64>> = HashMap::new();
     let mut zero: BTreeMap<(&str, i64), Vec<(i64, usize)>> = BTreeMap::new();
@@ -417,7 +410,7 @@ pub fn decide<J: Judged>(rules: &RuleSet, judged: &[J]) -> Vec<Option<FraudRule>
                     (rules.impossible_watch_seconds > 0
                         && watch[&(user(v), hour(v))] > u64::from(rules.impossible_watch_seconds))
                         || crowds
-                            .get(&(user(v), s.0.div_euclid(86_400)))
+                            .get(&(user(v), span_day(s)))
                             .is_some_and(|c| meets(s, c))
                 }
                 FraudRule::RepeatLoop => {

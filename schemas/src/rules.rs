@@ -263,10 +263,10 @@ mod tests {
     fn a_rule_set_from_before_rules_v2_reads_back_as_v1() {
         let v1 = r#"{"max_future_seconds":300,"late_horizon_seconds":2592000,"billable_min_watch_seconds":30,"fraud_cap_per_user_video_day":10}"#;
         let rules: RuleSet = serde_json::from_str(v1).unwrap();
-        assert!(!rules.v2_rules_on(), "{rules:?}");
+        assert!(!rules.joined_rules_on(), "{rules:?}");
         assert_eq!(rules.token_replay_views, 0, "rules v3's replay rule is off");
         assert_eq!(rules.fraud_cap_per_user_video_day, 10);
-        assert!(RuleSet::default().v2_rules_on());
+        assert!(RuleSet::default().joined_rules_on());
         let round: RuleSet =
             serde_json::from_str(&serde_json::to_string(&RuleSet::default()).unwrap()).unwrap();
         assert_eq!(round, RuleSet::default());
