@@ -12,7 +12,8 @@
 //! ORDER BY` the copy order`)` (a hash aggregate, where a `ROW_NUMBER` per
 //! event id sorted every raw row), number each (user, video, day)'s
 //! billable views for the daily cap and each (verified playback, video,
-//! day)'s for the replay rule, find what each invalid-traffic rule
+//! day)'s for the replay rule, follow each user's day for the metronome
+//! (windows over the rows), find what each other invalid-traffic rule
 //! of [`schemas::fraud`] catches (a `GROUP BY … HAVING` per rule, window
 //! counts for zero-engagement bursts) and join it in, and aggregate per
 //! video and hour with
@@ -162,6 +163,60 @@ fn ctes(rules: &RuleSet) -> String {
     } else {
         String::new()
     };
+    // The metronome follows each user's billable views of a day in order
+    // (`schemas::fraud::steady`), in windows over the rows (no join): each
+    // view's link from the one before (its gap, and whether the two are
+    // far enough apart), each link's chain (a running count of the links
+    // that break the rhythm of the one before), each chain's length, and
+    // a view is a beat if the link into it, or out of it, is in a chain
+    // long enough.
+    let (metronome, beat) = if rules.metronome_views > 0 {
+        let w = "PARTITION BY uh, at_us / 86400000000, billable ORDER BY at_us, event_id";
+        (
+            format!(
+                ",
+         m_gaps AS (
+           SELECT *, at_us - LAG(at_us) OVER ({w}) AS m_gap,
+                  at_us - (LAG(at_us) OVER ({w})
+                           + LAG(CAST(watch_seconds AS BIGINT)) OVER ({w}) * 1000000) AS m_idle
+           FROM viewed),
+         m_links AS (
+           SELECT *, CASE WHEN m_gap > 0 AND m_idle >= {idle_us} THEN 1 ELSE 0 END AS m_link
+           FROM m_gaps),
+         m_pairs AS (
+           SELECT *, LAG(m_link) OVER ({w}) AS m_plink, LAG(m_gap) OVER ({w}) AS m_pgap
+           FROM m_links),
+         m_chains AS (
+           SELECT *, SUM(CASE WHEN m_link = 1 AND NOT (COALESCE(m_plink, 0) = 1
+                                AND 100 * ABS(m_gap - m_pgap) <= {jitter} * m_pgap)
+                         THEN 1 ELSE 0 END)
+                     OVER ({w} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS m_chain
+           FROM m_pairs),
+         m_long AS (
+           SELECT *, CASE WHEN m_link = 1 AND SUM(m_link) OVER (
+                            PARTITION BY uh, at_us / 86400000000, billable, m_chain) >= {links}
+                          THEN 1 ELSE 0 END AS m_long
+           FROM m_chains),
+         beats AS (
+           SELECT *, CASE WHEN m_long = 1 OR LEAD(m_long) OVER ({w}) = 1 THEN 1 ELSE 0 END AS beat
+           FROM m_long)",
+                idle_us = i64::from(rules.metronome_idle_seconds) * 1_000_000,
+                jitter = rules.metronome_jitter_percent,
+                links = rules.metronome_views - 1,
+            ),
+            format!(
+                "\n                            WHEN n.beat = 1 THEN '{}'",
+                FraudRule::Metronome.name()
+            ),
+        )
+    } else {
+        (String::new(), String::new())
+    };
+    let source = if rules.metronome_views > 0 {
+        "beats"
+    } else {
+        "viewed"
+    };
     let mut tables = String::new();
     let mut joins = String::new();
     let mut cases = String::new();
@@ -196,22 +251,25 @@ fn ctes(rules: &RuleSet) -> String {
          spans AS (
            SELECT event_id, uh, s, LEAST(s + CAST(watch_seconds AS BIGINT), (s / 86400 + 1) * 86400) AS e,
                   s / 86400 AS d
-           FROM (SELECT event_id, uh, watch_seconds, at_us / 1000000 AS s FROM viewed)),
+           FROM (SELECT event_id, uh, watch_seconds, at_us / 1000000 AS s FROM viewed)){metronome},
          numbered AS (
            SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id, video_id, date_trunc('day', occurred_at), billable
                                         ORDER BY occurred_at, event_id) AS brn,
                   ROW_NUMBER() OVER (PARTITION BY ph, video_id, date_trunc('day', occurred_at), billable
                                      ORDER BY occurred_at, event_id) AS prn
-           FROM viewed){tables},
+           FROM {source}){tables},
          ruled AS (
            SELECT n.*, CASE WHEN n.billable = 0 THEN NULL{replay}{cases}
-                            WHEN n.brn > {cap} THEN 'daily_cap' END AS rule
+                            WHEN n.brn > {cap} THEN 'daily_cap'{beat} END AS rule
            FROM numbered n{joins}),
          capped AS (
            SELECT *, CASE WHEN rule IS NULL THEN 0 ELSE 1 END AS filtered FROM ruled)",
         min = rules.billable_min_watch_seconds,
         cap = rules.fraud_cap_per_user_video_day,
         replay = replay,
+        metronome = metronome,
+        source = source,
+        beat = beat,
         video = fv("video_id"),
         user = fv("user_id"),
         occurred = fv("occurred_at"),

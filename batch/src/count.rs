@@ -282,19 +282,19 @@ pub(crate) fn count(
     let (tally, out) = if work.spill.active() {
         let memory = work.shard_parts(read.shards);
         let tally = work.dedup_spilled(&ids, memory, min_watch(rules), &hours)?;
-        let impossible = hours.over(rules, &work);
+        let per_user = hours.over(rules, &work);
         steps.done("deduplicating");
         (
             tally,
-            work.count_spilled(&ids, from_us, to_us, rules, &impossible, evidence)?,
+            work.count_spilled(&ids, from_us, to_us, rules, &per_user, evidence)?,
         )
     } else {
         let (tally, buckets) = work.dedup_in_memory(read.shards, &ids, &hours);
-        let impossible = hours.over(rules, &work);
+        let per_user = hours.over(rules, &work);
         steps.done("deduplicating");
         (
             tally,
-            work.count_in_memory(buckets, &ids, from_us, to_us, rules, &impossible, evidence),
+            work.count_in_memory(buckets, &ids, from_us, to_us, rules, &per_user, evidence),
         )
     };
     let mut out: Vec<Out<'_>> = out.into_iter().flatten().collect();
@@ -520,7 +520,7 @@ impl<'a> Work<'a> {
         from_us: i64,
         to_us: i64,
         rules: &RuleSet,
-        impossible: &Impossible,
+        per_user: &PerUser,
         evidence: Option<&Evidence>,
     ) -> Vec<Vec<Out<'s>>> {
         let buckets: Vec<Mutex<Vec<Blocks>>> = buckets.into_iter().map(Mutex::new).collect();
@@ -538,7 +538,7 @@ impl<'a> Work<'a> {
                 to_us,
                 rules,
                 &self.state,
-                impossible,
+                per_user,
                 evidence,
             );
             self.budget.sub(held + rows * COUNT_BYTES);
@@ -606,7 +606,7 @@ impl<'a> Work<'a> {
         from_us: i64,
         to_us: i64,
         rules: &RuleSet,
-        impossible: &Impossible,
+        per_user: &PerUser,
         evidence: Option<&Evidence>,
     ) -> Result<Vec<Vec<Out<'s>>>> {
         let buckets = BUCKETS * self.spill.split();
@@ -624,7 +624,7 @@ impl<'a> Work<'a> {
                 to_us,
                 rules,
                 &self.state,
-                impossible,
+                per_user,
                 evidence,
             );
             self.budget.sub(held + extra);
@@ -1118,15 +1118,20 @@ pub(crate) type ByRule = [i64; FraudRule::ALL.len()];
 /// filtered views by rule.
 pub(crate) type Out<'s> = (u32, ViewRow<'s>, ByRule);
 
-/// What the impossible-watch rule needs of every winner (users' views are
-/// spread over every bucket, so dedup hands them on as it keeps winners):
-/// with rules v2's hour limit, its (user hash, hour) and watch seconds;
-/// judging concurrency, its user hash and watch span. Each is appended to
+/// What the rules that follow a user over every video need of every winner
+/// (users' views are spread over every bucket, so dedup hands them on as it
+/// keeps winners): the impossible watch with rules v2's hour limit, its
+/// (user hash, hour) and watch seconds; judging concurrency, its user hash
+/// and watch span; the metronome, a billable winner's [`Paced`]. Each is appended to
 /// one of [`USER_STRIPES`] lists by user hash, so that each list is worked
 /// on by itself, in cache, when dedup is done.
 struct UserHours {
     hours: Stripes<(UserHour, u32)>,
     spans: Stripes<UserSpan>,
+    /// The metronome's: every billable winner's user hash, time, event id
+    /// and watch seconds.
+    paced: Stripes<Paced>,
+    min_watch: i32,
 }
 
 /// Per-stripe lists of one kind of [`UserHours`] entry (none if its rule
@@ -1203,10 +1208,15 @@ fn user_hour(user_hash: u64, occurred_at: i64) -> UserHour {
 /// A winner's user hash and watch span ([`schemas::fraud::watch_span`]).
 type UserSpan = (u64, i64, i64);
 
+/// A billable winner's user hash, `occurred_at`, event id and watch
+/// seconds (the metronome's order is the first three's).
+type Paced = (u64, i64, [u64; 2], u32);
+
 /// A dedup task's entries for [`UserHours`], by stripe.
 struct Watched {
     hours: Vec<Vec<(UserHour, u32)>>,
     spans: Vec<Vec<UserSpan>>,
+    paced: Vec<Vec<Paced>>,
 }
 
 /// A winner's watch span.
@@ -1219,6 +1229,8 @@ impl UserHours {
         Self {
             hours: Stripes::new(rules.impossible_watch_seconds > 0),
             spans: Stripes::new(rules.impossible_watch_devices > 0),
+            paced: Stripes::new(rules.metronome_views > 0),
+            min_watch: min_watch(rules),
         }
     }
 
@@ -1227,6 +1239,7 @@ impl UserHours {
         Watched {
             hours: vec![Vec::new(); self.hours.lists.len()],
             spans: vec![Vec::new(); self.spans.lists.len()],
+            paced: vec![Vec::new(); self.paced.lists.len()],
         }
     }
 
@@ -1242,18 +1255,28 @@ impl UserHours {
                 local.spans[stripe_of(w.user_hash)].push((w.user_hash, start, end));
             }
         }
+        if self.paced.on() && w.billable(self.min_watch) {
+            local.paced[stripe_of(w.user_hash)].push((
+                w.user_hash,
+                w.occurred_at,
+                w.id,
+                w.watch_seconds.max(0).unsigned_abs(),
+            ));
+        }
     }
 
     /// Appends a dedup task's lists, counting them against `budget`.
     fn merge(&self, local: Watched, budget: &Budget) {
         self.hours.merge(local.hours, budget);
         self.spans.merge(local.spans, budget);
+        self.paced.merge(local.paced, budget);
     }
 
-    /// What the rule found: the (user hash, hour)s whose watch seconds pass
-    /// the v2 limit, and per (user hash, day) the periods with more views in
-    /// progress than the devices one person runs.
-    fn over(self, rules: &RuleSet, work: &Work<'_>) -> Impossible {
+    /// What the rules found: the (user hash, hour)s whose watch seconds
+    /// pass the v2 limit, per (user hash, day) the periods with more views
+    /// in progress than the devices one person runs, and the event ids of
+    /// the metronome's beats.
+    fn over(self, rules: &RuleSet, work: &Work<'_>) -> PerUser {
         let limit = rules.impossible_watch_seconds;
         let hours = self.hours.each(work, |entries| {
             let mut sums: HashMap<UserHour, u32, RandomState> =
@@ -1280,31 +1303,61 @@ impl UserHours {
                 })
                 .collect::<Vec<_>>()
         });
-        let mut out = Impossible {
+        let beats = self.paced.each(work, |mut entries| {
+            entries.sort_unstable();
+            let mut out = Vec::new();
+            let day = |e: &Paced| (e.0, e.1.div_euclid(DAY_US));
+            for group in entries.chunk_by(|a, b| day(a) == day(b)) {
+                let times: Vec<(i64, u32)> = group.iter().map(|e| (e.1, e.3)).collect();
+                let steady = schemas::fraud::steady(rules, &times);
+                out.extend(
+                    group
+                        .iter()
+                        .zip(steady)
+                        .filter(|(_, s)| *s)
+                        .map(|(e, _)| e.2),
+                );
+            }
+            out
+        });
+        let mut out = PerUser {
             hours: hashbrown::HashSet::with_hasher(work.state.clone()),
             crowds: HashMap::with_hasher(work.state.clone()),
+            beats: hashbrown::HashSet::with_hasher(work.state.clone()),
         };
         out.hours.extend(hours);
         out.crowds.extend(crowds);
+        out.beats.extend(beats);
         out
     }
 }
 
-/// What the impossible-watch rule catches: (user hash, hour)s over the v2
-/// limit, and per (user hash, day number) the crowded periods.
+/// What the rules that follow a user over every video catch: for the
+/// impossible watch, (user hash, hour)s over the v2 limit and per (user
+/// hash, day number) the crowded periods; for the metronome, the event ids
+/// of its beats.
 #[derive(Default)]
-struct Impossible {
+struct PerUser {
     hours: hashbrown::HashSet<UserHour, RandomState>,
     crowds: HashMap<(u64, i64), Vec<(i64, i64)>, RandomState>,
+    beats: hashbrown::HashSet<[u64; 2], RandomState>,
 }
 
-impl Impossible {
+impl PerUser {
     fn is_empty(&self) -> bool {
-        self.hours.is_empty() && self.crowds.is_empty()
+        self.hours.is_empty() && self.crowds.is_empty() && self.beats.is_empty()
     }
 
-    /// Whether billable row `r` is caught.
-    fn catches(&self, r: &Row) -> bool {
+    /// The rule that catches billable row `r`, if any.
+    fn catches(&self, r: &Row) -> Option<FraudRule> {
+        if self.impossible(r) {
+            return Some(FraudRule::ImpossibleWatch);
+        }
+        self.beats.contains(&r.id).then_some(FraudRule::Metronome)
+    }
+
+    /// Whether the impossible-watch rule catches billable row `r`.
+    fn impossible(&self, r: &Row) -> bool {
         if self.hours.contains(&user_hour(r.user_hash, r.occurred_at)) {
             return true;
         }
@@ -1333,7 +1386,7 @@ fn count_bucket<'s>(
     to_us: i64,
     rules: &RuleSet,
     state: &RandomState,
-    impossible: &Impossible,
+    per_user: &PerUser,
     evidence: Option<&Evidence>,
 ) -> Vec<Out<'s>> {
     let min_watch = min_watch(rules);
@@ -1434,10 +1487,10 @@ fn count_bucket<'s>(
     }
     drop(heavy);
 
-    if !impossible.is_empty() {
+    if !per_user.is_empty() {
         for (n, r) in billables() {
-            if impossible.catches(r) {
-                mark(n, FraudRule::ImpossibleWatch);
+            if let Some(rule) = per_user.catches(r) {
+                mark(n, rule);
             }
         }
     }
@@ -1633,7 +1686,7 @@ mod tests {
                     ..RuleSet::default()
                 },
                 &state,
-                &Impossible::default(),
+                &PerUser::default(),
                 None,
             );
             let fraud: i64 = out.iter().map(|(_, r, _)| r.fraud_filtered).sum();

@@ -288,7 +288,7 @@ pub struct Generator {
     pending: std::collections::VecDeque<GenEvent>,
     episodes: u64,
     /// Each episode's chance per draw ([`Mix::chances`]).
-    chances: [f64; 7],
+    chances: [f64; crate::patterns::EPISODES],
 }
 
 impl Generator {
@@ -587,7 +587,7 @@ mod tests {
         for l in Label::ALL {
             let want = match l {
                 Label::Organic => continue,
-                l if l.is_invalid() => 0.02,
+                l if l.is_invalid() => 0.08 / Label::invalid_patterns() as f64,
                 _ => 0.03,
             };
             let got = share(l);

@@ -46,12 +46,16 @@ pub enum Label {
     /// Invalid: a burst of views of one video from many users, each
     /// watching just past the billable minimum, with no ad impressions.
     ZeroEngagement,
+    /// Invalid: one account's scheduler, its views coming back every few
+    /// minutes (within 2 % of the period) for hours, dripped over a few
+    /// videos: under every hourly and daily limit.
+    Scheduler,
 }
 
 impl Label {
     /// Every label: plain organic first (the generator's draws rely on it),
     /// then the organic hard cases, then the invalid patterns.
-    pub const ALL: [Label; 8] = [
+    pub const ALL: [Label; 9] = [
         Label::Organic,
         Label::Fans,
         Label::Household,
@@ -60,6 +64,7 @@ impl Label {
         Label::BotFarm,
         Label::ImpossibleWatch,
         Label::ZeroEngagement,
+        Label::Scheduler,
     ];
 
     /// The label's name in truth files and label files.
@@ -73,6 +78,7 @@ impl Label {
             Label::BotFarm => "bot_farm",
             Label::ImpossibleWatch => "impossible_watch",
             Label::ZeroEngagement => "zero_engagement",
+            Label::Scheduler => "scheduler",
         }
     }
 
@@ -80,8 +86,17 @@ impl Label {
     pub fn is_invalid(self) -> bool {
         matches!(
             self,
-            Label::RepeatLoop | Label::BotFarm | Label::ImpossibleWatch | Label::ZeroEngagement
+            Label::RepeatLoop
+                | Label::BotFarm
+                | Label::ImpossibleWatch
+                | Label::ZeroEngagement
+                | Label::Scheduler
         )
+    }
+
+    /// How many invalid patterns there are (the fraud ratio's split).
+    pub fn invalid_patterns() -> usize {
+        Self::ALL.iter().filter(|l| l.is_invalid()).count()
     }
 
     /// The episodes the generator can start, in draw order: every label
@@ -103,7 +118,7 @@ impl fmt::Display for Label {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Mix {
     /// Fraction of events that are invalid traffic, split evenly over the
-    /// four invalid patterns.
+    /// invalid patterns.
     pub fraud_ratio: f64,
     /// Fraction of events from organic hard cases, split evenly over the
     /// three.
@@ -142,6 +157,12 @@ pub struct Mix {
     pub binge_views: u32,
     /// Hours one binge lasts at most.
     pub binge_hours: u32,
+    /// Views of one scheduler.
+    pub sched_views: u32,
+    /// Minutes between one scheduler's views.
+    pub sched_minutes: u32,
+    /// Videos one scheduler drips over.
+    pub sched_videos: u32,
 }
 
 impl Default for Mix {
@@ -166,9 +187,15 @@ impl Default for Mix {
             household_hours: 2,
             binge_views: 20,
             binge_hours: 4,
+            sched_views: 16,
+            sched_minutes: 15,
+            sched_videos: 3,
         }
     }
 }
+
+/// The labels an episode can have: all but plain organic.
+pub(crate) const EPISODES: usize = Label::ALL.len() - 1;
 
 /// The billable minimum the patterns aim just past (the default rules').
 const MIN_BILLABLE_WATCH: u32 = 30;
@@ -207,7 +234,7 @@ impl Mix {
     }
 
     /// Every parameter, by the name [`Mix::set`] knows it by.
-    fn params(&mut self) -> [(&'static str, &mut u32); 17] {
+    fn params(&mut self) -> [(&'static str, &mut u32); 20] {
         [
             ("loop_views", &mut self.loop_views),
             ("loop_minutes", &mut self.loop_minutes),
@@ -226,11 +253,14 @@ impl Mix {
             ("household_hours", &mut self.household_hours),
             ("binge_views", &mut self.binge_views),
             ("binge_hours", &mut self.binge_hours),
+            ("sched_views", &mut self.sched_views),
+            ("sched_minutes", &mut self.sched_minutes),
+            ("sched_videos", &mut self.sched_videos),
         ]
     }
 
     /// The parameter names [`Mix::set`] knows.
-    pub fn names() -> [&'static str; 17] {
+    pub fn names() -> [&'static str; 20] {
         Mix::default().params().map(|(name, _)| name)
     }
 
@@ -299,16 +329,17 @@ impl Mix {
             }
             Label::ImpossibleWatch => self.impossible_views,
             Label::ZeroEngagement => self.zero_views,
+            Label::Scheduler => self.sched_views,
         })
     }
 
     /// Each episode's chance per roll of the generator, so that each
     /// pattern's share of *events* is its ratio's share: a roll that starts
     /// an episode emits its size in events, any other roll one event.
-    pub(crate) fn chances(&self) -> [f64; 7] {
+    pub(crate) fn chances(&self) -> [f64; EPISODES] {
         let share = |l: Label| {
             if l.is_invalid() {
-                self.fraud_ratio / 4.0
+                self.fraud_ratio / Label::invalid_patterns() as f64
             } else {
                 self.hard_case_ratio / 3.0
             }
@@ -331,7 +362,7 @@ impl Mix {
 
 /// The episode a roll picks under `chances` ([`Mix::chances`]), if any:
 /// `roll` is counted from the end of the other kinds' share.
-pub(crate) fn pick(chances: &[f64; 7], roll: f64) -> Option<Label> {
+pub(crate) fn pick(chances: &[f64; EPISODES], roll: f64) -> Option<Label> {
     let mut edge = 0.0;
     for (l, p) in Label::ALL[1..].iter().zip(chances) {
         edge += p;
@@ -569,6 +600,31 @@ pub(crate) fn episode(mix: &Mix, label: Label, d: &mut Draw<'_>) -> Vec<Value> {
                 });
             }
         }
+        Label::Scheduler => {
+            let period = minutes(mix.sched_minutes);
+            let period_us = period.num_microseconds().unwrap_or(i64::MAX);
+            let t0 = d.window(period * mix.sched_views.saturating_sub(1) as i32);
+            let user = d.user();
+            let videos: Vec<String> = (0..mix.sched_videos).map(|_| (d.video)(d.rng)).collect();
+            let device = d.pick(&DEVICES);
+            for i in 0..mix.sched_views {
+                // Each beat within 2 % of the period from its place.
+                let jitter = d.rng.random_range(-period_us / 50..=period_us / 50);
+                let at = t0 + Duration::microseconds(period_us * i64::from(i) + jitter);
+                views.push(View {
+                    user: format!("u{user}"),
+                    video: videos[i as usize % videos.len()].clone(),
+                    at: at.min(d.end - Duration::microseconds(1)).max(d.start),
+                    watch: d
+                        .rng
+                        .random_range(MIN_BILLABLE_WATCH + 1..MIN_BILLABLE_WATCH + 20),
+                    eligible: true,
+                    session: Some(format!("s{user}-sched{}-{i}", d.serial)),
+                    device: Some(device),
+                    ..View::default()
+                });
+            }
+        }
         Label::Fans => {
             let span = minutes(mix.fan_minutes);
             let t0 = d.window(span);
@@ -776,6 +832,45 @@ mod tests {
     }
 
     #[test]
+    fn a_scheduler_keeps_its_beat_under_every_other_limit() {
+        let mix = Mix::default();
+        let (e, ..) = one(&mix, Label::Scheduler, 6);
+        valid(&e);
+        assert_eq!(e.len(), mix.sched_views as usize);
+        let users: BTreeSet<_> = e.iter().map(|v| s(v, "user_id")).collect();
+        assert_eq!(users.len(), 1);
+        let videos: BTreeSet<_> = e.iter().map(|v| s(v, "video_id")).collect();
+        assert!(videos.len() <= mix.sched_videos as usize);
+        let period = Duration::minutes(i64::from(mix.sched_minutes));
+        for pair in e.windows(2) {
+            let gap = ts(&pair[1]) - ts(&pair[0]);
+            assert!((gap - period).abs() <= period / 25, "gap {gap}");
+        }
+        // Past the reference rules, only the metronome catches it.
+        let ctx = schemas::ValidationContext::at("2026-11-21T06:00:00Z".parse().unwrap());
+        let views: Vec<schemas::ViewEvent> = e
+            .iter()
+            .map(|v| schemas::parse_event(v, &ctx).unwrap())
+            .collect();
+        let rules = schemas::RuleSet::default();
+        assert!(views.iter().all(|v| rules.is_billable(v)));
+        let metronome = Some(schemas::fraud::FraudRule::Metronome);
+        assert_eq!(
+            schemas::fraud::decide(&rules, &views),
+            vec![metronome; e.len()]
+        );
+        let without = schemas::RuleSet {
+            metronome_views: 0,
+            ..rules
+        };
+        assert!(
+            schemas::fraud::decide(&without, &views)
+                .iter()
+                .all(Option::is_none)
+        );
+    }
+
+    #[test]
     fn fans_are_many_users_of_a_top_video_with_organic_watch() {
         let mix = Mix::default();
         let (e, ..) = one(&mix, Label::Fans, 5);
@@ -854,7 +949,7 @@ mod tests {
         assert!(e.contains("not a whole number"), "{e}");
         let e = mix.set("loop_views").unwrap_err().to_string();
         assert!(e.contains("NAME=NUMBER"), "{e}");
-        assert_eq!(Mix::names().len(), 17);
+        assert_eq!(Mix::names().len(), 20);
         for name in Mix::names() {
             Mix::default().set(&format!("{name}=30")).unwrap();
         }
@@ -891,10 +986,14 @@ mod tests {
                 .sum::<f64>();
         for (l, p) in Label::ALL[1..].iter().zip(p) {
             let share = p * mix.size(*l) as f64 / per_draw;
-            let want = if l.is_invalid() { 0.02 } else { 0.03 };
+            let want = if l.is_invalid() {
+                0.08 / Label::invalid_patterns() as f64
+            } else {
+                0.03
+            };
             assert!((share - want).abs() < 1e-12, "{l}: {share}");
         }
-        assert_eq!(Mix::default().chances(), [0.0; 7]);
+        assert_eq!(Mix::default().chances(), [0.0; EPISODES]);
         assert_eq!(pick(&Mix::default().chances(), 0.0), None);
     }
 }

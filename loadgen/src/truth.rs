@@ -325,13 +325,15 @@ mod tests {
 
     #[test]
     fn fraud_cap_filters_the_latest_billable_views_of_a_day() {
-        let ctx = schemas::ValidationContext::at("2026-11-21T13:00:00Z".parse().unwrap());
+        let ctx = schemas::ValidationContext::at("2026-11-21T14:00:00Z".parse().unwrap());
         let mut t = Truth::new(RuleSet::default());
         for i in 0..13u32 {
             let e = schemas::parse_event(
                 &json!({"event_id": format!("8f14e45f-ceea-4e7a-9f3b-2c1d5e6a{i:04x}"),
                         "video_id": "v1", "user_id": "u",
-                        "occurred_at": format!("2026-11-21T{:02}:00:00Z", 1 + i),
+                        // Hourly, at irregular minutes (on the hour,
+                        // every hour, would be a metronome's beats).
+                        "occurred_at": format!("2026-11-21T{:02}:{:02}:00Z", 1 + i, i * 37 % 60),
                         "watch_seconds": 60, "revenue_eligible": true}),
                 &ctx,
             )

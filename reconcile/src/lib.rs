@@ -81,6 +81,8 @@ pub enum Cause {
     BotFarm,
     /// Billable views batch's daily cap removed.
     DailyCap,
+    /// Billable views batch's `metronome` rule removed.
+    Metronome,
     /// Copies with a different payload that speed could not match.
     ConflictingDuplicate,
     /// Re-sends received after the dedup window.
@@ -141,6 +143,7 @@ impl Cause {
             FraudRule::BotFarm => Cause::BotFarm,
             FraudRule::ZeroEngagement => Cause::ZeroEngagement,
             FraudRule::DailyCap => Cause::DailyCap,
+            FraudRule::Metronome => Cause::Metronome,
         }
     }
 }

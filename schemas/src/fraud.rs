@@ -1,6 +1,6 @@
-//! Invalid-traffic rules (rules v2, and rules v3's `token_replay` and
-//! concurrent `impossible_watch`): which billable views batch filters as
-//! invalid, and why — the one I/O-free definition, beside the counting
+//! Invalid-traffic rules (rules v2, and rules v3's `token_replay`,
+//! concurrent `impossible_watch` and `metronome`): which billable views
+//! batch filters as invalid, and why — the one I/O-free definition, beside the counting
 //! rules of [`crate::rules`].
 //!
 //! Every rule acts on billable first sightings (after dedup), is named
@@ -8,7 +8,8 @@
 //! off; a manifest written before a rule existed reads back with it off, so
 //! old runs re-decide as they were made) and looks only at its view's own
 //! UTC day: its hour, earlier views of its day (the daily cap and the
-//! replay rule), or its user's views of its day (impossible watch), so a
+//! replay rule), or its user's views of its day (impossible watch, the
+//! metronome), so a
 //! late view changes no other day's numbers. Batch's recompute of a late
 //! hour covers the rest of its day, and the whole day when a late view can
 //! change earlier hours' decisions ([`RuleSet::late_views_reach_back`]).
@@ -22,6 +23,7 @@
 //! | `repeat_loop` | its user viewed its video at least `repeat_loop_views` times (billable) in its hour: a player replaying one video under fresh sessions |
 //! | `zero_engagement` | it reported no ad impression and less than `zero_engagement_watch_seconds` of watch time, and it lies in a window of `zero_engagement_window_seconds` within its hour that holds at least `zero_engagement_views` such views of its video: a burst of views that only just qualify |
 //! | `bot_farm` | at least `bot_farm_accounts` users viewed its video in its hour with its behavioural fingerprint: the same device, country, referrer and quality, and a watch time in the same `bot_farm_watch_band_seconds` band |
+//! | `metronome` | it is one of at least `metronome_views` billable views of its user's UTC day in a row (by `occurred_at`, then event id, every video) that come back at a steady rhythm: each gap between two starts within `metronome_jitter_percent` of the gap before it, and at least `metronome_idle_seconds` idle between one view's end and the next one's start ([`steady`]). A scheduler looping a video, or dripping over a catalogue, under every hourly and daily limit; people come back irregularly, and views one after another (a cartoon on repeat, a binge) are never beats |
 //! | `daily_cap` | its user already had `fraud_cap_per_user_video_day` billable views of its video that UTC day (by `occurred_at`, then event id): rules v1's only rule |
 //!
 //! Users are known by [`value_hash`] of their id (as the viewer sketch
@@ -56,18 +58,22 @@ pub enum FraudRule {
     BotFarm,
     /// More billable views per user, video and day than the cap.
     DailyCap,
+    /// One user's views coming back at a steady rhythm, with idle time
+    /// between them: a scheduler, not a person.
+    Metronome,
 }
 
 impl FraudRule {
     /// Every rule, in attribution order (a view caught by several is
     /// attributed to the first).
-    pub const ALL: [FraudRule; 6] = [
+    pub const ALL: [FraudRule; 7] = [
         FraudRule::TokenReplay,
         FraudRule::ImpossibleWatch,
         FraudRule::RepeatLoop,
         FraudRule::ZeroEngagement,
         FraudRule::BotFarm,
         FraudRule::DailyCap,
+        FraudRule::Metronome,
     ];
 
     /// The rule's name in outputs and reports.
@@ -79,6 +85,7 @@ impl FraudRule {
             FraudRule::BotFarm => "bot_farm",
             FraudRule::ZeroEngagement => "zero_engagement",
             FraudRule::DailyCap => "daily_cap",
+            FraudRule::Metronome => "metronome",
         }
     }
 
@@ -169,10 +176,12 @@ impl RuleSet {
     /// Whether a late view can change the decisions of views in earlier
     /// hours of its UTC day (not only later ones, as the daily cap's and
     /// the replay rule's ranking can): the impossible-watch rule's
-    /// concurrency, where a late view crowds views that started before it.
-    /// The dirty-hour recompute then recomputes the whole day.
+    /// concurrency, where a late view crowds views that started before it,
+    /// and the metronome, where a late view breaks (or completes) a rhythm
+    /// that began before it. The dirty-hour recompute then recomputes the
+    /// whole day.
     pub fn late_views_reach_back(&self) -> bool {
-        self.impossible_watch_devices > 0
+        self.impossible_watch_devices > 0 || self.metronome_views > 0
     }
 
     /// The bot-farm watch band a watch time falls in.
@@ -254,6 +263,54 @@ pub fn in_dense_window(times: &[i64], window_us: i64, least: usize) -> Vec<bool>
             i < until
         })
         .collect()
+}
+
+/// Which of one user's billable views of one UTC day are beats of a steady
+/// rhythm (the `metronome` rule): `views` are their (`occurred_at` in µs,
+/// watch seconds), in (`occurred_at`, event id) order. One flag per view.
+///
+/// Two neighbours are linked when the second starts after the first and at
+/// least `rules.metronome_idle_seconds` after the first ends. Two
+/// neighbouring links keep a rhythm when the later gap between starts is
+/// within `rules.metronome_jitter_percent` of the earlier one. A chain of
+/// links each keeping the rhythm of the one before, spanning at least
+/// `rules.metronome_views` views, marks them all (the rhythm may drift
+/// slowly; it may not jump).
+pub fn steady(rules: &RuleSet, views: &[(i64, u32)]) -> Vec<bool> {
+    let least = rules.metronome_views as usize;
+    let mut out = vec![false; views.len()];
+    if least == 0 || views.len() < least {
+        return out;
+    }
+    let idle_us = i64::from(rules.metronome_idle_seconds) * 1_000_000;
+    let jitter = i64::from(rules.metronome_jitter_percent);
+    // The link into view i: its gap, if the two are linked.
+    let link = |i: usize| {
+        let ((a, watch), (b, _)) = (views[i - 1], views[i]);
+        let gap = b - a;
+        (gap > 0 && b - (a + i64::from(watch) * 1_000_000) >= idle_us).then_some(gap)
+    };
+    // The first view of the current chain, and the chain's last gap.
+    let mut chain: Option<(usize, i64)> = None;
+    for i in 1..views.len() {
+        chain = match (chain, link(i)) {
+            (_, None) => None,
+            (Some((first, before)), Some(gap)) if 100 * (gap - before).abs() <= jitter * before => {
+                Some((first, gap))
+            }
+            (_, Some(gap)) => Some((i - 1, gap)),
+        };
+        // The chain's views are marked when it first spans enough, and
+        // each view it takes on after that.
+        match chain {
+            Some((first, _)) if i + 1 - first == least => {
+                out[first..=i].iter_mut().for_each(|b| *b = true);
+            }
+            Some((first, _)) if i + 1 - first > least => out[i] = true,
+            _ => {}
+        }
+    }
+    out
 }
 
 /// What the rules read of a view: the event, and the playback id of its
@@ -375,6 +432,28 @@ pub fn decide<J: Judged>(rules: &RuleSet, judged: &[J]) -> Vec<Option<FraudRule>
         .push((v.occurred_at.timestamp_micros(), v.event_id, i));
     }
 
+    // Per (user, day), its billable views in (occurred_at, event id)
+    // order, for the metronome.
+    let mut beats = vec![false; views.len()];
+    if rules.metronome_views > 0 {
+        let mut rhythm: BTreeMap<(u64, i64), Ranked> = BTreeMap::new();
+        for (i, v) in views.iter().enumerate().filter(|(i, _)| billable[*i]) {
+            rhythm
+                .entry((user(v), day_bucket(v.occurred_at).timestamp_micros()))
+                .or_default()
+                .push((v.occurred_at.timestamp_micros(), v.event_id, i));
+        }
+        for mut group in rhythm.into_values() {
+            group.sort_unstable();
+            let times: Vec<(i64, u32)> = group
+                .iter()
+                .map(|&(at, _, i)| (at, views[i].watch_seconds))
+                .collect();
+            for (&(_, _, i), beat) in group.iter().zip(steady(rules, &times)) {
+                beats[i] = beat;
+            }
+        }
+    }
     let mut zero_caught = vec![false; views.len()];
     let window_us = i64::from(rules.zero_engagement_window_seconds) * 1_000_000;
     for mut group in zero.into_values() {
@@ -424,6 +503,7 @@ pub fn decide<J: Judged>(rules: &RuleSet, judged: &[J]) -> Vec<Option<FraudRule>
                 }
                 FraudRule::ZeroEngagement => zero_caught[i],
                 FraudRule::DailyCap => capped[i],
+                FraudRule::Metronome => beats[i],
             };
             FraudRule::ALL.into_iter().find(|r| caught(*r))
         })
@@ -469,6 +549,7 @@ mod tests {
             bot_farm_accounts: 0,
             zero_engagement_views: 0,
             token_replay_views: 0,
+            metronome_views: 0,
             fraud_cap_per_user_video_day: 1_000,
             ..RuleSet::default()
         };
@@ -496,6 +577,10 @@ mod tests {
             },
             FraudRule::DailyCap => RuleSet {
                 fraud_cap_per_user_video_day: on.fraud_cap_per_user_video_day,
+                ..off
+            },
+            FraudRule::Metronome => RuleSet {
+                metronome_views: on.metronome_views,
                 ..off
             },
         }
@@ -797,6 +882,117 @@ mod tests {
         assert_eq!(caught(&only(FraudRule::DailyCap), &views), 0);
     }
 
+    /// `user`'s views starting at `t` plus each of `minutes` (from the
+    /// first), of `video` (or of a catalogue, one video per view), 45 s each.
+    fn beats(user: &str, video: Option<&str>, t: DateTime<Utc>, minutes: &[f64]) -> Vec<ViewEvent> {
+        minutes
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ViewEvent {
+                watch_seconds: 45,
+                ..view(
+                    user,
+                    &video.map_or(format!("back-{i}"), str::to_owned),
+                    t + Duration::milliseconds((m * 60_000.0) as i64),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_metronome_catches_a_scheduler_and_leaves_people_alone() {
+        let rules = only(FraudRule::Metronome);
+        assert_eq!(rules.metronome_views, 6);
+        let t = at("2026-11-01T08:00:00Z");
+        // Every 20 minutes, give or take 30 s: under the repeat loop (one
+        // an hour is far from five) and the daily cap (eight of ten).
+        let loop8 = [0.0, 20.5, 40.0, 60.3, 80.0, 99.6, 120.0, 140.4];
+        let scheduler = beats("bot", Some("v1"), t, &loop8);
+        assert_eq!(
+            decide(&rules, &scheduler),
+            vec![Some(FraudRule::Metronome); 8]
+        );
+        assert_eq!(caught(&RuleSet::default(), &scheduler), 8, "on by default");
+        // The same rhythm over a back catalogue, a video a beat.
+        assert_eq!(caught(&rules, &beats("drip", None, t, &loop8)), 8);
+        // Five beats are not enough.
+        assert_eq!(caught(&rules, &scheduler[..5]), 0);
+        // A rhythm may drift slowly (each gap 8 % longer) ...
+        let drift = [0.0, 10.0, 20.8, 32.5, 45.1, 58.7];
+        assert_eq!(caught(&rules, &beats("bot", Some("v1"), t, &drift)), 6);
+        // ... but not jump: two rhythms of four, the second twice as slow.
+        let two = [0.0, 10.0, 20.0, 30.0, 50.0, 70.0, 90.0];
+        assert_eq!(caught(&rules, &beats("bot", Some("v1"), t, &two)), 0);
+        // A person comes back irregularly.
+        let person = [0.0, 41.0, 66.0, 137.0, 170.0, 260.0, 281.0, 350.0];
+        assert_eq!(caught(&rules, &beats("u1", Some("v1"), t, &person)), 0);
+        // A child's cartoon on repeat: one view after another, no idle
+        // time between them, however steady.
+        let cartoon: Vec<ViewEvent> = (0..12)
+            .map(|i| ViewEvent {
+                watch_seconds: 420,
+                ..view("kid", "cartoon", t + Duration::seconds(425 * i))
+            })
+            .collect();
+        assert_eq!(caught(&rules, &cartoon), 0);
+        // Views that are not billable are not beats (nor break a rhythm);
+        // the next day starts afresh.
+        let mut mixed = scheduler.clone();
+        mixed.insert(
+            3,
+            ViewEvent {
+                watch_seconds: 5,
+                ..view("bot", "v1", t + Duration::minutes(50))
+            },
+        );
+        assert_eq!(
+            decide(&rules, &mixed),
+            [
+                vec![Some(FraudRule::Metronome); 3],
+                vec![None],
+                vec![Some(FraudRule::Metronome); 5]
+            ]
+            .concat()
+        );
+        let split = beats("bot", Some("v1"), at("2026-11-01T23:00:00Z"), &loop8);
+        assert_eq!(
+            caught(&rules, &split),
+            0,
+            "three beats one day, five the next"
+        );
+        // A late view between two beats breaks the rhythm before it too:
+        // the whole day's decisions can change.
+        let mut late = scheduler.clone();
+        late.push(ViewEvent {
+            watch_seconds: 45,
+            ..view("bot", "v2", t + Duration::minutes(70))
+        });
+        assert_eq!(caught(&rules, &late), 0);
+        assert!(rules.late_views_reach_back());
+    }
+
+    #[test]
+    fn a_steady_chain_is_marked_once_it_spans_enough() {
+        let rules = RuleSet {
+            metronome_views: 3,
+            metronome_jitter_percent: 0,
+            metronome_idle_seconds: 0,
+            ..RuleSet::default()
+        };
+        let s = |starts: &[i64]| {
+            let v: Vec<(i64, u32)> = starts.iter().map(|&t| (t * 1_000_000, 0)).collect();
+            steady(&rules, &v)
+        };
+        assert_eq!(
+            s(&[0, 10, 20, 35, 50, 65]),
+            [true, true, true, true, true, true]
+        );
+        assert_eq!(s(&[0, 10, 21, 32]), [false, true, true, true]);
+        assert_eq!(s(&[0, 10, 10, 20, 30]), [false, false, true, true, true]);
+        assert_eq!(s(&[]), Vec::<bool>::new());
+        assert_eq!(s(&[5, 6]), [false, false]);
+    }
+
     #[test]
     fn a_view_caught_by_several_rules_goes_to_the_first() {
         let rules = RuleSet::default();
@@ -818,6 +1014,7 @@ mod tests {
             bot_farm_accounts: 0,
             zero_engagement_views: 0,
             token_replay_views: 0,
+            metronome_views: 0,
             ..RuleSet::default()
         };
         assert_eq!(caught(&v1, &views), 2);

@@ -21,6 +21,8 @@ use crate::ViewEvent;
 /// (`impossible_watch_devices`) instead of one hour's watch time
 /// (`impossible_watch_seconds`, now 0). A v2 manifest's rule set reads back
 /// with the new parameters off and its own hour limit, so it decides as v2.
+/// Rules v3 also judge rhythm (`metronome`); a v3 manifest from before it
+/// reads back with it off.
 pub const RULES_VERSION: u32 = 3;
 
 /// Every configurable parameter of validation and counting, in one place.
@@ -106,6 +108,24 @@ pub struct RuleSet {
     #[serde(default)]
     #[cfg_attr(feature = "cli", arg(id = "token_replay_views", long = "token-replay-views", env = "VIEWCOUNT_TOKEN_REPLAY_VIEWS", value_name = "VIEWS", default_value_t = RuleSet::DEFAULT.token_replay_views))]
     pub token_replay_views: u32,
+    /// Batch rule `metronome`: a user's billable views of a UTC day that
+    /// come back at a steady rhythm, this many in a row, are all filtered
+    /// (0: off; else at least 3, as a rhythm needs two gaps).
+    #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(id = "metronome_views", long = "metronome-views", env = "VIEWCOUNT_METRONOME_VIEWS", value_name = "VIEWS", default_value_t = RuleSet::DEFAULT.metronome_views))]
+    pub metronome_views: u32,
+    /// Batch rule `metronome`: how far, in percent of the gap before it, a
+    /// gap between two views' starts may differ and still keep the rhythm.
+    #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(id = "metronome_jitter", long = "metronome-jitter", env = "VIEWCOUNT_METRONOME_JITTER", value_name = "PERCENT", default_value_t = RuleSet::DEFAULT.metronome_jitter_percent))]
+    pub metronome_jitter_percent: u32,
+    /// Batch rule `metronome`: the least idle time, in seconds, between the
+    /// end of one view (its start plus its watch time) and the start of the
+    /// next for the two to be beats of a rhythm: views one after another
+    /// (a child's cartoon on repeat, a binge) never are.
+    #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(id = "metronome_idle", long = "metronome-idle", env = "VIEWCOUNT_METRONOME_IDLE", value_name = "SECONDS", default_value_t = RuleSet::DEFAULT.metronome_idle_seconds))]
+    pub metronome_idle_seconds: u32,
 }
 
 /// A duration flag (`30d`, `5m`, `300s`, or bare seconds) as whole seconds.
@@ -142,6 +162,9 @@ impl RuleSet {
         zero_engagement_watch_seconds: 35,
         zero_engagement_window_seconds: 300,
         token_replay_views: 3,
+        metronome_views: 6,
+        metronome_jitter_percent: 10,
+        metronome_idle_seconds: 60,
     };
 }
 
@@ -172,6 +195,20 @@ impl RuleSet {
                 "the zero-engagement rule is on ({} views) but its watch bound is 0 s, so no view is a candidate; \
                  give --zero-engagement-watch above --billable-min-watch, or --zero-engagement-views 0 to turn it off",
                 self.zero_engagement_views
+            ));
+        }
+        if (1..3).contains(&self.metronome_views) {
+            return Err(format!(
+                "--metronome-views is {}, but a rhythm needs at least 3 views (two gaps to compare); \
+                 give 3 or more, or 0 to turn the metronome rule off",
+                self.metronome_views
+            ));
+        }
+        if self.metronome_views > 0 && self.metronome_jitter_percent > 100 {
+            return Err(format!(
+                "--metronome-jitter is {} %, but a gap more than 100 % off the one before it keeps no rhythm; \
+                 give 0 to 100",
+                self.metronome_jitter_percent
             ));
         }
         Ok(())
@@ -244,8 +281,15 @@ mod tests {
     fn a_rule_set_from_before_rules_v3_reads_back_as_v2() {
         let mut v2 = serde_json::to_value(RuleSet::default()).unwrap();
         let v2 = v2.as_object_mut().unwrap();
-        v2.remove("token_replay_views");
-        v2.remove("impossible_watch_devices");
+        for field in [
+            "token_replay_views",
+            "impossible_watch_devices",
+            "metronome_views",
+            "metronome_jitter_percent",
+            "metronome_idle_seconds",
+        ] {
+            v2.remove(field);
+        }
         v2.insert("impossible_watch_seconds".into(), 14_400.into());
         let rules: RuleSet = serde_json::from_value(serde_json::Value::Object(v2.clone())).unwrap();
         assert_eq!(
@@ -254,9 +298,52 @@ mod tests {
                 token_replay_views: 0,
                 impossible_watch_devices: 0,
                 impossible_watch_seconds: 14_400,
+                metronome_views: 0,
+                metronome_jitter_percent: 0,
+                metronome_idle_seconds: 0,
                 ..RuleSet::default()
             }
         );
+    }
+
+    #[test]
+    fn a_rule_set_from_before_the_metronome_reads_back_without_it() {
+        let mut v3 = serde_json::to_value(RuleSet::default()).unwrap();
+        let v3 = v3.as_object_mut().unwrap();
+        for field in [
+            "metronome_views",
+            "metronome_jitter_percent",
+            "metronome_idle_seconds",
+        ] {
+            v3.remove(field);
+        }
+        let rules: RuleSet = serde_json::from_value(serde_json::Value::Object(v3.clone())).unwrap();
+        assert_eq!(rules.metronome_views, 0, "the rule is off: {rules:?}");
+        let alone = RuleSet {
+            impossible_watch_devices: 0,
+            ..rules
+        };
+        assert!(!alone.late_views_reach_back());
+        assert!(
+            RuleSet {
+                metronome_views: 6,
+                ..alone
+            }
+            .late_views_reach_back(),
+            "a late view can break or make a rhythm earlier in its day"
+        );
+        for views in [1, 2] {
+            let bad = RuleSet {
+                metronome_views: views,
+                ..RuleSet::default()
+            };
+            assert!(bad.check().unwrap_err().contains("--metronome-views"));
+        }
+        let ok = RuleSet {
+            metronome_views: 3,
+            ..RuleSet::default()
+        };
+        assert_eq!(ok.check(), Ok(()));
     }
 
     #[test]
