@@ -192,12 +192,13 @@ impl batch::run::Compute for Ballista {
     }
 
     fn check(&self, rules: &RuleSet) -> batch::Result<()> {
+        // The rules that are windows over the rows (no join) run.
         if rules.joined_rules_on() {
             // Known limit: Ballista 55's executors overflowed their stacks
             // on the rules v2 query (a join per rule, window frames), and
             // with larger stacks the job never finished.
             return Err(batch::Error::Input(
-                "--engine ballista counts with the daily cap and the replay rule only: the query of the other rules does not finish on Ballista 55 yet; \
+                "--engine ballista counts with the daily cap, the replay rule and the metronome only: the query of the other rules does not finish on Ballista 55 yet; \
                  run --engine native or --engine sql, or turn the other rules off with \
                  --impossible-watch 0 --impossible-watch-devices 0 --repeat-loop-views 0 --zero-engagement-views 0 --bot-farm-accounts 0"
                     .into(),

@@ -125,6 +125,7 @@ fn main() -> anyhow::Result<()> {
                     zero_engagement_views: 0,
                     bot_farm_accounts: 0,
                     token_replay_views: 0,
+                    metronome_views: 0,
                     ..schemas::RuleSet::default()
                 }
             } else {

@@ -91,6 +91,7 @@ fn v1_rules() -> RuleSet {
         bot_farm_accounts: 0,
         zero_engagement_views: 0,
         token_replay_views: 0,
+        metronome_views: 0,
         ..RuleSet::default()
     }
 }
@@ -350,12 +351,13 @@ fn report(
     by_rule: &BTreeMap<String, u64>,
 ) -> String {
     let mut out = format!(
-        "A generated month: {} events over four weeks ({} accepted, re-sends included), {} organic users, {} videos, `--fraud-ratio {}` over the four invalid patterns and `--hard-case-ratio {}` over the three organic hard cases, every pattern at its default parameters (README, \"Labelled traffic\"). Rules at their defaults (README, \"Invalid-traffic rules\"). The batch run's output equals the reference decision (`schemas::fraud::decide`) at all {} video-hours and in every rule's total, so these are the batch job's figures.\n\n",
+        "A generated month: {} events over four weeks ({} accepted, re-sends included), {} organic users, {} videos, `--fraud-ratio {}` over the {} invalid patterns and `--hard-case-ratio {}` over the three organic hard cases, every pattern at its default parameters (README, \"Labelled traffic\"). Rules at their defaults (README, \"Invalid-traffic rules\"). The batch run's output equals the reference decision (`schemas::fraud::decide`) at all {} video-hours and in every rule's total, so these are the batch job's figures.\n\n",
         args.events,
         p.events,
         args.users,
         args.videos,
         args.fraud_ratio,
+        Label::invalid_patterns(),
         args.hard_case_ratio,
         p.expected.len()
     );
