@@ -41,6 +41,92 @@ use batch::run::Computed;
 use crate::functions::RAW_COLUMNS;
 use crate::{Error, Result};
 
+/// The metronome (`schemas::fraud::steady`) as common table expressions
+/// over `viewed`, ending in `beats` with `beat` (1 for a beat), for each
+/// grouping of `groups` (a prefix and the columns that, with the UTC day,
+/// partition the rows; billable and not apart), in time and event id order.
+///
+/// Three levels, every grouping in each, to keep the plan shallow (Ballista
+/// decodes plans with a recursion limit): the neighbours' times and watch
+/// (`LAG` by one and two, `LEAD` by one); which links into and out of each
+/// view are links, whether they break the rhythm of the link before, and
+/// the links' chains (a running count of the breaks); and each chain's
+/// length, counted once from the links' right ends and once from their left
+/// ends, so that a view is a beat if the link into it or out of it is in a
+/// chain long enough.
+fn rhythm(rules: &RuleSet, groups: &[(&str, &str)]) -> String {
+    let idle_us = i64::from(rules.metronome_idle_seconds) * 1_000_000;
+    let jitter = rules.metronome_jitter_percent;
+    let links = rules.metronome_views.saturating_sub(1);
+    let window = |by: &str| format!("PARTITION BY {by}, m_day, billable");
+    let ordered = |by: &str| format!("{} ORDER BY at_us, event_id", window(by));
+    // Whether `a` (watched `w` seconds) and `b` after it are linked, and
+    // whether gap `g` keeps the rhythm of gap `before` (null: no).
+    let link = |a: &str, w: &str, b: &str| {
+        format!("({b} - {a} > 0 AND {b} - ({a} + {w} * 1000000) >= {idle_us})")
+    };
+    let keeps =
+        |g: &str, before: &str| format!("(100 * ABS({g} - {before}) <= {jitter} * {before})");
+    let (mut neighbours, mut chained, mut beats) = (Vec::new(), Vec::new(), Vec::new());
+    for (p, by) in groups {
+        let w = ordered(by);
+        neighbours.push(format!(
+            "LAG(at_us, 1) OVER ({w}) AS {p}_a1, LAG(at_us, 2) OVER ({w}) AS {p}_a2,
+                  LAG(watch_s, 1) OVER ({w}) AS {p}_w1, LAG(watch_s, 2) OVER ({w}) AS {p}_w2,
+                  LEAD(at_us, 1) OVER ({w}) AS {p}_an"
+        ));
+        let (a1, a2, w1, w2, an) = (
+            format!("{p}_a1"),
+            format!("{p}_a2"),
+            format!("{p}_w1"),
+            format!("{p}_w2"),
+            format!("{p}_an"),
+        );
+        let link_in = link(&a1, &w1, "at_us");
+        let link_before = link(&a2, &w2, &a1);
+        let link_out = link("at_us", "watch_s", &an);
+        let gap_in = format!("(at_us - {a1})");
+        let new_in = format!(
+            "{link_in} AND NOT COALESCE({link_before} AND {}, FALSE)",
+            keeps(&gap_in, &format!("({a1} - {a2})"))
+        );
+        let new_out = format!(
+            "{link_out} AND NOT COALESCE({link_in} AND {}, FALSE)",
+            keeps(&format!("({an} - at_us)"), &gap_in)
+        );
+        chained.push(format!(
+            "CASE WHEN {link_in} THEN 1 ELSE 0 END AS {p}_in,
+                  CASE WHEN {link_out} THEN 1 ELSE 0 END AS {p}_out,
+                  SUM(CASE WHEN {new_in} THEN 1 ELSE 0 END)
+                    OVER ({w} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS {p}_chain,
+                  SUM(CASE WHEN {new_in} THEN 1 ELSE 0 END)
+                    OVER ({w} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+                    + CASE WHEN {new_out} THEN 1 ELSE 0 END AS {p}_chain_out"
+        ));
+        let part = window(by);
+        beats.push(format!(
+            "({p}_in = 1 AND SUM({p}_in) OVER ({part}, {p}_chain) >= {links})
+                  OR ({p}_out = 1 AND SUM({p}_out) OVER ({part}, {p}_chain_out) >= {links})"
+        ));
+    }
+    format!(
+        ",
+         neighbours AS (
+           SELECT *, {}
+           FROM (SELECT *, CAST(watch_seconds AS BIGINT) AS watch_s, at_us / 86400000000 AS m_day
+                 FROM viewed)),
+         chained AS (
+           SELECT *, {}
+           FROM neighbours),
+         beats AS (
+           SELECT *, CASE WHEN {} THEN 1 ELSE 0 END AS beat
+           FROM chained)",
+        neighbours.join(",\n                  "),
+        chained.join(",\n                  "),
+        beats.join("\n                  OR "),
+    )
+}
+
 /// The rules as SQL common table expressions over the table `raw`, ending
 /// in `capped`: one row per event (its winning copy) with `billable` (0 or
 /// 1, before the invalid-traffic rules), `rule` (the name of the rule that
@@ -163,59 +249,19 @@ fn ctes(rules: &RuleSet) -> String {
     } else {
         String::new()
     };
-    // The metronome follows each user's billable views of a day in order
-    // (`schemas::fraud::steady`), in windows over the rows (no join): each
-    // view's link from the one before (its gap, and whether the two are
-    // far enough apart), each link's chain (a running count of the links
-    // that break the rhythm of the one before), each chain's length, and
-    // a view is a beat if the link into it, or out of it, is in a chain
-    // long enough.
-    let (metronome, beat) = if rules.metronome_views > 0 {
-        let w = "PARTITION BY uh, at_us / 86400000000, billable ORDER BY at_us, event_id";
+    // The metronome follows each user's billable views of a day, and each
+    // (video, day, fingerprint)'s, in windows over the rows (no join).
+    let (metronome, source, beat) = if rules.metronome_views > 0 {
         (
-            format!(
-                ",
-         m_gaps AS (
-           SELECT *, at_us - LAG(at_us) OVER ({w}) AS m_gap,
-                  at_us - (LAG(at_us) OVER ({w})
-                           + LAG(CAST(watch_seconds AS BIGINT)) OVER ({w}) * 1000000) AS m_idle
-           FROM viewed),
-         m_links AS (
-           SELECT *, CASE WHEN m_gap > 0 AND m_idle >= {idle_us} THEN 1 ELSE 0 END AS m_link
-           FROM m_gaps),
-         m_pairs AS (
-           SELECT *, LAG(m_link) OVER ({w}) AS m_plink, LAG(m_gap) OVER ({w}) AS m_pgap
-           FROM m_links),
-         m_chains AS (
-           SELECT *, SUM(CASE WHEN m_link = 1 AND NOT (COALESCE(m_plink, 0) = 1
-                                AND 100 * ABS(m_gap - m_pgap) <= {jitter} * m_pgap)
-                         THEN 1 ELSE 0 END)
-                     OVER ({w} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS m_chain
-           FROM m_pairs),
-         m_long AS (
-           SELECT *, CASE WHEN m_link = 1 AND SUM(m_link) OVER (
-                            PARTITION BY uh, at_us / 86400000000, billable, m_chain) >= {links}
-                          THEN 1 ELSE 0 END AS m_long
-           FROM m_chains),
-         beats AS (
-           SELECT *, CASE WHEN m_long = 1 OR LEAD(m_long) OVER ({w}) = 1 THEN 1 ELSE 0 END AS beat
-           FROM m_long)",
-                idle_us = i64::from(rules.metronome_idle_seconds) * 1_000_000,
-                jitter = rules.metronome_jitter_percent,
-                links = rules.metronome_views - 1,
-            ),
+            rhythm(rules, &[("u", "uh"), ("v", "video_id, print")]),
+            "beats",
             format!(
                 "\n                            WHEN n.beat = 1 THEN '{}'",
                 FraudRule::Metronome.name()
             ),
         )
     } else {
-        (String::new(), String::new())
-    };
-    let source = if rules.metronome_views > 0 {
-        "beats"
-    } else {
-        "viewed"
+        (String::new(), "viewed", String::new())
     };
     let mut tables = String::new();
     let mut joins = String::new();

@@ -920,7 +920,9 @@ impl Reader<'_> {
         self.own_chunks.push(chunk);
         let mut held = c.user_id.get_array_memory_size() as u64;
         let state = &self.work.state;
-        let (min_watch, farms) = (min_watch(self.rules), self.rules.bot_farm_accounts > 0);
+        // Fingerprints group the bot farm's views and the metronome's.
+        let farms = self.rules.bot_farm_accounts > 0 || self.rules.metronome_views > 0;
+        let min_watch = min_watch(self.rules);
         let replays = self.rules.token_replay_views > 0;
         for i in 0..c.len() {
             let Some(id) = c.valid_event_id(i, self.rules) else {
@@ -1491,6 +1493,38 @@ fn count_bucket<'s>(
         for (n, r) in billables() {
             if let Some(rule) = per_user.catches(r) {
                 mark(n, rule);
+            }
+        }
+    }
+
+    // The metronome among a video-day's views with one fingerprint, from
+    // any users.
+    if rules.metronome_views > 0 {
+        let least = rules.metronome_views as usize;
+        type Beat = (u32, i32, u64);
+        let beat =
+            |r: &Row| -> Beat { (r.video, r.occurred_at.div_euclid(DAY_US) as i32, r.print) };
+        let mut views: HashMap<Beat, u32, RandomState> = HashMap::with_hasher(state.clone());
+        for (_, r) in billables() {
+            *views.entry(beat(r)).or_default() += 1;
+        }
+        views.retain(|_, n| *n as usize >= least);
+        if !views.is_empty() {
+            let mut ranked: Vec<(Beat, i64, [u64; 2], usize, u32)> = billables()
+                .filter(|(_, r)| views.contains_key(&beat(r)))
+                .map(|(n, r)| {
+                    let watch = r.watch_seconds.max(0).unsigned_abs();
+                    (beat(r), r.occurred_at, r.id, n, watch)
+                })
+                .collect();
+            ranked.sort_unstable();
+            for group in ranked.chunk_by(|a, b| a.0 == b.0) {
+                let times: Vec<(i64, u32)> = group.iter().map(|g| (g.1, g.4)).collect();
+                for (g, steady) in group.iter().zip(schemas::fraud::steady(rules, &times)) {
+                    if steady {
+                        mark(g.3, FraudRule::Metronome);
+                    }
+                }
             }
         }
     }

@@ -22,8 +22,8 @@ pub(crate) struct Row {
     /// The user id's [`schemas::fraud::value_hash`]: the sketch's hash, and how users are
     /// grouped (equal ids are compared where it matters).
     pub(crate) user_hash: u64,
-    /// The behavioural [`schemas::fraud::fingerprint`] (bot-farm rule) of a billable row;
-    /// 0 for the others, or with the rule off.
+    /// The behavioural [`schemas::fraud::fingerprint`] (bot-farm rule, the
+    /// metronome) of a billable row; 0 for the others, or with both off.
     pub(crate) print: u64,
     /// The verified playback id's [`schemas::fraud::value_hash`] (replay
     /// rule) of a billable row, if `verified`; 0 for the others, or with the

@@ -46,9 +46,10 @@ pub enum Label {
     /// Invalid: a burst of views of one video from many users, each
     /// watching just past the billable minimum, with no ad impressions.
     ZeroEngagement,
-    /// Invalid: one account's scheduler, its views coming back every few
-    /// minutes (within 2 % of the period) for hours, dripped over a few
-    /// videos: under every hourly and daily limit.
+    /// Invalid: a scheduler, its views coming back every few minutes
+    /// (within 2 % of the period) for hours, from one account dripping over
+    /// a few videos, or from a fresh account a beat on one video: under
+    /// every hourly and daily limit.
     Scheduler,
 }
 
@@ -605,9 +606,20 @@ pub(crate) fn episode(mix: &Mix, label: Label, d: &mut Draw<'_>) -> Vec<Value> {
             let period_us = period.num_microseconds().unwrap_or(i64::MAX);
             let t0 = d.window(period * mix.sched_views.saturating_sub(1) as i32);
             let user = d.user();
-            let videos: Vec<String> = (0..mix.sched_videos).map(|_| (d.video)(d.rng)).collect();
+            // Half of them post each beat from a fresh account, to one
+            // video, with one device and country.
+            let rotate = d.rng.random_bool(0.5);
+            let videos: Vec<String> = (0..if rotate { 1 } else { mix.sched_videos })
+                .map(|_| (d.video)(d.rng))
+                .collect();
             let device = d.pick(&DEVICES);
+            let country = d.pick(&COUNTRIES);
             for i in 0..mix.sched_views {
+                let user = if rotate {
+                    u64::from(d.users) + d.serial * u64::from(FARM_ACCOUNTS) + u64::from(i)
+                } else {
+                    u64::from(user)
+                };
                 // Each beat within 2 % of the period from its place.
                 let jitter = d.rng.random_range(-period_us / 50..=period_us / 50);
                 let at = t0 + Duration::microseconds(period_us * i64::from(i) + jitter);
@@ -621,6 +633,7 @@ pub(crate) fn episode(mix: &Mix, label: Label, d: &mut Draw<'_>) -> Vec<Value> {
                     eligible: true,
                     session: Some(format!("s{user}-sched{}-{i}", d.serial)),
                     device: Some(device),
+                    country: rotate.then_some(country),
                     ..View::default()
                 });
             }
@@ -834,13 +847,25 @@ mod tests {
     #[test]
     fn a_scheduler_keeps_its_beat_under_every_other_limit() {
         let mix = Mix::default();
-        let (e, ..) = one(&mix, Label::Scheduler, 6);
+        let rotated: BTreeSet<bool> = (6..14)
+            .map(|seed| scheduler_keeps_its_beat(&mix, seed))
+            .collect();
+        assert_eq!(rotated.len(), 2, "both kinds of scheduler occur");
+    }
+
+    /// Checks one scheduler; whether it rotated accounts.
+    fn scheduler_keeps_its_beat(mix: &Mix, seed: u64) -> bool {
+        let (e, ..) = one(mix, Label::Scheduler, seed);
         valid(&e);
         assert_eq!(e.len(), mix.sched_views as usize);
         let users: BTreeSet<_> = e.iter().map(|v| s(v, "user_id")).collect();
-        assert_eq!(users.len(), 1);
         let videos: BTreeSet<_> = e.iter().map(|v| s(v, "video_id")).collect();
         assert!(videos.len() <= mix.sched_videos as usize);
+        // One account over a few videos, or an account a beat on one.
+        assert!(
+            users.len() == 1 || (users.len() == e.len() && videos.len() == 1),
+            "{users:?} {videos:?}"
+        );
         let period = Duration::minutes(i64::from(mix.sched_minutes));
         for pair in e.windows(2) {
             let gap = ts(&pair[1]) - ts(&pair[0]);
@@ -868,6 +893,7 @@ mod tests {
                 .iter()
                 .all(Option::is_none)
         );
+        users.len() > 1
     }
 
     #[test]

@@ -23,7 +23,7 @@
 //! | `repeat_loop` | its user viewed its video at least `repeat_loop_views` times (billable) in its hour: a player replaying one video under fresh sessions |
 //! | `zero_engagement` | it reported no ad impression and less than `zero_engagement_watch_seconds` of watch time, and it lies in a window of `zero_engagement_window_seconds` within its hour that holds at least `zero_engagement_views` such views of its video: a burst of views that only just qualify |
 //! | `bot_farm` | at least `bot_farm_accounts` users viewed its video in its hour with its behavioural fingerprint: the same device, country, referrer and quality, and a watch time in the same `bot_farm_watch_band_seconds` band |
-//! | `metronome` | it is one of at least `metronome_views` billable views of its user's UTC day in a row (by `occurred_at`, then event id, every video) that come back at a steady rhythm: each gap between two starts within `metronome_jitter_percent` of the gap before it, and at least `metronome_idle_seconds` idle between one view's end and the next one's start ([`steady`]). A scheduler looping a video, or dripping over a catalogue, under every hourly and daily limit; people come back irregularly, and views one after another (a cartoon on repeat, a binge) are never beats |
+//! | `metronome` | it is one of at least `metronome_views` billable views in a row that come back at a steady rhythm ([`steady`]): each gap between two starts within `metronome_jitter_percent` of the gap before it, and at least `metronome_idle_seconds` between them — between one view's end and the next one's start — in its user's UTC day (every video), or in its video's UTC day among views with its fingerprint (every user). A scheduler looping a video or dripping over a catalogue under every hourly and daily limit, from one account or a fresh account a beat; people come back irregularly, crowds arrive irregularly, and views one after another (a cartoon on repeat, a binge) are never beats |
 //! | `daily_cap` | its user already had `fraud_cap_per_user_video_day` billable views of its video that UTC day (by `occurred_at`, then event id): rules v1's only rule |
 //!
 //! Users are known by [`value_hash`] of their id (as the viewer sketch
@@ -432,25 +432,35 @@ pub fn decide<J: Judged>(rules: &RuleSet, judged: &[J]) -> Vec<Option<FraudRule>
         .push((v.occurred_at.timestamp_micros(), v.event_id, i));
     }
 
-    // Per (user, day), its billable views in (occurred_at, event id)
-    // order, for the metronome.
+    // Per (user, day) and per (video, day, fingerprint), the billable
+    // views in (occurred_at, event id) order, for the metronome.
     let mut beats = vec![false; views.len()];
     if rules.metronome_views > 0 {
-        let mut rhythm: BTreeMap<(u64, i64), Ranked> = BTreeMap::new();
+        let mut by_user: BTreeMap<(u64, i64), Ranked> = BTreeMap::new();
+        let mut by_video: BTreeMap<(&str, i64, u64), Ranked> = BTreeMap::new();
         for (i, v) in views.iter().enumerate().filter(|(i, _)| billable[*i]) {
-            rhythm
-                .entry((user(v), day_bucket(v.occurred_at).timestamp_micros()))
+            let day = day_bucket(v.occurred_at).timestamp_micros();
+            let ranked = (v.occurred_at.timestamp_micros(), v.event_id, i);
+            by_user.entry((user(v), day)).or_default().push(ranked);
+            let print = fingerprint(
+                v.device.as_str(),
+                v.country.as_deref(),
+                v.referrer.as_deref(),
+                v.quality.as_deref(),
+            );
+            by_video
+                .entry((v.video_id.as_str(), day, print))
                 .or_default()
-                .push((v.occurred_at.timestamp_micros(), v.event_id, i));
+                .push(ranked);
         }
-        for mut group in rhythm.into_values() {
+        for mut group in by_user.into_values().chain(by_video.into_values()) {
             group.sort_unstable();
             let times: Vec<(i64, u32)> = group
                 .iter()
                 .map(|&(at, _, i)| (at, views[i].watch_seconds))
                 .collect();
             for (&(_, _, i), beat) in group.iter().zip(steady(rules, &times)) {
-                beats[i] = beat;
+                beats[i] |= beat;
             }
         }
     }
@@ -965,10 +975,58 @@ mod tests {
         let mut late = scheduler.clone();
         late.push(ViewEvent {
             watch_seconds: 45,
-            ..view("bot", "v2", t + Duration::minutes(70))
+            ..view("bot", "v1", t + Duration::minutes(70))
         });
         assert_eq!(caught(&rules, &late), 0);
         assert!(rules.late_views_reach_back());
+    }
+
+    #[test]
+    fn the_metronome_catches_a_fresh_account_a_beat_and_passes_crowds() {
+        let rules = only(FraudRule::Metronome);
+        let t = at("2026-11-01T08:00:00Z");
+        // One video, one fingerprint, a fresh account every 12 minutes.
+        let rotating = |fingerprints: bool| -> Vec<ViewEvent> {
+            (0..8)
+                .map(|i| ViewEvent {
+                    watch_seconds: 40,
+                    country: fingerprints.then(|| ["US", "DE"][i as usize % 2].into()),
+                    ..view(
+                        &format!("fresh-{i}"),
+                        "v1",
+                        t + Duration::seconds(720 * i + [0, 9, -7, 4][i as usize % 4]),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(caught(&rules, &rotating(false)), 8);
+        // Beats from two fingerprints in turn are two rhythms of four.
+        assert_eq!(caught(&rules, &rotating(true)), 0);
+        // A classroom on one network: thirty accounts, one fingerprint,
+        // the whole lecture each, arriving within five minutes.
+        let class: Vec<ViewEvent> = (0..30)
+            .map(|i| ViewEvent {
+                watch_seconds: 2_700 - (i * 37 % 400) as u32,
+                ..view(
+                    &format!("pupil-{i}"),
+                    "lecture",
+                    t + Duration::seconds(i * 10),
+                )
+            })
+            .collect();
+        assert_eq!(caught(&rules, &class), 0);
+        // A shared link: arrivals with one fingerprint, irregular.
+        let gaps = [95, 310, 130, 611, 70, 244, 905, 150, 388, 97, 1_210, 260];
+        let mut at_s = 0;
+        let shared: Vec<ViewEvent> = gaps
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                at_s += g;
+                view(&format!("friend-{i}"), "clip", t + Duration::seconds(at_s))
+            })
+            .collect();
+        assert_eq!(caught(&rules, &shared), 0);
     }
 
     #[test]
