@@ -29,8 +29,8 @@ pub struct BatchPart {
     pub(crate) fraud_filtered: u64,
     /// `fraud_filtered` by the rule that removed them (`token_replay`,
     /// `impossible_watch`, `repeat_loop`, `zero_engagement`, `bot_farm`,
-    /// `daily_cap`; only
-    /// rules that removed any). The README describes each rule.
+    /// `daily_cap`, `metronome`; only rules that removed any). The README
+    /// describes each rule.
     pub(crate) filtered_by_rule: BTreeMap<&'static str, u64>,
     pub(crate) watch_seconds: u64,
     /// End of the batch part: `min(to, W)` (never before `from`).
