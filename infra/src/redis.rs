@@ -25,6 +25,13 @@ pub struct RedisOptions {
     /// line (which other local users can read); [`RedisServer::url`]
     /// carries it, [`RedisServer::shown_url`] does not.
     pub password: Option<String>,
+    /// The server is killed (SIGKILL) when the thread that started it
+    /// ends, so a parent killed with SIGKILL leaves no server behind: it is
+    /// started through util-linux's `setpriv --pdeathsig KILL` (Linux; a
+    /// warning, and a server without it, where `setpriv` is missing). Start
+    /// it from a thread that lives as long as the server is needed (a
+    /// program's main thread, as `viewcount up` does).
+    pub die_with_parent: bool,
 }
 
 impl RedisOptions {
@@ -54,6 +61,17 @@ impl RedisServer {
     /// Starts a server and waits until it answers.
     pub fn start_with(opts: RedisOptions) -> Result<Self> {
         let binary = find_on_path("redis-server").ok_or(Error::RedisMissing)?;
+        // util-linux's `setpriv` (on every Debian) sets the parent-death
+        // signal, then execs the server in its place.
+        let die_with = opts
+            .die_with_parent
+            .then(|| find_on_path("setpriv"))
+            .flatten();
+        if opts.die_with_parent && die_with.is_none() {
+            tracing::warn!(
+                "setpriv (util-linux) is not on PATH: the child redis-server will outlive this process if it is killed with SIGKILL"
+            );
+        }
         let (temp, dir) = match opts.dir {
             Some(d) => (None, d),
             None => {
@@ -71,7 +89,14 @@ impl RedisServer {
                 Some(p) => p,
                 None => free_port()?,
             };
-            let mut command = Command::new(&binary);
+            let mut command = match &die_with {
+                Some(setpriv) => {
+                    let mut c = Command::new(setpriv);
+                    c.args(["--pdeathsig", "KILL", "--"]).arg(&binary);
+                    c
+                }
+                None => Command::new(&binary),
+            };
             // Its own process group: a Ctrl-C at the terminal reaches the
             // parent only, which still needs this server to stop in order
             // (it is killed when its handle drops).

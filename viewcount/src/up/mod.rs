@@ -155,9 +155,12 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         }
         None => {
             // Its own random password (never printed) and protected mode:
-            // another local user cannot read or write the counters.
+            // another local user cannot read or write the counters. Started
+            // from the main thread, it dies with this process even when
+            // that is killed with SIGKILL.
             child_redis = RedisServer::start_with(infra::redis::RedisOptions {
                 password: Some(infra::redis::RedisOptions::random_password()),
+                die_with_parent: true,
                 ..infra::redis::RedisOptions::default()
             })
             .context("starting a child redis-server")?;

@@ -204,3 +204,57 @@ fn ctrl_c_stops_in_order_and_loses_no_acknowledged_event() {
     let n = crate::assert_all_archived(&lines, &store);
     assert!(n > 2000, "{n}");
 }
+
+/// `up` killed with SIGKILL (no chance to stop anything) leaves no child
+/// redis-server behind: the server dies with it.
+#[test]
+fn kill_9_of_up_leaves_no_redis_server_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}/store", dir.path().display());
+    let mut up = crate::Up::start(
+        &["--store", &store, "--require-signed-events", "false"],
+        std::process::Stdio::null(),
+    );
+    up.addr();
+    let pid = up.child.id();
+    // Its children, from every thread's list.
+    let children: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flat_map(|t| {
+            let list = std::fs::read_to_string(t.unwrap().path().join("children")).unwrap();
+            list.split_whitespace()
+                .map(|p| p.parse::<u32>().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let comm = |p: u32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+    let redis = *children
+        .iter()
+        .find(|&&p| comm(p).trim() == "redis-server")
+        .unwrap_or_else(|| panic!("no child redis-server among {children:?}"));
+    up.signal("KILL");
+    // Gone, or a zombie its new parent has not reaped yet.
+    let dead = || {
+        std::fs::read_to_string(format!("/proc/{redis}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !dead() {
+        if std::time::Instant::now() > deadline {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &redis.to_string()])
+                .status();
+            panic!("redis-server {redis} still ran 10 s after up was killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (status, _) = up.wait(std::time::Duration::from_secs(10));
+    assert!(!status.success());
+}
