@@ -223,17 +223,24 @@ fn ctes(rules: &RuleSet) -> String {
         ));
     }
     if rules.bot_farm_accounts > 0 {
+        // Views watched past the bound are no farm's (0: any watch).
+        let candidate = |c: &str| match rules.bot_farm_max_watch_seconds {
+            0 => String::new(),
+            max => format!(" AND {c}watch_seconds < {max}"),
+        };
         caught.push((
             FraudRule::BotFarm,
             format!(
                 "SELECT video_id, hour_us, print, watch_seconds / {band} AS band FROM viewed
-                 WHERE billable = 1 GROUP BY video_id, hour_us, print, watch_seconds / {band}
+                 WHERE billable = 1{} GROUP BY video_id, hour_us, print, watch_seconds / {band}
                  HAVING COUNT(DISTINCT uh) >= {}",
+                candidate(""),
                 rules.bot_farm_accounts
             ),
             format!(
                 "n.video_id = t.video_id AND n.hour_us = t.hour_us AND n.print = t.print
-                 AND n.watch_seconds / {band} = t.band"
+                 AND n.watch_seconds / {band} = t.band{}",
+                candidate("n.")
             ),
             "print",
         ));

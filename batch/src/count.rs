@@ -1543,13 +1543,16 @@ fn count_bucket<'s>(
                 rules.watch_band(r.watch_seconds.max(0).unsigned_abs()),
             )
         };
+        let candidates = || {
+            billables().filter(|(_, r)| rules.farm_candidate(r.watch_seconds.max(0).unsigned_abs()))
+        };
         let mut views: HashMap<Farm, u32, RandomState> = HashMap::with_hasher(state.clone());
-        for (_, r) in billables() {
+        for (_, r) in candidates() {
             *views.entry(farm(r)).or_default() += 1;
         }
         views.retain(|_, n| *n >= least);
         if !views.is_empty() {
-            let mut members: Vec<(Farm, u64, usize)> = billables()
+            let mut members: Vec<(Farm, u64, usize)> = candidates()
                 .filter(|(_, r)| views.contains_key(&farm(r)))
                 .map(|(n, r)| (farm(r), r.user_hash, n))
                 .collect();

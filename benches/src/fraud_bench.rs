@@ -351,7 +351,7 @@ fn report(
     by_rule: &BTreeMap<String, u64>,
 ) -> String {
     let mut out = format!(
-        "A generated month: {} events over four weeks ({} accepted, re-sends included), {} organic users, {} videos, `--fraud-ratio {}` over the {} invalid patterns and `--hard-case-ratio {}` over the three organic hard cases, every pattern at its default parameters (README, \"Labelled traffic\"). Rules at their defaults (README, \"Invalid-traffic rules\"). The batch run's output equals the reference decision (`schemas::fraud::decide`) at all {} video-hours and in every rule's total, so these are the batch job's figures.\n\n",
+        "A generated month: {} events over four weeks ({} accepted, re-sends included), {} organic users, {} videos, `--fraud-ratio {}` over the {} invalid patterns and `--hard-case-ratio {}` over the {} organic hard cases, every pattern at its default parameters (README, \"Labelled traffic\"). Rules at their defaults (README, \"Invalid-traffic rules\"). The batch run's output equals the reference decision (`schemas::fraud::decide`) at all {} video-hours and in every rule's total, so these are the batch job's figures.\n\n",
         args.events,
         p.events,
         args.users,
@@ -359,6 +359,7 @@ fn report(
         args.fraud_ratio,
         Label::invalid_patterns(),
         args.hard_case_ratio,
+        Label::hard_cases(),
         p.expected.len()
     );
     out += "| traffic | billable views | filtered, current rules | share, current | by rule (current) | filtered, rules v1 | share, v1 | target |\n|---|---:|---:|---:|---|---:|---:|---|\n";

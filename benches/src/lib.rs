@@ -169,13 +169,15 @@ pub fn machine() -> String {
 }
 
 /// Rules v2 as they stood, for comparing against: impossible watch by the
-/// hour limit (not concurrency), no replay rule, no metronome.
+/// hour limit (not concurrency), no replay rule, no metronome, bot farms
+/// of any watch time.
 pub fn rules_v2() -> schemas::RuleSet {
     schemas::RuleSet {
         impossible_watch_seconds: 4 * 3600,
         impossible_watch_devices: 0,
         token_replay_views: 0,
         metronome_views: 0,
+        bot_farm_max_watch_seconds: 0,
         ..schemas::RuleSet::default()
     }
 }

@@ -588,7 +588,7 @@ mod tests {
             let want = match l {
                 Label::Organic => continue,
                 l if l.is_invalid() => 0.08 / Label::invalid_patterns() as f64,
-                _ => 0.03,
+                _ => 0.09 / Label::hard_cases() as f64,
             };
             let got = share(l);
             assert!(

@@ -33,6 +33,10 @@ pub enum Label {
     Household,
     /// Organic hard case: one user watching video after video for hours.
     Binge,
+    /// Organic hard case: a class on one network (one device kind,
+    /// country, referrer and quality) watching one lecture, most to its
+    /// end, starting within minutes.
+    Classroom,
     /// Invalid: one user replaying one video far past organic behaviour,
     /// a fresh session each time, near-identical watch times.
     RepeatLoop,
@@ -56,11 +60,12 @@ pub enum Label {
 impl Label {
     /// Every label: plain organic first (the generator's draws rely on it),
     /// then the organic hard cases, then the invalid patterns.
-    pub const ALL: [Label; 9] = [
+    pub const ALL: [Label; 10] = [
         Label::Organic,
         Label::Fans,
         Label::Household,
         Label::Binge,
+        Label::Classroom,
         Label::RepeatLoop,
         Label::BotFarm,
         Label::ImpossibleWatch,
@@ -75,6 +80,7 @@ impl Label {
             Label::Fans => "organic_fans",
             Label::Household => "organic_household",
             Label::Binge => "organic_binge",
+            Label::Classroom => "organic_classroom",
             Label::RepeatLoop => "repeat_loop",
             Label::BotFarm => "bot_farm",
             Label::ImpossibleWatch => "impossible_watch",
@@ -100,6 +106,11 @@ impl Label {
         Self::ALL.iter().filter(|l| l.is_invalid()).count()
     }
 
+    /// How many organic hard cases there are (the hard-case ratio's split).
+    pub fn hard_cases() -> usize {
+        Self::ALL.len() - 1 - Self::invalid_patterns()
+    }
+
     /// The episodes the generator can start, in draw order: every label
     /// but plain organic.
     fn episode(i: usize) -> Label {
@@ -121,8 +132,8 @@ pub struct Mix {
     /// Fraction of events that are invalid traffic, split evenly over the
     /// invalid patterns.
     pub fraud_ratio: f64,
-    /// Fraction of events from organic hard cases, split evenly over the
-    /// three.
+    /// Fraction of events from organic hard cases, split evenly over
+    /// them.
     pub hard_case_ratio: f64,
     /// Views of one repeat loop.
     pub loop_views: u32,
@@ -164,6 +175,10 @@ pub struct Mix {
     pub sched_minutes: u32,
     /// Videos one scheduler drips over.
     pub sched_videos: u32,
+    /// Pupils of one class.
+    pub class_views: u32,
+    /// Minutes over which a class starts watching.
+    pub class_minutes: u32,
 }
 
 impl Default for Mix {
@@ -191,6 +206,8 @@ impl Default for Mix {
             sched_views: 16,
             sched_minutes: 15,
             sched_videos: 3,
+            class_views: 30,
+            class_minutes: 10,
         }
     }
 }
@@ -235,7 +252,7 @@ impl Mix {
     }
 
     /// Every parameter, by the name [`Mix::set`] knows it by.
-    fn params(&mut self) -> [(&'static str, &mut u32); 20] {
+    fn params(&mut self) -> [(&'static str, &mut u32); 22] {
         [
             ("loop_views", &mut self.loop_views),
             ("loop_minutes", &mut self.loop_minutes),
@@ -257,11 +274,13 @@ impl Mix {
             ("sched_views", &mut self.sched_views),
             ("sched_minutes", &mut self.sched_minutes),
             ("sched_videos", &mut self.sched_videos),
+            ("class_views", &mut self.class_views),
+            ("class_minutes", &mut self.class_minutes),
         ]
     }
 
     /// The parameter names [`Mix::set`] knows.
-    pub fn names() -> [&'static str; 20] {
+    pub fn names() -> [&'static str; 22] {
         Mix::default().params().map(|(name, _)| name)
     }
 
@@ -331,6 +350,7 @@ impl Mix {
             Label::ImpossibleWatch => self.impossible_views,
             Label::ZeroEngagement => self.zero_views,
             Label::Scheduler => self.sched_views,
+            Label::Classroom => self.class_views,
         })
     }
 
@@ -342,7 +362,7 @@ impl Mix {
             if l.is_invalid() {
                 self.fraud_ratio / Label::invalid_patterns() as f64
             } else {
-                self.hard_case_ratio / 3.0
+                self.hard_case_ratio / Label::hard_cases() as f64
             }
         };
         // Events per roll on average: 1 / (1 - sum share (L - 1) / L).
@@ -373,6 +393,9 @@ pub(crate) fn pick(chances: &[f64; EPISODES], roll: f64) -> Option<Label> {
     }
     None
 }
+
+/// The learning platform a class follows its lecture's link from.
+const CLASS_REFERRER: &str = "https://learn.example.edu/course/1";
 
 /// Organic events' one referrer, and a bot farm's other choice.
 const REFERRERS: [&str; 2] = [ORGANIC_REFERRER, "https://example.net/promo"];
@@ -638,6 +661,37 @@ pub(crate) fn episode(mix: &Mix, label: Label, d: &mut Draw<'_>) -> Vec<Value> {
                 });
             }
         }
+        Label::Classroom => {
+            let span = minutes(mix.class_minutes);
+            let t0 = d.window(span + Duration::hours(1));
+            let video = (d.video)(d.rng);
+            let lecture = d.rng.random_range(900..3_600u32);
+            let device = d.pick(&DEVICES);
+            let country = d.pick(&COUNTRIES);
+            let quality = d.pick(&QUALITIES);
+            for _ in 0..mix.class_views {
+                let user = d.user();
+                // Most watch to the end; some leave early.
+                let watch = if d.rng.random_bool(0.8) {
+                    lecture
+                } else {
+                    d.rng.random_range(MIN_BILLABLE_WATCH..lecture)
+                };
+                views.push(View {
+                    user: format!("u{user}"),
+                    video: video.clone(),
+                    at: d.within(t0, span),
+                    watch,
+                    eligible: true,
+                    session: Some(format!("s{user}-class{}", d.serial)),
+                    device: Some(device),
+                    country: Some(country),
+                    quality: Some(quality),
+                    referrer: Some(CLASS_REFERRER),
+                    ads: Some(d.rng.random_range(0..3u32)),
+                });
+            }
+        }
         Label::Fans => {
             let span = minutes(mix.fan_minutes);
             let t0 = d.window(span);
@@ -897,6 +951,49 @@ mod tests {
     }
 
     #[test]
+    fn a_class_shares_a_fingerprint_and_its_lecture_and_passes_the_rules() {
+        let mix = Mix::default();
+        for seed in 20..24 {
+            let (e, ..) = one(&mix, Label::Classroom, seed);
+            valid(&e);
+            assert_eq!(e.len(), mix.class_views as usize);
+            let videos: BTreeSet<_> = e.iter().map(|v| s(v, "video_id")).collect();
+            let prints: BTreeSet<_> = e
+                .iter()
+                .map(|v| {
+                    (
+                        s(v, "device"),
+                        s(v, "country"),
+                        s(v, "quality"),
+                        s(v, "referrer"),
+                    )
+                })
+                .collect();
+            assert_eq!((videos.len(), prints.len()), (1, 1));
+            let lecture = e.iter().map(watch).max().unwrap();
+            let whole = e.iter().filter(|v| watch(v) == lecture).count();
+            assert!(whole > e.len() / 2, "{whole} watched it all");
+            let ctx = schemas::ValidationContext::at("2026-11-21T06:00:00Z".parse().unwrap());
+            let views: Vec<schemas::ViewEvent> = e
+                .iter()
+                .map(|v| schemas::parse_event(v, &ctx).unwrap())
+                .collect();
+            let rules = schemas::RuleSet::default();
+            let d = schemas::fraud::decide(&rules, &views);
+            assert!(d.iter().all(Option::is_none), "{d:?}");
+            // Rules v2's bot farm, of any watch time, cut those who
+            // finished (ten or more in an hour: all of them, or those of
+            // the one of two hours the class started in that holds more).
+            let v2 = schemas::RuleSet {
+                bot_farm_max_watch_seconds: 0,
+                ..rules
+            };
+            let cut = schemas::fraud::decide(&v2, &views).iter().flatten().count();
+            assert!(cut >= 10, "{cut} of {whole}");
+        }
+    }
+
+    #[test]
     fn fans_are_many_users_of_a_top_video_with_organic_watch() {
         let mix = Mix::default();
         let (e, ..) = one(&mix, Label::Fans, 5);
@@ -975,7 +1072,7 @@ mod tests {
         assert!(e.contains("not a whole number"), "{e}");
         let e = mix.set("loop_views").unwrap_err().to_string();
         assert!(e.contains("NAME=NUMBER"), "{e}");
-        assert_eq!(Mix::names().len(), 20);
+        assert_eq!(Mix::names().len(), 22);
         for name in Mix::names() {
             Mix::default().set(&format!("{name}=30")).unwrap();
         }
@@ -1015,7 +1112,7 @@ mod tests {
             let want = if l.is_invalid() {
                 0.08 / Label::invalid_patterns() as f64
             } else {
-                0.03
+                0.09 / Label::hard_cases() as f64
             };
             assert!((share - want).abs() < 1e-12, "{l}: {share}");
         }

@@ -22,7 +22,7 @@
 //! | `impossible_watch` | it is in progress while more than `impossible_watch_devices` of its user's views are (every view, billable or not, from `occurred_at` for its watch time, cut at the end of its UTC day: [`watch_span`], [`crowded`]): more devices at once than one person plausibly runs. One long view, or views one after another, never are. (Rules v2 instead filtered every view starting in an hour whose views report more than `impossible_watch_seconds` in all, charging a long view's whole watch time to its first hour; a v2 rule set still decides so.) |
 //! | `repeat_loop` | its user viewed its video at least `repeat_loop_views` times (billable) in its hour: a player replaying one video under fresh sessions |
 //! | `zero_engagement` | it reported no ad impression and less than `zero_engagement_watch_seconds` of watch time, and it lies in a window of `zero_engagement_window_seconds` within its hour that holds at least `zero_engagement_views` such views of its video: a burst of views that only just qualify |
-//! | `bot_farm` | at least `bot_farm_accounts` users viewed its video in its hour with its behavioural fingerprint: the same device, country, referrer and quality, and a watch time in the same `bot_farm_watch_band_seconds` band |
+//! | `bot_farm` | at least `bot_farm_accounts` users viewed its video in its hour with its behavioural fingerprint: the same device, country, referrer and quality, and a watch time in the same `bot_farm_watch_band_seconds` band, under `bot_farm_max_watch_seconds` (a class watching a lecture to its end is not a farm) |
 //! | `metronome` | it is one of at least `metronome_views` billable views in a row that come back at a steady rhythm ([`steady`]): each gap between two starts within `metronome_jitter_percent` of the gap before it, and at least `metronome_idle_seconds` between them — between one view's end and the next one's start — in its user's UTC day (every video), or in its video's UTC day among views with its fingerprint (every user). A scheduler looping a video or dripping over a catalogue under every hourly and daily limit, from one account or a fresh account a beat; people come back irregularly, crowds arrive irregularly, and views one after another (a cartoon on repeat, a binge) are never beats |
 //! | `daily_cap` | its user already had `fraud_cap_per_user_video_day` billable views of its video that UTC day (by `occurred_at`, then event id): rules v1's only rule |
 //!
@@ -182,6 +182,12 @@ impl RuleSet {
     /// whole day.
     pub fn late_views_reach_back(&self) -> bool {
         self.impossible_watch_devices > 0 || self.metronome_views > 0
+    }
+
+    /// Whether a billable view's watch time lets it be a bot farm's: under
+    /// `bot_farm_max_watch_seconds` (0: any).
+    pub fn farm_candidate(&self, watch_seconds: u32) -> bool {
+        self.bot_farm_max_watch_seconds == 0 || watch_seconds < self.bot_farm_max_watch_seconds
     }
 
     /// The bot-farm watch band a watch time falls in.
@@ -417,7 +423,9 @@ pub fn decide<J: Judged>(rules: &RuleSet, judged: &[J]) -> Vec<Option<FraudRule>
         *repeats
             .entry((v.video_id.as_str(), hour(v), user(v)))
             .or_default() += 1;
-        farms.entry(farm_key(rules, v)).or_default().insert(user(v));
+        if rules.farm_candidate(v.watch_seconds) {
+            farms.entry(farm_key(rules, v)).or_default().insert(user(v));
+        }
         if rules.zero_engagement_candidate(v.ad_impressions, v.watch_seconds) {
             zero.entry((v.video_id.as_str(), hour(v)))
                 .or_default()
@@ -509,6 +517,7 @@ pub fn decide<J: Judged>(rules: &RuleSet, judged: &[J]) -> Vec<Option<FraudRule>
                 }
                 FraudRule::BotFarm => {
                     rules.bot_farm_accounts > 0
+                        && rules.farm_candidate(v.watch_seconds)
                         && farms[&farm_key(rules, v)].len() >= rules.bot_farm_accounts as usize
                 }
                 FraudRule::ZeroEngagement => zero_caught[i],
@@ -804,6 +813,18 @@ mod tests {
         assert_eq!(caught(&rules, &views), 0);
         views.push(bot(11, 44));
         assert_eq!(caught(&rules, &views), 19, "ten accounts share 40-44 s");
+        // A class on one network watching a 45-minute lecture to its end:
+        // thirty accounts, one fingerprint, one band, but no farm's views.
+        let class: Vec<ViewEvent> = (0..30).map(|i| bot(100 + i, 2_700)).collect();
+        assert_eq!(caught(&rules, &class), 0);
+        let v2 = RuleSet {
+            bot_farm_max_watch_seconds: 0,
+            ..rules
+        };
+        assert_eq!(caught(&v2, &class), 30, "rules v2 cut the class");
+        // Just under the bound, they would be one.
+        let short: Vec<ViewEvent> = (0..30).map(|i| bot(100 + i, 298)).collect();
+        assert_eq!(caught(&rules, &short), 30);
     }
 
     #[test]

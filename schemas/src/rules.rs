@@ -21,8 +21,9 @@ use crate::ViewEvent;
 /// (`impossible_watch_devices`) instead of one hour's watch time
 /// (`impossible_watch_seconds`, now 0). A v2 manifest's rule set reads back
 /// with the new parameters off and its own hour limit, so it decides as v2.
-/// Rules v3 also judge rhythm (`metronome`); a v3 manifest from before it
-/// reads back with it off.
+/// Rules v3 also judge rhythm (`metronome`) and leave long views out of
+/// bot farms (`bot_farm_max_watch_seconds`); a v3 manifest from before them
+/// reads back with both off.
 pub const RULES_VERSION: u32 = 3;
 
 /// Every configurable parameter of validation and counting, in one place.
@@ -85,6 +86,14 @@ pub struct RuleSet {
     #[serde(default)]
     #[cfg_attr(feature = "cli", arg(id = "bot_farm_watch_band", long = "bot-farm-watch-band", env = "VIEWCOUNT_BOT_FARM_WATCH_BAND", value_name = "SECONDS", default_value_t = RuleSet::DEFAULT.bot_farm_watch_band_seconds))]
     pub bot_farm_watch_band_seconds: u32,
+    /// Batch rule `bot_farm`: views watched this many seconds or more are
+    /// never a farm's (a class or an office on one network that watches a
+    /// lecture to its end shares one fingerprint and one band; a farm
+    /// paying a bot this long per view is no cheaper than the viewers it
+    /// fakes). 0: no bound, as in rules v2.
+    #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(id = "bot_farm_max_watch", long = "bot-farm-max-watch", env = "VIEWCOUNT_BOT_FARM_MAX_WATCH", value_name = "SECONDS", default_value_t = RuleSet::DEFAULT.bot_farm_max_watch_seconds))]
+    pub bot_farm_max_watch_seconds: u32,
     /// Batch rule `zero_engagement`: this many views of one video with no
     /// ad impression and under --zero-engagement-watch seconds, within
     /// --zero-engagement-window of each other in one UTC hour, are all
@@ -158,6 +167,7 @@ impl RuleSet {
         repeat_loop_views: 5,
         bot_farm_accounts: 10,
         bot_farm_watch_band_seconds: 5,
+        bot_farm_max_watch_seconds: 300,
         zero_engagement_views: 20,
         zero_engagement_watch_seconds: 35,
         zero_engagement_window_seconds: 300,
@@ -284,6 +294,7 @@ mod tests {
         for field in [
             "token_replay_views",
             "impossible_watch_devices",
+            "bot_farm_max_watch_seconds",
             "metronome_views",
             "metronome_jitter_percent",
             "metronome_idle_seconds",
@@ -298,6 +309,7 @@ mod tests {
                 token_replay_views: 0,
                 impossible_watch_devices: 0,
                 impossible_watch_seconds: 14_400,
+                bot_farm_max_watch_seconds: 0,
                 metronome_views: 0,
                 metronome_jitter_percent: 0,
                 metronome_idle_seconds: 0,
@@ -314,11 +326,16 @@ mod tests {
             "metronome_views",
             "metronome_jitter_percent",
             "metronome_idle_seconds",
+            "bot_farm_max_watch_seconds",
         ] {
             v3.remove(field);
         }
         let rules: RuleSet = serde_json::from_value(serde_json::Value::Object(v3.clone())).unwrap();
         assert_eq!(rules.metronome_views, 0, "the rule is off: {rules:?}");
+        assert_eq!(
+            rules.bot_farm_max_watch_seconds, 0,
+            "farms of any watch time"
+        );
         let alone = RuleSet {
             impossible_watch_devices: 0,
             ..rules

@@ -128,7 +128,7 @@ fn labelled_traffic_lists_each_labelled_event_once_and_the_truth_counts_them() {
             assert_eq!(listed, views, "{label}");
         }
     }
-    assert_eq!(per_label.len(), 8, "{per_label:?}");
+    assert_eq!(per_label.len(), 9, "{per_label:?}");
     // Each listed id is in the events file.
     let written = std::fs::read_to_string(&events).unwrap();
     let first = ids.iter().next().unwrap();
