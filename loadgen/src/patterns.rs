@@ -813,11 +813,13 @@ mod tests {
         (episode(mix, label, &mut d), start, end)
     }
 
-    fn valid(events: &[Value]) {
+    /// Checks that every event of an episode is valid; the events.
+    fn valid(events: &[Value]) -> Vec<schemas::ViewEvent> {
         let ctx = schemas::ValidationContext::at("2026-11-21T06:00:00Z".parse().unwrap());
-        for e in events {
-            schemas::parse_event(e, &ctx).unwrap_or_else(|r| panic!("{e}: {r}"));
-        }
+        events
+            .iter()
+            .map(|e| schemas::parse_event(e, &ctx).unwrap_or_else(|r| panic!("{e}: {r}")))
+            .collect()
     }
 
     #[test]
@@ -910,7 +912,7 @@ mod tests {
     /// Checks one scheduler; whether it rotated accounts.
     fn scheduler_keeps_its_beat(mix: &Mix, seed: u64) -> bool {
         let (e, ..) = one(mix, Label::Scheduler, seed);
-        valid(&e);
+        let views = valid(&e);
         assert_eq!(e.len(), mix.sched_views as usize);
         let users: BTreeSet<_> = e.iter().map(|v| s(v, "user_id")).collect();
         let videos: BTreeSet<_> = e.iter().map(|v| s(v, "video_id")).collect();
@@ -926,11 +928,6 @@ mod tests {
             assert!((gap - period).abs() <= period / 25, "gap {gap}");
         }
         // Past the reference rules, only the metronome catches it.
-        let ctx = schemas::ValidationContext::at("2026-11-21T06:00:00Z".parse().unwrap());
-        let views: Vec<schemas::ViewEvent> = e
-            .iter()
-            .map(|v| schemas::parse_event(v, &ctx).unwrap())
-            .collect();
         let rules = schemas::RuleSet::default();
         assert!(views.iter().all(|v| rules.is_billable(v)));
         let metronome = Some(schemas::fraud::FraudRule::Metronome);
@@ -955,7 +952,7 @@ mod tests {
         let mix = Mix::default();
         for seed in 20..24 {
             let (e, ..) = one(&mix, Label::Classroom, seed);
-            valid(&e);
+            let views = valid(&e);
             assert_eq!(e.len(), mix.class_views as usize);
             let videos: BTreeSet<_> = e.iter().map(|v| s(v, "video_id")).collect();
             let prints: BTreeSet<_> = e
@@ -973,11 +970,6 @@ mod tests {
             let lecture = e.iter().map(watch).max().unwrap();
             let whole = e.iter().filter(|v| watch(v) == lecture).count();
             assert!(whole > e.len() / 2, "{whole} watched it all");
-            let ctx = schemas::ValidationContext::at("2026-11-21T06:00:00Z".parse().unwrap());
-            let views: Vec<schemas::ViewEvent> = e
-                .iter()
-                .map(|v| schemas::parse_event(v, &ctx).unwrap())
-                .collect();
             let rules = schemas::RuleSet::default();
             let d = schemas::fraud::decide(&rules, &views);
             assert!(d.iter().all(Option::is_none), "{d:?}");

@@ -287,22 +287,29 @@ mod tests {
         assert_eq!(day_bucket(t).to_rfc3339(), "2026-11-21T00:00:00+00:00");
     }
 
+    /// The default rule set's JSON without `fields`, as a manifest written
+    /// before they existed has it.
+    fn without(fields: &[&str]) -> serde_json::Map<String, serde_json::Value> {
+        let mut json = serde_json::to_value(RuleSet::default()).unwrap();
+        let map = json.as_object_mut().unwrap();
+        for field in fields {
+            assert!(map.remove(*field).is_some(), "no field {field}");
+        }
+        map.clone()
+    }
+
     #[test]
     fn a_rule_set_from_before_rules_v3_reads_back_as_v2() {
-        let mut v2 = serde_json::to_value(RuleSet::default()).unwrap();
-        let v2 = v2.as_object_mut().unwrap();
-        for field in [
+        let mut v2 = without(&[
             "token_replay_views",
             "impossible_watch_devices",
             "bot_farm_max_watch_seconds",
             "metronome_views",
             "metronome_jitter_percent",
             "metronome_idle_seconds",
-        ] {
-            v2.remove(field);
-        }
+        ]);
         v2.insert("impossible_watch_seconds".into(), 14_400.into());
-        let rules: RuleSet = serde_json::from_value(serde_json::Value::Object(v2.clone())).unwrap();
+        let rules: RuleSet = serde_json::from_value(serde_json::Value::Object(v2)).unwrap();
         assert_eq!(
             rules,
             RuleSet {
@@ -320,17 +327,13 @@ mod tests {
 
     #[test]
     fn a_rule_set_from_before_the_metronome_reads_back_without_it() {
-        let mut v3 = serde_json::to_value(RuleSet::default()).unwrap();
-        let v3 = v3.as_object_mut().unwrap();
-        for field in [
+        let v3 = without(&[
             "metronome_views",
             "metronome_jitter_percent",
             "metronome_idle_seconds",
             "bot_farm_max_watch_seconds",
-        ] {
-            v3.remove(field);
-        }
-        let rules: RuleSet = serde_json::from_value(serde_json::Value::Object(v3.clone())).unwrap();
+        ]);
+        let rules: RuleSet = serde_json::from_value(serde_json::Value::Object(v3)).unwrap();
         assert_eq!(rules.metronome_views, 0, "the rule is off: {rules:?}");
         assert_eq!(
             rules.bot_farm_max_watch_seconds, 0,
