@@ -12,8 +12,9 @@
 //! ORDER BY` the copy order`)` (a hash aggregate, where a `ROW_NUMBER` per
 //! event id sorted every raw row), number each (user, video, day)'s
 //! billable views for the daily cap and each (verified playback, video,
-//! day)'s for the replay rule, follow each user's day for the metronome
-//! (windows over the rows), find what each other invalid-traffic rule
+//! day)'s for the replay rule, follow each user's day and each video's
+//! day per fingerprint for the metronome (windows over the rows, no join:
+//! `rhythm`), find what each other invalid-traffic rule
 //! of [`schemas::fraud`] catches (a `GROUP BY … HAVING` per rule, window
 //! counts for zero-engagement bursts) and join it in, and aggregate per
 //! video and hour with
