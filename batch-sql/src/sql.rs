@@ -95,6 +95,9 @@ fn rhythm(rules: &RuleSet, groups: &[(&str, &str)]) -> String {
             "{link_out} AND NOT COALESCE({link_in} AND {}, FALSE)",
             keeps(&format!("({an} - at_us)"), &gap_in)
         );
+        // The chain of the link out is a column of its own, not
+        // `{p}_chain + next` in the partition: Ballista loses the input's
+        // ordering of a computed partition key.
         chained.push(format!(
             "CASE WHEN {link_in} THEN 1 ELSE 0 END AS {p}_in,
                   CASE WHEN {link_out} THEN 1 ELSE 0 END AS {p}_out,

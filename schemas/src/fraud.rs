@@ -395,16 +395,20 @@ pub fn decide<J: Judged>(rules: &RuleSet, judged: &[J]) -> Vec<Option<FraudRule>
     let mut days: BTreeMap<(&str, &str, i64), Ranked> = BTreeMap::new();
     // Per (playback hash, video, day), the same, for the replay rule.
     let mut playbacks: BTreeMap<(u64, &str, i64), Ranked> = BTreeMap::new();
+    // A view's fingerprint, as the bot farm and the metronome group views.
+    fn print(v: &ViewEvent) -> u64 {
+        fingerprint(
+            v.device.as_str(),
+            v.country.as_deref(),
+            v.referrer.as_deref(),
+            v.quality.as_deref(),
+        )
+    }
     fn farm_key<'v>(rules: &RuleSet, v: &'v ViewEvent) -> (&'v str, i64, u64, u32) {
         (
             v.video_id.as_str(),
             hour_bucket(v.occurred_at).timestamp_micros(),
-            fingerprint(
-                v.device.as_str(),
-                v.country.as_deref(),
-                v.referrer.as_deref(),
-                v.quality.as_deref(),
-            ),
+            print(v),
             rules.watch_band(v.watch_seconds),
         )
     }
@@ -450,14 +454,8 @@ pub fn decide<J: Judged>(rules: &RuleSet, judged: &[J]) -> Vec<Option<FraudRule>
             let day = day_bucket(v.occurred_at).timestamp_micros();
             let ranked = (v.occurred_at.timestamp_micros(), v.event_id, i);
             by_user.entry((user(v), day)).or_default().push(ranked);
-            let print = fingerprint(
-                v.device.as_str(),
-                v.country.as_deref(),
-                v.referrer.as_deref(),
-                v.quality.as_deref(),
-            );
             by_video
-                .entry((v.video_id.as_str(), day, print))
+                .entry((v.video_id.as_str(), day, print(v)))
                 .or_default()
                 .push(ranked);
         }
