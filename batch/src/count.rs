@@ -1529,6 +1529,20 @@ fn count_bucket<'s>(
         }
     }
 
+    // Each (video, day)'s longest billable watch: a view near it watched
+    // the video whole, and is neither a farm's nor zero engagement.
+    let video_day = |r: &Row| (r.video, r.occurred_at.div_euclid(DAY_US));
+    let mut longest: HashMap<(u32, i64), u32, RandomState> = HashMap::with_hasher(state.clone());
+    if rules.full_watch_percent > 0
+        && (rules.bot_farm_accounts > 0 || rules.zero_engagement_views > 0)
+    {
+        for (_, r) in billables() {
+            let l = longest.entry(video_day(r)).or_default();
+            *l = (*l).max(r.watch_seconds.max(0).unsigned_abs());
+        }
+    }
+    let longest_of = |r: &Row| longest.get(&video_day(r)).copied().unwrap_or(0);
+
     // Bot farms: only (video, hour, fingerprint, band)s with as many
     // views as the rule's accounts can have as many users; those count
     // their distinct users.
@@ -1544,7 +1558,9 @@ fn count_bucket<'s>(
             )
         };
         let candidates = || {
-            billables().filter(|(_, r)| rules.farm_candidate(r.watch_seconds.max(0).unsigned_abs()))
+            billables().filter(|(_, r)| {
+                rules.farm_candidate(r.watch_seconds.max(0).unsigned_abs(), longest_of(r))
+            })
         };
         let mut views: HashMap<Farm, u32, RandomState> = HashMap::with_hasher(state.clone());
         for (_, r) in candidates() {
@@ -1552,16 +1568,32 @@ fn count_bucket<'s>(
         }
         views.retain(|_, n| *n >= least);
         if !views.is_empty() {
+            // A band's share is of its (video, hour, fingerprint)'s
+            // accounts, so every candidate of a group with a big band
+            // counts.
+            let crowd = |f: &Farm| (f.0, f.1, f.2);
+            let mut crowds: hashbrown::HashSet<(u32, i64, u64), RandomState> =
+                hashbrown::HashSet::with_hasher(state.clone());
+            crowds.extend(views.keys().map(crowd));
             let mut members: Vec<(Farm, u64, usize)> = candidates()
-                .filter(|(_, r)| views.contains_key(&farm(r)))
+                .filter(|(_, r)| crowds.contains(&crowd(&farm(r))))
                 .map(|(n, r)| (farm(r), r.user_hash, n))
                 .collect();
             members.sort_unstable();
-            for group in members.chunk_by(|a, b| a.0 == b.0) {
-                let accounts = 1 + group.windows(2).filter(|w| w[0].1 != w[1].1).count();
-                if accounts >= least as usize {
-                    for &(_, _, n) in group {
-                        mark(n, FraudRule::BotFarm);
+            let distinct = |m: &[(Farm, u64, usize)]| {
+                let mut users: Vec<u64> = m.iter().map(|m| m.1).collect();
+                users.sort_unstable();
+                users.dedup();
+                users.len() as u64
+            };
+            for group in members.chunk_by(|a, b| crowd(&a.0) == crowd(&b.0)) {
+                let of = distinct(group);
+                for band in group.chunk_by(|a, b| a.0 == b.0) {
+                    let accounts = 1 + band.windows(2).filter(|w| w[0].1 != w[1].1).count() as u64;
+                    if accounts >= u64::from(least) && rules.farm_clustered(accounts, of) {
+                        for &(_, _, n) in band {
+                            mark(n, FraudRule::BotFarm);
+                        }
                     }
                 }
             }
@@ -1576,6 +1608,7 @@ fn count_bucket<'s>(
                 rules.zero_engagement_candidate(
                     u32::from(!r.zero_ads),
                     r.watch_seconds.max(0).unsigned_abs(),
+                    longest_of(r),
                 )
             })
             .map(|(n, r)| ((r.video, hour_of(r.occurred_at)), r.occurred_at, n))

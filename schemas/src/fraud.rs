@@ -178,16 +178,32 @@ impl RuleSet {
     /// the replay rule's ranking can): the impossible-watch rule's
     /// concurrency, where a late view crowds views that started before it,
     /// and the metronome, where a late view breaks (or completes) a rhythm
-    /// that began before it. The dirty-hour recompute then recomputes the
-    /// whole day.
+    /// that began before it, and the full watch of zero engagement and bot
+    /// farms, where a late view's longer watch turns earlier views of its
+    /// video that day from watched whole into candidates. The dirty-hour recompute then
+    /// recomputes the whole day.
     pub fn late_views_reach_back(&self) -> bool {
-        self.impossible_watch_devices > 0 || self.metronome_views > 0
+        self.impossible_watch_devices > 0
+            || self.metronome_views > 0
+            || (self.full_watch_percent > 0
+                && (self.zero_engagement_views > 0 || self.bot_farm_accounts > 0))
+    }
+
+    /// Whether a view watched its video whole: at least
+    /// `full_watch_percent` of `longest`, the longest billable watch of its
+    /// video that UTC day (0: never).
+    pub fn watched_whole(&self, watch_seconds: u32, longest: u32) -> bool {
+        self.full_watch_percent > 0
+            && u64::from(watch_seconds) * 100
+                >= u64::from(self.full_watch_percent) * u64::from(longest)
     }
 
     /// Whether a billable view's watch time lets it be a bot farm's: under
-    /// `bot_farm_max_watch_seconds` (0: any).
-    pub fn farm_candidate(&self, watch_seconds: u32) -> bool {
-        self.bot_farm_max_watch_seconds == 0 || watch_seconds < self.bot_farm_max_watch_seconds
+    /// `bot_farm_max_watch_seconds` (0: any), and not the whole video
+    /// (`longest`: [`RuleSet::watched_whole`]).
+    pub fn farm_candidate(&self, watch_seconds: u32, longest: u32) -> bool {
+        (self.bot_farm_max_watch_seconds == 0 || watch_seconds < self.bot_farm_max_watch_seconds)
+            && !self.watched_whole(watch_seconds, longest)
     }
 
     /// The bot-farm watch band a watch time falls in.
@@ -195,12 +211,27 @@ impl RuleSet {
         watch_seconds / self.bot_farm_watch_band_seconds.max(1)
     }
 
+    /// Whether a farm band's `accounts` are enough of its group's
+    /// (`of`: the accounts viewing its video in its hour with its
+    /// fingerprint) for its watch times to cluster:
+    /// `bot_farm_share_percent` or more (0: any share).
+    pub fn farm_clustered(&self, accounts: u64, of: u64) -> bool {
+        accounts * 100 >= u64::from(self.bot_farm_share_percent) * of
+    }
+
     /// Whether a billable view is a zero-engagement candidate: no ad
-    /// impression and a watch time under the rule's bound.
-    pub fn zero_engagement_candidate(&self, ad_impressions: u32, watch_seconds: u32) -> bool {
+    /// impression, a watch time under the rule's bound, and not the whole
+    /// video (`longest`: [`RuleSet::watched_whole`]).
+    pub fn zero_engagement_candidate(
+        &self,
+        ad_impressions: u32,
+        watch_seconds: u32,
+        longest: u32,
+    ) -> bool {
         self.zero_engagement_views > 0
             && ad_impressions == 0
             && watch_seconds < self.zero_engagement_watch_seconds
+            && !self.watched_whole(watch_seconds, longest)
     }
 }
 
@@ -388,6 +419,20 @@ pub fn decide<J: Judged>(rules: &RuleSet, judged: &[J]) -> Vec<Option<FraudRule>
         .collect();
     let mut repeats: HashMap<(&str, i64, u64), u32> = HashMap::new();
     let mut farms: HashMap<(&str, i64, u64, u32), BTreeSet<u64>> = HashMap::new();
+    // Per (video, hour, fingerprint), the accounts of its farm candidates.
+    let mut crowds_of: HashMap<(&str, i64, u64), BTreeSet<u64>> = HashMap::new();
+    // Per (video, day), its longest billable watch.
+    fn video_day(v: &ViewEvent) -> (&str, i64) {
+        (
+            v.video_id.as_str(),
+            day_bucket(v.occurred_at).timestamp_micros(),
+        )
+    }
+    let mut longest: HashMap<(&str, i64), u32> = HashMap::new();
+    for (v, _) in views.iter().zip(&billable).filter(|(_, b)| **b) {
+        let l = longest.entry(video_day(v)).or_default();
+        *l = (*l).max(v.watch_seconds);
+    }
     let mut zero: BTreeMap<(&str, i64), Vec<(i64, usize)>> = BTreeMap::new();
     // Per (user, video, day): (occurred_at, event id, view) of its billable
     // views, for the daily cap.
@@ -427,10 +472,19 @@ pub fn decide<J: Judged>(rules: &RuleSet, judged: &[J]) -> Vec<Option<FraudRule>
         *repeats
             .entry((v.video_id.as_str(), hour(v), user(v)))
             .or_default() += 1;
-        if rules.farm_candidate(v.watch_seconds) {
-            farms.entry(farm_key(rules, v)).or_default().insert(user(v));
+        if rules.farm_candidate(v.watch_seconds, longest[&video_day(v)]) {
+            let key = farm_key(rules, v);
+            farms.entry(key).or_default().insert(user(v));
+            crowds_of
+                .entry((key.0, key.1, key.2))
+                .or_default()
+                .insert(user(v));
         }
-        if rules.zero_engagement_candidate(v.ad_impressions, v.watch_seconds) {
+        if rules.zero_engagement_candidate(
+            v.ad_impressions,
+            v.watch_seconds,
+            longest[&video_day(v)],
+        ) {
             zero.entry((v.video_id.as_str(), hour(v)))
                 .or_default()
                 .push((v.occurred_at.timestamp_micros(), i));
@@ -514,9 +568,14 @@ pub fn decide<J: Judged>(rules: &RuleSet, judged: &[J]) -> Vec<Option<FraudRule>
                             >= rules.repeat_loop_views
                 }
                 FraudRule::BotFarm => {
+                    let key = farm_key(rules, v);
                     rules.bot_farm_accounts > 0
-                        && rules.farm_candidate(v.watch_seconds)
-                        && farms[&farm_key(rules, v)].len() >= rules.bot_farm_accounts as usize
+                        && rules.farm_candidate(v.watch_seconds, longest[&video_day(v)])
+                        && farms[&key].len() >= rules.bot_farm_accounts as usize
+                        && rules.farm_clustered(
+                            farms[&key].len() as u64,
+                            crowds_of[&(key.0, key.1, key.2)].len() as u64,
+                        )
                 }
                 FraudRule::ZeroEngagement => zero_caught[i],
                 FraudRule::DailyCap => capped[i],
@@ -799,8 +858,16 @@ mod tests {
             quality: Some("720p".into()),
             ..view(&format!("bot{i}"), "v1", t + Duration::minutes(i.into()))
         };
+        // Someone watched the video an hour that day: the bots did not
+        // watch it whole.
+        let length = ViewEvent {
+            watch_seconds: 3_600,
+            ..view("viewer", "v1", t)
+        };
         // Nine accounts, two views each: eighteen views, nine accounts.
-        let mut views: Vec<ViewEvent> = (0..9).flat_map(|i| [bot(i, 41), bot(i, 42)]).collect();
+        let mut views: Vec<ViewEvent> = std::iter::once(length.clone())
+            .chain((0..9).flat_map(|i| [bot(i, 41), bot(i, 42)]))
+            .collect();
         assert_eq!(caught(&rules, &views), 0);
         // A tenth with another quality, or a watch time in another band.
         views.push(ViewEvent {
@@ -817,12 +884,58 @@ mod tests {
         assert_eq!(caught(&rules, &class), 0);
         let v2 = RuleSet {
             bot_farm_max_watch_seconds: 0,
+            full_watch_percent: 0,
             ..rules
         };
         assert_eq!(caught(&v2, &class), 30, "rules v2 cut the class");
         // Just under the bound, they would be one.
-        let short: Vec<ViewEvent> = (0..30).map(|i| bot(100 + i, 298)).collect();
+        let short: Vec<ViewEvent> = std::iter::once(length)
+            .chain((0..30).map(|i| bot(100 + i, 298)))
+            .collect();
         assert_eq!(caught(&rules, &short), 30);
+    }
+
+    #[test]
+    fn bot_farm_passes_a_crowd_from_one_link_and_catches_a_farm_hiding_in_it() {
+        let rules = only(FraudRule::BotFarm);
+        let t = at("2026-11-01T10:00:00Z");
+        let one = |user: String, watch: u32, minute: u32| ViewEvent {
+            watch_seconds: watch,
+            device: Device::Mobile,
+            country: Some("US".into()),
+            referrer: Some("https://t.co/abc".into()),
+            quality: Some("480p".into()),
+            ..view(&user, "v1", t + Duration::seconds(i64::from(minute) * 20))
+        };
+        // 120 people from one link, one fingerprint, their watch times
+        // spread over 30-89 s: ten accounts in each of twelve bands. The
+        // clip is 10 minutes long (one view, another fingerprint).
+        let crowd: Vec<ViewEvent> = (0..120)
+            .map(|c| one(format!("p{c}"), 30 + c % 60, c))
+            .chain(std::iter::once(ViewEvent {
+                watch_seconds: 600,
+                ..view("viewer", "v1", t)
+            }))
+            .collect();
+        assert_eq!(caught(&rules, &crowd), 0, "a band is 8 % of the crowd");
+        let v2 = RuleSet {
+            bot_farm_share_percent: 0,
+            full_watch_percent: 0,
+            ..rules
+        };
+        assert_eq!(caught(&v2, &crowd), 120, "rules v2 cut every band");
+        // Thirty bots at 41 s among them: their band holds 40 of the 150
+        // accounts (27 %), so it is a farm's, with the ten people in it.
+        let mut hidden = crowd.clone();
+        hidden.extend((0..30).map(|b| one(format!("bot{b}"), 41, b)));
+        let d = decide(&rules, &hidden);
+        assert_eq!(d.iter().filter(|r| r.is_some()).count(), 40);
+        assert!(d[121..].iter().all(|r| *r == Some(FraudRule::BotFarm)));
+        // Ten bots make their band 20 of 130 accounts (15 %): they pass, as
+        // the crowd does.
+        let mut few = crowd;
+        few.extend((0..10).map(|b| one(format!("bot{b}"), 41, b)));
+        assert_eq!(caught(&rules, &few), 0);
     }
 
     #[test]
@@ -834,22 +947,76 @@ mod tests {
             ad_impressions: 0,
             ..view(&format!("u{i}"), "v1", t + Duration::seconds(i * gap))
         };
+        // Someone watched the video five minutes that day, with an ad: it is
+        // longer than 31 s, so the burst did not watch it whole.
+        let length = ViewEvent {
+            watch_seconds: 300,
+            ..view("viewer", "v1", t - Duration::hours(2))
+        };
         // Twenty within five minutes, and a twenty-first just after.
-        let mut burst: Vec<ViewEvent> = (0..20).map(|i| zero(i, 15)).collect();
+        let mut burst: Vec<ViewEvent> = std::iter::once(length.clone())
+            .chain((0..20).map(|i| zero(i, 15)))
+            .collect();
         assert_eq!(caught(&rules, &burst), 20);
         burst.push(zero(20, 15));
         assert_eq!(caught(&rules, &burst), 21, "5 minutes after the first");
         burst.push(zero(80, 15));
         assert_eq!(caught(&rules, &burst), 21, "alone in its 5 minutes");
-        burst.truncate(20);
+        burst.truncate(21);
         // Spread over the hour (one every three minutes): never 20 close.
-        let sparse: Vec<ViewEvent> = (0..20).map(|i| zero(i, 180)).collect();
+        let sparse: Vec<ViewEvent> = std::iter::once(length.clone())
+            .chain((0..20).map(|i| zero(i, 180)))
+            .collect();
         assert_eq!(caught(&rules, &sparse), 0);
         // With an ad, or watched 35 s: not candidates.
         let mut engaged = burst.clone();
-        engaged[0].ad_impressions = 1;
-        engaged[1].watch_seconds = 35;
+        engaged[1].ad_impressions = 1;
+        engaged[2].watch_seconds = 35;
         assert_eq!(caught(&rules, &engaged), 0);
+    }
+
+    #[test]
+    fn zero_engagement_passes_a_short_watched_whole_until_a_longer_watch_shows_it_was_not() {
+        let rules = only(FraudRule::ZeroEngagement);
+        let t = at("2026-11-01T10:00:00Z");
+        // A trending 33-s short: forty people in five minutes, no ads, each
+        // watching it to the end (32 or 33 s).
+        let short: Vec<ViewEvent> = (0..40)
+            .map(|i| ViewEvent {
+                watch_seconds: 32 + (i % 2) as u32,
+                ad_impressions: 0,
+                ..view(&format!("u{i}"), "v1", t + Duration::seconds(i * 7))
+            })
+            .collect();
+        assert_eq!(caught(&rules, &short), 0, "watched whole: engaged");
+        let v2 = RuleSet {
+            full_watch_percent: 0,
+            ..rules
+        };
+        assert_eq!(caught(&v2, &short), 40, "rules v2 cut the short");
+        // Forty accounts with one fingerprint in one watch band are a farm's
+        // only if they did not watch the short whole.
+        let farm = only(FraudRule::BotFarm);
+        assert_eq!(caught(&farm, &short), 0);
+        let farm_v2 = RuleSet {
+            full_watch_percent: 0,
+            ..farm
+        };
+        assert_eq!(caught(&farm_v2, &short), 40, "rules v2's farm cut it too");
+        // One billable view of 10 minutes later that day (a late arrival,
+        // in another hour) says the video is no short: the burst stopped
+        // at a twentieth of it.
+        let mut long = short.clone();
+        long.push(ViewEvent {
+            watch_seconds: 600,
+            ..view("late", "v1", t + Duration::hours(5))
+        });
+        assert_eq!(caught(&rules, &long), 40);
+        // Only billable views tell the length: an ineligible 10-minute view
+        // (a script's, say) does not.
+        long.last_mut().unwrap().revenue_eligible = false;
+        assert_eq!(caught(&rules, &long), 0);
+        assert!(rules.late_views_reach_back(), "the length is the day's");
     }
 
     #[test]

@@ -426,7 +426,7 @@ async fn every_invalid_traffic_rule_is_the_same_in_both_engines_and_the_truth() 
     let gen_now = crate::hard_cases::now();
     let generator = Generator::new(GenConfig {
         events: 12_000,
-        seed: 13,
+        seed: 14,
         videos: 300,
         users: 5_000,
         duplicate_ratio: 0.05,
