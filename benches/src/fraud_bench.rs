@@ -51,7 +51,7 @@ struct Args {
     /// Share of events that are invalid traffic (over the four patterns).
     #[arg(long, default_value_t = 0.06)]
     fraud_ratio: f64,
-    /// Share of events from organic hard cases (over the three).
+    /// Share of events from organic hard cases (over the six).
     #[arg(long, default_value_t = 0.06)]
     hard_case_ratio: f64,
     /// Where the archive is kept between runs.

@@ -6,7 +6,8 @@
 //! - [`Mix`]: labelled traffic mixed in on request: patterns of invalid
 //!   traffic (repeat loops, bot farms, impossible watch time, zero-engagement
 //!   bursts) and organic hard cases (fans' bursts, shared household
-//!   accounts, binges), every event carrying its [`Label`].
+//!   accounts, binges, classrooms, clips shared from one link, trending
+//!   shorts without ads), every event carrying its [`Label`].
 //! - [`Truth`]: the ground truth per video per hour (views, billable views,
 //!   watch seconds), built from the events that were actually accepted, with the
 //!   counting rules of [`schemas::rules`]; with labels, per label too.

@@ -68,7 +68,9 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 0.0)]
     fraud_ratio: f64,
     /// Fraction of events from organic hard cases: fans' bursts on a
-    /// popular video, household accounts shared across devices, binges.
+    /// popular video, household accounts shared across devices, binges,
+    /// classrooms, clips shared from one link, trending shorts without
+    /// ads, in equal shares.
     /// Default: the --fraud-ratio (so false positives are measured too).
     #[arg(long)]
     hard_case_ratio: Option<f64>,
