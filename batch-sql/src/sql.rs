@@ -145,31 +145,6 @@ fn ctes(rules: &RuleSet) -> String {
     let fv = |col: &str| format!("first_value({col} ORDER BY {SQL_COPY_ORDER}) AS {col}");
     let band = rules.bot_farm_watch_band_seconds.max(1);
     let window_us = i64::from(rules.zero_engagement_window_seconds) * 1_000_000;
-    // Zero engagement and bot farms leave out views that watched their
-    // video whole: near the video-day's longest billable watch, a column
-    // of `viewed` when they need it.
-    let whole = rules.full_watch_percent > 0
-        && (rules.zero_engagement_views > 0 || rules.bot_farm_accounts > 0);
-    let partial = |c: &str| match whole {
-        false => String::new(),
-        true => format!(
-            " AND CAST({c}watch_seconds AS BIGINT) * 100 < {} * {c}longest",
-            rules.full_watch_percent
-        ),
-    };
-    let viewed = {
-        let times = "SELECT *, CAST(date_trunc('hour', occurred_at) AS BIGINT) AS hour_us,
-                  CAST(occurred_at AS BIGINT) AS at_us";
-        match whole {
-            false => format!("{times}\n           FROM firsts"),
-            true => format!(
-                "SELECT *, MAX(CASE WHEN billable = 1 THEN CAST(watch_seconds AS BIGINT) END)
-                             OVER (PARTITION BY video_id, w_day) AS longest
-           FROM ({times}, CAST(date_trunc('day', occurred_at) AS BIGINT) AS w_day
-                 FROM firsts)"
-            ),
-        }
-    };
     // (rule, its table, how a view joins it, the column that is non-null
     // when it does), in attribution order; only the rules that are on.
     let mut caught: Vec<(FraudRule, String, String, &str)> = Vec::new();
@@ -242,25 +217,20 @@ fn ctes(rules: &RuleSet) -> String {
                        PARTITION BY video_id, hour_us ORDER BY at_us
                        RANGE BETWEEN CURRENT ROW AND {window_us} FOLLOWING) AS n
                      FROM viewed
-                     WHERE billable = 1 AND ad_impressions = 0 AND watch_seconds < {watch}{full}))
+                     WHERE billable = 1 AND ad_impressions = 0 AND watch_seconds < {watch}))
                  WHERE dense = 1",
                 least = rules.zero_engagement_views,
                 watch = rules.zero_engagement_watch_seconds,
-                full = partial(""),
             ),
             "n.event_id = t.event_id".into(),
             "event_id",
         ));
     }
     if rules.bot_farm_accounts > 0 {
-        // Views watched past the bound (0: any watch) or whole are no
-        // farm's.
-        let candidate = |c: &str| {
-            let bound = match rules.bot_farm_max_watch_seconds {
-                0 => String::new(),
-                max => format!(" AND {c}watch_seconds < {max}"),
-            };
-            bound + &partial(c)
+        // Views watched past the bound are no farm's (0: any watch).
+        let candidate = |c: &str| match rules.bot_farm_max_watch_seconds {
+            0 => String::new(),
+            max => format!(" AND {c}watch_seconds < {max}"),
         };
         let bands = format!(
             "SELECT video_id, hour_us, print, watch_seconds / {band} AS band,
@@ -347,7 +317,9 @@ fn ctes(rules: &RuleSet) -> String {
                   CASE WHEN MIN(fp) <> MAX(fp) THEN 1 ELSE 0 END AS conflicting
            FROM valid GROUP BY event_id),
          viewed AS (
-           {viewed}),
+           SELECT *, CAST(date_trunc('hour', occurred_at) AS BIGINT) AS hour_us,
+                  CAST(occurred_at AS BIGINT) AS at_us
+           FROM firsts),
          spans AS (
            SELECT event_id, uh, s, LEAST(s + CAST(watch_seconds AS BIGINT), (s / 86400 + 1) * 86400) AS e,
                   s / 86400 AS d
@@ -367,7 +339,6 @@ fn ctes(rules: &RuleSet) -> String {
         min = rules.billable_min_watch_seconds,
         cap = rules.fraud_cap_per_user_video_day,
         replay = replay,
-        viewed = viewed,
         metronome = metronome,
         source = source,
         beat = beat,

@@ -1529,20 +1529,6 @@ fn count_bucket<'s>(
         }
     }
 
-    // Each (video, day)'s longest billable watch: a view near it watched
-    // the video whole, and is neither a farm's nor zero engagement.
-    let video_day = |r: &Row| (r.video, r.occurred_at.div_euclid(DAY_US));
-    let mut longest: HashMap<(u32, i64), u32, RandomState> = HashMap::with_hasher(state.clone());
-    if rules.full_watch_percent > 0
-        && (rules.bot_farm_accounts > 0 || rules.zero_engagement_views > 0)
-    {
-        for (_, r) in billables() {
-            let l = longest.entry(video_day(r)).or_default();
-            *l = (*l).max(r.watch_seconds.max(0).unsigned_abs());
-        }
-    }
-    let longest_of = |r: &Row| longest.get(&video_day(r)).copied().unwrap_or(0);
-
     // Bot farms: only (video, hour, fingerprint, band)s with as many
     // views as the rule's accounts can have as many users; those count
     // their distinct users.
@@ -1558,9 +1544,7 @@ fn count_bucket<'s>(
             )
         };
         let candidates = || {
-            billables().filter(|(_, r)| {
-                rules.farm_candidate(r.watch_seconds.max(0).unsigned_abs(), longest_of(r))
-            })
+            billables().filter(|(_, r)| rules.farm_candidate(r.watch_seconds.max(0).unsigned_abs()))
         };
         let mut views: HashMap<Farm, u32, RandomState> = HashMap::with_hasher(state.clone());
         for (_, r) in candidates() {
@@ -1608,7 +1592,6 @@ fn count_bucket<'s>(
                 rules.zero_engagement_candidate(
                     u32::from(!r.zero_ads),
                     r.watch_seconds.max(0).unsigned_abs(),
-                    longest_of(r),
                 )
             })
             .map(|(n, r)| ((r.video, hour_of(r.occurred_at)), r.occurred_at, n))

@@ -170,8 +170,7 @@ pub fn machine() -> String {
 
 /// Rules v2 as they stood, for comparing against: impossible watch by the
 /// hour limit (not concurrency), no replay rule, no metronome, bot farms
-/// of any watch time and any share of their crowd, no full-watch exemption
-/// from zero engagement.
+/// of any watch time and any share of their crowd.
 pub fn rules_v2() -> schemas::RuleSet {
     schemas::RuleSet {
         impossible_watch_seconds: 4 * 3600,
@@ -180,7 +179,6 @@ pub fn rules_v2() -> schemas::RuleSet {
         metronome_views: 0,
         bot_farm_max_watch_seconds: 0,
         bot_farm_share_percent: 0,
-        full_watch_percent: 0,
         ..schemas::RuleSet::default()
     }
 }

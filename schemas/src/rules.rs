@@ -23,9 +23,8 @@ use crate::ViewEvent;
 /// with the new parameters off and its own hour limit, so it decides as v2.
 /// Rules v3 also judge rhythm (`metronome`) and leave long views out of
 /// bot farms (`bot_farm_max_watch_seconds`), count a farm only where its
-/// watch times cluster (`bot_farm_share_percent`), and leave views watched
-/// whole out of zero engagement and bot farms (`full_watch_percent`); a v3
-/// manifest from before them reads back with them off.
+/// watch times cluster (`bot_farm_share_percent`); a v3 manifest from
+/// before them reads back with them off.
 pub const RULES_VERSION: u32 = 3;
 
 /// Every configurable parameter of validation and counting, in one place.
@@ -121,15 +120,6 @@ pub struct RuleSet {
     #[serde(default)]
     #[cfg_attr(feature = "cli", arg(id = "zero_engagement_window", long = "zero-engagement-window", env = "VIEWCOUNT_ZERO_ENGAGEMENT_WINDOW", value_name = "SECONDS", default_value_t = RuleSet::DEFAULT.zero_engagement_window_seconds))]
     pub zero_engagement_window_seconds: u32,
-    /// Batch rules `zero_engagement` and `bot_farm`: a view watched at
-    /// least this share, in percent, of the longest billable watch of its
-    /// video that UTC day (the video's length, as far as the archive shows
-    /// it) watched the video whole, and is neither rule's: a crowd watching
-    /// a trending short to its end is engaged, while bots stop where the
-    /// view became billable. 0: no such exemption, as in rules v2.
-    #[serde(default)]
-    #[cfg_attr(feature = "cli", arg(id = "full_watch", long = "full-watch", env = "VIEWCOUNT_FULL_WATCH", value_name = "PERCENT", default_value_t = RuleSet::DEFAULT.full_watch_percent))]
-    pub full_watch_percent: u32,
     /// Batch rule `token_replay`: at most this many billable views per
     /// verified playback (signed token), video and UTC day; the views
     /// after them are filtered (0: off).
@@ -191,7 +181,6 @@ impl RuleSet {
         zero_engagement_views: 20,
         zero_engagement_watch_seconds: 35,
         zero_engagement_window_seconds: 300,
-        full_watch_percent: 90,
         token_replay_views: 3,
         metronome_views: 6,
         metronome_jitter_percent: 10,
@@ -228,15 +217,11 @@ impl RuleSet {
                 self.zero_engagement_views
             ));
         }
-        for (flag, percent) in [
-            ("--bot-farm-share", self.bot_farm_share_percent),
-            ("--full-watch", self.full_watch_percent),
-        ] {
-            if percent > 100 {
-                return Err(format!(
-                    "{flag} is {percent} %, but it is a share of a whole: give 0 to 100 (0 turns it off)"
-                ));
-            }
+        if self.bot_farm_share_percent > 100 {
+            return Err(format!(
+                "--bot-farm-share is {} %, but it is a share of a whole: give 0 to 100 (0 turns it off)",
+                self.bot_farm_share_percent
+            ));
         }
         if (1..3).contains(&self.metronome_views) {
             return Err(format!(
@@ -336,7 +321,6 @@ mod tests {
             "impossible_watch_devices",
             "bot_farm_max_watch_seconds",
             "bot_farm_share_percent",
-            "full_watch_percent",
             "metronome_views",
             "metronome_jitter_percent",
             "metronome_idle_seconds",
@@ -351,7 +335,6 @@ mod tests {
                 impossible_watch_seconds: 14_400,
                 bot_farm_max_watch_seconds: 0,
                 bot_farm_share_percent: 0,
-                full_watch_percent: 0,
                 metronome_views: 0,
                 metronome_jitter_percent: 0,
                 metronome_idle_seconds: 0,
@@ -376,7 +359,6 @@ mod tests {
         );
         let alone = RuleSet {
             impossible_watch_devices: 0,
-            full_watch_percent: 0,
             ..rules
         };
         assert!(!alone.late_views_reach_back());
@@ -403,35 +385,24 @@ mod tests {
     }
 
     #[test]
-    fn a_rule_set_from_before_the_crowd_exemptions_reads_back_without_them() {
-        let old = without(&["bot_farm_share_percent", "full_watch_percent"]);
+    fn a_rule_set_from_before_the_farm_share_reads_back_without_it() {
+        let old = without(&["bot_farm_share_percent"]);
         let rules: RuleSet = serde_json::from_value(serde_json::Value::Object(old)).unwrap();
         assert_eq!(
             rules,
             RuleSet {
                 bot_farm_share_percent: 0,
-                full_watch_percent: 0,
                 ..RuleSet::default()
             }
         );
-        for (bad, flag) in [
-            (
-                RuleSet {
-                    bot_farm_share_percent: 101,
-                    ..RuleSet::default()
-                },
-                "--bot-farm-share",
-            ),
-            (
-                RuleSet {
-                    full_watch_percent: 150,
-                    ..RuleSet::default()
-                },
-                "--full-watch",
-            ),
-        ] {
-            assert!(bad.check().unwrap_err().contains(flag), "{bad:?}");
-        }
+        let bad = RuleSet {
+            bot_farm_share_percent: 101,
+            ..RuleSet::default()
+        };
+        assert!(
+            bad.check().unwrap_err().contains("--bot-farm-share"),
+            "{bad:?}"
+        );
     }
 
     #[test]

@@ -52,7 +52,7 @@ fn rows() -> Vec<ArchivedEvent> {
 // The raw files changed when the archive gained playback_token, playback
 // and playback_id (null here), and with them the run id; the views and
 // filtered bytes did not.
-const GOLDEN_RUN_ID: &str = "a869d6f19e0b9bdb";
+const GOLDEN_RUN_ID: &str = "21b528b737390cda";
 const GOLDEN_INPUTS: &[(&str, &str)] = &[
     (
         "raw/dt=2026-11-20/hour=10/p0000-00000000000000000000-00000000000000000010.parquet",
@@ -73,11 +73,11 @@ const GOLDEN_INPUTS: &[(&str, &str)] = &[
 ];
 const GOLDEN_OUTPUTS: &[(&str, &str)] = &[
     (
-        "views/run=a869d6f19e0b9bdb/part-0.parquet",
+        "views/run=21b528b737390cda/part-0.parquet",
         "b87feab1812dc4b7c156c6bfd9b1111f452bcf6a99df6876ace2947e716911c8",
     ),
     (
-        "filtered/run=a869d6f19e0b9bdb/part-0.parquet",
+        "filtered/run=21b528b737390cda/part-0.parquet",
         "0ad4273e58d6fd72de01a70f74f010c4597d9b3ad29bec5ec4581994e51fdb95",
     ),
 ];
