@@ -115,6 +115,13 @@ pub async fn remote_session<'a>(
     // The functions are registered after the context exists: making it
     // replaces the state's function lists with Ballista's.
     let ctx = SessionContext::remote(url).await?;
+    // Ballista 55's adaptive planner re-plans the rules' joins without end
+    // (a new one-task stage after another, "stages to be cancelled but its
+    // not implemented"); the static planner runs the plan as written.
+    ctx.state_ref().write().config_mut().options_mut().set(
+        ballista_core::config::BALLISTA_ADAPTIVE_PLANNER_ENABLED,
+        "false",
+    )?;
     batch_sql::session::register_raw(&ctx, store, paths).await?;
     Ok(ctx)
 }
@@ -191,19 +198,10 @@ impl batch::run::Compute for Ballista {
         Engine::Ballista
     }
 
-    fn check(&self, rules: &RuleSet) -> batch::Result<()> {
-        // The rules that are windows over the rows (no join) run.
-        if rules.joined_rules_on() {
-            // Known limit: Ballista 55's executors overflowed their stacks
-            // on the rules v2 query (a join per rule, window frames), and
-            // with larger stacks the job never finished.
-            return Err(batch::Error::Input(
-                "--engine ballista counts with the daily cap, the replay rule and the metronome only: the query of the other rules does not finish on Ballista 55 yet; \
-                 run --engine native or --engine sql, or turn the other rules off with \
-                 --impossible-watch 0 --impossible-watch-devices 0 --repeat-loop-views 0 --zero-engagement-views 0 --bot-farm-accounts 0"
-                    .into(),
-            ));
-        }
+    fn check(&self, _rules: &RuleSet) -> batch::Result<()> {
+        // Every rule runs on the cluster: the plan ships past prost's
+        // default nesting limit (the workspace lifts it) and runs with the
+        // static planner (`remote_session`).
         Ok(())
     }
 

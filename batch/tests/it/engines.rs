@@ -423,27 +423,6 @@ async fn reconcile_explains_speed_against_batch_on_the_same_archive() {
 /// truth ([`schemas::fraud::decide`]), and every rule catches views.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_invalid_traffic_rule_is_the_same_in_both_engines_and_the_truth() {
-    let gen_now = crate::hard_cases::now();
-    let generator = Generator::new(GenConfig {
-        events: 12_000,
-        seed: 14,
-        videos: 300,
-        users: 5_000,
-        duplicate_ratio: 0.05,
-        late_ratio: 0.0,
-        invalid_ratio: 0.0,
-        start: hour_bucket(gen_now - Duration::hours(26)),
-        span: Duration::hours(24),
-        now: gen_now,
-        mix: loadgen::Mix {
-            fraud_ratio: 0.2,
-            hard_case_ratio: 0.2,
-            ..loadgen::Mix::default()
-        },
-        ..GenConfig::default()
-    })
-    .unwrap();
-    let ctx = ValidationContext::at(gen_now);
     let mut truth = Truth::new(RuleSet::default());
     // Rules v2's impossible-watch form (the hour limit), as a v2 manifest
     // re-decides: the same in both engines and the reference.
@@ -453,55 +432,13 @@ async fn every_invalid_traffic_rule_is_the_same_in_both_engines_and_the_truth() 
         ..RuleSet::default()
     };
     let mut truth_v2 = Truth::new(v2);
-    let mut offsets = [0i64; 4];
     let mut rows = Vec::new();
-    let mut push = |event: schemas::ViewEvent, playback: Playback| {
-        // Partitioned by video, offsets in acceptance order: the first
-        // copy of an id wins in batch as in the truth.
-        let p = (event.video_id.len() + event.video_id.as_bytes()[5] as usize) % 4;
-        offsets[p] += 1;
-        rows.push(ArchivedEvent {
-            received: schemas::ReceivedEvent::new(event, gen_now).with_playback(playback),
-            kafka_partition: p as i32,
-            kafka_offset: offsets[p],
-        });
-    };
-    let mut replays = 0u128;
-    for (n, e) in generator.enumerate() {
-        let Ok(event) = schemas::parse_event(&e.value, &ctx) else {
-            continue;
-        };
-        // Every 400th event's playback token is replayed four more times
-        // under fresh event ids and invented users (the generator's labels
-        // know no replays: these are hand-made, labelled with the original).
-        if n % 400 != 7 || !RuleSet::default().is_billable(&event) {
-            truth.record_labelled(&event, e.label);
-            truth_v2.record_labelled(&event, e.label);
-            push(event, Playback::Unchecked);
-            continue;
-        }
-        let playback_id = format!("pb-replayed-{n}");
-        let verified = || Playback::Verified {
-            playback_id: playback_id.clone(),
-        };
-        for j in 0..5u32 {
-            let copy = if j == 0 {
-                event.clone()
-            } else {
-                replays += 1;
-                schemas::ViewEvent {
-                    event_id: uuid::Uuid::from_u128(0x7e9_1a7 << 64 | replays),
-                    user_id: format!("invented-{n}-{j}"),
-                    occurred_at: event.occurred_at + Duration::seconds(i64::from(j) * 90),
-                    ..event.clone()
-                }
-            };
-            truth.record_played(&copy, e.label, Some(&playback_id));
-            truth_v2.record_played(&copy, e.label, Some(&playback_id));
-            push(copy, verified());
-        }
+    for (row, label) in crate::hard_cases::labelled() {
+        let (event, playback) = (&row.received.event, row.received.playback.playback_id());
+        truth.record_played(event, label, playback);
+        truth_v2.record_played(event, label, playback);
+        rows.push(row);
     }
-    assert!(replays >= 40, "{replays} replays");
     let dir = tempfile::tempdir().unwrap();
     let store = store::layout::open(&format!("file://{}", dir.path().display())).unwrap();
     write(store.as_ref(), &rows, 0).await;

@@ -197,3 +197,81 @@ async fn write_columns(store: &dyn ObjectStore, rows: &[ArchivedEvent], tag: i64
             .unwrap();
     }
 }
+
+/// Labelled traffic in which every invalid-traffic rule catches views: a
+/// day of generated traffic (a fifth of it invalid patterns, a fifth
+/// organic hard cases, re-sends), in which every 400th event, when
+/// billable, has its playback token replayed four more times under fresh
+/// event ids and invented users (the generator's labels know no replays:
+/// these are hand-made, labelled with the original). Each archived row
+/// (partitioned by video, offsets in acceptance order, so the first copy of
+/// an id wins in batch as in a truth) with its label; a replayed row's
+/// playback is verified.
+pub(crate) fn labelled() -> Vec<(ArchivedEvent, loadgen::Label)> {
+    use schemas::{Playback, RuleSet, ValidationContext};
+    let gen_now = now();
+    let generator = Generator::new(GenConfig {
+        events: 12_000,
+        seed: 14,
+        videos: 300,
+        users: 5_000,
+        duplicate_ratio: 0.05,
+        late_ratio: 0.0,
+        invalid_ratio: 0.0,
+        start: hour_bucket(gen_now - Duration::hours(26)),
+        span: Duration::hours(24),
+        now: gen_now,
+        mix: loadgen::Mix {
+            fraud_ratio: 0.2,
+            hard_case_ratio: 0.2,
+            ..loadgen::Mix::default()
+        },
+        ..GenConfig::default()
+    })
+    .unwrap();
+    let ctx = ValidationContext::at(gen_now);
+    let mut offsets = [0i64; 4];
+    let mut rows = Vec::new();
+    let mut push = |event: schemas::ViewEvent, playback: Playback, label| {
+        let p = (event.video_id.len() + event.video_id.as_bytes()[5] as usize) % 4;
+        offsets[p] += 1;
+        rows.push((
+            ArchivedEvent {
+                received: ReceivedEvent::new(event, gen_now).with_playback(playback),
+                kafka_partition: p as i32,
+                kafka_offset: offsets[p],
+            },
+            label,
+        ));
+    };
+    let mut replays = 0u128;
+    for (n, e) in generator.enumerate() {
+        let Ok(event) = schemas::parse_event(&e.value, &ctx) else {
+            continue;
+        };
+        if n % 400 != 7 || !RuleSet::default().is_billable(&event) {
+            push(event, Playback::Unchecked, e.label);
+            continue;
+        }
+        let playback_id = format!("pb-replayed-{n}");
+        for j in 0..5u32 {
+            let copy = if j == 0 {
+                event.clone()
+            } else {
+                replays += 1;
+                schemas::ViewEvent {
+                    event_id: uuid::Uuid::from_u128(0x7e9_1a7 << 64 | replays),
+                    user_id: format!("invented-{n}-{j}"),
+                    occurred_at: event.occurred_at + Duration::seconds(i64::from(j) * 90),
+                    ..event.clone()
+                }
+            };
+            let verified = Playback::Verified {
+                playback_id: playback_id.clone(),
+            };
+            push(copy, verified, e.label);
+        }
+    }
+    assert!(replays >= 40, "{replays} replays");
+    rows
+}
