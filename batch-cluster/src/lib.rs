@@ -198,13 +198,6 @@ impl batch::run::Compute for Ballista {
         Engine::Ballista
     }
 
-    fn check(&self, _rules: &RuleSet) -> batch::Result<()> {
-        // Every rule runs on the cluster: the plan ships past prost's
-        // default nesting limit (the workspace lifts it) and runs with the
-        // static planner (`remote_session`).
-        Ok(())
-    }
-
     fn compute<'a>(
         &'a self,
         store: Arc<dyn ObjectStore>,

@@ -110,10 +110,6 @@ impl batch::run::Compute for Sql {
         Engine::Sql
     }
 
-    fn check(&self, _rules: &RuleSet) -> batch::Result<()> {
-        Ok(())
-    }
-
     fn compute<'a>(
         &'a self,
         store: Arc<dyn ObjectStore>,

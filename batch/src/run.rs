@@ -109,10 +109,6 @@ pub trait Compute: Send + Sync + std::fmt::Debug {
     /// The engine recorded in the manifest.
     fn engine(&self) -> Engine;
 
-    /// Refuses, before anything is read, rules this engine cannot count
-    /// with; the error says what to run instead.
-    fn check(&self, rules: &RuleSet) -> Result<()>;
-
     /// Counts hours `[from, to)` of the raw files at `paths` (store paths)
     /// with `rules`, within `memory`.
     fn compute<'a>(
@@ -238,9 +234,6 @@ pub async fn run(
     };
     step(&mut manifest, &mut step_clock, "planning");
     let (from_us, to_us) = (opts.from.timestamp_micros(), to.timestamp_micros());
-    if let Some(compute) = &opts.compute {
-        compute.check(&opts.rules)?;
-    }
     let counted = if opts.dry_run || opts.compute.is_some() {
         manifest.inputs = checksum(store.as_ref(), &inputs_meta, progress).await?;
         if opts.dry_run {

@@ -529,6 +529,16 @@ pub(crate) struct Draw<'a> {
 }
 
 impl Draw<'_> {
+    /// `usual` with probability `p`, else any of `from` (which may be
+    /// `usual` again).
+    fn mostly<T: Copy>(&mut self, p: f64, usual: T, from: &[T]) -> T {
+        if self.rng.random_bool(p) {
+            usual
+        } else {
+            self.pick(from)
+        }
+    }
+
     fn pick<T: Copy>(&mut self, from: &[T]) -> T {
         from[self.rng.random_range(0..from.len())]
     }
@@ -777,21 +787,9 @@ pub(crate) fn episode(mix: &Mix, label: Label, d: &mut Draw<'_>) -> Vec<Value> {
                 } else {
                     d.rng.random_range(MIN_BILLABLE_WATCH..=90)
                 };
-                let device = if d.rng.random_bool(0.85) {
-                    MOBILE
-                } else {
-                    d.pick(&DEVICES)
-                };
-                let country = if d.rng.random_bool(0.9) {
-                    country
-                } else {
-                    d.pick(&COUNTRIES)
-                };
-                let quality = if d.rng.random_bool(0.85) {
-                    quality
-                } else {
-                    d.pick(&QUALITIES)
-                };
+                let device = d.mostly(0.85, MOBILE, &DEVICES);
+                let country = d.mostly(0.9, country, &COUNTRIES);
+                let quality = d.mostly(0.85, quality, &QUALITIES);
                 views.push(View {
                     user: format!("u{user}"),
                     video: video.clone(),
@@ -852,21 +850,9 @@ pub(crate) fn episode(mix: &Mix, label: Label, d: &mut Draw<'_>) -> Vec<Value> {
                 } else {
                     d.rng.random_range(1..length - 1)
                 };
-                let device = if d.rng.random_bool(0.9) {
-                    MOBILE
-                } else {
-                    d.pick(&DEVICES)
-                };
-                let country = if d.rng.random_bool(0.8) {
-                    country
-                } else {
-                    d.pick(&COUNTRIES)
-                };
-                let quality = if d.rng.random_bool(0.8) {
-                    quality
-                } else {
-                    d.pick(&QUALITIES)
-                };
+                let device = d.mostly(0.9, MOBILE, &DEVICES);
+                let country = d.mostly(0.8, country, &COUNTRIES);
+                let quality = d.mostly(0.8, quality, &QUALITIES);
                 unlooped.push(views.len());
                 views.push(View {
                     user: format!("u{user}"),

@@ -162,17 +162,6 @@ pub fn fingerprint_with(
 }
 
 impl RuleSet {
-    /// Whether any rule whose SQL joins a table of what it catches is on:
-    /// every rule but the daily cap and the replay rule (which are windows
-    /// over the rows).
-    pub fn joined_rules_on(&self) -> bool {
-        self.impossible_watch_seconds > 0
-            || self.impossible_watch_devices > 0
-            || self.repeat_loop_views > 0
-            || self.bot_farm_accounts > 0
-            || self.zero_engagement_views > 0
-    }
-
     /// Whether a late view can change the decisions of views in earlier
     /// hours of its UTC day (not only later ones, as the daily cap's and
     /// the replay rule's ranking can): the impossible-watch rule's
